@@ -1,0 +1,136 @@
+"""Plain data passed between the pipeline's stages.
+
+read   -> Table (rows of text, each with its line number)
+build  -> Built (products, each a list of API items plus image references; problems)
+checks -> problems (and the products they hold back)
+images -> ImageJob (a located, validated image file ready to be encoded at send time)
+
+Nothing here holds a connection or a file handle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# What the caller should do with a problem (STYLE.md "Errors"):
+#   error   - the row (and so its whole product) is held back
+#   skipped - the row was left out on purpose (a filter, an "ignore" status, a blank row)
+#   warning - reported, nothing held back (e.g. a missing image: the product still goes)
+Severity = Literal["error", "skipped", "warning"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One data row of an export, every cell as text.
+
+    `line` is the 1-based physical line in a CSV (the line the record starts on) or the
+    1-based row number in a sheet; `cells` maps the header name to the cell text ("" for
+    a blank cell). Example: Row(line=7, cells={"sku": "00123", "price": "1 299,50"}).
+    """
+
+    line: int
+    cells: dict[str, str]
+    sheet: str | None = None
+
+
+@dataclass
+class Problem:
+    """Something wrong with the input, tied to where a person can find it."""
+
+    kind: str  # short machine name: encoding, header, type, required, options, duplicate, image, filter, api ...
+    reason: str  # one sentence for a person
+    severity: Severity = "error"
+    line: int | None = None
+    column: str | None = None
+    value: str | None = None
+    product: str | None = None  # source_product_code, when known
+    sheet: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class Table:
+    """What `read.read_table` returns: the rows of one sheet or CSV file."""
+
+    header: list[str]
+    rows: list[Row]
+    format: str  # csv, xlsx, xls, ods
+    encoding: str | None = None  # csv only: utf-8, utf-8-sig, utf-16, cp1252 ...
+    delimiter: str | None = None  # csv only
+    sheet: str | None = None  # workbooks only
+    problems: list[Problem] = field(default_factory=list)  # rows refused while reading
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image a row asks for, before it is located on disk.
+
+    `name` is the cell text (or the file name a pattern produced), untrusted.
+    """
+
+    name: str
+    line: int
+    column: str | None = None
+    source_variant_code: str | None = None
+
+
+@dataclass
+class Product:
+    """One product: its API items (one per variant, `variants` a single object) in file order."""
+
+    code: str  # source_product_code
+    items: list[dict[str, Any]]
+    lines: list[int]
+    images: list[ImageRef] = field(default_factory=list)
+
+
+@dataclass
+class Built:
+    """What `build.build_products` returns."""
+
+    products: list[Product]
+    problems: list[Problem]
+    rows_read: int = 0
+    rows_skipped: int = 0
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """A located and validated image: everything needed to encode and queue it later."""
+
+    path: str  # absolute, resolved, inside the image folder
+    sha256: str
+    size: int
+    format: Literal["JPEG", "PNG"]
+    source_product_code: str
+    source_variant_code: str | None
+    image_id: str
+    main: bool
+    line: int
+    column: str | None = None
+
+
+# How one file's run ended, for the caller that decides where the file goes:
+#   done      - every item was acknowledged by the API (file -> archive/)
+#   refused   - refused for data reasons, nothing sendable or a file-level error (file -> failed/)
+#   waiting   - work is journaled but not all acknowledged (API trouble); it stays in the ledger
+#   duplicate - the same content (sha256) was already pushed; nothing sent
+FileStatus = Literal["done", "refused", "waiting", "duplicate"]
+
+
+@dataclass
+class FileOutcome:
+    """What `pipeline.run_file` returns: the status and the report a person reads.
+
+    `rejected` holds the refused rows with their reasons, for the rejected-rows CSV;
+    `header` is the file's header, so that CSV keeps the original columns.
+    """
+
+    status: FileStatus
+    report: dict[str, Any]
+    header: list[str] = field(default_factory=list)
+    rejected: list[tuple[Row, str]] = field(default_factory=list)
+    message: str = ""  # one line for a person
