@@ -1,0 +1,260 @@
+"""Stock2Shop API client: one token, a client-side rate limiter, bounded retries, redaction.
+
+    client = ApiClient(settings.api)
+    client.queue_products(items)   # -> {"system_products": {"sync_product": N}}
+
+Errors are sorted by what the caller should do (STYLE.md):
+  DataRejected   4xx for the data: not retried; `.errors` names the refused items
+  ApiUnavailable 429/5xx/timeouts/connection errors outlasted the retry budget: the work waits
+  AuthFailed     credentials refused by a fresh login: fix the configuration
+Every message is redacted: the token travels in the query string and must never be shown.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
+
+from connector.config import ApiSettings
+from connector.logs import redact, register_secret
+
+log = logging.getLogger("connector.api")
+
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class ApiError(Exception):
+    """A redacted, one-line description of what went wrong with the API."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(redact(message))
+        self.status = status
+
+
+class DataRejected(ApiError):
+    """The API refused the request's data (4xx). `errors`: [{"index", "field", "message"}, ...]."""
+
+    def __init__(self, message: str, status: int, errors: list[dict]):
+        super().__init__(message, status)
+        self.errors = errors
+
+
+class ApiUnavailable(ApiError):
+    """Transient trouble outlasted the retry budget; nothing is lost, the work waits."""
+
+
+class AuthFailed(ApiError):
+    """The API refused the credentials themselves."""
+
+
+class _Transient(ApiError):
+    """One attempt failed in a way worth retrying; `retry_after` is the server's hint in seconds."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message, status)
+        self.retry_after = retry_after
+
+
+class RateLimiter:
+    """Spaces requests evenly at `rate` per second (a token bucket of size one).
+
+    Starts at the configured rate (1/s: the older docs' advice) and follows the
+    `x-S2S-RateLimit` header, keeping 10 % in hand so clock jitter doesn't earn a 429.
+    """
+
+    def __init__(self, rate: float, *, clock: Callable[[], float], sleep: Callable[[float], None]):
+        self.rate = rate
+        self.clock = clock
+        self.sleep = sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self.clock()
+            delay = self._next - now
+            self._next = max(now, self._next) + 1.0 / self.rate
+        if delay > 0:
+            self.sleep(delay)
+
+    def follow(self, header: str | None) -> None:
+        try:
+            limit = float(header) if header else 0.0
+        except ValueError:
+            return
+        if limit > 0:
+            self.rate = limit * 0.9
+
+    def back_off(self, seconds: float) -> None:
+        """After a 429: nobody sends before `seconds` from now."""
+        with self._lock:
+            self._next = max(self._next, self.clock() + seconds)
+
+
+class ApiClient:
+    """Talks to one Stock2Shop account. Holds ONE token for the whole process.
+
+    `session`, `sleep`, `clock` and `rng` are injected so tests run without real waiting.
+    """
+
+    def __init__(self, settings: ApiSettings, *, session: requests.Session | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 rng: Callable[[], float] = random.random):
+        self.settings = settings
+        self.base = settings.url.rstrip("/")
+        self.session = session or requests.Session()
+        self.session.trust_env = False  # proxies and CA bundles come from our settings, not the environment
+        self.sleep = sleep
+        self.clock = clock
+        self.rng = rng
+        self.limiter = RateLimiter(settings.rate, clock=clock, sleep=sleep)
+        self.token: str | None = None
+        self.requests = Counter()  # by status ("200", "429", "error")
+        self._auth_lock = threading.Lock()
+        register_secret(settings.password)
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def queue_products(self, items: list[dict]) -> dict:
+        body = json.dumps({"system_products": items}, separators=(",", ":"), ensure_ascii=False).encode()
+        return self.call("POST", "/v1/products/queue", body, params={"source_id": self.settings.source_id})
+
+    def queue_images(self, items: list[dict]) -> dict:
+        body = json.dumps({"system_images": items}, separators=(",", ":")).encode()
+        return self.call("POST", "/v1/images/queue", body)
+
+    def sources(self) -> dict:
+        return self.call("GET", "/v1/sources")
+
+    def authenticate(self) -> None:
+        """Log in and keep the token. A new login invalidates the old token for everybody."""
+        body = json.dumps({"system_user_auth": {"username": self.settings.username,
+                                                "password": self.settings.password}}).encode()
+        data = self._retrying(lambda: self._once("POST", "/v1/users/authenticate", body, {}, authed=False))
+        token = (data.get("system_user") or {}).get("token") if isinstance(data, dict) else None
+        if not token:
+            raise AuthFailed("the API answered the login without a token")
+        register_secret(token)
+        self.token = token
+        log.info("authenticated with the Stock2Shop API")
+
+    # -- the request machinery -----------------------------------------------------------
+
+    def call(self, method: str, path: str, body: bytes | None = None, params: dict | None = None) -> dict:
+        """One API call with the token, re-authenticating once on 401/403, retrying transient trouble."""
+        if self.token is None:
+            self.authenticate()
+        used = self.token
+        try:
+            return self._retrying(lambda: self._once(method, path, body, params or {}, authed=True))
+        except AuthFailed:
+            with self._auth_lock:
+                if self.token == used:  # nobody logged in again meanwhile: do it once, for everybody
+                    log.info("token refused (expired or replaced); logging in again")
+                    self.authenticate()
+            try:
+                return self._retrying(lambda: self._once(method, path, body, params or {}, authed=True))
+            except AuthFailed as exc:
+                raise AuthFailed(f"the API refused a fresh token for {method} {path}: {exc}", exc.status) from None
+
+    def _retrying(self, attempt: Callable[[], dict]) -> dict:
+        retrying = Retrying(
+            stop=stop_before_delay(self.settings.retry_budget) | stop_after_attempt(50),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Transient),
+            sleep=self.sleep,
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
+        try:
+            return retrying(attempt)
+        except _Transient as exc:
+            raise ApiUnavailable(f"gave up after retrying for {self.settings.retry_budget:.0f} s: {exc}", exc.status) from None
+
+    def _once(self, method: str, path: str, body: bytes | None, params: dict, *, authed: bool) -> dict:
+        if authed:
+            params = {**params, "token": self.token}
+        self.limiter.wait()
+        try:
+            response = self.session.request(
+                method, self.base + path, params=params, data=body,
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            # The server may have processed the request (connection closed after the body was
+            # read); retrying is safe because products are upserts keyed by their codes.
+            self.requests["error"] += 1
+            raise _Transient(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        self.requests[str(status)] += 1
+        self.limiter.follow(response.headers.get("x-S2S-RateLimit"))
+        if 200 <= status < 300:
+            try:
+                return response.json()
+            except ValueError:
+                raise _Transient(f"{method} {path}: HTTP {status} with a body that is not JSON", status) from None
+        detail = _detail(response)
+        if status in TRANSIENT_STATUS:
+            retry_after = _retry_after(response.headers.get("Retry-After"), self.settings.retry_after_cap)
+            if status == 429:
+                self.limiter.back_off(retry_after or 1.0)
+            raise _Transient(f"{method} {path}: HTTP {status} {detail}", status, retry_after)
+        if status in (401, 403):
+            raise AuthFailed(f"{method} {path}: HTTP {status} {detail}", status)
+        if 400 <= status < 500:
+            errors = []
+            try:
+                errors = list(response.json().get("errors") or [])
+            except (ValueError, AttributeError):
+                pass
+            raise DataRejected(f"{method} {path}: HTTP {status} {detail}", status, errors)
+        raise ApiError(f"{method} {path}: unexpected HTTP {status} {detail}", status)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Retry-After when the server gives one (capped), else exponential backoff with full jitter."""
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = min(60.0, 0.5 * 2 ** (state.attempt_number - 1)) * (0.5 + 0.5 * self.rng())
+        hint = getattr(exc, "retry_after", None)
+        return max(hint, backoff) if hint else backoff
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("retrying in %.1f s (attempt %d): %s", state.next_action.sleep if state.next_action else 0,
+                    state.attempt_number, exc)
+
+
+def _detail(response: requests.Response) -> str:
+    text = response.text[:300] if response.content else ""
+    return redact(" ".join(text.split()))
+
+
+def _retry_after(value: str | None, cap: float) -> float | None:
+    """Retry-After as seconds, from either form RFC 9110 allows, capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, min(seconds, cap))
+
+
+def describe(value: Any) -> str:
+    """Short text of an API response for logs."""
+    return redact(json.dumps(value)[:200])

@@ -1,0 +1,339 @@
+"""The ledger: everything to send is written here before the first request.
+
+One SQLite file in the state folder (WAL, synchronous=FULL, owner-only). The sender drains
+`jobs` in id order; a job is marked done only after a 2xx, in the same transaction that
+records what was acknowledged. A re-run after a crash finds the file's jobs by its sha256
+and only drains what is left (DESIGN.md invariants 1-3).
+
+Tables:
+  files    one row per journaled file (by content sha256), with its plan-time report
+  jobs     products batches and image jobs, in send order
+  problems problems found while sending (API refusals, images changed), per file
+  sent     last acknowledged payload hash per variant: unchanged items are not sent again
+  sent_images  acknowledged images per product, by content hash
+  events   the last API errors and successes, for `connector status` and the health file
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    status TEXT NOT NULL,              -- journaled | done | refused
+    report TEXT NOT NULL,              -- JSON: the report as planned, completed when the file finishes
+    rejected TEXT NOT NULL DEFAULT '{}', -- JSON: {"header": [...], "rows": [[line, sheet, cells, reason], ...]}
+    created_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS files_sha ON files(sha256);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_id INTEGER NOT NULL REFERENCES files(id),
+    kind TEXT NOT NULL,                -- products | image
+    payload TEXT NOT NULL,             -- products: JSON list of items; image: JSON of the ImageJob
+    after_job INTEGER,                 -- image: the products job that must be acknowledged first
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending | done | failed | skipped
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    done_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(state, id);
+CREATE INDEX IF NOT EXISTS jobs_file ON jobs(file_id);
+CREATE TABLE IF NOT EXISTS problems (
+    id INTEGER PRIMARY KEY,
+    file_id INTEGER NOT NULL REFERENCES files(id),
+    problem TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sent (
+    source_product_code TEXT NOT NULL,
+    source_variant_code TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (source_product_code, source_variant_code)
+);
+CREATE TABLE IF NOT EXISTS sent_images (
+    source_product_code TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (source_product_code, sha256)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,                -- error | success
+    message TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class Job:
+    id: int
+    file_id: int
+    kind: str
+    payload: Any
+    after_job: int | None
+    attempts: int
+
+
+class Ledger:
+    """A handle on the state folder's ledger. One per process; not shared across threads."""
+
+    FILE_NAME = "ledger.sqlite"
+
+    def __init__(self, path: Path, *, clock=time.time):
+        self.path = path
+        self.clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        old_umask = os.umask(0o077)  # the db, -wal and -shm files are owner-only
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+        finally:
+            os.umask(old_umask)
+        for suffix in ("", "-wal", "-shm"):
+            extra = Path(f"{path}{suffix}")
+            if extra.exists():
+                os.chmod(extra, 0o600)
+
+    @classmethod
+    def open(cls, state_dir: Path, **kwargs) -> "Ledger":
+        return cls(Path(state_dir) / cls.FILE_NAME, **kwargs)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- files ---------------------------------------------------------------------------
+
+    def find_file(self, sha256: str) -> dict | None:
+        """The newest journaled record of this content, or None."""
+        row = self.db.execute(
+            "SELECT id, name, status, report, finished_at FROM files WHERE sha256 = ? ORDER BY id DESC LIMIT 1",
+            (sha256,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {"id": row[0], "name": row[1], "status": row[2], "report": json.loads(row[3]), "finished_at": row[4]}
+
+    def journal(self, *, sha256: str, name: str, size: int, report: dict, rejected: dict,
+                batches: Iterable[list[dict]], images: Iterable[tuple[int | None, dict]]) -> int:
+        """Write a file and all its work in ONE transaction, before anything is sent.
+
+        `batches` are lists of API items; `images` pairs the index of the batch holding the
+        image's product with the image job's fields. Returns the file id.
+        """
+        now = self.clock()
+        with self._transaction():
+            file_id = self.db.execute(
+                "INSERT INTO files (sha256, name, size, status, report, rejected, created_at)"
+                " VALUES (?, ?, ?, 'journaled', ?, ?, ?)",
+                (sha256, name, size, json.dumps(report), json.dumps(rejected, ensure_ascii=False), now),
+            ).lastrowid
+            batch_ids = []
+            for items in batches:
+                batch_ids.append(self.db.execute(
+                    "INSERT INTO jobs (file_id, kind, payload, created_at) VALUES (?, 'products', ?, ?)",
+                    (file_id, json.dumps(items, ensure_ascii=False), now),
+                ).lastrowid)
+            self.db.executemany(
+                "INSERT INTO jobs (file_id, kind, payload, after_job, created_at) VALUES (?, 'image', ?, ?, ?)",
+                [(file_id, json.dumps(job), batch_ids[index] if index is not None else None, now)
+                 for index, job in images],
+            )
+        return file_id
+
+    def finish_file(self, file_id: int, status: str, report: dict) -> None:
+        with self._transaction():
+            self.db.execute(
+                "UPDATE files SET status = ?, report = ?, finished_at = ? WHERE id = ?",
+                (status, json.dumps(report), self.clock(), file_id),
+            )
+
+    def record_refused(self, *, sha256: str, name: str, size: int, report: dict) -> int:
+        """A file refused before anything was journaled (kept so `status` can list it)."""
+        now = self.clock()
+        with self._transaction():
+            return self.db.execute(
+                "INSERT INTO files (sha256, name, size, status, report, created_at, finished_at)"
+                " VALUES (?, ?, ?, 'refused', ?, ?, ?)",
+                (sha256, name, size, json.dumps(report), now, now),
+            ).lastrowid
+
+    def unfinished_files(self) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM files WHERE status = 'journaled' ORDER BY id")]
+
+    def file_report(self, file_id: int) -> tuple[dict, dict]:
+        """The planned report and the rejected rows of one file."""
+        report, rejected = self.db.execute("SELECT report, rejected FROM files WHERE id = ?", (file_id,)).fetchone()
+        return json.loads(report), json.loads(rejected)
+
+    def file_job_states(self, file_id: int) -> dict[tuple[str, str], int]:
+        """Counts of (kind, state) for one file's jobs."""
+        rows = self.db.execute(
+            "SELECT kind, state, COUNT(*) FROM jobs WHERE file_id = ? GROUP BY kind, state", (file_id,)
+        )
+        return {(kind, state): n for kind, state, n in rows}
+
+    def file_sent_counts(self, file_id: int) -> dict[str, int]:
+        """Items and images acknowledged for one file."""
+        items = 0
+        for (payload,) in self.db.execute(
+            "SELECT payload FROM jobs WHERE file_id = ? AND kind = 'products' AND state = 'done'", (file_id,)
+        ):
+            items += len(json.loads(payload))
+        images = self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE file_id = ? AND kind = 'image' AND state = 'done'", (file_id,)
+        ).fetchone()[0]
+        return {"items_sent": items, "images_sent": images}
+
+    def add_problem(self, file_id: int, problem: dict) -> None:
+        with self._transaction():
+            self.db.execute("INSERT INTO problems (file_id, problem) VALUES (?, ?)", (file_id, json.dumps(problem)))
+
+    def problems(self, file_id: int) -> list[dict]:
+        return [json.loads(p) for (p,) in self.db.execute(
+            "SELECT problem FROM problems WHERE file_id = ? ORDER BY id", (file_id,))]
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def next_job(self) -> Job | None:
+        """The oldest pending job across all files: the ledger drains in the order it was written."""
+        row = self.db.execute(
+            "SELECT id, file_id, kind, payload, after_job, attempts FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return Job(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+
+    def job_state(self, job_id: int) -> str:
+        return self.db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+
+    def attempt(self, job_id: int, error: str | None) -> None:
+        """Count a send attempt that did not finish the job (the job stays pending)."""
+        with self._transaction():
+            self.db.execute(
+                "UPDATE jobs SET attempts = attempts + 1, last_error = ? WHERE id = ?", (error, job_id)
+            )
+            if error:
+                self._event("error", error)
+
+    def replace_payload(self, job_id: int, items: list[dict]) -> None:
+        """Drop items the API refused from a pending batch, so the rest can be resent."""
+        with self._transaction():
+            self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(items, ensure_ascii=False), job_id))
+
+    def products_acknowledged(self, job_id: int, hashes: list[tuple[str, str, str]]) -> None:
+        """Mark a products batch done and remember what was acknowledged, atomically."""
+        now = self.clock()
+        with self._transaction():
+            self.db.execute("UPDATE jobs SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?", (now, job_id))
+            self.db.executemany(
+                "INSERT INTO sent (source_product_code, source_variant_code, hash, at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (source_product_code, source_variant_code) DO UPDATE SET hash = excluded.hash, at = excluded.at",
+                [(p, v, h, now) for p, v, h in hashes],
+            )
+            self._event("success", f"job {job_id} acknowledged")
+
+    def image_acknowledged(self, job_id: int, product: str, sha256: str) -> None:
+        now = self.clock()
+        with self._transaction():
+            self.db.execute("UPDATE jobs SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?", (now, job_id))
+            self.db.execute(
+                "INSERT OR REPLACE INTO sent_images (source_product_code, sha256, at) VALUES (?, ?, ?)",
+                (product, sha256, now),
+            )
+            self._event("success", f"job {job_id} acknowledged")
+
+    def close_job(self, job_id: int, state: str, reason: str) -> None:
+        """End a job without sending it: `failed` (the API refused it) or `skipped`."""
+        with self._transaction():
+            self.db.execute(
+                "UPDATE jobs SET state = ?, last_error = ?, done_at = ? WHERE id = ?", (state, reason, self.clock(), job_id)
+            )
+
+    def sent_hashes(self, codes: Iterable[str]) -> dict[tuple[str, str], str]:
+        """Acknowledged payload hashes for the variants of these products."""
+        out: dict[tuple[str, str], str] = {}
+        codes = list(codes)
+        for start in range(0, len(codes), 500):
+            chunk = codes[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for p, v, h in self.db.execute(
+                f"SELECT source_product_code, source_variant_code, hash FROM sent WHERE source_product_code IN ({marks})",
+                chunk,
+            ):
+                out[(p, v)] = h
+        return out
+
+    def image_sent(self, product: str, sha256: str) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM sent_images WHERE source_product_code = ? AND sha256 = ?", (product, sha256)
+        ).fetchone() is not None
+
+    # -- what `status` and the health file show -------------------------------------------
+
+    def backlog(self) -> dict:
+        counts = dict(self.db.execute("SELECT kind, COUNT(*) FROM jobs WHERE state = 'pending' GROUP BY kind").fetchall())
+        oldest = self.db.execute("SELECT MIN(created_at) FROM jobs WHERE state = 'pending'").fetchone()[0]
+        return {
+            "batches": counts.get("products", 0),
+            "images": counts.get("image", 0),
+            "oldest_age_s": round(self.clock() - oldest, 1) if oldest else None,
+        }
+
+    def last_error(self) -> dict | None:
+        row = self.db.execute("SELECT at, message FROM events WHERE kind = 'error' ORDER BY id DESC LIMIT 1").fetchone()
+        return {"at": _iso(row[0]), "message": row[1]} if row else None
+
+    def last_success_at(self) -> str | None:
+        row = self.db.execute("SELECT MAX(at) FROM events WHERE kind = 'success'").fetchone()
+        return _iso(row[0]) if row and row[0] else None
+
+    def recent_files(self, limit: int = 10) -> list[dict]:
+        return [
+            {"name": n, "status": s, "finished_at": _iso(f) if f else None, "sha256": h}
+            for n, s, f, h in self.db.execute(
+                "SELECT name, status, finished_at, sha256 FROM files ORDER BY id DESC LIMIT ?", (limit,)
+            )
+        ]
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _event(self, kind: str, message: str) -> None:
+        self.db.execute("INSERT INTO events (at, kind, message) VALUES (?, ?, ?)", (self.clock(), kind, message[:500]))
+        # keep the events table small: it is a window on the recent past, not a history
+        self.db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - 1000")
+
+    def _transaction(self):
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
