@@ -1,5 +1,271 @@
-"""Command line: the only place exceptions become exit codes and one-line messages."""
+"""Command line: the only place exceptions become exit codes and one-line messages.
+
+Exit codes (every command):
+  0  everything sendable was acknowledged (or nothing needed sending)
+  1  the file was refused for data reasons (with --strict: any row was refused)
+  2  usage, configuration, mapping or credential error
+  3  work is left waiting in the ledger (API unreachable); the next run sends it
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from connector import __version__
+from connector.config import ConfigError, Settings, load_settings, require_credentials
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
+
+DESCRIPTION = """\
+Push ERP product exports (CSV, XLSX, XLS, ODS) to the Stock2Shop API.
+
+Each file is read, mapped with a YAML mapping into Stock2Shop products, checked,
+journaled in a local ledger and then sent: products first, then their images.
+Nothing acknowledged is sent twice, and nothing journaled is lost if the API or
+the machine goes away: the next run resumes.
+
+Try it without credentials:  connector push examples/products.csv --sandbox
+"""
+
+EPILOG = """\
+exit codes: 0 done, 1 file refused for data reasons, 2 usage/config/mapping error,
+3 work left waiting in the ledger (API unreachable).
+configuration: ./connector.yaml (or --config), overridden by S2S_API_URL,
+S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID and S2S_STATE_DIR.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, metavar="FILE",
+                        help="settings file (default: ./connector.yaml when it exists)")
+    common.add_argument("--sandbox", action="store_true",
+                        help="run the built-in sandbox API in-process and point the connector at it "
+                             "(no credentials needed; nothing leaves this machine)")
+    common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="how much to log (default INFO)")
+    common.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="human-readable lines (default) or one JSON object per line for log shippers")
+
+    parser = argparse.ArgumentParser(prog="connector", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"connector {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    push = commands.add_parser("push", parents=[common], help="push one export file end to end",
+                               description="Read, map, check, journal and send one file: products, then images. "
+                                           "Writes <name>.report.json (and <name>.rejected.csv when rows were "
+                                           "refused) to the report folder.",
+                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    push.add_argument("file", type=Path, help="the export to push (CSV, XLSX, XLS or ODS)")
+    push.add_argument("--mapping", metavar="NAME_OR_FILE",
+                      help="mapping to use (a name from the mappings folder, or a YAML path); "
+                           "default: the first `rules` match, else stock2shop")
+    push.add_argument("--report-dir", type=Path, default=Path("reports"), metavar="DIR",
+                      help="where the report and rejected rows go (default: ./reports)")
+    push.add_argument("--full", action="store_true",
+                      help="send every item, even those the API acknowledged unchanged before")
+    push.add_argument("--strict", action="store_true", help="exit 1 when any row was refused, not only the whole file")
+
+    check = commands.add_parser("check", parents=[common], help="read, map and check a file without sending anything",
+                                description="Read, map and check one file; print a summary and write the items "
+                                            "that would be sent, the report and the rejected rows. No network.")
+    check.add_argument("file", type=Path, help="the export to check")
+    check.add_argument("--mapping", metavar="NAME_OR_FILE", help="mapping to use (as for push)")
+    check.add_argument("--out", type=Path, default=Path("check"), metavar="DIR",
+                       help="where <name>.items.json, <name>.report.json and <name>.rejected.csv go (default: ./check)")
+
+    watch = commands.add_parser("watch", parents=[common], help="run as a service: take every file dropped in the inbox",
+                                description="Watch the inbox folder and push every complete file exactly once, "
+                                            "oldest first; archive it with its report, or move it to failed/ "
+                                            "when it is refused. Stops cleanly on SIGTERM/Ctrl-C.")
+    del watch  # its options are the common ones; the folders come from the settings
+
+    commands.add_parser("status", parents=[common], help="what is waiting, what was done, the last API error",
+                        description="Show files in processing/, the ledger backlog, the last files archived "
+                                    "and failed, and the last API error. Safe while `watch` runs.")
+
+    sandbox = commands.add_parser("sandbox", help="serve the built-in sandbox Stock2Shop API",
+                                  description="Serve a local, strict Stock2Shop API for trying the connector "
+                                              "and for tests. Log in with demo/demo; source id 1.")
+    from connector.sandbox.cli import add_arguments
+
+    add_arguments(sandbox)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    raise SystemExit("not built yet")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "sandbox":
+        from connector.sandbox.cli import run
+
+        return run(args)
+
+    from connector.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
+    try:
+        settings = load_settings(args.config, os.environ)
+    except ConfigError as exc:
+        return _fail(EXIT_USAGE, "configuration has errors:", exc.problems)
+    try:
+        if args.command == "check":
+            return _check(args, settings)
+        with _api(settings, args.sandbox):
+            if args.command == "push":
+                return _push(args, settings)
+            if args.command == "watch":
+                return _watch(settings)
+            if args.command == "status":
+                from connector.status import render_status
+
+                print(render_status(settings))
+                return EXIT_OK
+    except ConfigError as exc:
+        return _fail(EXIT_USAGE, "configuration has errors:", exc.problems)
+    except KeyboardInterrupt:
+        print("interrupted; journaled work stays in the ledger and is sent on the next run", file=sys.stderr)
+        return EXIT_WAITING
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+# -- commands ------------------------------------------------------------------------------
+
+def _push(args, settings: Settings) -> int:
+    from connector.api import AuthFailed
+    from connector.lock import AlreadyRunning, StateLock
+    from connector.report import summarise, write_json_atomic, write_rejected_csv
+
+    if not args.file.is_file():
+        return _fail(EXIT_USAGE, f"{args.file}: no such file")
+    require_credentials(settings)
+    try:
+        with StateLock(settings.folders.state):
+            pipeline = _make_pipeline(settings, full=args.full, progress=_progress_bar())
+            try:
+                outcome = pipeline.run_file(args.file, mapping=args.mapping)
+            finally:
+                pipeline.close()
+                _end_progress()
+    except AlreadyRunning as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    except AuthFailed as exc:
+        return _fail(EXIT_USAGE, f"the API refused the credentials: {exc} (work stays in the ledger)")
+
+    args.report_dir.mkdir(parents=True, exist_ok=True)
+    report_path = args.report_dir / f"{args.file.name}.report.json"
+    write_json_atomic(report_path, outcome.report)
+    if outcome.rejected:
+        write_rejected_csv(args.report_dir / f"{args.file.name}.rejected.csv", outcome.header, outcome.rejected)
+    print(summarise(outcome.report))
+    print(f"report: {report_path}")
+    print(outcome.message)
+    if outcome.status == "waiting":
+        return EXIT_WAITING
+    if outcome.status == "refused":
+        return EXIT_USAGE if (outcome.report.get("error") or {}).get("kind") == "mapping" else EXIT_REFUSED
+    if args.strict and outcome.rejected:
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
+def _check(args, settings: Settings) -> int:
+    from connector.mapping import MappingError
+    from connector.pipeline import plan_file
+    from connector.read import ReadError
+    from connector.report import summarise, write_json_atomic, write_rejected_csv
+
+    if not args.file.is_file():
+        return _fail(EXIT_USAGE, f"{args.file}: no such file")
+    try:
+        plan = plan_file(args.file, settings, mapping=args.mapping)
+    except MappingError as exc:
+        return _fail(EXIT_USAGE, f"mapping has errors:", exc.problems)
+    except ReadError as exc:
+        return _fail(EXIT_REFUSED, f"{args.file.name}: refused: {exc}")
+    from connector.pipeline import _file_hash
+
+    sha256, size = _file_hash(args.file)
+    report = plan.report(sha256=sha256, size=size, started=0.0)
+    report["status"] = "refused" if plan.refused else "checked"
+    report.pop("started_at", None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    items = [item for product in plan.products for item in product.items]
+    (args.out / f"{args.file.name}.items.json").write_text(
+        json.dumps({"system_products": items}, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_json_atomic(args.out / f"{args.file.name}.report.json", report)
+    if plan.rejected:
+        write_rejected_csv(args.out / f"{args.file.name}.rejected.csv", plan.table.header, plan.rejected)
+    print(summarise(report))
+    print(f"items that would be sent, report and rejected rows: {args.out}/")
+    return EXIT_REFUSED if plan.refused else EXIT_OK
+
+
+def _watch(settings: Settings) -> int:
+    from connector.watch import serve
+
+    require_credentials(settings)
+    return serve(settings, lambda: _make_pipeline(settings))
+
+
+# -- wiring ----------------------------------------------------------------------------------
+
+def _make_pipeline(settings: Settings, *, full: bool = False, progress=None):
+    from connector.api import ApiClient
+    from connector.ledger import Ledger
+    from connector.pipeline import Pipeline
+
+    return Pipeline(settings, ApiClient(settings.api), Ledger.open(settings.folders.state), full=full, progress=progress)
+
+
+@contextlib.contextmanager
+def _api(settings: Settings, sandbox: bool) -> Iterator[None]:
+    """With --sandbox: serve the sandbox in-process and point the settings at it."""
+    if not sandbox:
+        yield
+        return
+    from connector.sandbox import Sandbox, SandboxConfig
+
+    with Sandbox(SandboxConfig()) as sb, tempfile.TemporaryDirectory(prefix="connector-sandbox-") as tmp:
+        settings.api.url = sb.url
+        settings.api.username, settings.api.password, settings.api.source_id = "demo", "demo", 1
+        if not os.environ.get("S2S_STATE_DIR"):
+            # A fresh sandbox knows no products: a fresh ledger keeps "unchanged" honest.
+            settings.folders.state = Path(tmp) / "state"
+        logging.getLogger("connector").info("sandbox API at %s (user demo, source 1)", sb.url)
+        yield
+
+
+def _progress_bar():
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        total = max(total, done, 1)
+        filled = int(30 * done / total)
+        sys.stderr.write(f"\rsending [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} requests")
+        sys.stderr.flush()
+
+    return show
+
+
+def _end_progress() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+
+
+def _fail(code: int, message: str, details: list[str] | None = None) -> int:
+    print(f"connector: {message}", file=sys.stderr)
+    for line in details or []:
+        print(f"  - {line}", file=sys.stderr)
+    return code

@@ -1,0 +1,441 @@
+"""The one orchestrator: read -> map -> check -> plan -> journal -> send -> report.
+
+`connector push FILE` and `connector watch` both call `Pipeline.run_file`; neither
+re-implements a step. Everything to send is journaled in the ledger before the first
+request, so a crash anywhere is followed by a resume that sends nothing twice that was
+acknowledged (DESIGN.md invariants 1-3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from connector import __version__
+from connector.api import ApiClient, ApiUnavailable, DataRejected
+from connector.batches import make_batches
+from connector.build import build_products
+from connector.checks import check_products
+from connector.config import Settings
+from connector.images import ImageError, encode_image, locate_images
+from connector.ledger import Job, Ledger
+from connector.mapping import MappingError, find_mapping, load_mapping
+from connector.model import FileOutcome, ImageJob, Problem, Product, Row, Table
+from connector.read import ReadError, read_table
+
+BUILTIN_MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
+MAX_PROBLEMS = 10_000  # stored in a report; the counts stay exact
+
+Progress = Callable[[int, int], None]  # (jobs finished, jobs in all) of the file being sent
+
+
+class Pipeline:
+    """Runs files through the connector against one API client and one ledger."""
+
+    def __init__(self, settings: Settings, client: ApiClient, ledger: Ledger, *,
+                 log: logging.Logger | None = None, clock: Callable[[], float] = time.time,
+                 progress: Progress | None = None, full: bool = False):
+        self.settings = settings
+        self.client = client
+        self.ledger = ledger
+        self.log = log or logging.getLogger("connector.pipeline")
+        self.clock = clock
+        self.progress = progress
+        self.full = full  # send every item, even those acknowledged unchanged before
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    # -- the whole path for one file -----------------------------------------------------
+
+    def run_file(self, path: Path, *, mapping: str | None = None) -> FileOutcome:
+        """Push one file. Never raises for data or API trouble; see FileOutcome.status.
+
+        Idempotent: content already journaled and unfinished is only drained; content
+        already pushed is reported as a duplicate (unless settings allow reprocessing).
+        """
+        started = self.clock()
+        path = Path(path)
+        sha256, size = _file_hash(path)
+        known = self.ledger.find_file(sha256)
+        if known and known["status"] == "journaled":
+            self.log.info("%s: resuming work journaled earlier", path.name)
+            self.drain()
+            return self._outcome(known["id"])
+        if known and known["status"] == "done" and not self.settings.watch.reprocess_duplicates:
+            return self._duplicate(path, sha256, size, known)
+
+        self._baseline = Counter(self.client.requests)
+        try:
+            plan = plan_file(path, self.settings, mapping=mapping, clock=self.clock)
+        except MappingError as exc:
+            return self._refused(path, sha256, size, "mapping", exc.problems, started)
+        except ReadError as exc:
+            return self._refused(path, sha256, size, "read", [str(exc)], started)
+        products, problems, timings = plan.products, plan.problems, plan.timings
+
+        tick = self.clock()
+        to_send, unchanged = self._changed(products)
+        batches = make_batches(to_send, max_items=self.settings.batch.max_items, max_bytes=self.settings.batch.max_bytes)
+        batch_of = {item["source"]["source_product_code"]: i for i, batch in enumerate(batches) for item in batch}
+        images = [
+            (batch_of.get(code), asdict(job))
+            for code, jobs in plan.images.items()
+            for job in jobs
+            if self.full or not self.ledger.image_sent(code, job.sha256)
+        ]
+        timings["plan"] = timings.get("plan", 0.0) + self.clock() - tick
+
+        report = plan.report(sha256=sha256, size=size, started=started)
+        report["counts"].update({
+            "items_to_send": sum(len(b) for b in batches),
+            "items_unchanged": unchanged,
+            "images_to_send": len(images),
+        })
+        report["_started"] = started
+        rejected_json = {"header": plan.table.header,
+                         "rows": [[row.line, row.sheet, row.cells, reason] for row, reason in plan.rejected]}
+        if plan.refused:
+            report["status"] = "refused"
+            report["error"] = {"kind": "data", "message": "no row of the file could be sent"}
+            report.pop("_started")
+            self.ledger.record_refused(sha256=sha256, name=path.name, size=size, report=report)
+            return FileOutcome("refused", report, plan.table.header, plan.rejected,
+                               f"{path.name}: refused: no row of the file could be sent")
+
+        file_id = self.ledger.journal(sha256=sha256, name=path.name, size=size, report=report,
+                                      rejected=rejected_json, batches=batches, images=images)
+        self.log.info("%s: journaled %d batches and %d images (%d products, %d unchanged items)",
+                      path.name, len(batches), len(images), len(products), unchanged)
+        self.drain()
+        return self._outcome(file_id)
+
+    def drain(self) -> bool:
+        """Send pending ledger work in the order it was written. True when nothing is left.
+
+        Stops at the first request whose retries run out (the work stays pending).
+        Finished files get their final report in the ledger.
+        """
+        total = self._pending_count()
+        finished = 0
+        try:
+            while (job := self.ledger.next_job()) is not None:
+                sent = self._send_products(job) if job.kind == "products" else self._send_image(job)
+                if not sent:
+                    return False
+                finished += 1
+                if self.progress:
+                    self.progress(finished, total)
+            return True
+        finally:
+            self._finish_files()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send_products(self, job: Job) -> bool:
+        items = job.payload
+        while items:
+            try:
+                self.client.queue_products(items)
+            except DataRejected as exc:
+                items = self._drop_refused(job, items, exc)
+                continue
+            except ApiUnavailable as exc:
+                self.ledger.attempt(job.id, str(exc))
+                self.log.warning("API unavailable, work kept in the ledger: %s", exc)
+                return False
+            self.ledger.products_acknowledged(job.id, [
+                (it["source"]["source_product_code"], it["product"]["variants"]["source_variant_code"], _item_hash(it))
+                for it in items
+            ])
+            return True
+        self.ledger.close_job(job.id, "failed", "every item of the batch was refused by the API")
+        return True
+
+    def _drop_refused(self, job: Job, items: list[dict], exc: DataRejected) -> list[dict]:
+        """Record the API's refusals and return the items of the products it did not refuse."""
+        refused_codes: set[str] = set()
+        for error in exc.errors:
+            index = error.get("index")
+            if isinstance(index, int) and 0 <= index < len(items):
+                code = items[index]["source"]["source_product_code"]
+                refused_codes.add(code)
+                self.ledger.add_problem(job.file_id, Problem(
+                    kind="api", product=code, value=str(error.get("field") or ""),
+                    reason=f"refused by the API: {error.get('field')}: {error.get('message')}").as_dict())
+        if not refused_codes:  # the API named no item: the whole batch is refused
+            self.ledger.add_problem(job.file_id, Problem(kind="api", reason=f"batch refused by the API: {exc}").as_dict())
+            return []
+        rest = [it for it in items if it["source"]["source_product_code"] not in refused_codes]
+        if rest:
+            self.ledger.replace_payload(job.id, rest)
+        return rest
+
+    def _send_image(self, job: Job) -> bool:
+        image = ImageJob(**job.payload)
+        if job.after_job is not None and self.ledger.job_state(job.after_job) != "done":
+            return self._skip_image(job, image, "its product was not accepted by the API")
+        if self._product_refused(job.file_id, image.source_product_code):
+            return self._skip_image(job, image, "its product was refused by the API")
+        try:
+            encoded = encode_image(image)
+        except ImageError as exc:
+            return self._skip_image(job, image, str(exc))
+        source: dict[str, Any] = {"source_id": self.settings.api.source_id,
+                                  "source_product_code": image.source_product_code}
+        if image.source_variant_code:
+            source["source_variant_code"] = image.source_variant_code
+        item: dict[str, Any] = {"source": source, "image": {"image_id": image.image_id, "action": "I", "image": encoded}}
+        if image.main:
+            item["image"]["meta"] = {"main_image": "true"}
+        try:
+            self.client.queue_images([item])
+        except DataRejected as exc:
+            return self._skip_image(job, image, f"refused by the API: {exc}", state="failed")
+        except ApiUnavailable as exc:
+            self.ledger.attempt(job.id, str(exc))
+            self.log.warning("API unavailable, work kept in the ledger: %s", exc)
+            return False
+        self.ledger.image_acknowledged(job.id, image.source_product_code, image.sha256)
+        return True
+
+    def _skip_image(self, job: Job, image: ImageJob, reason: str, state: str = "skipped") -> bool:
+        self.ledger.close_job(job.id, state, reason)
+        self.ledger.add_problem(job.file_id, Problem(
+            kind="image", severity="warning", line=image.line, column=image.column, value=image.image_id,
+            product=image.source_product_code, reason=f"image not sent: {reason}").as_dict())
+        return True
+
+    def _product_refused(self, file_id: int, code: str) -> bool:
+        return any(p.get("kind") == "api" and p.get("product") == code for p in self.ledger.problems(file_id))
+
+    # -- planning helpers ------------------------------------------------------------------
+
+    def _changed(self, products: list[Product]) -> tuple[list[Product], int]:
+        """Products with only the items not acknowledged unchanged before, and how many were dropped."""
+        if self.full:
+            return products, 0
+        sent = self.ledger.sent_hashes(p.code for p in products)
+        out, unchanged = [], 0
+        for product in products:
+            items = [it for it in product.items
+                     if sent.get((product.code, it["product"]["variants"]["source_variant_code"])) != _item_hash(it)]
+            unchanged += len(product.items) - len(items)
+            if items:
+                out.append(Product(product.code, items, product.lines, product.images))
+        return out, unchanged
+
+    # -- outcomes and reports ------------------------------------------------------------
+
+    def _outcome(self, file_id: int) -> FileOutcome:
+        report, rejected = self.ledger.file_report(file_id)
+        header = rejected.get("header", [])
+        rows = [(Row(line, cells, sheet), reason) for line, sheet, cells, reason in rejected.get("rows", [])]
+        name = report.get("file", "file")
+        if report.get("status") == "done":
+            return FileOutcome("done", report, header, rows, f"{name}: done")
+        backlog = self.ledger.backlog()
+        report = {**report, "status": "waiting", "backlog": backlog}
+        return FileOutcome("waiting", report, header, rows,
+                           f"{name}: API unavailable; {backlog['batches']} batches and {backlog['images']} images "
+                           "wait in the ledger and will be sent on the next run")
+
+    def _finish_files(self) -> None:
+        """Complete the report of every journaled file whose jobs have all ended."""
+        for file_id in self.ledger.unfinished_files():
+            states = self.ledger.file_job_states(file_id)
+            if any(state == "pending" for (_, state) in states):
+                continue
+            report, _ = self.ledger.file_report(file_id)
+            send_problems = self.ledger.problems(file_id)
+            report["problems"] = report.get("problems", []) + send_problems
+            report["problems_by_kind"] = dict(Counter(p["kind"] for p in report["problems"]))
+            report["counts"].update(self.ledger.file_sent_counts(file_id))
+            report["counts"]["products_refused_by_api"] = len({p.get("product") for p in send_problems if p.get("kind") == "api"})
+            report["status"] = "done"
+            report["finished_at"] = _iso(self.clock())
+            report["timings_s"]["total"] = round(self.clock() - report.pop("_started", self.clock()), 3)
+            used = Counter(self.client.requests)
+            used.subtract(getattr(self, "_baseline", Counter()))
+            used = +used
+            report["requests"] = {"total": sum(used.values()), "by_status": dict(used)}
+            self.ledger.finish_file(file_id, "done", report)
+
+    def _pending_count(self) -> int:
+        backlog = self.ledger.backlog()
+        return backlog["batches"] + backlog["images"]
+
+    def _refused(self, path, sha256, size, kind, messages, started, mapping=None) -> FileOutcome:
+        report = {
+            "file": path.name, "sha256": sha256, "size": size, "status": "refused",
+            "mapping": {"name": mapping.name, "sha256": mapping.sha256} if mapping else None,
+            "error": {"kind": kind, "message": messages[0] if len(messages) == 1 else messages},
+            "counts": {}, "problems": [], "started_at": _iso(started), "finished_at": _iso(self.clock()),
+            "connector_version": __version__,
+        }
+        self.ledger.record_refused(sha256=sha256, name=path.name, size=size, report=report)
+        return FileOutcome("refused", report, [], [], f"{path.name}: refused: {messages[0]}")
+
+    def _duplicate(self, path, sha256, size, known) -> FileOutcome:
+        report = {"file": path.name, "sha256": sha256, "size": size, "status": "duplicate",
+                  "duplicate_of": {"name": known["name"], "finished_at": _iso(known["finished_at"] or 0)},
+                  "counts": {}, "problems": [], "connector_version": __version__}
+        return FileOutcome("duplicate", report, [], [],
+                           f"{path.name}: the same content was already pushed as {known['name']}; nothing sent")
+
+
+@dataclass
+class Plan:
+    """A file read, mapped and checked, with its images located: everything but the sending."""
+
+    path: Path
+    mapping: Any
+    table: Table
+    products: list[Product]
+    problems: list[Problem]
+    images: dict[str, list[ImageJob]]
+    rejected: list[tuple[Row, str]]
+    held: set[str]
+    timings: dict[str, float]
+
+    @property
+    def refused(self) -> bool:
+        """Nothing could be sent and rows were refused: the file as a whole is refused."""
+        return not self.products and any(p.severity == "error" for p in self.problems)
+
+    def report(self, *, sha256: str, size: int, started: float) -> dict:
+        """The per-file report (see report.py for its structure), as far as planning knows it."""
+        problems = self.problems
+        return {
+            "file": self.path.name,
+            "sha256": sha256,
+            "size": size,
+            "status": "planned",
+            "mapping": {"name": self.mapping.name, "sha256": self.mapping.sha256},
+            "read": {"format": self.table.format, "encoding": self.table.encoding,
+                     "delimiter": self.table.delimiter, "sheet": self.table.sheet, "rows": len(self.table.rows)},
+            "counts": {
+                "products": len(self.products),
+                "variants": sum(len(p.items) for p in self.products),
+                "products_held_back": len(self.held),
+                "rows_refused": len(self.rejected),
+                "rows_skipped": sum(1 for p in problems if p.severity == "skipped"),
+                "images_found": sum(len(j) for j in self.images.values()),
+                "images_refused": sum(1 for p in problems if p.kind == "image"),
+            },
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "problems": [p.as_dict() for p in problems[:MAX_PROBLEMS]],
+            "problems_truncated": max(0, len(problems) - MAX_PROBLEMS),
+            "problems_by_kind": dict(Counter(p.kind for p in problems)),
+            "started_at": _iso(started),
+            "connector_version": __version__,
+        }
+
+
+def plan_file(path: Path, settings: Settings, *, mapping: str | None = None,
+              clock: Callable[[], float] = time.time) -> Plan:
+    """Read, map and check one file and locate its images. No network, no ledger.
+
+    Raises MappingError (the mapping is unusable) or ReadError (the file is unreadable).
+    """
+    timings: dict[str, float] = {}
+    spec = load_mapping(find_mapping(mapping or settings.mapping_for(path.name),
+                                     [settings.folders.mappings, BUILTIN_MAPPINGS]))
+    tick = clock()
+    table = read_table(path, **_read_options(spec, settings))
+    timings["read"] = clock() - tick
+
+    tick = clock()
+    built = build_products(table.rows, spec, source_id=int(settings.api.source_id or 0))
+    timings["map"] = clock() - tick
+    tick = clock()
+    kept, check_problems, held = check_products(built.products)
+    problems = [*table.problems, *built.problems, *check_problems]
+    held_codes = {p.product for p in problems if p.severity == "error" and p.product} | set(held)
+    products = [p for p in kept if p.code not in held_codes]
+    timings["check"] = clock() - tick
+
+    tick = clock()
+    images: dict[str, list[ImageJob]] = {}
+    folder = _image_folder(path, spec, settings)
+    for product in products:
+        found, image_problems = locate_images(product, folder=folder,
+                                              allow_urls=settings.allow_image_urls or spec.allow_urls)
+        images[product.code] = found
+        problems.extend(image_problems)
+    timings["plan"] = clock() - tick
+    rejected = _rejected_rows(table.rows, problems, held, built)
+    return Plan(path, spec, table, products, problems, images, rejected, held_codes, timings)
+
+
+def _image_folder(path: Path, spec, settings: Settings) -> Path:
+    """Configured images folder, else the mapping's (relative to the export), else images/ beside it.
+
+    A file claimed by `watch` sits in processing/, but its images were dropped beside it in the inbox.
+    """
+    if settings.folders.images is not None:
+        return settings.folders.images
+    base = path.parent
+    if base.resolve() == settings.folders.processing.resolve():
+        base = settings.folders.inbox
+    folder = getattr(spec, "images_folder", None)
+    return (base / folder) if folder else base / "images"
+
+
+def _read_options(spec, settings: Settings) -> dict:
+    source = spec.source
+    return {
+        "header_row": source.header_row,
+        "find_header": source.find_header,
+        "sheet": source.sheet,
+        "delimiter": source.delimiter,
+        "encoding": source.encoding,
+        "legacy_encoding": source.legacy_encoding or settings.legacy_encoding,
+    }
+
+
+def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]], built) -> list[tuple[Row, str]]:
+    """Every refused row with its reason; rows of a held-back product name the line that held it."""
+    reasons: dict[int, str] = {}
+    for p in problems:
+        if p.severity == "error" and p.line is not None:
+            where = f"{p.column}: " if p.column else ""
+            reasons.setdefault(p.line, f"{where}{p.reason}")
+    held_lines = dict(held)
+    held_lines.update(getattr(built, "held", None) or {})
+    for code, lines in held_lines.items():
+        first = next((ln for ln in lines if ln in reasons), None)
+        for ln in lines:
+            reasons.setdefault(ln, f"product {code} held back" + (f" because of line {first}" if first else ""))
+    by_line = {row.line: row for row in rows}
+    out = []
+    for line in sorted(reasons):
+        row = by_line.get(line)
+        if row is None:
+            row = Row(line, {})  # refused while reading: the cells never became a row
+        out.append((row, reasons[line]))
+    return out
+
+
+def _item_hash(item: dict) -> str:
+    return hashlib.sha256(json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+
+def _file_hash(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
