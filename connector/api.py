@@ -22,7 +22,7 @@ from collections import Counter
 from typing import Any, Callable
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from connector.config import ApiSettings
 from connector.logs import redact, register_secret
@@ -116,7 +116,9 @@ class ApiClient:
         self.sleep = sleep
         self.clock = clock
         self.rng = rng
+        # Logging in is unauthenticated: the API allows it less often (1/s) than the rest (3/s).
         self.limiter = RateLimiter(settings.rate, clock=clock, sleep=sleep)
+        self.login_limiter = RateLimiter(min(settings.rate, 1.0), clock=clock, sleep=sleep)
         self.token: str | None = None
         self.requests = Counter()  # by status ("200", "429", "error")
         self._auth_lock = threading.Lock()
@@ -167,8 +169,15 @@ class ApiClient:
                 raise AuthFailed(f"the API refused a fresh token for {method} {path}: {exc}", exc.status) from None
 
     def _retrying(self, attempt: Callable[[], dict]) -> dict:
+        start = self.clock()
+        budget = self.settings.retry_budget
+
+        def out_of_budget(state: RetryCallState) -> bool:
+            # tenacity's stop_before_delay, on our injected clock: never sleep past the budget
+            return self.clock() - start + (state.upcoming_sleep or 0.0) >= budget
+
         retrying = Retrying(
-            stop=stop_before_delay(self.settings.retry_budget) | stop_after_attempt(50),
+            stop=lambda state: out_of_budget(state) or state.attempt_number >= 100,
             wait=self._wait,
             retry=retry_if_exception_type(_Transient),
             sleep=self.sleep,
@@ -183,7 +192,8 @@ class ApiClient:
     def _once(self, method: str, path: str, body: bytes | None, params: dict, *, authed: bool) -> dict:
         if authed:
             params = {**params, "token": self.token}
-        self.limiter.wait()
+        limiter = self.limiter if authed else self.login_limiter
+        limiter.wait()
         try:
             response = self.session.request(
                 method, self.base + path, params=params, data=body,
@@ -198,7 +208,7 @@ class ApiClient:
             raise _Transient(f"{method} {path}: {type(exc).__name__}: {exc}") from None
         status = response.status_code
         self.requests[str(status)] += 1
-        self.limiter.follow(response.headers.get("x-S2S-RateLimit"))
+        limiter.follow(response.headers.get("x-S2S-RateLimit"))
         if 200 <= status < 300:
             try:
                 return response.json()
@@ -208,7 +218,7 @@ class ApiClient:
         if status in TRANSIENT_STATUS:
             retry_after = _retry_after(response.headers.get("Retry-After"), self.settings.retry_after_cap)
             if status == 429:
-                self.limiter.back_off(retry_after or 1.0)
+                limiter.back_off(retry_after or 1.0)
             raise _Transient(f"{method} {path}: HTTP {status} {detail}", status, retry_after)
         if status in (401, 403):
             raise AuthFailed(f"{method} {path}: HTTP {status} {detail}", status)
@@ -253,8 +263,3 @@ def _retry_after(value: str | None, cap: float) -> float | None:
             return None
         seconds = when.timestamp() - time.time()
     return max(0.0, min(seconds, cap))
-
-
-def describe(value: Any) -> str:
-    """Short text of an API response for logs."""
-    return redact(json.dumps(value)[:200])
