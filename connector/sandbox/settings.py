@@ -1,0 +1,88 @@
+"""What a sandbox run is configured with: users, rate limits, token lifetime and faults.
+
+    SandboxConfig(rate=1.0, faults=Faults(seed=7, error_rate=0.2))
+
+Plain data; the server reads it, never changes it (faults are swapped whole with
+`Sandbox.set_faults`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+QUEUE_PATHS = ("/v1/products/queue", "/v1/images/queue")
+RETRY_AFTER_CHOICES = ("none", "seconds", "date")
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Trouble the sandbox makes on purpose, reproducible from `seed`.
+
+    Faults apply only to requests whose path is in `paths` (default: the two queue endpoints).
+    - error_rate: share of requests answered 500/502/503 without being processed.
+    - burst_every / burst_size: after every `burst_every` requests, `burst_size` requests are
+      answered 429; `retry_after` says how Retry-After is sent: "none", "seconds" or "date"
+      (an HTTP date), `retry_after_seconds` long.
+    - latency: seconds added before answering.
+    - drop_rate: share of requests that are processed and then get no answer at all (the
+      connection is closed).
+    - expire_after: a token dies after serving this many requests on the fault paths.
+    """
+
+    seed: int | None = 0
+    error_rate: float = 0.0
+    error_statuses: tuple[int, ...] = (500, 502, 503)
+    burst_every: int = 0
+    burst_size: int = 0
+    retry_after: str = "none"
+    retry_after_seconds: int = 1
+    latency: float = 0.0
+    drop_rate: float = 0.0
+    expire_after: int = 0
+    paths: tuple[str, ...] = QUEUE_PATHS
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("error_rate", "drop_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be between 0 and 1")
+        for name in ("burst_every", "burst_size", "expire_after", "retry_after_seconds"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must not be negative")
+        if self.latency < 0:
+            problems.append("latency must not be negative")
+        if self.retry_after not in RETRY_AFTER_CHOICES:
+            problems.append(f"retry_after must be one of {', '.join(RETRY_AFTER_CHOICES)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Users (username -> password), the one source and channel, limits, faults and the clock.
+
+    rate / unauth_rate: requests allowed per second per client token (authenticated endpoints)
+    and per client address (authenticate, valid_token). token_lifetime: seconds a token lives,
+    None for until the next authenticate. clock: monotonic seconds, injectable for tests.
+    """
+
+    rate: float = 3.0
+    unauth_rate: float = 1.0
+    users: dict[str, str] = field(default_factory=lambda: {"demo": "demo"})
+    source_id: int = 1
+    channel_id: int = 1
+    client_id: int = 1
+    token_lifetime: float | None = None
+    faults: Faults = field(default_factory=Faults)
+    max_body_bytes: int = 64 * 1024 * 1024
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.unauth_rate <= 0:
+            raise ValueError("rate and unauth_rate must be above 0")
+        if self.token_lifetime is not None and self.token_lifetime <= 0:
+            raise ValueError("token_lifetime must be above 0 (or None for no lifetime)")
+        if not self.users:
+            raise ValueError("at least one user is needed")

@@ -1,0 +1,39 @@
+"""Shared fixtures: a real sandbox Stock2Shop API on an ephemeral 127.0.0.1 port.
+
+    def test_something(sandbox):            # default config, user demo/demo, source 1
+        requests.get(f"{sandbox.url}/v1/sources", params={"token": ...})
+
+    def test_other(make_sandbox):
+        sb = make_sandbox(rate=1.0, faults=Faults(seed=1, error_rate=0.5))
+
+Every sandbox started here is stopped when the test ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from connector.sandbox import Sandbox, SandboxConfig
+
+
+@pytest.fixture
+def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
+    """A factory: `make_sandbox(**SandboxConfig fields)` -> a started Sandbox, stopped after the test."""
+    started: list[Sandbox] = []
+
+    def make(**config: Any) -> Sandbox:
+        sb = Sandbox(SandboxConfig(**config)).start(host="127.0.0.1", port=0)
+        started.append(sb)
+        return sb
+
+    yield make
+    for sb in started:
+        sb.stop()
+
+
+@pytest.fixture
+def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    """A started sandbox with the default config (user demo/demo, source 1, 3 req/s)."""
+    return make_sandbox()
