@@ -20,7 +20,7 @@ from typing import Any, Literal
 Severity = Literal["error", "skipped", "warning"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """One data row of an export, every cell as text.
 
@@ -95,6 +95,8 @@ class Built:
     problems: list[Problem]
     rows_read: int = 0
     rows_skipped: int = 0
+    # products held back because one of their rows failed: code -> every line of the product
+    held: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

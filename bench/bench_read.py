@@ -1,0 +1,72 @@
+"""Benchmark `read_table` on a generated 100,000-row export, CSV and XLSX.
+
+    python bench/bench_read.py [--rows 100000] [--dir DIR] [--runs 3]
+
+The export is generated once (bench/make_export.py) into DIR, by default a folder in the
+system temp dir that is reused while it exists. Each format is read in a fresh subprocess so
+that its peak RSS (ru_maxrss) is its own; the best of --runs is printed with that run's RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.make_export import make_export  # noqa: E402
+
+# Run in the child: read one file, print seconds, rows and peak RSS as one JSON line.
+CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from connector.read import read_table
+start = time.perf_counter()
+table = read_table(Path(sys.argv[1]))
+seconds = time.perf_counter() - start
+peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+print(json.dumps({"seconds": seconds, "rows": len(table.rows), "problems": len(table.problems),
+                  "peak_mib": peak_kib / 1024}))
+"""
+
+
+def export_files(rows: int, folder: Path | None) -> tuple[Path, Path]:
+    """The CSV and XLSX to read, generated unless they already exist in the folder."""
+    folder = folder or Path(tempfile.gettempdir()) / f"connector-bench-{rows}"
+    csv_path, xlsx_path = folder / "export.csv", folder / "export.xlsx"
+    if not (csv_path.exists() and xlsx_path.exists()):
+        print(f"generating {rows:,} rows into {folder} ...", flush=True)
+        make_export(folder, rows)
+    return csv_path, xlsx_path
+
+
+def measure(path: Path) -> dict:
+    """Read the file once in a fresh interpreter; return its figures."""
+    done = subprocess.run([sys.executable, "-c", CHILD, str(path), str(REPO)],
+                          capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="read_table throughput and peak memory")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    for path in export_files(args.rows, args.dir):
+        runs = [measure(path) for _ in range(max(args.runs, 1))]
+        best = min(runs, key=lambda r: r["seconds"])
+        every = ", ".join(f"{r['seconds']:.2f}" for r in runs)
+        print(f"read {path.suffix[1:]:4s} {best['rows']:>8,} rows  {best['seconds']:6.2f} s  "
+              f"{best['rows'] / best['seconds']:>9,.0f} rows/s  peak RSS {best['peak_mib']:5.0f} MiB  "
+              f"(best of {len(runs)}; all: {every} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,544 @@
+"""Rows of text + a mapping -> Stock2Shop items grouped into products, and row problems. Pure.
+
+    built = build_products(table.rows, mapping, source_id=42)
+    built.products   # products whose every row mapped cleanly, items in file order
+    built.problems   # cell errors (severity "error", product=<code>), skipped rows, warnings
+    built.held       # {product code: all its lines} for products held back by a bad row
+
+The mapping is bound once per header (column names resolved, parsers and transforms
+chosen) into small per-field functions; each row then only runs those functions.
+A product is sent whole or not at all: one bad row holds back every row of its product.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable
+
+from .mapping import (
+    FAMILIES,
+    PRODUCT_FIELDS,
+    VARIANT_FIELDS,
+    CellError,
+    FamilySpec,
+    FieldSpec,
+    Mapping,
+    SourceOptions,
+    cell_parser,
+    convert,
+    parse_code,
+)
+from .model import Built, ImageRef, Problem, Product, Row
+
+Getter = Callable[[dict[str, str]], Any]  # cells -> value for the API, or None when blank
+
+
+# --------------------------------------------------------------------------- binding to a header
+
+
+class _Header:
+    """Finds a mapping's column names in a file's header: exact first, then ignoring case and spaces."""
+
+    def __init__(self, columns: Iterable[str]):
+        self.columns = list(columns)
+        self.exact = set(self.columns)
+        self.loose = {}
+        for c in self.columns:
+            self.loose.setdefault(_loose(c), c)
+        self.missing: dict[str, str] = {}  # column -> where in the mapping it is named
+
+    def find(self, name: str, where: str) -> str | None:
+        if name in self.exact:
+            return name
+        found = self.loose.get(_loose(name))
+        if found is None:
+            self.missing.setdefault(name, where)
+        return found
+
+
+def _loose(name: str) -> str:
+    return " ".join(name.replace("\ufeff", "").replace("\u00a0", " ").split()).casefold()
+
+
+def _text_steps(spec: FieldSpec) -> Callable[[str], str] | None:
+    """The text transforms of a field, in their documented order, as one function (None: none)."""
+    steps: list[Callable[[str], str]] = []
+    for pattern, repl in spec.replace:
+        steps.append(lambda s, p=pattern, r=repl: p.sub(r, s))
+    if spec.upper:
+        steps.append(str.upper)
+    if spec.lower:
+        steps.append(str.lower)
+    if spec.map:
+        table = {k.casefold(): v for k, v in spec.map}
+        steps.append(lambda s: table.get(s.casefold(), s))
+    if spec.zero_pad:
+        steps.append(lambda s, n=spec.zero_pad: s.zfill(n) if s.isdigit() else s)
+    if spec.prefix or spec.suffix:
+        steps.append(lambda s, a=spec.prefix, b=spec.suffix: f"{a}{s}{b}")
+    if spec.split:
+        steps.append(lambda s, sep=spec.split: ",".join(dict.fromkeys(p.strip() for p in s.split(sep) if p.strip())))
+    if not steps:
+        return None
+    if len(steps) == 1:
+        return steps[0]
+
+    def run(s: str) -> str:
+        for step in steps:
+            if not s:
+                break
+            s = step(s)
+        return s
+
+    return run
+
+
+def _raw_getter(spec: FieldSpec, header: _Header) -> tuple[Getter, str | None]:
+    """How to get the field's raw text from a row's cells, and the column to name in problems."""
+    if spec.value is not None:
+        const = spec.value
+        return (lambda cells: const), None
+    if spec.template is not None:
+        parts = [(True, header.find(p, spec.where) or "\0missing") if is_col else (False, p) for is_col, p in spec.template.parts]
+
+        def from_template(cells: dict[str, str]) -> str:
+            out, any_value = [], False
+            for is_col, p in parts:
+                if is_col:
+                    v = cells.get(p, "").strip()
+                    any_value = any_value or bool(v)
+                    out.append(v)
+                else:
+                    out.append(p)
+            # every named column blank: the field is blank, not the template's literal text
+            return " ".join("".join(out).split()) if any_value else ""
+
+        return from_template, spec.template.columns[0]
+    key = header.find(spec.column or "", spec.where)
+    if key is None:
+        return (lambda cells: ""), spec.column
+    return (lambda cells: cells.get(key, "")), key
+
+
+def _converter(spec: FieldSpec, kind: str, source: SourceOptions) -> Callable[[str], Any] | None:
+    """Cell text -> API value for this field (None: the text itself), raising CellError.
+
+    The common cases get a shortcut that skips Decimal; the general path is
+    `convert(parse(text))`, which the shortcuts fall back to for anything unusual.
+    """
+    parse = cell_parser(spec, source)
+    scaled = spec.multiply is not None or spec.round is not None
+    if kind == "str" and spec.type == "text":
+        return None
+    if kind == "str" and spec.type == "code":
+        return parse_code
+    if scaled:
+        return lambda text: convert(parse(text), kind, spec)
+    if kind == "float":
+        simple = re.compile(rf"^-?\d+(?:{re.escape(source.decimal)}\d+)?$")
+        dot = source.decimal == "."
+
+        def to_float(text: str) -> float:
+            if simple.match(text):
+                return float(text if dot else text.replace(",", "."))
+            return float(parse(text))
+
+        return to_float
+    if kind == "int":
+        def to_int(text: str) -> int:
+            if text.isdigit() and text.isascii():
+                return int(text)
+            return convert(parse(text), kind, spec)
+
+        return to_int
+    if kind == "flag":
+        return lambda text: "true" if parse(text) else "false"
+    return lambda text: convert(parse(text), kind, spec)
+
+
+def bind_field(spec: FieldSpec, kind: str, source: SourceOptions, header: _Header) -> Getter:
+    """One field's function for this header: cells -> API value or None; raises CellError."""
+    raw, column = _raw_getter(spec, header)
+    conv = _converter(spec, kind, source)
+    steps = _text_steps(spec)
+    strip = spec.strip
+    label = spec.label
+
+    def finish(text: str, shown: str) -> Any:
+        try:
+            return conv(text) if conv is not None else text
+        except CellError as exc:
+            raise CellError(f'{label} "{shown}" {exc.reason}', column, shown) from None
+
+    default = finish(spec.default, spec.default) if spec.default else None
+    if spec.value is not None:  # a constant: worked out once
+        const = steps(spec.value) if steps else spec.value
+        value = finish(const, const) if const else default
+        return lambda cells: value
+
+    if steps is None and spec.column is not None and strip:
+        key = column or "\0missing"  # a missing column reads as blank
+        if conv is None and default is None:
+            return lambda cells: cells.get(key, "").strip() or None
+
+        def get_column(cells: dict[str, str]) -> Any:
+            text = cells.get(key, "").strip()
+            if not text:
+                return default
+            try:
+                return conv(text) if conv is not None else text
+            except CellError as exc:
+                shown = cells.get(key, "")
+                raise CellError(f'{label} "{shown}" {exc.reason}', column, shown) from None
+
+        return get_column
+
+    def get(cells: dict[str, str]) -> Any:
+        shown = raw(cells)
+        text = shown.strip() if strip else shown
+        if text and steps is not None:
+            text = steps(text)
+        if not text:
+            return default
+        return finish(text, shown)
+
+    return get
+
+
+def _bind_family(fam: FamilySpec, kind: str, source: SourceOptions, header: _Header) -> list[tuple[str, Getter]]:
+    """The (entry name, getter) pairs of a column family for this header, in header order."""
+    out: list[tuple[str, Getter]] = []
+    if fam.pattern is not None:
+        for column in header.columns:
+            m = fam.pattern.search(column)
+            if m is None:
+                continue
+            named = [g for g in m.groupdict().values() if g]
+            name = named[0] if named else (m.group(1) if m.re.groups else column)
+            spec = replace(fam.cell, column=column, label=f"{fam.cell.label} {name}")
+            out.append((name, bind_field(spec, kind, source, header)))
+    for name, spec in fam.entries:
+        out.append((name, bind_field(spec, kind, source, header)))
+    return out
+
+
+@dataclass
+class _Bound:
+    """A mapping bound to one header: every function a row needs."""
+
+    skips: list[tuple[Any, str, str]]  # (rule, column key, column shown)
+    group: Getter
+    group_column: str | None
+    status: Getter | None
+    status_column: str | None
+    product: list[tuple[str, Getter]]
+    variant: list[tuple[str, Getter]]
+    options: list[tuple[Getter, Getter, str | None, str | None]]
+    families: list[tuple[str, str, str, str, list[tuple[str, Getter]]]]  # section, key, name key, value key
+    image_columns: list[str]
+    columns_of: dict[str, str | None]  # API field -> column, for required-field problems
+    missing: dict[str, str]
+
+
+def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
+    header = _Header(columns)
+    src = mapping.source
+    columns_of: dict[str, str | None] = {}
+
+    def field(name: str, spec: FieldSpec, kind: str) -> Getter:
+        _, column = _raw_getter(spec, header)
+        columns_of[name] = column
+        return bind_field(spec, kind, src, header)
+
+    skips = []
+    for rule in mapping.skip_rows:
+        skips.append((rule, header.find(rule.column, rule.where), rule.column))
+    group = field("source_product_code", mapping.group_by, "str")
+    status = status_column = None
+    if mapping.active is not None:
+        status = field("product_active", mapping.active.field, "str")
+        status_column = columns_of["product_active"]
+    product = [(n, field(n, s, PRODUCT_FIELDS[n][1])) for n, s in mapping.product]
+    variant = [(n, field(n, s, VARIANT_FIELDS[n][1])) for n, s in mapping.variant]
+    options = []
+    for opt in mapping.options:
+        name_col = _raw_getter(opt.name, header)[1]
+        value_col = _raw_getter(opt.value, header)[1]
+        options.append((bind_field(opt.name, "str", src, header), bind_field(opt.value, "str", src, header), name_col, value_col))
+    families = []
+    for key, (section, _, kind, name_key, value_key) in FAMILIES.items():
+        fam = getattr(mapping, key)
+        if fam is not None:
+            families.append((section, key, name_key, value_key, _bind_family(fam, kind, src, header)))
+    image_columns: list[str] = []
+    if mapping.images is not None:
+        spec = mapping.images
+        if spec.columns_pattern is not None:
+            image_columns = [c for c in header.columns if spec.columns_pattern.search(c)]
+        for c in spec.columns:
+            found = header.find(c, "images.columns")
+            if found is not None:
+                image_columns.append(found)
+    return _Bound(
+        skips=skips, group=group, group_column=columns_of["source_product_code"], status=status,
+        status_column=status_column, product=product, variant=variant, options=options,
+        families=families, image_columns=image_columns, columns_of=columns_of, missing=header.missing,
+    )
+
+
+# --------------------------------------------------------------------------- rows -> products
+
+
+class _Run:
+    """The state of one build: products in first-seen order, problems, failed product codes."""
+
+    def __init__(self, mapping: Mapping, source_id: int):
+        self.mapping = mapping
+        self.source_id = source_id
+        self.products: dict[str, Product] = {}
+        self.lines: dict[str, list[int]] = {}  # every line of a product, sent or not
+        self.seen_images: dict[str, set[str]] = {}
+        self.failed: set[str] = set()
+        self.problems: list[Problem] = []
+        self.skipped = 0
+        self.statuses = {w: s for w, s in mapping.active.values} if mapping.active else {}
+
+    def row(self, row: Row, b: _Bound) -> None:
+        cells = row.cells
+        for rule, key, shown in b.skips:
+            value = cells.get(key, "").strip() if key else ""
+            if _skips(rule, value):
+                self.skip(row, "filter", f'skipped: column "{shown}" {rule.describe()}', shown, value)
+                return
+        errors: list[CellError] = []
+        code = self.value(b.group, cells, errors)
+        if not code:
+            if not errors:
+                errors.append(CellError(f'the row has no product code (column "{b.group_column}" is blank)', b.group_column, "", "required"))
+            self.fail(row, None, errors)
+            return
+        self.lines.setdefault(code, []).append(row.line)
+        state = self.status(b, cells, errors)
+        if state == "ignore":
+            self.skip(row, "ignored", f'not sent: column "{b.status_column}" says ignore', b.status_column, cells.get(b.status_column or "", ""), code)
+            return
+        item, variant_code = self.item(row, b, code, state, errors)
+        if errors:
+            self.fail(row, code, errors)
+            return
+        product = self.products.get(code)
+        if product is None:
+            product = self.products[code] = Product(code=code, items=[], lines=[])
+            self.seen_images[code] = set()
+        product.items.append(item)
+        product.lines.append(row.line)
+        if state == "active" and self.mapping.images is not None:
+            self.images(row, b, product, item, variant_code)
+
+    def value(self, get: Getter, cells: dict[str, str], errors: list[CellError]) -> Any:
+        try:
+            return get(cells)
+        except CellError as exc:
+            errors.append(exc)
+            return None
+
+    def status(self, b: _Bound, cells: dict[str, str], errors: list[CellError]) -> str:
+        if b.status is None:
+            return "active"
+        word = self.value(b.status, cells, errors)
+        if not word:
+            return self.mapping.active.default
+        state = self.statuses.get(word.lower())
+        if state is None:
+            listed = ", ".join(w for w, _ in self.mapping.active.values)
+            errors.append(CellError(f'status "{word}" is not listed in the mapping (valid choices: {listed})', b.status_column, word, "status"))
+            return "active"
+        return state
+
+    def item(self, row: Row, b: _Bound, code: str, state: str, errors: list[CellError]) -> tuple[dict, str | None]:
+        cells = row.cells
+        product = _fill(b.product, cells, errors)
+        variant = _fill(b.variant, cells, errors)
+        if b.options:
+            self.options(b, cells, product, variant, errors)
+        for section, key, name_key, value_key, entries in b.families:
+            listed = []
+            for name, get in entries:
+                try:
+                    v = get(cells)
+                except CellError as exc:
+                    errors.append(exc)
+                    continue
+                if v is not None:
+                    listed.append({name_key: name, value_key: v})
+            if listed:
+                (product if section == "product" else variant)[key] = listed
+        active = state != "delete"
+        for name in _REQUIRED if active else _REQUIRED_TO_DELETE:
+            if name not in (product if name == "title" else variant):
+                column = b.columns_of.get(name)
+                why = f'column "{column}" is blank' if column else "the mapping does not say where it comes from"
+                errors.append(CellError(f"{name} is required ({why})", column, "", "required"))
+        product["variants"] = variant
+        item = {
+            "source": {
+                "source_id": self.source_id,
+                "product_active": "true" if active else "false",
+                "source_product_code": code,
+                "sync_token": "0",
+                "fetch_token": "0",
+            },
+            "product": product,
+        }
+        return item, variant.get("source_variant_code")
+
+    def options(self, b: _Bound, cells: dict[str, str], product: dict, variant: dict, errors: list[CellError]) -> None:
+        present = []
+        for get_name, get_value, name_col, _ in b.options:
+            try:
+                value = get_value(cells)
+                if value is None:
+                    continue  # blank value: this row does not have the option
+                name = get_name(cells)
+            except CellError as exc:
+                errors.append(exc)
+                continue
+            if name is None:
+                errors.append(CellError(f'option value "{value}" has no option name (column "{name_col}" is blank)', name_col, "", "options"))
+                continue
+            present.append((name, value))
+        if present:
+            product["options"] = [{"name": n, "position": i} for i, (n, _) in enumerate(present, 1)]
+            for i, (_, v) in enumerate(present, 1):
+                variant[_SLOTS[i]] = v
+
+    def images(self, row: Row, b: _Bound, product: Product, item: dict, variant_code: str | None) -> None:
+        seen = self.seen_images[product.code]
+        spec = self.mapping.images
+        for column in b.image_columns:
+            cell = row.cells.get(column, "").strip()
+            if not cell:
+                continue
+            names = cell.split(spec.separator) if spec.separator else [cell]
+            for name in names:
+                name = name.strip()
+                if name and name not in seen:
+                    seen.add(name)
+                    product.images.append(ImageRef(name, row.line, column, variant_code))
+        for template in spec.patterns:
+            for name in _pattern_names(template, row.cells, item, spec.max):
+                if name not in seen:
+                    seen.add(name)
+                    product.images.append(ImageRef(name, row.line, None, variant_code))
+
+    def skip(self, row: Row, kind: str, reason: str, column: str | None, value: str | None, code: str | None = None) -> None:
+        self.skipped += 1
+        self.problems.append(Problem(kind, reason, "skipped", row.line, column, value, code, row.sheet))
+
+    def fail(self, row: Row, code: str | None, errors: list[CellError]) -> None:
+        if code is not None:
+            self.failed.add(code)
+        for exc in errors:
+            self.problems.append(Problem(exc.kind, exc.reason, "error", row.line, exc.column, exc.value, code, row.sheet))
+
+
+_REQUIRED = ("source_variant_code", "sku", "title")
+_REQUIRED_TO_DELETE = ("source_variant_code", "sku")  # a delete needs only its keys
+_SLOTS = {i: f"option{i}" for i in range(1, 100)}
+
+
+def _fill(getters: list[tuple[str, Getter]], cells: dict[str, str], errors: list[CellError]) -> dict[str, Any]:
+    """The non-blank values of these fields for one row; cell errors go to `errors`."""
+    out: dict[str, Any] = {}
+    for name, get in getters:
+        try:
+            v = get(cells)
+        except CellError as exc:
+            errors.append(exc)
+            continue
+        if v is not None:
+            out[name] = v
+    return out
+
+
+def _skips(rule: Any, value: str) -> bool:
+    if rule.matches is not None:
+        return rule.matches.search(value) is not None
+    if rule.equals is not None:
+        return value in rule.equals
+    return (value == "") == rule.blank
+
+
+_MAPPED_NAMES = ("source_variant_code", "sku", "barcode")
+
+
+def _pattern_names(template: Any, cells: dict[str, str], item: dict, most: int) -> list[str]:
+    """File names a pattern gives for one row; `{sku}` etc. are the mapped values, else columns."""
+    variant = item["product"]["variants"]
+    values: dict[str, str] = {}
+    for is_col, part in template.parts:
+        if not is_col or part == "n":
+            continue
+        if part in _MAPPED_NAMES:
+            v = str(variant.get(part, ""))
+        elif part == "source_product_code":
+            v = item["source"]["source_product_code"]
+        else:
+            v = cells.get(part, "").strip()
+        if not v:
+            return []  # a placeholder is blank: no file name
+        values[part] = v
+    counted = any(is_col and part == "n" for is_col, part in template.parts)
+    out = []
+    for n in range(1, most + 1 if counted else 2):
+        out.append("".join((str(n) if part == "n" else values[part]) if is_col else part for is_col, part in template.parts))
+    return out
+
+
+def build_products(rows: Iterable[Row], mapping: Mapping, *, source_id: int) -> Built:
+    """Map rows to products (items in file order; rows of a product need not be adjacent).
+
+    Products with any failed row are left out of `products`; their problems carry
+    `product=<code>` and `held` lists all their lines. Skipped rows (filters, "ignore"
+    status) are problems with severity "skipped". Missing columns are warnings (or errors,
+    or nothing, as `missing_columns` says).
+    """
+    return _build(rows, mapping, source_id)
+
+
+def _build(rows: Iterable[Row], mapping: Mapping, source_id: int) -> Built:
+    run = _Run(mapping, source_id)
+    bound: dict[str | None, _Bound] = {}
+    rows_read = 0
+    rows = iter(rows)
+    for row in rows:
+        rows_read += 1
+        b = bound.get(row.sheet)
+        if b is None:
+            b = bound[row.sheet] = _bind(mapping, row.cells)
+            if _missing(run, b, mapping, row.sheet):
+                return _refused(run, rows_read, rows)
+        run.row(row, b)
+    products = [p for code, p in run.products.items() if code not in run.failed]
+    held = {code: sorted(run.lines.get(code, [])) for code in sorted(run.failed)}
+    return Built(products=products, problems=run.problems, rows_read=rows_read, rows_skipped=run.skipped, held=held)
+
+
+def _missing(run: _Run, b: _Bound, mapping: Mapping, sheet: str | None) -> bool:
+    """Report columns the mapping names but the file lacks. True: the file cannot be mapped."""
+    group_missing = b.group_column is not None and b.group_column in b.missing
+    severity = "error" if mapping.missing_columns == "error" or group_missing else "warning"
+    for column, where in b.missing.items():
+        fatal = severity == "error" or column == b.group_column
+        if mapping.missing_columns == "ignore" and not fatal:
+            continue
+        run.problems.append(
+            Problem("column", f'column "{column}" (named at {where} in the mapping) is not in the file', "error" if fatal else "warning", column=column, sheet=sheet)
+        )
+    return any(p.kind == "column" and p.severity == "error" for p in run.problems)
+
+
+def _refused(run: _Run, rows_read: int, rows: Iterable[Row]) -> Built:
+    count = rows_read + sum(1 for _ in rows)
+    return Built(products=[], problems=run.problems, rows_read=count, rows_skipped=0)

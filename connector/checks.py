@@ -1,0 +1,139 @@
+"""Relationship rules and required fields, checked before anything is sent. Pure.
+
+    kept, problems, held = check_products(built.products)
+
+Stock2Shop drops products that break its product/variant rules without saying so
+(reference/stock2shop.md §6), so every rule is checked here with a message per line:
+required fields, at most 3 options, every variant fills the same options under the same
+names, unique option combinations, one title per product, a source_variant_code used once
+in a file, numbers in range. A product with an error is held back whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .model import Problem, Product
+
+MAX_OPTIONS = 3
+# Product fields other than the title that should agree across a product's rows; the
+# last item sent wins, so a difference is worth a warning but not holding the product back.
+SHARED_FIELDS = ("body_html", "vendor", "product_type", "collection", "tags")
+
+
+def check_products(products: list[Product]) -> tuple[list[Product], list[Problem], dict[str, list[int]]]:
+    """Check every product; return (products that pass, problems, held back {code: lines}).
+
+    Items of a product are in `product.items`, their lines in `product.lines` (same order).
+    Warnings (a negative qty, differing descriptions) do not hold a product back.
+    """
+    problems: list[Problem] = []
+    for product in products:
+        _check_product(product, problems)
+    _check_duplicate_variants(products, problems)
+    bad = {p.product for p in problems if p.severity == "error" and p.product is not None}
+    kept = [p for p in products if p.code not in bad]
+    held = {p.code: sorted(p.lines) for p in products if p.code in bad}
+    return kept, problems, held
+
+
+def _check_product(product: Product, problems: list[Problem]) -> None:
+    code = product.code
+
+    def add(kind: str, reason: str, line: int | None, column: str | None = None, value: Any = None, severity: str = "error") -> None:
+        shown = None if value is None else str(value)
+        problems.append(Problem(kind, reason, severity, line, column, shown, code))
+
+    first_title: tuple[str, int] | None = None
+    first_shared: dict[str, tuple[Any, int]] = {}
+    first_names: tuple[tuple[str, ...], int] | None = None
+    combos: dict[tuple, int] = {}
+    for item, line in zip(product.items, product.lines):
+        source, body = item["source"], item["product"]
+        variant = body.get("variants") or {}
+        active = source.get("product_active") != "false"
+        for name in ("source_variant_code", "sku"):
+            if not variant.get(name):
+                add("required", f"{name} is required and missing", line, name)
+        title = body.get("title")
+        if active and not title:
+            add("required", "title is required for an active product and missing", line, "title")
+        if title:
+            if first_title is None:
+                first_title = (title, line)
+            elif title != first_title[0]:
+                add("conflict", f'title "{title}" differs from "{first_title[0]}" on line {first_title[1]} (one title per product)', line, "title", title)
+        for name in SHARED_FIELDS:
+            value = body.get(name)
+            if value is None:
+                continue
+            seen = first_shared.setdefault(name, (value, line))
+            if seen[0] != value:
+                add("conflict", f"{name} differs from line {seen[1]}; the last row sent wins", line, name, _short(value), "warning")
+        options = body.get("options") or []
+        names = tuple(o.get("name", "") for o in options)
+        if len(names) > MAX_OPTIONS:
+            add("options", f"has {len(names)} options ({', '.join(names)}); Stock2Shop allows at most {MAX_OPTIONS}", line, "options")
+        if first_names is None:
+            first_names = (names, line)
+        elif names != first_names[0]:
+            add("options", f"fills options ({_names(names)}) but line {first_names[1]} fills ({_names(first_names[0])}); every variant of a product needs the same options", line, "options")
+        combo = (names, tuple(variant.get(f"option{i}") for i in range(1, len(names) + 1)))
+        if combo in combos:
+            if names:
+                shown = ", ".join(f"{n} {v}" for n, v in zip(*combo))
+                add("options", f"repeats the options of line {combos[combo]} ({shown}); each variant needs its own combination", line, "options", shown)
+            else:
+                add("options", f"is a second variant without options (line {combos[combo]} is the first); give the variants options or their own product codes", line, "options")
+        else:
+            combos[combo] = line
+        _check_numbers(variant, line, add)
+
+
+def _check_numbers(variant: dict[str, Any], line: int, add: Any) -> None:
+    price = variant.get("price")
+    if price is not None and price < 0:
+        add("range", f"price {price} is below 0", line, "price", price)
+    grams = variant.get("grams")
+    if grams is not None and grams < 0:
+        add("range", f"grams {grams} is below 0", line, "grams", grams)
+    qty = variant.get("qty")
+    if qty is not None and qty < 0:
+        add("range", f"qty {qty} is below 0; Stock2Shop stores it as 0", line, "qty", qty, "warning")
+    for tier in variant.get("price_tiers") or ():
+        if tier["price"] < 0:
+            add("range", f'price tier "{tier["tier"]}" {tier["price"]} is below 0', line, "price_tiers", tier["price"])
+    for stock in variant.get("qty_availability") or ():
+        if stock["qty"] < 0:
+            add("range", f'qty at "{stock["description"]}" {stock["qty"]} is below 0; Stock2Shop stores it as 0', line, "qty_availability", stock["qty"], "warning")
+
+
+def _check_duplicate_variants(products: list[Product], problems: list[Problem]) -> None:
+    """A source_variant_code may appear once in a file; every product using it twice is held."""
+    first: dict[str, tuple[str, int]] = {}
+    for product in products:
+        for item, line in zip(product.items, product.lines):
+            svc = (item["product"].get("variants") or {}).get("source_variant_code")
+            if not svc:
+                continue
+            seen = first.get(svc)
+            if seen is None:
+                first[svc] = (product.code, line)
+                continue
+            where = f"line {seen[1]}" + (f" (product {seen[0]})" if seen[0] != product.code else "")
+            problems.append(
+                Problem("duplicate", f'source_variant_code "{svc}" is also on {where}; each variant code may appear once in a file', "error", line, "source_variant_code", svc, product.code)
+            )
+            if seen[0] != product.code:
+                problems.append(
+                    Problem("duplicate", f'source_variant_code "{svc}" is also used by product {product.code} on line {line}', "error", seen[1], "source_variant_code", svc, seen[0])
+                )
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

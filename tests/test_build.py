@@ -1,0 +1,341 @@
+"""build_products: rows of text + a mapping -> items grouped into products, and row problems."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from connector.build import build_products
+from connector.checks import check_products
+from connector.mapping import Mapping, load_mapping, parse_mapping
+from connector.model import ImageRef, Row
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {"group_by": "code", "variant": {"source_variant_code": "sku", "sku": "sku"}, "product": {"title": "title"}}
+
+
+def mapping_of(extra: dict | str | None = None, **source) -> Mapping:
+    doc = dict(BASE)
+    if isinstance(extra, str):
+        extra = yaml.safe_load(textwrap.dedent(extra))
+    for key, value in (extra or {}).items():
+        doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) and isinstance(doc.get(key), dict) else value
+    if source:
+        doc["source"] = source
+    return parse_mapping(doc)
+
+
+def rows_of(*cells: dict, start: int = 2) -> list[Row]:
+    """Rows with every column of every row present (as a reader gives them) and lines from `start`."""
+    columns: dict[str, None] = {}
+    for c in cells:
+        columns.update(dict.fromkeys(c))
+    return [Row(start + i, {k: c.get(k, "") for k in columns}) for i, c in enumerate(cells)]
+
+
+def row(**cells: str) -> dict:
+    return {"code": "P1", "sku": "S1", "title": "Shirt", **cells}
+
+
+def variant_of(mapping: Mapping, **cells: str):
+    built = build_products(rows_of(row(**cells)), mapping, source_id=9)
+    assert built.products, [p.reason for p in built.problems]
+    return built.products[0].items[0]["product"]["variants"]
+
+
+def errors_of(mapping: Mapping, *cells: dict):
+    built = build_products(rows_of(*cells), mapping, source_id=9)
+    return [p for p in built.problems if p.severity == "error"]
+
+
+# --------------------------------------------------------------------------- the item
+
+
+def test_item_has_the_api_shape_with_one_variant_object():
+    mapping = mapping_of({"variant": {"price": "price", "qty": "qty", "inventory_management": "im", "grams": "g"}})
+    built = build_products(rows_of(row(price="1299.50", qty="7", im="TRUE", g="250")), mapping, source_id=9)
+    assert built.products[0].items == [
+        {
+            "source": {"source_id": 9, "product_active": "true", "source_product_code": "P1", "sync_token": "0", "fetch_token": "0"},
+            "product": {
+                "title": "Shirt",
+                "variants": {"source_variant_code": "S1", "sku": "S1", "price": 1299.5, "qty": 7, "inventory_management": "true", "grams": 250},
+            },
+        }
+    ]
+
+
+def test_blank_cells_are_left_out_not_sent_empty():
+    mapping = mapping_of({"product": {"vendor": "vendor"}, "variant": {"barcode": "barcode", "price": "price"}})
+    item = build_products(rows_of(row(vendor="  ", barcode="", price="")), mapping, source_id=1).products[0].items[0]
+    assert "vendor" not in item["product"]
+    assert set(item["product"]["variants"]) == {"source_variant_code", "sku"}
+
+
+@pytest.mark.parametrize(
+    "spec, cells, expected",
+    [
+        ("sku", {"sku": " 00123 "}, "00123"),  # codes keep leading zeros, surrounding spaces go
+        ({"column": "sku", "upper": True}, {"sku": "ab-1"}, "AB-1"),
+        ({"column": "sku", "lower": True}, {"sku": "AB-1"}, "ab-1"),
+        ({"column": "sku", "zero_pad": 6}, {"sku": "123"}, "000123"),
+        ({"column": "sku", "zero_pad": 6}, {"sku": "AB1"}, "AB1"),  # only digits are padded
+        ({"column": "sku", "replace": {"pattern": "[^A-Z0-9]", "with": ""}}, {"sku": "AB-1 2"}, "AB12"),
+        ({"column": "sku", "prefix": "X-", "suffix": "-Z"}, {"sku": "1"}, "X-1-Z"),
+        ({"column": "sku", "map": {"old1": "NEW1"}}, {"sku": "OLD1"}, "NEW1"),
+        ({"template": "{Brand}-{sku}"}, {"Brand": "ACME", "sku": "1"}, "ACME-1"),
+        ({"column": "sku", "default": "NONE"}, {"sku": ""}, "NONE"),
+        ({"value": "FIXED"}, {"sku": "1"}, "FIXED"),
+        ({"column": "sku", "strip": False}, {"sku": " 1 "}, " 1 "),
+    ],
+)
+def test_variant_field_sources_and_transforms(spec, cells, expected):
+    mapping = mapping_of({"variant": {"source_variant_code": spec, "sku": {"value": "S"}}})
+    assert variant_of(mapping, **cells)["source_variant_code"] == expected
+
+
+@pytest.mark.parametrize(
+    "spec, cell, source, expected",
+    [
+        ({"column": "kg", "type": "decimal", "multiply": 1000, "round": 0}, "1,2345", {"decimal": ","}, 1235),
+        ({"column": "kg", "type": "decimal", "multiply": 1000}, "0.25", {}, 250),
+        ({"column": "kg", "type": "int"}, "479.0", {}, 479),
+        ({"column": "kg", "type": "int"}, "479,0", {"decimal": ","}, 479),
+        ({"column": "kg", "type": "int", "default": 0}, "", {}, 0),
+    ],
+)
+def test_grams_from_units(spec, cell, source, expected):
+    mapping = mapping_of({"variant": {"grams": spec}}, **source)
+    assert variant_of(mapping, kg=cell)["grams"] == expected
+
+
+@pytest.mark.parametrize(
+    "cell, source, expected",
+    [("1 299,50", {"decimal": ",", "thousands": " "}, 1299.5), ("1299.50", {}, 1299.5), ("0", {}, 0.0), ("1.299,5", {"decimal": ",", "thousands": "."}, 1299.5)],
+)
+def test_price_is_a_json_number(cell, source, expected):
+    price = variant_of(mapping_of({"variant": {"price": "price"}}, **source), price=cell)["price"]
+    assert price == expected and isinstance(price, float)
+
+
+@pytest.mark.parametrize(
+    "field, cell, reason",
+    [
+        ("price", "12,5O", 'price "12,5O" is not a number (decimal separator ".")'),
+        ("price", "1,299", 'price "1,299" is ambiguous'),
+        ("qty", "4.5", 'qty "4.5" is not a whole number'),
+        ("grams", "1.5", 'grams "1.5" is not a whole number'),
+        ("inventory_management", "maybe", 'inventory_management "maybe" is not a yes/no value'),
+        ("barcode", "6.00988E+12", 'barcode "6.00988E+12" is in scientific notation'),
+    ],
+)
+def test_cell_errors_name_line_column_value_and_product(field, cell, reason):
+    mapping = mapping_of({"variant": {field: {"column": "cell", "type": "code"} if field == "barcode" else "cell"}})
+    (problem,) = errors_of(mapping, row(cell=cell))
+    assert problem.reason.startswith(reason)
+    assert (problem.kind, problem.line, problem.column, problem.value, problem.product) == ("type", 2, "cell", cell, "P1")
+
+
+def test_gtin_type_checks_the_barcode():
+    mapping = mapping_of({"variant": {"barcode": {"column": "b", "type": "gtin"}}})
+    assert variant_of(mapping, b="6001234567899")["barcode"] == "6001234567899"
+    (problem,) = errors_of(mapping, row(b="6001234567891"))
+    assert "check digit" in problem.reason
+
+
+def test_bool_spellings_per_field():
+    mapping = mapping_of({"variant": {"inventory_management": {"column": "im", "true_values": ["Ja"], "false_values": ["Nee"]}}})
+    assert variant_of(mapping, im="ja")["inventory_management"] == "true"
+    assert variant_of(mapping, im="NEE")["inventory_management"] == "false"
+
+
+def test_product_fields_from_template_skip_blank_parts():
+    mapping = mapping_of({"product": {"title": {"template": "{Brand} {Name}"}, "tags": {"column": "tags", "split": "|"}}})
+    built = build_products(rows_of(row(Brand="", Name="Shirt", tags="a | b|a||c"), row(code="P2", sku="S2", Brand="", Name="")), mapping, source_id=1)
+    product = built.products[0].items[0]["product"]
+    assert product["title"] == "Shirt" and product["tags"] == "a,b,c"
+    assert [(p.kind, p.product, p.column) for p in built.problems] == [("required", "P2", "Brand")]
+
+
+# --------------------------------------------------------------------------- families and options
+
+
+def test_column_families_become_lists_and_skip_blank_cells():
+    mapping = load_mapping(ROOT / "mappings" / "stock2shop.yaml")
+    cells = {
+        "source_product_code": "P1", "source_variant_code": "S1", "sku": "S1", "title": "T",
+        "price": "10", "price_wholesale": "8.5", "price_retail": "", "qty": "3", "qty_JHB": "2", "qty_CPT": "-1",
+        "meta_colour": "Red", "meta_fabric": "",
+    }
+    item = build_products([Row(2, cells)], mapping, source_id=1).products[0].items[0]
+    variant = item["product"]["variants"]
+    assert variant["price"] == 10.0 and variant["qty"] == 3  # plain price/qty are not swallowed by the families
+    assert variant["price_tiers"] == [{"tier": "wholesale", "price": 8.5}]
+    assert variant["qty_availability"] == [{"description": "JHB", "qty": 2}, {"description": "CPT", "qty": -1}]
+    assert item["product"]["meta"] == [{"key": "colour", "value": "Red"}]
+
+
+def test_family_entries_listed_by_name():
+    mapping = mapping_of({"variant": {"price_tiers": {"entries": [{"name": "Trade", "value": "Price B"}]}}})
+    assert variant_of(mapping, **{"Price B": "5"})["price_tiers"] == [{"tier": "Trade", "price": 5.0}]
+
+
+def test_family_cell_error_names_the_column():
+    mapping = mapping_of({"variant": {"qty_availability": {"columns": "^qty_(?P<w>.+)$"}}})
+    (problem,) = errors_of(mapping, row(qty_JHB="lots"))
+    assert problem.column == "qty_JHB" and problem.value == "lots"
+
+
+def test_options_fill_exactly_the_slots_the_row_has():
+    mapping = mapping_of({"options": [{"name": "Size", "value": "Size"}, {"name": {"column": "o2n"}, "value": "o2v"}, {"name": "Fit", "value": "Fit"}]})
+    built = build_products(rows_of(row(Size="L", o2n="Colour", o2v="Red", Fit=""), row(sku="S2", Size="", o2n="", o2v="", Fit="Slim")), mapping, source_id=1)
+    first, second = (i["product"] for i in built.products[0].items)
+    assert first["options"] == [{"name": "Size", "position": 1}, {"name": "Colour", "position": 2}]
+    assert (first["variants"]["option1"], first["variants"]["option2"]) == ("L", "Red") and "option3" not in first["variants"]
+    assert second["options"] == [{"name": "Fit", "position": 1}] and second["variants"]["option1"] == "Slim"
+
+
+def test_option_value_without_a_name_is_an_error():
+    mapping = mapping_of({"options": [{"name": {"column": "o1n"}, "value": "o1v"}]})
+    (problem,) = errors_of(mapping, row(o1n="", o1v="Red"))
+    assert problem.kind == "options" and "no option name" in problem.reason
+
+
+# --------------------------------------------------------------------------- grouping, status, filters
+
+
+def test_rows_of_a_product_need_not_be_adjacent():
+    built = build_products(rows_of(row(sku="A1"), row(code="P2", sku="B1"), row(sku="A2")), mapping_of(), source_id=1)
+    assert [(p.code, p.lines) for p in built.products] == [("P1", [2, 4]), ("P2", [3])]
+    assert [i["product"]["variants"]["sku"] for i in built.products[0].items] == ["A1", "A2"]
+
+
+def test_a_bad_row_holds_back_its_whole_product_but_not_others():
+    mapping = mapping_of({"variant": {"price": "price"}})
+    built = build_products(rows_of(row(sku="A1", price="1"), row(code="P2", sku="B1", price="2"), row(sku="A2", price="x")), mapping, source_id=1)
+    assert [p.code for p in built.products] == ["P2"]
+    assert built.held == {"P1": [2, 4]}
+    (problem,) = [p for p in built.problems if p.severity == "error"]
+    assert (problem.line, problem.product) == (4, "P1")
+
+
+def test_a_row_without_a_product_code_is_an_error_without_a_product():
+    built = build_products(rows_of(row(code=" "), row(sku="S2")), mapping_of(), source_id=1)
+    (problem,) = built.problems
+    assert (problem.kind, problem.line, problem.product, problem.column) == ("required", 2, None, "code")
+    assert [p.code for p in built.products] == ["P1"]
+
+
+def test_missing_sku_is_required():
+    problems = errors_of(mapping_of(), row(sku=""))
+    assert [(p.kind, p.column) for p in problems] == [("required", "sku"), ("required", "sku")]
+    assert problems[1].reason == 'sku is required (column "sku" is blank)'
+
+
+@pytest.mark.parametrize(
+    "status, active, sent",
+    [("A", "true", True), ("active", "true", True), ("", "true", True), ("D", "false", True), ("delete", "false", True), ("I", None, False)],
+)
+def test_status_values(status, active, sent):
+    mapping = mapping_of({"active": {"column": "Status", "active": ["A", "Active"], "delete": ["D", "Delete"], "ignore": ["I", "Ignore"]}})
+    built = build_products(rows_of(row(Status=status)), mapping, source_id=1)
+    if sent:
+        assert built.products[0].items[0]["source"]["product_active"] == active
+    else:
+        assert not built.products and built.rows_skipped == 1
+        assert [(p.kind, p.severity, p.line) for p in built.problems] == [("ignored", "skipped", 2)]
+
+
+def test_a_delete_row_needs_only_its_keys():
+    mapping = mapping_of({"active": {"column": "Status", "delete": ["D"], "active": ["A"]}})
+    built = build_products(rows_of(row(Status="D", title="")), mapping, source_id=1)
+    assert built.products[0].items[0]["source"]["product_active"] == "false" and not built.problems
+
+
+def test_unlisted_status_is_an_error():
+    mapping = mapping_of({"active": {"column": "Status", "active": ["A"], "delete": ["D"]}})
+    (problem,) = errors_of(mapping, row(Status="X"))
+    assert problem.kind == "status" and "valid choices: a, d" in problem.reason
+
+
+def test_skip_rows_are_reported_as_skipped():
+    mapping = mapping_of({"skip_rows": [{"column": "sku", "matches": "^(Total|TOTAL)"}, {"column": "Type", "equals": "grouped"}]})
+    built = build_products(rows_of(row(Type="simple"), row(code="", sku="TOTAL", Type=""), row(sku="S3", Type="grouped")), mapping, source_id=1)
+    assert [p.lines for p in built.products] == [[2]]
+    assert [(p.kind, p.severity, p.line, p.column) for p in built.problems] == [("filter", "skipped", 3, "sku"), ("filter", "skipped", 4, "Type")]
+    assert built.rows_skipped == 2 and built.rows_read == 3
+
+
+# --------------------------------------------------------------------------- images
+
+
+def test_image_columns_in_order_split_and_deduplicated():
+    mapping = mapping_of({"images": {"columns": "^image\\d+$", "separator": ","}})
+    built = build_products(rows_of(row(image1="a.jpg, b.jpg", image2="a.jpg"), row(sku="S2", image1="c.png", image2="")), mapping, source_id=1)
+    assert built.products[0].images == [
+        ImageRef("a.jpg", 2, "image1", "S1"),
+        ImageRef("b.jpg", 2, "image1", "S1"),
+        ImageRef("c.png", 3, "image1", "S2"),
+    ]
+
+
+def test_image_patterns_use_mapped_values_and_count():
+    mapping = mapping_of({"variant": {"sku": {"column": "sku", "lower": True}}, "images": {"pattern": ["{sku}.jpg", "{sku}-{n}.jpg"], "max": 2}})
+    built = build_products(rows_of(row(sku="AB1")), mapping, source_id=1)
+    assert [(i.name, i.column) for i in built.products[0].images] == [("ab1.jpg", None), ("ab1-1.jpg", None), ("ab1-2.jpg", None)]
+
+
+def test_no_images_for_a_deleted_product():
+    mapping = mapping_of({"active": {"column": "Status", "delete": ["D"], "active": ["A"]}, "images": {"columns": ["image1"]}})
+    assert build_products(rows_of(row(Status="D", image1="a.jpg")), mapping, source_id=1).products[0].images == []
+
+
+# --------------------------------------------------------------------------- header matching
+
+
+def test_columns_match_ignoring_case_and_spaces():
+    mapping = mapping_of({"variant": {"price": "Sell Price"}})
+    assert variant_of(mapping, **{"sell  price ": "3"})["price"] == 3.0
+
+
+def test_missing_optional_column_is_a_warning_and_left_out():
+    mapping = mapping_of({"product": {"vendor": "Brand"}})
+    built = build_products(rows_of(row()), mapping, source_id=1)
+    assert [(p.kind, p.severity, p.column) for p in built.problems] == [("column", "warning", "Brand")]
+    assert "vendor" not in built.products[0].items[0]["product"]
+
+
+def test_missing_group_column_refuses_the_file():
+    built = build_products(rows_of({"sku": "S1", "title": "T"}, {"sku": "S2", "title": "T"}), mapping_of(), source_id=1)
+    assert not built.products and built.rows_read == 2
+    assert [(p.kind, p.severity) for p in built.problems] == [("column", "error")]
+
+
+def test_missing_columns_can_be_ignored():
+    mapping = mapping_of({"product": {"vendor": "Brand"}, "missing_columns": "ignore"})
+    assert not build_products(rows_of(row()), mapping, source_id=1).problems
+
+
+# --------------------------------------------------------------------------- volume
+
+
+def test_build_and_check_100k_rows_keeps_every_product():
+    """Volume, not speed: bench/bench_pipeline.py measures the time."""
+    mapping = load_mapping(ROOT / "mappings" / "stock2shop.yaml")
+    rows = []
+    for i in range(100_000):
+        p, v = divmod(i, 4)
+        rows.append(Row(i + 2, {
+            "source_product_code": f"P{p}", "source_variant_code": f"P{p}-{v}", "sku": f"P{p}-{v}", "title": f"Product {p}",
+            "body_html": "<p>x</p>", "vendor": "Acme", "product_type": "Widget", "collection": "C", "tags": "a,b",
+            "barcode": "6001234567899", "price": "1299.50", "qty": "12", "grams": "500", "inventory_management": "true",
+            "active": "true", "option1_name": "Size", "option1_value": "SMLX"[v], "option2_name": "Colour", "option2_value": "Red",
+            "price_wholesale": "999.00", "qty_JHB": "5", "qty_CPT": "7", "meta_colour": "red", "image1": f"P{p}.jpg", "grams2": "",
+        }))
+    built = build_products(rows, mapping, source_id=1)
+    kept, problems, held = check_products(built.products)
+    assert len(kept) == 25_000 and not problems and not built.problems and not held
+    assert sum(len(p.items) for p in kept) == 100_000
