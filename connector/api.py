@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from typing import Callable
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
@@ -201,11 +201,15 @@ class ApiClient:
                 timeout=(self.settings.connect_timeout, self.settings.read_timeout),
                 allow_redirects=False,
             )
+        except requests.exceptions.SSLError as exc:
+            # Never retried and never worked around: someone must look at the certificate or the URL.
+            self.requests["error"] += 1
+            raise ApiError(f"{method} {path}: TLS failed ({_why(exc)}); check api.url and the server's certificate") from None
         except requests.RequestException as exc:
             # The server may have processed the request (connection closed after the body was
             # read); retrying is safe because products are upserts keyed by their codes.
             self.requests["error"] += 1
-            raise _Transient(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+            raise _Transient(f"{method} {path}: {_why(exc)}") from None
         status = response.status_code
         self.requests[str(status)] += 1
         limiter.follow(response.headers.get("x-S2S-RateLimit"))
@@ -242,6 +246,24 @@ class ApiClient:
         exc = state.outcome.exception() if state.outcome else None
         log.warning("retrying in %.1f s (attempt %d): %s", state.next_action.sleep if state.next_action else 0,
                     state.attempt_number, exc)
+
+
+def _why(exc: requests.RequestException) -> str:
+    """A short reason for a failed request, without urllib3's long chain (or the URL)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return "timed out connecting"
+    if isinstance(exc, requests.ReadTimeout):
+        return "timed out waiting for the answer"
+    text = str(exc)
+    for marker, reason in (("Connection refused", "connection refused"),
+                           ("Name or service not known", "host name not found"),
+                           ("Temporary failure in name resolution", "host name not found"),
+                           ("RemoteDisconnected", "connection closed without an answer"),
+                           ("Connection reset", "connection reset"),
+                           ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
+        if marker in text:
+            return reason
+    return redact(f"{type(exc).__name__}: {' '.join(text.split())[:200]}")
 
 
 def _detail(response: requests.Response) -> str:

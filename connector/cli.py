@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
 # -- commands ------------------------------------------------------------------------------
 
 def _push(args, settings: Settings) -> int:
-    from connector.api import AuthFailed
     from connector.lock import AlreadyRunning, StateLock
     from connector.report import summarise, write_json_atomic, write_rejected_csv
 
@@ -159,8 +158,8 @@ def _push(args, settings: Settings) -> int:
                 _end_progress()
     except AlreadyRunning as exc:
         return _fail(EXIT_USAGE, str(exc))
-    except AuthFailed as exc:
-        return _fail(EXIT_USAGE, f"the API refused the credentials: {exc} (work stays in the ledger)")
+    if pipeline.fatal is not None:
+        return _fail(EXIT_USAGE, f"{pipeline.fatal} (the work stays in the ledger; fix this and run again)")
 
     args.report_dir.mkdir(parents=True, exist_ok=True)
     report_path = args.report_dir / f"{args.file.name}.report.json"
@@ -190,7 +189,7 @@ def _check(args, settings: Settings) -> int:
     try:
         plan = plan_file(args.file, settings, mapping=args.mapping)
     except MappingError as exc:
-        return _fail(EXIT_USAGE, f"mapping has errors:", exc.problems)
+        return _fail(EXIT_USAGE, "mapping has errors:", exc.problems)
     except ReadError as exc:
         return _fail(EXIT_REFUSED, f"{args.file.name}: refused: {exc}")
     from connector.pipeline import _file_hash

@@ -8,6 +8,8 @@ acknowledged (DESIGN.md invariants 1-3).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -15,10 +17,10 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from connector import __version__
-from connector.api import ApiClient, ApiUnavailable, DataRejected
+from connector.api import ApiClient, ApiError, ApiUnavailable, DataRejected
 from connector.batches import make_batches
 from connector.build import build_products
 from connector.checks import check_products
@@ -48,6 +50,8 @@ class Pipeline:
         self.clock = clock
         self.progress = progress
         self.full = full  # send every item, even those acknowledged unchanged before
+        # Trouble no retry can fix (credentials refused, TLS): the work waits, and `push` exits 2.
+        self.fatal: ApiError | None = None
 
     def close(self) -> None:
         self.ledger.close()
@@ -78,7 +82,7 @@ class Pipeline:
             return self._refused(path, sha256, size, "mapping", exc.problems, started)
         except ReadError as exc:
             return self._refused(path, sha256, size, "read", [str(exc)], started)
-        products, problems, timings = plan.products, plan.problems, plan.timings
+        products, timings = plan.products, plan.timings
 
         tick = self.clock()
         to_send, unchanged = self._changed(products)
@@ -124,9 +128,16 @@ class Pipeline:
         """
         total = self._pending_count()
         finished = 0
+        self.fatal = None
         try:
             while (job := self.ledger.next_job()) is not None:
-                sent = self._send_products(job) if job.kind == "products" else self._send_image(job)
+                try:
+                    sent = self._send_products(job) if job.kind == "products" else self._send_image(job)
+                except ApiError as exc:  # not DataRejected/ApiUnavailable: those are handled per job
+                    self.ledger.attempt(job.id, str(exc))
+                    self.log.error("API error, work kept in the ledger: %s", exc)
+                    self.fatal = exc
+                    return False
                 if not sent:
                     return False
                 finished += 1
@@ -347,15 +358,15 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | None = None,
     timings: dict[str, float] = {}
     spec = load_mapping(find_mapping(mapping or settings.mapping_for(path.name),
                                      [settings.folders.mappings, BUILTIN_MAPPINGS]))
-    tick = clock()
-    table = read_table(path, **_read_options(spec, settings))
-    timings["read"] = clock() - tick
-
-    tick = clock()
-    built = build_products(table.rows, spec, source_id=int(settings.api.source_id or 0))
-    timings["map"] = clock() - tick
-    tick = clock()
-    kept, check_problems, held = check_products(built.products)
+    with _collector_paused():
+        tick = clock()
+        table = read_table(path, **_read_options(spec, settings))
+        timings["read"] = clock() - tick
+        tick = clock()
+        built = build_products(table.rows, spec, source_id=int(settings.api.source_id or 0))
+        timings["map"] = clock() - tick
+        tick = clock()
+        kept, check_problems, held = check_products(built.products)
     problems = [*table.problems, *built.problems, *check_problems]
     held_codes = {p.product for p in problems if p.severity == "error" and p.product} | set(held)
     products = [p for p in kept if p.code not in held_codes]
@@ -372,6 +383,28 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | None = None,
     timings["plan"] = clock() - tick
     rejected = _rejected_rows(table.rows, problems, held, built)
     return Plan(path, spec, table, products, problems, images, rejected, held_codes, timings)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a file is read, mapped and checked.
+
+    Those stages make millions of small lists and dicts and no reference cycles; the
+    collector's repeated scans of the growing heap cost more than the work itself (measured
+    on 100k rows: map 1.0 s paused vs 3.6-5.7 s on; read 0.45 s vs 0.6 s). Reference counting
+    still frees everything. Afterwards what was made is frozen, so the next young collection
+    doesn't walk it all again; an earlier freeze is undone first, so a long-running `watch`
+    still collects any cycles in its occasional full collections.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    gc.unfreeze()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.freeze()
+            gc.enable()
 
 
 def _image_folder(path: Path, spec, settings: Settings) -> Path:
