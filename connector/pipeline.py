@@ -438,7 +438,7 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
     reasons: dict[int, str] = {}
     for p in problems:
         if p.severity == "error" and p.line is not None:
-            where = f"{p.column}: " if p.column else ""
+            where = f"{p.column}: " if p.column and p.column not in p.reason else ""
             reasons.setdefault(p.line, f"{where}{p.reason}")
     held_lines = dict(held)
     held_lines.update(getattr(built, "held", None) or {})
