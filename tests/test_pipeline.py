@@ -289,3 +289,29 @@ def _xls(path: Path, header, rows) -> Path:
                 sheet.write(r, c, value)
     book.save(str(path))
     return path
+
+
+def test_items_the_api_refuses_are_reported_and_the_rest_of_the_batch_still_goes(fast_sandbox, tmp_path, example):
+    """The sandbox already holds TEE-CLASSIC with one option; the file's two-option variants clash with it."""
+    import requests
+
+    token = fast_sandbox.issue_token()
+    stored = {"source": {"source_id": 1, "product_active": "true", "source_product_code": "TEE-CLASSIC",
+                         "sync_token": "0", "fetch_token": "0"},
+              "product": {"title": "Classic Cotton Tee", "options": [{"name": "Colour", "position": 1}],
+                          "variants": {"source_variant_code": "TEE-OLD", "sku": "TEE-OLD", "option1": "Red"}}}
+    answer = requests.post(f"{fast_sandbox.url}/v1/products/queue", params={"token": token},
+                           json={"system_products": [stored]}, timeout=10)
+    assert answer.status_code == 200
+
+    outcome = pipeline_for(tmp_path, fast_sandbox).run_file(example / "products.csv")
+    assert outcome.status == "done"
+    refused = [p for p in outcome.report["problems"] if p["kind"] == "api"]
+    assert refused and {p["product"] for p in refused} == {"TEE-CLASSIC"}
+    assert all("refused by the API" in p["reason"] for p in refused)
+    products = variant_codes(fast_sandbox.state())
+    assert products["00471"] == ["00471"] and products["KETTLE-2L"] == ["KETTLE-2L"]
+    assert products["TEE-CLASSIC"] == ["TEE-OLD"]  # nothing of the refused product was applied
+    images = fast_sandbox.state()["images"]
+    assert [i["source_product_code"] for i in images] == ["00471"]  # the tee photos wait for a product that never came
+    assert outcome.report["counts"]["products_refused_by_api"] == 1
