@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import threading
 import json
 import logging
 import time
@@ -52,6 +53,11 @@ class Pipeline:
         self.full = full  # send every item, even those acknowledged unchanged before
         # Trouble no retry can fix (credentials refused, TLS): the work waits, and `push` exits 2.
         self.fatal: ApiError | None = None
+        self._stop = threading.Event()
+
+    def request_stop(self) -> None:
+        """Finish the request under way, then stop draining (SIGTERM in `watch`). Thread-safe."""
+        self._stop.set()
 
     def close(self) -> None:
         self.ledger.close()
@@ -130,7 +136,7 @@ class Pipeline:
         finished = 0
         self.fatal = None
         try:
-            while (job := self.ledger.next_job()) is not None:
+            while not self._stop.is_set() and (job := self.ledger.next_job()) is not None:
                 try:
                     sent = self._send_products(job) if job.kind == "products" else self._send_image(job)
                 except ApiError as exc:  # not DataRejected/ApiUnavailable: those are handled per job
@@ -143,7 +149,7 @@ class Pipeline:
                 finished += 1
                 if self.progress:
                     self.progress(finished, total)
-            return True
+            return self.ledger.next_job() is None
         finally:
             self._finish_files()
 

@@ -1,0 +1,156 @@
+"""How `connector watch` is doing, for people and for supervisors (Docker, systemd, monitoring).
+
+The watcher calls `Health.update(snapshot)` after every cycle. The snapshot is written to the
+health file atomically and, when a port is set, served as `GET /healthz` on 127.0.0.1:
+200 when `state` is "ok", 503 when "degraded". Example snapshot:
+
+    {"state": "ok", "problems": [], "last_scan_at": "2025-06-14T10:15:02Z",
+     "last_success_at": "2025-06-14T10:14:40Z", "backlog": {"batches": 0, "images": 0, "oldest_age_s": null},
+     "failed_files": 0, "processing_files": 0, "observer": "native", "pid": 4242, "updated_at": "..."}
+
+`python -m connector.health FILE [MAX_AGE_S]` exits 0 when FILE says "ok" and was updated less
+than MAX_AGE_S seconds ago (default 180), else 1: the Docker HEALTHCHECK.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("connector.health")
+
+
+class Health:
+    """Publishes the latest snapshot to a file and, optionally, to /healthz on 127.0.0.1:`port`."""
+
+    def __init__(self, path: Path | None, port: int | None = None, *, log: logging.Logger | None = None):
+        self.path = path
+        self.port = port
+        self.log = log or logging.getLogger("connector.health")
+        self._snapshot: dict[str, Any] = {"state": "degraded", "problems": ["starting"]}
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the /healthz server when a port is set (port 0 picks a free one; see `bound_port`)."""
+        if self.port is None:
+            return
+        health = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path.split("?")[0] not in ("/healthz", "/health"):
+                    self.send_error(404)
+                    return
+                snapshot = health.snapshot()
+                body = json.dumps(snapshot, indent=2).encode()
+                self.send_response(200 if snapshot.get("state") == "ok" else 503)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # a probe every few seconds would flood the log
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="healthz", daemon=True)
+        self._thread.start()
+        self.log.info("health endpoint on %s", self.url, extra={"event": "health_endpoint"})
+
+    @property
+    def bound_port(self) -> int | None:
+        return self._server.server_address[1] if self._server else None
+
+    @property
+    def url(self) -> str | None:
+        return f"http://127.0.0.1:{self.bound_port}/healthz" if self._server else None
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._snapshot)
+
+    def update(self, snapshot: dict[str, Any]) -> None:
+        """Publish `snapshot`; a health file that cannot be written is logged, never fatal."""
+        snapshot = {**snapshot, "pid": os.getpid(), "updated_at": utc_now(), "health_url": self.url}
+        with self._lock:
+            self._snapshot = snapshot
+        if self.path is None:
+            return
+        try:
+            _write_atomic(self.path, snapshot)
+        except OSError as exc:
+            self.log.warning("cannot write the health file %s: %s", self.path, exc)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def utc_now(now: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
+
+
+def read_health(path: Path) -> dict[str, Any] | None:
+    """The last snapshot written to `path`, or None when there is none or it is unreadable."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_healthy(path: Path, max_age_s: float = 180.0, *, now: float | None = None) -> bool:
+    """True when the health file says "ok" and was written less than `max_age_s` ago."""
+    try:
+        age = (time.time() if now is None else now) - Path(path).stat().st_mtime
+    except OSError:
+        return False
+    data = read_health(path)
+    return bool(data) and data.get("state") == "ok" and age < max_age_s
+
+
+def _write_atomic(path: Path, data: dict[str, Any]) -> None:
+    # Kept local (not report.write_json_atomic) so the Docker HEALTHCHECK imports nothing heavy.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".health-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m connector.health HEALTH_FILE [MAX_AGE_S]", file=sys.stderr)
+        return 2
+    max_age = float(args[1]) if len(args) > 1 else 180.0
+    ok = is_healthy(Path(args[0]), max_age)
+    data = read_health(Path(args[0])) or {}
+    print("ok" if ok else f"unhealthy: {data.get('state', 'no health file')} {data.get('problems', '')}".strip())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""`connector status`: what is waiting, what was done, and what went wrong, for a person.
+
+Safe while `connector watch` runs: it only lists folders, reads the health file and reads the
+ledger (SQLite in WAL mode lets a reader in beside the writer).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from connector import inbox
+from connector.config import Settings
+from connector.health import read_health
+
+
+def render_status(settings: Settings, *, now: float | None = None) -> str:
+    """A few short sections of plain text: service, processing/, ledger, archived, failed, last error."""
+    now = time.time() if now is None else now
+    folders = settings.folders
+    lines: list[str] = []
+    lines += _service(settings.watch.health_file)
+    lines += _processing(folders.processing, now)
+    ledger_lines, recent = _ledger(folders.state)
+    lines += ledger_lines
+    lines += _placed("Last archived", folders.archive, ".report.json")
+    lines += _placed("Last failed", folders.failed, ".error.json", total=inbox.count_files(folders.failed))
+    if recent:
+        lines.append("Recent files in the ledger:")
+        lines += [f"  {r['name']}: {r['status']}" + (f" at {r['finished_at']}" if r.get("finished_at") else "")
+                  for r in recent]
+    return "\n".join(lines)
+
+
+def _service(health_file: Path | None) -> list[str]:
+    data = read_health(health_file) if health_file else None
+    if not data:
+        return ["Service: no health file (connector watch has not run with this state folder)"]
+    line = f"Service: {data.get('state', '?')} (updated {data.get('updated_at', '?')}, pid {data.get('pid', '?')})"
+    out = [line, f"  last scan: {data.get('last_scan_at') or 'never'}; observer: {data.get('observer', '?')}"]
+    out += [f"  problem: {p}" for p in data.get("problems") or []]
+    return out
+
+
+def _processing(folder: Path, now: float) -> list[str]:
+    files = inbox.list_processing(folder)
+    if not files:
+        return ["In processing/: nothing"]
+    out = [f"In processing/: {len(files)} file(s)"]
+    for path in files[:20]:
+        try:
+            st = path.stat()
+            out.append(f"  {path.name} ({st.st_size} bytes, {_age(now - st.st_mtime)} old)")
+        except OSError:
+            out.append(f"  {path.name}")
+    if len(files) > 20:
+        out.append(f"  ... and {len(files) - 20} more")
+    return out
+
+
+def _ledger(state_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    from connector.ledger import Ledger
+
+    if not (state_dir / Ledger.FILE_NAME).exists():
+        return ["Ledger: none yet (nothing has been sent from this state folder)"], []
+    ledger = Ledger.open(state_dir)
+    try:
+        backlog = ledger.backlog()
+        error = ledger.last_error()
+        success = ledger.last_success_at()
+        recent = ledger.recent_files(5)
+    finally:
+        ledger.close()
+    waiting = f"{backlog['batches']} product batch(es), {backlog['images']} image(s) waiting"
+    if backlog.get("oldest_age_s") is not None:
+        waiting += f", oldest {_age(backlog['oldest_age_s'])}"
+    out = [f"Ledger: {waiting}", f"  last successful send: {success or 'never'}"]
+    out.append(f"  last API error: {error['message']} (at {error['at']})" if error else "  last API error: none")
+    return out, recent
+
+
+def _placed(title: str, root: Path, suffix: str, *, total: int | None = None) -> list[str]:
+    recent = inbox.recent_sidecars(root, suffix, limit=5)
+    heading = f"{title}:" + (f" ({total} file(s) in {root.name}/)" if total is not None else "")
+    if not recent:
+        return [f"{heading} none"]
+    out = [heading]
+    for sidecar in recent:
+        report = inbox.read_json(sidecar) or {}
+        name = sidecar.name[: -len(suffix)]
+        why = report.get("message") or report.get("status") or ""
+        out.append(f"  {name}" + (f": {why}" if why else ""))
+    return out
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"

@@ -1,0 +1,726 @@
+"""`connector watch`: a long-running service that takes dropped exports, one at a time.
+
+    code = serve(settings, lambda: Pipeline(settings, client, ledger))
+
+Discovery: a full listing of the inbox at start-up and every `scan_interval` is the truth;
+watchdog events only make a path be looked at sooner (reference/filedrop.md: events are lost on
+network shares, in bursts, and when the observer dies). The observer is supervised and rebuilt.
+
+Order of work: at start-up, work left by an earlier run is resumed first (unsent ledger entries,
+then files in processing/, oldest first). Then one file at a time: claim -> run_file -> place.
+When a file's outcome is "waiting" (API trouble), it stays in processing/, nothing new is
+claimed, and the ledger is drained again with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+from connector import inbox
+from connector.config import Settings
+from connector.health import Health, utc_now
+from connector.lock import AlreadyRunning, StateLock
+from connector.model import FileOutcome
+
+if TYPE_CHECKING:
+    from connector.pipeline import Pipeline
+
+EXIT_OK = 0
+EXIT_ALREADY_RUNNING = 2
+SHUTDOWN_GRACE_S = 6.0  # the current request may finish within this; the ledger covers the rest
+MIN_WAIT_S = 0.05  # never spin
+WAKE_SLICE_S = 0.25  # how often a wait looks at the stop event
+SUPERVISE_S = 1.0  # how often an idle service checks that its observer still runs
+SETTLE_S = 0.2  # a burst of hints is over when none came for this long ...
+SETTLE_MAX_S = 2.0  # ... or after this long in any case
+HEALTH_REFRESH_S = 15.0  # the health file is rewritten when something changed, or this often
+
+# Filesystems on which inotify/ReadDirectoryChangesW see nothing written by other machines
+# (reference/filedrop.md section 6, items 1 and 10), so the observer must poll.
+NETWORK_FILESYSTEMS = frozenset({
+    "cifs", "smb", "smb2", "smb3", "smbfs", "nfs", "nfs4", "afs", "ncpfs", "9p", "ceph", "glusterfs",
+    "lustre", "gpfs", "davfs", "vboxsf", "virtiofs", "fakeowner", "grpcfuse", "osxfs", "vmhgfs",
+    "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "fuse.rclone", "fuse.davfs2", "fuse.s3fs",
+    "fuse.vmhgfs-fuse", "fuse.grpcfuse", "fuse.osxfs", "fuse.gcsfuse", "fuse.juicefs",
+})
+
+
+# --- choosing the observer -------------------------------------------------------------------
+
+def filesystem_type(path: Path, mounts_text: str) -> str | None:
+    """The fstype of the mount holding `path`, from /proc/mounts text (longest mount point wins).
+
+    >>> filesystem_type(Path("/mnt/erp/inbox"), "//srv/erp /mnt/erp cifs rw 0 0\\n/dev/vda / ext4 rw 0 0")
+    'cifs'
+    """
+    target = str(path)
+    best, best_type = "", None
+    for line in mounts_text.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = _unescape_mount(parts[1])
+        inside = target == point or target.startswith(point.rstrip("/") + "/") or point == "/"
+        if inside and len(point) >= len(best):
+            best, best_type = point, parts[2]
+    return best_type
+
+
+def _unescape_mount(text: str) -> str:
+    # /proc/mounts writes space, tab, newline and backslash as octal escapes (\040 ...)
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        text = text.replace(code, char)
+    return text
+
+
+def is_network_path(path: Path, *, mounts_text: str | None = None) -> tuple[bool, str]:
+    """(True, why) when `path` lives on a network or VM-shared filesystem, as far as we can tell."""
+    text = str(path)
+    if os.name == "nt":  # pragma: no cover - Windows
+        if text.startswith(("\\\\", "//")):
+            return True, "a UNC path"
+        return _windows_remote_drive(text)
+    if mounts_text is None:
+        try:
+            mounts_text = Path("/proc/mounts").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False, "filesystem unknown (no /proc/mounts)"
+    try:
+        resolved = Path(os.path.realpath(path))
+    except OSError:
+        resolved = path
+    fstype = filesystem_type(resolved, mounts_text)
+    if fstype is None:
+        return False, "filesystem unknown"
+    return fstype.lower() in NETWORK_FILESYSTEMS, f"filesystem {fstype}"
+
+
+def _windows_remote_drive(text: str) -> tuple[bool, str]:  # pragma: no cover - Windows
+    import ctypes
+
+    drive = os.path.splitdrive(os.path.abspath(text))[0] + "\\"
+    remote = ctypes.windll.kernel32.GetDriveTypeW(drive) == 4  # DRIVE_REMOTE
+    return remote, f"drive {drive} is {'a mapped network drive' if remote else 'local'}"
+
+
+def choose_observer(setting: str, inbox_dir: Path, *, mounts_text: str | None = None) -> tuple[str, str]:
+    """(kind, reason): kind is native, polling or none. `auto` polls on network filesystems."""
+    if setting != "auto":
+        return setting, f"watch.observer is {setting}"
+    network, why = is_network_path(inbox_dir, mounts_text=mounts_text)
+    if network:
+        return "polling", f"{why}: change notifications do not cross the network, so polling"
+    return "native", why
+
+
+# --- the observer, supervised ----------------------------------------------------------------
+
+def related_paths(path: Path) -> set[Path]:
+    """The paths an event on `path` may have made ready: itself, the workbook whose `~$` owner
+    file it is (closing Excel deletes it), the data file whose `.done` file it is."""
+    name = path.name
+    related = {path}
+    if name.startswith("~$") and len(name) > 2:
+        related.add(path.with_name(name[2:]))
+    if name.lower().endswith(inbox.DONE_SUFFIX) and len(name) > len(inbox.DONE_SUFFIX):
+        related.add(path.with_name(name[: -len(inbox.DONE_SUFFIX)]))
+    return related
+
+
+class _Hints(FileSystemEventHandler):
+    """Collects "look at this path sooner" hints. Never raises: an exception here would kill
+    watchdog's dispatcher thread (reference/filedrop.md section 6, item 5)."""
+
+    def __init__(self, root: Path, wake: threading.Event):
+        self.root = root
+        self.wake = wake
+        self.root_lost = False
+        self._paths: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            kind = event.event_type
+            if kind == "deleted" and event.is_directory and Path(os.fsdecode(event.src_path)) == self.root:
+                self.root_lost = True
+                self.wake.set()
+            elif kind in ("created", "modified", "moved", "closed", "deleted"):
+                path = Path(os.fsdecode(event.dest_path if kind == "moved" else event.src_path))
+                if path.parent == self.root:
+                    with self._lock:
+                        self._paths.update(related_paths(path))
+                    self.wake.set()
+        except Exception:  # noqa: BLE001 - see the class docstring
+            pass
+
+    def take(self) -> set[Path]:
+        with self._lock:
+            paths, self._paths = self._paths, set()
+        return paths
+
+
+class ObserverSupervisor:
+    """Keeps one watchdog observer running on the inbox; rebuilds it when it dies or its folder
+    was removed and recreated. Logs one line per change of state, not per check."""
+
+    def __init__(self, kind: str, inbox_dir: Path, wake: threading.Event, *, poll_interval: float,
+                 log: logging.Logger):
+        self.kind = kind
+        self.inbox_dir = inbox_dir
+        self.wake = wake
+        self.poll_interval = poll_interval
+        self.log = log
+        self.hints = _Hints(inbox_dir, wake)
+        self.state = "stopped"
+        self.rebuilds = 0  # restarts of an observer that had died or lost its folder
+        self.starts = 0
+        self._observer: Any = None
+        self._identity: tuple[int, int] | None = None
+
+    def ensure(self) -> None:
+        """Start or rebuild the observer when needed. Cheap when all is well."""
+        if self.kind == "none":
+            self._set_state("off", "no observer (watch.observer: none); scans only")
+            return
+        try:
+            st = os.stat(self.inbox_dir)
+            identity = (st.st_dev, st.st_ino)
+        except OSError:
+            self._stop_observer()
+            self._set_state("waiting", "observer waiting for the inbox to exist")
+            return
+        if self._observer is not None and self._alive() and identity == self._identity and not self.hints.root_lost:
+            return
+        was_running = self._observer is not None
+        self._stop_observer()
+        try:
+            self._observer = self._build()
+            self._observer.schedule(self.hints, str(self.inbox_dir), recursive=False)
+            self._observer.start()
+        except Exception as exc:  # noqa: BLE001 - inotify limits, permissions, a vanishing share
+            self._observer = None
+            self._set_state("failed", f"cannot start the {self.kind} observer on {self.inbox_dir}: {exc}; scans only")
+            return
+        self._identity = identity
+        self.hints.root_lost = False
+        self.starts += 1
+        if was_running:
+            self.rebuilds += 1
+            self.log.warning("the %s observer on %s had stopped or lost its folder; rebuilt it", self.kind,
+                             self.inbox_dir, extra={"event": "observer", "observer": self.kind, "state": "rebuilt"})
+            self.state = "running"
+        else:
+            self._set_state("running", f"{self.kind} observer watching {self.inbox_dir}")
+
+    def take_hints(self) -> set[Path]:
+        return self.hints.take()
+
+    def stop(self) -> None:
+        self._stop_observer()
+
+    def kill_for_test(self) -> None:
+        """Stop the observer the way a crash would (used by tests to prove supervision)."""
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=2)
+
+    def _build(self) -> Any:
+        if self.kind == "polling":
+            from watchdog.observers.polling import PollingObserver
+
+            return PollingObserver(timeout=self.poll_interval)
+        from watchdog.observers import Observer
+
+        return Observer()
+
+    def _alive(self) -> bool:
+        observer = self._observer
+        emitters = list(observer.emitters)
+        return observer.is_alive() and bool(emitters) and all(e.is_alive() for e in emitters)
+
+    def _stop_observer(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is None:
+            return
+        try:
+            observer.stop()
+            observer.join(timeout=2)
+        except Exception:  # noqa: BLE001 - a dead observer may fail to stop; it is dropped anyway
+            pass
+
+    def _set_state(self, state: str, message: str) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        level = logging.WARNING if state in ("failed", "waiting") else logging.INFO
+        self.log.log(level, "%s", message, extra={"event": "observer", "observer": self.kind, "state": state})
+
+
+# --- the service -----------------------------------------------------------------------------
+
+class Backoff:
+    """Exponential delays: base, 2*base, 4*base ... up to cap; `reset` after a success."""
+
+    def __init__(self, base: float, cap: float):
+        self.base, self.cap = base, cap
+        self._next = base
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.base
+
+
+class _Abandoned(Exception):
+    """Stop was asked while the pipeline was busy and the grace period ran out."""
+
+
+class _Worker:
+    """One daemon thread that makes the pipeline and runs every call on it.
+
+    The ledger's SQLite connection belongs to the thread that opened it, so the pipeline is
+    built and used on this one thread. Being a daemon thread, a request still in flight when
+    the grace period ends does not hold the process open; its work is already in the ledger.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: "queue.Queue[tuple[Callable[..., Any], tuple, Future] | None]" = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="pipeline", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self._jobs.put((fn, args, future))
+        return future
+
+    def shutdown(self) -> None:
+        self._jobs.put(None)
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args, future = job
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
+                future.set_exception(exc)
+
+
+class Watcher:
+    """The loop behind `serve`. One instance per run; not thread-safe (one thread drives it)."""
+
+    def __init__(self, settings: Settings, pipeline: "Pipeline", worker: _Worker, *, stop: threading.Event,
+                 clock: Callable[[], float], log: logging.Logger, retry_base: float, retry_cap: float,
+                 health: Health, observer_kind: str, ledger: Any = None):
+        self.settings = settings
+        self.w = settings.watch
+        self.folders = settings.folders
+        self.pipeline = pipeline
+        self.worker = worker
+        self.ledger = ledger  # a read-side handle of our own, for health (the pipeline's is the worker's)
+        self.stop = stop
+        self.clock = clock
+        self.log = log
+        self.health = health
+        self.wake = threading.Event()
+        self.readiness = inbox.Readiness(self.w.min_age, self.w.stable_interval,
+                                         allow_empty=self.w.allow_empty, clock=clock)
+        poll = min(self.w.scan_interval, 5.0)
+        self.observer = ObserverSupervisor(observer_kind, self.folders.inbox, self.wake, poll_interval=poll, log=log)
+        self.retry = Backoff(retry_base, retry_cap)
+        self.inbox_retry = Backoff(min(1.0, self.w.scan_interval), self.w.scan_interval)
+        self.waiting = False
+        self.inbox_problem: str | None = None
+        self.next_scan = clock()
+        self.last_scan_at: str | None = None
+        self.files_done = 0
+        self._published: dict[str, Any] | None = None
+        self._published_at = 0.0
+
+    # the loop
+
+    def run(self) -> None:
+        self.observer.ensure()
+        self._retry_waiting(first=True)
+        while not self.stop.is_set():
+            if self.waiting:
+                delay = self.retry.next()
+                self.log.info("API work is waiting in the ledger; retrying in %.0f s", delay,
+                              extra={"event": "retry_wait", "delay_s": delay})
+                self._publish()
+                if self.stop.wait(delay):
+                    break
+                self._retry_waiting()
+                continue
+            self.observer.ensure()
+            for candidate in self._discover():
+                if self.stop.is_set() or self.waiting:
+                    break
+                self._take(candidate)
+            self._publish()
+            self._sleep_until_next()
+
+    def _discover(self) -> list[inbox.Candidate]:
+        """Check the inbox (fully when a scan is due, else only hinted and tracked paths);
+        return the files ready to claim, oldest first, at most max_files_per_cycle."""
+        w = self.w
+        now = self.clock()
+        hinted = self.observer.take_hints()
+        if now >= self.next_scan:
+            found = self._scan()
+            if found is None:
+                return []
+        else:
+            paths = hinted | set(self.readiness.tracked())
+            found = []
+            for path in paths:
+                cand = inbox.inspect(path, w.patterns, done_file=w.done_file)
+                if cand is None:
+                    self.readiness.forget(path)
+                else:
+                    found.append(cand)
+        ready = []
+        for cand in found:
+            verdict = self.readiness.observe(cand)
+            if verdict == "ready":
+                ready.append(cand)
+            elif verdict == "empty":
+                self._fail_empty(cand)
+        return inbox.order(ready, w.max_files_per_cycle)
+
+    def _scan(self) -> list[inbox.Candidate] | None:
+        """The authoritative listing. None when the inbox is unavailable (logged once per change)."""
+        try:
+            found = inbox.list_candidates(self.folders.inbox, self.w.patterns, done_file=self.w.done_file)
+        except OSError as exc:
+            reason = f"{type(exc).__name__}: {exc.strerror or exc}"
+            if reason != self.inbox_problem:
+                self.log.warning("inbox %s is unavailable (%s); the service stays up and looks again",
+                                 self.folders.inbox, reason, extra={"event": "inbox_unavailable"})
+            self.inbox_problem = reason
+            self.next_scan = self.clock() + self.inbox_retry.next()
+            return None
+        if self.inbox_problem is not None:
+            self.log.info("inbox %s is available again", self.folders.inbox, extra={"event": "inbox_available"})
+            self.inbox_problem = None
+            self.inbox_retry.reset()
+            self.observer.ensure()
+        self.readiness.keep_only(c.path for c in found)
+        self.next_scan = self.clock() + self.w.scan_interval
+        self.last_scan_at = utc_now()
+        return found
+
+    def _take(self, cand: inbox.Candidate) -> None:
+        """Claim one ready file and run it through the pipeline."""
+        self.readiness.forget(cand.path)
+        claimed = inbox.claim(cand.path, self.folders.processing, done_file=self.w.done_file)
+        if claimed is None:
+            # Held open by its writer, gone, or its name is still in processing/: the next scan sees it again.
+            self.log.debug("could not claim %s yet", cand.path.name)
+            return
+        self.log.info("claimed %s (%d bytes)", claimed.name, cand.size,
+                      extra={"event": "file_claimed", "file": claimed.name, "size": cand.size})
+        self._process(claimed)
+
+    def _process(self, path: Path) -> bool:
+        """run_file + place for one file in processing/. True when it was filed away."""
+        started = self.clock()
+        try:
+            outcome = self._call(self.pipeline.run_file, path)
+        except _Abandoned:
+            raise
+        except Exception:  # noqa: BLE001 - the pipeline promises not to raise; if it does, keep the file
+            self.log.exception("unexpected error while processing %s; it stays in processing/", path.name,
+                               extra={"event": "file_error", "file": path.name})
+            self.waiting = True
+            return False
+        seconds = round(self.clock() - started, 3)
+        if outcome.status == "waiting":
+            self.log.warning("%s: %s; it stays in processing/ and sending resumes with backoff",
+                             path.name, outcome.message or "API work waiting",
+                             extra={"event": "file_waiting", "file": path.name, "seconds": seconds})
+            self.waiting = True
+            return False
+        try:
+            placed = inbox.place(path, outcome, self.folders, datetime.now(timezone.utc))
+        except OSError as exc:
+            self.log.error("%s was processed (%s) but cannot be filed away: %s; retrying later",
+                           path.name, outcome.status, exc, extra={"event": "file_error", "file": path.name})
+            self.waiting = True
+            return False
+        self.files_done += 1
+        self.log.info("finished %s: %s in %.1f s (%s) -> %s", path.name, outcome.status, seconds,
+                      _summary(outcome), placed,
+                      extra={"event": "file_finished", "file": path.name, "status": outcome.status,
+                             "seconds": seconds, "placed_as": str(placed), "counts": _counts(outcome.report)})
+        return True
+
+    def _retry_waiting(self, *, first: bool = False) -> None:
+        """Run every file still in processing/ (oldest first), then drain what else the ledger holds.
+
+        Files go first because run_file on a file whose work is journaled drains the ledger in
+        order and returns that file's own final report; draining first would finish the work
+        behind the file's back and run_file would then call it a duplicate.
+        """
+        pending = inbox.list_processing(self.folders.processing)
+        if pending and first:
+            self.log.info("resuming %d file(s) left in processing/", len(pending), extra={"event": "resume"})
+        for path in pending:
+            if self.stop.is_set() or not self._process(path):
+                return
+        try:
+            drained = self._call(self.pipeline.drain)
+        except _Abandoned:
+            raise
+        except Exception:  # noqa: BLE001
+            self.log.exception("unexpected error while sending waiting work", extra={"event": "drain_error"})
+            drained = False
+        self.waiting = not drained
+        if drained:
+            self.retry.reset()
+
+    def _fail_empty(self, cand: inbox.Candidate) -> None:
+        self.readiness.forget(cand.path)
+        claimed = inbox.claim(cand.path, self.folders.processing, done_file=self.w.done_file)
+        if claimed is None:
+            return
+        outcome = inbox.refuse_empty(claimed)
+        try:
+            placed = inbox.place(claimed, outcome, self.folders, datetime.now(timezone.utc))
+        except OSError as exc:
+            self.log.error("%s cannot be moved to failed/: %s", claimed.name, exc, extra={"event": "file_error"})
+            return
+        self.log.warning("%s -> %s", outcome.message, placed,
+                         extra={"event": "file_finished", "file": claimed.name, "status": "refused"})
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a pipeline call on the worker; a stop request is honoured within the grace period
+        even mid-request. Abandoning is safe: the work is in the ledger before it is sent."""
+        return wait_for(self.worker.submit(fn, *args), self.stop, on_stop=self._ask_pipeline_to_stop)
+
+    def _ask_pipeline_to_stop(self) -> None:
+        # A pipeline that offers request_stop() ends after its current request instead of
+        # sending the rest of the ledger; without it, the grace period bounds the wait.
+        request_stop = getattr(self.pipeline, "request_stop", None)
+        if callable(request_stop):
+            request_stop()
+
+    def _sleep_until_next(self) -> None:
+        """Wait for the next scan, the next readiness check or a hint, whichever comes first.
+
+        A hint is followed by a short settling wait while more hints keep coming, so a burst of
+        files dropped together is looked at together (and so taken oldest first). The observer
+        is checked on the way, so a dead one is rebuilt without waiting for the next scan.
+        """
+        now = self.clock()
+        timeout = max(self.next_scan - now, 0.0)
+        due = self.readiness.due_in()
+        if due is not None:
+            timeout = min(timeout, due)
+        deadline = time.monotonic() + max(timeout, MIN_WAIT_S)
+        next_supervision = time.monotonic() + SUPERVISE_S
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.wake.wait(min(left, WAKE_SLICE_S)):
+                self._settle()
+                return
+            if time.monotonic() >= next_supervision:
+                self.observer.ensure()
+                next_supervision = time.monotonic() + SUPERVISE_S
+
+    def _settle(self) -> None:
+        give_up = time.monotonic() + SETTLE_MAX_S
+        while time.monotonic() < give_up and not self.stop.is_set():
+            self.wake.clear()
+            if not self.wake.wait(SETTLE_S):
+                return
+
+    # health
+
+    def snapshot(self) -> dict[str, Any]:
+        problems = []
+        if self.inbox_problem:
+            problems.append(f"inbox unavailable: {self.inbox_problem}")
+        if self.waiting:
+            problems.append("API work waiting in the ledger (sending resumes with backoff)")
+        ledger = self.ledger
+        return {
+            "state": "degraded" if problems else "ok",
+            "problems": problems,
+            "last_scan_at": self.last_scan_at,
+            "last_success_at": _ask(ledger, "last_success_at"),
+            "last_error": _ask(ledger, "last_error"),
+            "backlog": _ask(ledger, "backlog"),
+            "failed_files": inbox.count_files(self.folders.failed),
+            "processing_files": len(inbox.list_processing(self.folders.processing)),
+            "observer": self.observer.kind,
+            "observer_state": self.observer.state,
+            "observer_rebuilds": self.observer.rebuilds,
+            "files_done": self.files_done,
+        }
+
+    def _publish(self) -> None:
+        try:
+            snapshot = self.snapshot()
+            now = time.monotonic()
+            if snapshot == self._published and now - self._published_at < HEALTH_REFRESH_S:
+                return
+            self._published, self._published_at = snapshot, now
+            self.health.update(snapshot)
+        except Exception:  # noqa: BLE001 - health reporting must never stop the service
+            self.log.exception("cannot publish health")
+
+
+def wait_for(future: Future, stop: threading.Event, on_stop: Callable[[], None] | None = None) -> Any:
+    """The future's result; raises _Abandoned when `stop` is set and it does not finish in the grace period."""
+    while True:
+        try:
+            return future.result(timeout=WAKE_SLICE_S)
+        except FuturesTimeout:
+            if stop.is_set():
+                if on_stop is not None:
+                    on_stop()
+                try:
+                    return future.result(timeout=SHUTDOWN_GRACE_S)
+                except FuturesTimeout:
+                    raise _Abandoned() from None
+
+
+def _ask(ledger: Any, method: str) -> Any:
+    if ledger is None:
+        return None
+    try:
+        return getattr(ledger, method)()
+    except Exception:  # noqa: BLE001 - health is best effort
+        return None
+
+
+def _counts(report: dict) -> dict:
+    counts = report.get("counts")
+    return {k: v for k, v in counts.items() if isinstance(v, (int, float))} if isinstance(counts, dict) else {}
+
+
+def _summary(outcome: FileOutcome) -> str:
+    """One line of the counts that matter to a person reading the log."""
+    c = _counts(outcome.report)
+    keys = ("products", "variants", "items_sent", "items_unchanged", "images_sent", "rows_refused")
+    shown = [f"{k.replace('_', ' ')} {c[k]}" for k in keys if k in c]
+    return ", ".join(shown) or outcome.message or outcome.status
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+def serve(settings: Settings, make_pipeline: Callable[[], "Pipeline"], *, stop: threading.Event | None = None,
+          clock: Callable[[], float] = time.monotonic, log: logging.Logger | None = None,
+          retry_base: float = 5.0, retry_cap: float = 300.0) -> int:
+    """Run the file-drop service until `stop` is set (or SIGTERM/SIGINT); returns an exit code.
+
+    0 after a clean stop; 2 when another process holds the state folder (one line logged).
+    `make_pipeline` is called once, after the state lock is taken. `retry_base`/`retry_cap` bound
+    the backoff between attempts to send waiting work.
+    """
+    log = log or logging.getLogger("connector.watch")
+    stop = stop or threading.Event()
+    restore = _install_signal_handlers(stop)
+    try:
+        with StateLock(settings.folders.state):
+            return _serve_locked(settings, make_pipeline, stop=stop, clock=clock, log=log,
+                                 retry_base=retry_base, retry_cap=retry_cap)
+    except AlreadyRunning as exc:
+        log.error("%s", exc, extra={"event": "already_running"})
+        return EXIT_ALREADY_RUNNING
+    finally:
+        restore()
+
+
+def _serve_locked(settings: Settings, make_pipeline: Callable[[], "Pipeline"], *, stop: threading.Event,
+                  clock: Callable[[], float], log: logging.Logger, retry_base: float, retry_cap: float) -> int:
+    folders = settings.folders
+    for folder in (folders.processing, folders.archive, folders.failed):
+        folder.mkdir(parents=True, exist_ok=True)
+    kind, why = choose_observer(settings.watch.observer, folders.inbox)
+    log.info("watching %s every %.0f s with the %s observer (%s)", folders.inbox, settings.watch.scan_interval,
+             kind, why, extra={"event": "start", "observer": kind})
+    _warn_if_not_same_filesystem(folders.inbox, folders.processing, log)
+    health = Health(settings.watch.health_file, settings.watch.health_port, log=log)
+    health.start()
+    worker = _Worker()
+    ledger = None
+    try:
+        pipeline = wait_for(worker.submit(make_pipeline), stop)
+        ledger = _open_ledger(folders.state, log)
+        watcher = Watcher(settings, pipeline, worker, stop=stop, clock=clock, log=log, retry_base=retry_base,
+                          retry_cap=retry_cap, health=health, observer_kind=kind, ledger=ledger)
+        try:
+            watcher.run()
+        finally:
+            watcher.observer.stop()
+        closing = worker.submit(pipeline.close)
+        try:
+            closing.result(timeout=2.0)
+        except Exception:  # noqa: BLE001 - closing is best effort; SQLite needs no close to stay sound
+            pass
+        log.info("stopped after %d file(s)", watcher.files_done, extra={"event": "stop"})
+    except _Abandoned:
+        log.warning("stopped while a request was still in flight; its work is in the ledger and "
+                    "resumes at the next start", extra={"event": "stop_abandoned"})
+    finally:
+        worker.shutdown()
+        health.stop()
+        if ledger is not None:
+            ledger.close()
+    return EXIT_OK
+
+
+def _open_ledger(state_dir: Path, log: logging.Logger) -> Any:
+    """Our own ledger handle for health figures (SQLite in WAL mode allows a second reader)."""
+    try:
+        from connector.ledger import Ledger
+
+        return Ledger.open(state_dir)
+    except Exception as exc:  # noqa: BLE001 - health figures are optional
+        log.warning("cannot open the ledger for health figures: %s", exc)
+        return None
+
+
+def _warn_if_not_same_filesystem(inbox_dir: Path, processing: Path, log: logging.Logger) -> None:
+    try:
+        if os.stat(inbox_dir).st_dev != os.stat(processing).st_dev:
+            log.warning("inbox %s and processing %s are on different filesystems: files cannot be claimed "
+                        "by an atomic rename; put processing/ on the same share as the inbox",
+                        inbox_dir, processing, extra={"event": "config_warning"})
+    except OSError:
+        pass  # the inbox is checked again on every scan
+
+
+def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
+    """SIGTERM/SIGINT (SIGBREAK on Windows) set `stop`; only possible on the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    names = ("SIGTERM", "SIGINT", "SIGBREAK")
+    previous = {}
+    for name in names:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, lambda _signum, _frame: stop.set())
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
