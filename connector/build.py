@@ -66,6 +66,8 @@ def _text_steps(spec: FieldSpec) -> Callable[[str], str] | None:
     steps: list[Callable[[str], str]] = []
     for pattern, repl in spec.replace:
         steps.append(lambda s, p=pattern, r=repl: p.sub(r, s))
+    for pick in spec.pick:
+        steps.append(pick.apply)
     if spec.upper:
         steps.append(str.upper)
     if spec.lower:
@@ -159,6 +161,15 @@ def _converter(spec: FieldSpec, kind: str, source: SourceOptions) -> Callable[[s
 
 def bind_field(spec: FieldSpec, kind: str, source: SourceOptions, header: _Header) -> Getter:
     """One field's function for this header: cells -> API value or None; raises CellError."""
+    if spec.fallback is not None:
+        first = bind_field(replace(spec, fallback=None), kind, source, header)
+        second = bind_field(spec.fallback, kind, source, header)
+
+        def get_or_fallback(cells: dict[str, str]) -> Any:
+            value = first(cells)
+            return second(cells) if value is None else value
+
+        return get_or_fallback
     raw, column = _raw_getter(spec, header)
     conv = _converter(spec, kind, source)
     steps = _text_steps(spec)
@@ -239,6 +250,10 @@ class _Bound:
     image_columns: list[str]
     columns_of: dict[str, str | None]  # API field -> column, for required-field problems
     missing: dict[str, str]
+    fill_columns: list[str]  # fill_down columns found in this header
+    parent_rule: tuple[Any, str | None] | None  # (rule, column) that marks parent rows
+    parent_key: str | None  # the column naming a row for its parent or children
+    parent_link: str | None  # the column holding a child's parent (children_by) or a parent's children
 
 
 def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
@@ -280,10 +295,19 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
             found = header.find(c, "images.columns")
             if found is not None:
                 image_columns.append(found)
+    fill_columns = [c for c in (header.find(name, "fill_down") for name in mapping.fill_down) if c is not None]
+    parent_rule = parent_key = parent_link = None
+    if mapping.parents is not None:
+        spec = mapping.parents
+        parent_rule = (spec.rows, header.find(spec.rows.column, f"{spec.where}.rows"))
+        parent_key = header.find(spec.key, f"{spec.where}.key")
+        link = spec.children_by or spec.children_in or ""
+        parent_link = header.find(link, f"{spec.where}.{'children_by' if spec.children_by else 'children_in'}")
     return _Bound(
         skips=skips, group=group, group_column=columns_of["source_product_code"], status=status,
         status_column=status_column, product=product, variant=variant, options=options,
         families=families, image_columns=image_columns, columns_of=columns_of, missing=header.missing,
+        fill_columns=fill_columns, parent_rule=parent_rule, parent_key=parent_key, parent_link=parent_link,
     )
 
 
@@ -303,16 +327,31 @@ class _Run:
         self.problems: list[Problem] = []
         self.skipped = 0
         self.statuses = {w: s for w, s in mapping.active.values} if mapping.active else {}
+        self.family: _Family | None = None  # parent rows and their children (mapping.parents)
+        self.variant_at: dict[tuple[str, str], int] = {}  # (product, variant code) -> item index, for same_variant: sum
 
     def row(self, row: Row, b: _Bound) -> None:
         cells = row.cells
-        for rule, key, shown in b.skips:
-            value = cells.get(key, "").strip() if key else ""
-            if _skips(rule, value):
-                self.skip(row, "filter", f'skipped: column "{shown}" {rule.describe()}', shown, value)
-                return
+        if self.skipped_by_rule(row, b):
+            return
         errors: list[CellError] = []
-        code = self.value(b.group, cells, errors)
+        parent = None
+        if self.family is not None:
+            role, parent = self.family.role(row, b)
+            if role == "parent":
+                self.parent_row(row, parent)
+                return
+            if role == "orphan":
+                self.fail(row, None, [parent])
+                return
+        if parent is not None:
+            code = parent.code
+            if code is None:  # the parent row itself was refused for having no code
+                self.fail(row, None, [CellError(f"its parent row on line {parent.row.line} has no product code", None, None, "required")])
+                return
+            parent.used = True
+        else:
+            code = self.value(b.group, cells, errors)
         if not code:
             if not errors:
                 errors.append(CellError(f'the row has no product code (column "{b.group_column}" is blank)', b.group_column, "", "required"))
@@ -323,7 +362,7 @@ class _Run:
         if state == "ignore":
             self.skip(row, "ignored", f'not sent: column "{b.status_column}" says ignore', b.status_column, cells.get(b.status_column or "", ""), code)
             return
-        item, variant_code = self.item(row, b, code, state, errors)
+        item, variant_code = self.item(row, b, code, state, errors, parent.product if parent else None)
         if errors:
             self.fail(row, code, errors)
             return
@@ -331,10 +370,50 @@ class _Run:
         if product is None:
             product = self.products[code] = Product(code=code, items=[], lines=[])
             self.seen_images[code] = set()
+            if parent is not None and state == "active" and self.mapping.images is not None:
+                self.images(parent.row, parent.bound, product, None, None)  # the parent's pictures first: its main image
+        if self.mapping.same_variant == "sum" and variant_code is not None:
+            at = self.variant_at.setdefault((code, variant_code), len(product.items))
+            if at < len(product.items):
+                _add_quantities(product.items[at]["product"]["variants"], item["product"]["variants"])
+                if state == "active" and self.mapping.images is not None:
+                    self.images(row, b, product, item, variant_code)
+                return
         product.items.append(item)
         product.lines.append(row.line)
         if state == "active" and self.mapping.images is not None:
             self.images(row, b, product, item, variant_code)
+
+    def skipped_by_rule(self, row: Row, b: _Bound) -> bool:
+        for rule, key, shown in b.skips:
+            value = row.cells.get(key, "").strip() if key else ""
+            if _skips(rule, value):
+                self.skip(row, "filter", f'skipped: column "{shown}" {rule.describe()}', shown, value)
+                return True
+        return False
+
+    def parent_row(self, row: Row, parent: "_Parent") -> None:
+        """A parent row is not a variant: its lines belong to its product; its errors hold it back."""
+        if parent.code is not None:
+            self.lines.setdefault(parent.code, []).append(row.line)
+        if parent.errors:
+            self.fail(row, parent.code, parent.errors)
+
+    def product_fields(self, b: _Bound, cells: dict[str, str], errors: list[CellError]) -> dict[str, Any]:
+        """The product fields (and product-level families such as meta) of one row."""
+        product = _fill(b.product, cells, errors)
+        for section, key, name_key, value_key, entries in b.families:
+            if section == "product":
+                listed = _family_values(entries, cells, errors, name_key, value_key)
+                if listed:
+                    product[key] = listed
+        return product
+
+    def unused_parents(self) -> None:
+        """Parent rows no child row pointed at: nothing to sell, so nothing is sent for them."""
+        for parent in self.family.parents if self.family else ():
+            if not parent.used and not parent.errors:
+                self.skip(parent.row, "parent", "not sent: a parent row with no variant rows in the file", None, None, parent.code)
 
     def value(self, get: Getter, cells: dict[str, str], errors: list[CellError]) -> Any:
         try:
@@ -356,24 +435,19 @@ class _Run:
             return "active"
         return state
 
-    def item(self, row: Row, b: _Bound, code: str, state: str, errors: list[CellError]) -> tuple[dict, str | None]:
+    def item(self, row: Row, b: _Bound, code: str, state: str, errors: list[CellError],
+             parent_product: dict[str, Any] | None = None) -> tuple[dict, str | None]:
         cells = row.cells
         product = _fill(b.product, cells, errors)
         variant = _fill(b.variant, cells, errors)
         if b.options:
             self.options(b, cells, product, variant, errors)
         for section, key, name_key, value_key, entries in b.families:
-            listed = []
-            for name, get in entries:
-                try:
-                    v = get(cells)
-                except CellError as exc:
-                    errors.append(exc)
-                    continue
-                if v is not None:
-                    listed.append({name_key: name, value_key: v})
+            listed = _family_values(entries, cells, errors, name_key, value_key)
             if listed:
                 (product if section == "product" else variant)[key] = listed
+        if parent_product:
+            product.update(parent_product)  # the parent row's product fields win over the child's
         active = state != "delete"
         for name in _REQUIRED if active else _REQUIRED_TO_DELETE:
             if name not in (product if name == "title" else variant):
@@ -413,7 +487,7 @@ class _Run:
             for i, (_, v) in enumerate(present, 1):
                 variant[_SLOTS[i]] = v
 
-    def images(self, row: Row, b: _Bound, product: Product, item: dict, variant_code: str | None) -> None:
+    def images(self, row: Row, b: _Bound, product: Product, item: dict | None, variant_code: str | None) -> None:
         seen = self.seen_images[product.code]
         spec = self.mapping.images
         for column in b.image_columns:
@@ -423,10 +497,12 @@ class _Run:
             names = cell.split(spec.separator) if spec.separator else [cell]
             for name in names:
                 name = name.strip()
+                if spec.strip_leading_slash:
+                    name = name.lstrip("/")  # a media path such as /m/h/a.jpg names m/h/a.jpg in the folder
                 if name and name not in seen:
                     seen.add(name)
                     product.images.append(ImageRef(name, row.line, column, variant_code))
-        for template in spec.patterns:
+        for template in spec.patterns if item is not None else ():
             for name in _pattern_names(template, row.cells, item, spec.max):
                 if name not in seen:
                     seen.add(name)
@@ -460,6 +536,33 @@ def _fill(getters: list[tuple[str, Getter]], cells: dict[str, str], errors: list
         if v is not None:
             out[name] = v
     return out
+
+
+def _family_values(entries: list[tuple[str, Getter]], cells: dict[str, str], errors: list[CellError],
+                   name_key: str, value_key: str) -> list[dict[str, Any]]:
+    listed = []
+    for name, get in entries:
+        try:
+            v = get(cells)
+        except CellError as exc:
+            errors.append(exc)
+            continue
+        if v is not None:
+            listed.append({name_key: name, value_key: v})
+    return listed
+
+
+def _add_quantities(into: dict[str, Any], other: dict[str, Any]) -> None:
+    """same_variant: sum - add a repeated row's qty and per-warehouse qty into the first row's variant."""
+    if "qty" in other:
+        into["qty"] = into.get("qty", 0) + other["qty"]
+    if other.get("qty_availability"):
+        stock = {s["description"]: s for s in into.setdefault("qty_availability", [])}
+        for s in other["qty_availability"]:
+            if s["description"] in stock:
+                stock[s["description"]]["qty"] += s["qty"]
+            else:
+                into["qty_availability"].append(dict(s))
 
 
 def _skips(rule: Any, value: str) -> bool:
@@ -511,6 +614,8 @@ def _build(rows: Iterable[Row], mapping: Mapping, source_id: int) -> Built:
     run = _Run(mapping, source_id)
     bound: dict[str | None, _Bound] = {}
     rows_read = 0
+    if mapping.parents is not None or mapping.fill_down:
+        return _build_in_passes(list(rows), run, bound)
     rows = iter(rows)
     for row in rows:
         rows_read += 1
@@ -520,23 +625,154 @@ def _build(rows: Iterable[Row], mapping: Mapping, source_id: int) -> Built:
             if _missing(run, b, mapping, row.sheet):
                 return _refused(run, rows_read, rows)
         run.row(row, b)
+    return _result(run, rows_read)
+
+
+def _build_in_passes(rows: list[Row], run: _Run, bound: dict[str | None, _Bound]) -> Built:
+    """Builds that look at other rows: fill-down, then parents (whose children may come first)."""
+    mapping = run.mapping
+    for row in rows:
+        if row.sheet not in bound:
+            b = bound[row.sheet] = _bind(mapping, row.cells)
+            if _missing(run, b, mapping, row.sheet):
+                return _refused(run, len(rows), iter(()))
+    if mapping.fill_down:
+        rows = _filled_down(rows, bound)
+    if mapping.parents is not None:
+        run.family = _Family.scan(rows, bound, run)
+    for row in rows:
+        run.row(row, bound[row.sheet])
+    run.unused_parents()
+    return _result(run, len(rows))
+
+
+def _result(run: _Run, rows_read: int) -> Built:
     products = [p for code, p in run.products.items() if code not in run.failed]
     held = {code: sorted(run.lines.get(code, [])) for code in sorted(run.failed)}
     return Built(products=products, problems=run.problems, rows_read=rows_read, rows_skipped=run.skipped, held=held)
 
 
+def _filled_down(rows: list[Row], bound: dict[str | None, _Bound]) -> list[Row]:
+    """Blank `fill_down` cells take the value of the same product's previous row (Shopify style)."""
+    last: dict[tuple[str | None, str], dict[str, str]] = {}
+    out = []
+    for row in rows:
+        b = bound[row.sheet]
+        try:
+            code = b.group(row.cells)
+        except CellError:
+            code = None
+        if not code or not b.fill_columns:
+            out.append(row)
+            continue
+        seen = last.setdefault((row.sheet, code), {})
+        filled = None
+        for column in b.fill_columns:
+            value = row.cells.get(column, "")
+            if value.strip():
+                seen[column] = value
+            elif column in seen:
+                filled = filled if filled is not None else dict(row.cells)
+                filled[column] = seen[column]
+        out.append(row if filled is None else Row(row.line, filled, row.sheet))
+    return out
+
+
+@dataclass
+class _Parent:
+    """A parent row: its product code and product fields, for its children."""
+
+    row: Row
+    bound: _Bound
+    code: str | None
+    product: dict[str, Any]
+    errors: list[CellError]
+    used: bool = False
+
+
+class _Family:
+    """Which rows are parents, and which parent each child row belongs to (see mapping.parents)."""
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+        self.parents: list[_Parent] = []
+        self.by_row: dict[tuple[str | None, int], _Parent] = {}
+        self.by_key: dict[str, _Parent] = {}  # parent's key -> parent (children_by)
+        self.of_child: dict[str, _Parent] = {}  # child's key -> parent (children_in)
+
+    @classmethod
+    def scan(cls, rows: list[Row], bound: dict[str | None, _Bound], run: _Run) -> "_Family":
+        family = cls(run.mapping.parents)
+        for row in rows:
+            b = bound[row.sheet]
+            if not family.is_parent(row, b):
+                continue
+            errors: list[CellError] = []
+            code = run.value(b.group, row.cells, errors) or None
+            if code is None and not errors:
+                errors.append(CellError(f'the parent row has no product code (column "{b.group_column}" is blank)', b.group_column, "", "required"))
+            parent = _Parent(row, b, code, run.product_fields(b, row.cells, errors), errors)
+            family.parents.append(parent)
+            family.by_row[(row.sheet, row.line)] = parent
+            key = row.cells.get(b.parent_key or "\0", "").strip()
+            if key:
+                family.by_key.setdefault(key, parent)
+            if family.spec.children_in is not None:
+                for entry in row.cells.get(b.parent_link or "\0", "").split(family.spec.separator):
+                    child = entry.strip()
+                    for step in family.spec.pick:
+                        child = step.apply(child)
+                    if child:
+                        family.of_child.setdefault(child, parent)
+        return family
+
+    @staticmethod
+    def is_parent(row: Row, b: _Bound) -> bool:
+        rule, column = b.parent_rule  # type: ignore[misc]
+        return _skips(rule, row.cells.get(column, "").strip() if column else "")
+
+    def role(self, row: Row, b: _Bound) -> tuple[str | None, Any]:
+        """("parent", _Parent), ("child", _Parent), ("orphan", CellError) or (None, None)."""
+        parent = self.by_row.get((row.sheet, row.line))
+        if parent is not None:
+            return "parent", parent
+        if self.spec.children_in is not None:
+            key = row.cells.get(b.parent_key or "\0", "").strip()
+            parent = self.of_child.get(key) if key else None
+            return ("child", parent) if parent is not None else (None, None)
+        link = row.cells.get(b.parent_link or "\0", "").strip()
+        if not link:
+            return None, None
+        parent = self.by_key.get(link)
+        if parent is None:
+            reason = f'its parent "{link}" (column "{b.parent_link}") is not a parent row in the file'
+            return "orphan", CellError(reason, b.parent_link, link, "required")
+        return "child", parent
+
+
 def _missing(run: _Run, b: _Bound, mapping: Mapping, sheet: str | None) -> bool:
     """Report columns the mapping names but the file lacks. True: the file cannot be mapped."""
-    group_missing = b.group_column is not None and b.group_column in b.missing
+    # group_by with a fallback is missing only when every column it may come from is missing
+    group_columns = _chain_columns(mapping.group_by)
+    group_missing = bool(group_columns) and all(c in b.missing for c in group_columns)
     severity = "error" if mapping.missing_columns == "error" or group_missing else "warning"
     for column, where in b.missing.items():
-        fatal = severity == "error" or column == b.group_column
+        fatal = severity == "error" or (group_missing and column in group_columns)
         if mapping.missing_columns == "ignore" and not fatal:
             continue
         run.problems.append(
             Problem("column", f'column "{column}" (named at {where} in the mapping) is not in the file', "error" if fatal else "warning", column=column, sheet=sheet)
         )
     return any(p.kind == "column" and p.severity == "error" for p in run.problems)
+
+
+def _chain_columns(spec: FieldSpec | None) -> list[str]:
+    """The columns a field and its fallbacks read."""
+    out: list[str] = []
+    while spec is not None:
+        out.extend(spec.columns)
+        spec = spec.fallback
+    return out
 
 
 def _refused(run: _Run, rows_read: int, rows: Iterable[Row]) -> Built:

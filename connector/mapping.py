@@ -21,6 +21,7 @@ import difflib
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable
@@ -53,7 +54,7 @@ class CellError(Exception):
 
 # --------------------------------------------------------------------------- cell types
 
-TYPES = ("text", "code", "gtin", "decimal", "int", "bool")
+TYPES = ("text", "code", "gtin", "decimal", "int", "bool", "date")
 DEFAULT_TRUE = ("true", "yes", "y", "1", "t")
 DEFAULT_FALSE = ("false", "no", "n", "0", "f")
 DECIMAL_SEPARATORS = (".", ",")
@@ -61,6 +62,8 @@ THOUSANDS_SEPARATORS = ("", " ", ".", ",", "'")
 # Excel turns long digit strings into `6.00988E+12`; the lost digits cannot be recovered.
 _SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
 _SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2007": " "})
+# What the reader gives for a date cell (2016-06-24, or with a time), and ISO text dates.
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?)?$")
 
 
 def parse_text(text: str) -> str:
@@ -87,6 +90,25 @@ def parse_gtin(text: str) -> str:
     total = sum(d * 3 if i % 2 == 0 else d for i, d in enumerate(body))
     if (10 - total % 10) % 10 != digits[-1]:
         raise CellError("is not a barcode (the check digit is wrong)")
+    return text
+
+
+def parse_date(text: str) -> str:
+    """An ISO date (`2016-06-24`, optionally with a time) that exists on the calendar; sent as written.
+
+    Workbook date cells arrive from the reader in this form; `2016-06-31` is an error.
+    """
+    m = _ISO_DATE.match(text)
+    if m is None:
+        raise CellError("is not a date (write it as YYYY-MM-DD)")
+    year, month, day = (int(g) for g in m.groups()[:3])
+    try:
+        date(year, month, day)
+    except ValueError:
+        raise CellError("is not a date on the calendar") from None
+    hour, minute, second = (int(g or 0) for g in m.groups()[3:])
+    if hour > 23 or minute > 59 or second > 59:
+        raise CellError("is not a time of day")
     return text
 
 
@@ -182,6 +204,31 @@ class Template:
 
 
 @dataclass(frozen=True)
+class PickStep:
+    """Take one part of a packed cell: the value of `key` in `size=XS,color=Black`, or item `index`.
+
+    PickStep(key="size")                     "size=XS,color=Black" -> "XS"
+    PickStep(index=-1, separator="/")        "Default/Men/Tops"    -> "Tops"
+    """
+
+    key: str | None = None
+    index: int | None = None  # 1-based; negative counts from the end
+    separator: str = ","
+    equals: str = "="
+
+    def apply(self, text: str) -> str:
+        parts = text.split(self.separator)
+        if self.key is None:
+            i = self.index - 1 if self.index > 0 else self.index  # type: ignore[operator]
+            return parts[i].strip() if -len(parts) <= i < len(parts) else ""
+        for part in parts:
+            name, eq, value = part.partition(self.equals)
+            if eq and name.strip() == self.key:
+                return value.strip()
+        return ""
+
+
+@dataclass(frozen=True)
 class FieldSpec:
     """One value per row: from a column, a constant, or a template, then transforms and a type."""
 
@@ -205,6 +252,8 @@ class FieldSpec:
     round: int | None = None
     true_values: tuple[str, ...] = DEFAULT_TRUE
     false_values: tuple[str, ...] = DEFAULT_FALSE
+    pick: tuple[PickStep, ...] = ()
+    fallback: "FieldSpec | None" = None  # used when this field comes out blank
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -255,6 +304,24 @@ class SkipRule:
 
 
 @dataclass(frozen=True)
+class ParentsSpec:
+    """Parent and child rows: a parent row gives product fields; its children are the variants.
+
+    `rows` says which rows are parents. Children name their parent in a column (`children_by`,
+    WooCommerce `Parent`), or the parent lists its children in one cell (`children_in`, Magento
+    `configurable_variations`); `key` is the column both sides use to name a row.
+    """
+
+    where: str
+    rows: SkipRule
+    key: str
+    children_by: str | None = None
+    children_in: str | None = None  # the parent's column listing its children
+    separator: str = "|"  # between the children listed in `children_in`
+    pick: tuple[PickStep, ...] = ()  # how to find a child's key in one listed entry
+
+
+@dataclass(frozen=True)
 class ImagesSpec:
     columns: tuple[str, ...] = ()
     columns_pattern: re.Pattern | None = None
@@ -263,6 +330,7 @@ class ImagesSpec:
     max: int = 5
     folder: str | None = None
     allow_urls: bool = False
+    strip_leading_slash: bool = False  # "/m/h/a.jpg" is "m/h/a.jpg" inside the folder (Magento media paths)
 
 
 @dataclass(frozen=True)
@@ -285,6 +353,9 @@ class Mapping:
     skip_rows: tuple[SkipRule, ...] = ()
     missing_columns: str = "warn"  # warn | ignore | error
     description: str = ""
+    parents: ParentsSpec | None = None
+    fill_down: tuple[str, ...] = ()  # columns a product's later rows take from its earlier rows
+    same_variant: str = "error"  # error | sum: rows repeating a variant add up their quantities
 
     @property
     def images_folder(self) -> str | None:
@@ -316,15 +387,20 @@ ACTIVE_STATES = ("active", "delete", "ignore")
 
 TOP_KEYS = (
     "name", "description", "source", "skip_rows", "group_by", "active", "product", "variant",
-    "options", "images", "missing_columns",
+    "options", "images", "missing_columns", "parents", "fill_down", "same_variant",
 )
 SOURCE_KEYS = ("header_row", "find_header", "sheet", "delimiter", "encoding", "legacy_encoding", "decimal", "thousands")
 FIELD_KEYS = (
     "column", "value", "template", "type", "default", "strip", "replace", "upper", "lower", "map",
     "zero_pad", "prefix", "suffix", "split", "multiply", "round", "true_values", "false_values",
+    "pick", "fallback",
 )
-FAMILY_KEYS = ("columns", "entries", *[k for k in FIELD_KEYS if k not in ("column", "value", "template")])
-IMAGE_KEYS = ("columns", "separator", "pattern", "max", "folder", "allow_urls")
+FAMILY_KEYS = ("columns", "entries", *[k for k in FIELD_KEYS if k not in ("column", "value", "template", "fallback")])
+IMAGE_KEYS = ("columns", "separator", "pattern", "max", "folder", "allow_urls", "strip_leading_slash")
+PARENT_KEYS = ("rows", "key", "children_by", "children_in")
+CHILDREN_IN_KEYS = ("column", "separator", "pick")
+PICK_KEYS = ("key", "index", "separator", "equals")
+SAME_VARIANT = ("error", "sum")
 SKIP_KEYS = ("column", "matches", "equals", "blank")
 ACTIVE_KEYS = ("column", "template", "value", "active", "delete", "ignore", "default", "strip")
 DELIMITERS = (",", ";", "\t", "|")
@@ -465,6 +541,9 @@ class _Validator:
             skip_rows=self.skip_rows(raw.get("skip_rows"), "skip_rows"),
             missing_columns=str(raw.get("missing_columns", "warn")),
             description=desc if isinstance(desc, str) else "",
+            parents=self.parents(raw["parents"], "parents") if raw.get("parents") is not None else None,
+            fill_down=self.column_list(raw.get("fill_down"), "fill_down"),
+            same_variant=self.choice(raw.get("same_variant", "error"), "same_variant", SAME_VARIANT),
         )
 
     def source_options(self, raw: Any) -> SourceOptions:
@@ -560,6 +639,8 @@ class _Validator:
         if "template" in raw:
             spec["template"] = self.template(raw["template"], f"{where}.template")
         spec.update(self.transforms(raw, where, type_, kind))
+        if "fallback" in raw:
+            spec["fallback"] = self.field(raw["fallback"], f"{where}.fallback", label, spec["type"], kind)
         field_spec = FieldSpec(**spec)
         self.check_constant(field_spec, "value", field_spec.value, kind)
         self.check_constant(field_spec, "default", field_spec.default, kind)
@@ -585,6 +666,8 @@ class _Validator:
                     self.bad(f"{where}.{key}", "must be true or false")
                 else:
                     out[key] = raw[key]
+        if "pick" in raw:
+            out["pick"] = self.pick(raw["pick"], f"{where}.pick")
         if "replace" in raw:
             out["replace"] = self.replace(raw["replace"], f"{where}.replace")
         if "map" in raw:
@@ -870,12 +953,100 @@ class _Validator:
                 self.bad(f"{where}.folder", f'"{folder}" must be relative to the export\'s folder, without ".."')
             else:
                 spec["folder"] = folder
-        allow = raw.get("allow_urls", False)
-        if not isinstance(allow, bool):
-            self.bad(f"{where}.allow_urls", "must be true or false")
-        else:
-            spec["allow_urls"] = allow
+        for key in ("allow_urls", "strip_leading_slash"):
+            flag = raw.get(key, False)
+            if not isinstance(flag, bool):
+                self.bad(f"{where}.{key}", "must be true or false")
+            else:
+                spec[key] = flag
         return ImagesSpec(**spec)
+
+    def pick(self, raw: Any, where: str) -> tuple[PickStep, ...]:
+        """`{key: size}` or `{index: -1, separator: "/"}`, or a list of them applied in turn."""
+        items = raw if isinstance(raw, list) else [raw]
+        out = []
+        for i, item in enumerate(items):
+            at = f"{where}[{i}]" if isinstance(raw, list) else where
+            if not isinstance(item, dict) or ("key" in item) == ("index" in item):
+                self.bad(at, 'must be {key: name} (a key=value list) or {index: N, separator: ","} (a list)')
+                continue
+            self.keys(item, at, PICK_KEYS)
+            step: dict[str, Any] = {}
+            if "key" in item:
+                step["key"] = self.text(item["key"], f"{at}.key", nonempty=True)
+            else:
+                n = item["index"]
+                if not isinstance(n, int) or isinstance(n, bool) or n == 0:
+                    self.bad(f"{at}.index", f"{n!r} must be a position: 1 is the first, -1 the last")
+                    continue
+                step["index"] = n
+            for key in ("separator", "equals"):
+                if key in item:
+                    sep = item[key]
+                    if not isinstance(sep, str) or not sep:
+                        self.bad(f"{at}.{key}", 'must be the separator text, for example "," or "="')
+                    else:
+                        step[key] = sep
+            out.append(PickStep(**step))
+        return tuple(out)
+
+    def column_list(self, raw: Any, where: str) -> tuple[str, ...]:
+        if raw is None:
+            return ()
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not all(isinstance(c, str) and c.strip() for c in raw):
+            self.bad(where, "must be a list of column names")
+            return ()
+        return tuple(raw)
+
+    def choice(self, raw: Any, where: str, valid: tuple[str, ...]) -> str:
+        if raw not in valid:
+            self.bad(where, f'"{raw}" is not allowed {_choices(valid)}')
+            return valid[0]
+        return str(raw)
+
+    def parents(self, raw: Any, where: str) -> ParentsSpec | None:
+        if not isinstance(raw, dict):
+            self.bad(where, "must be {rows: {column, equals}, key: column, children_by: column} (or children_in)")
+            return None
+        self.keys(raw, where, PARENT_KEYS)
+        rules = self.skip_rows([raw["rows"]], f"{where}.rows") if "rows" in raw else ()
+        if "rows" not in raw:
+            self.bad(f"{where}.rows", "is required: which rows are parents, e.g. {column: Type, equals: variable}")
+        # skip_rows names its one rule "<where>[0]"; a parents block has a single rule
+        self.problems = [p.replace(f"{where}.rows[0]", f"{where}.rows") for p in self.problems]
+        if "key" not in raw:
+            self.bad(f"{where}.key", "is required: the column that names a row (e.g. SKU)")
+        key = self.text(raw.get("key", "?"), f"{where}.key", nonempty=True)
+        if ("children_by" in raw) == ("children_in" in raw):
+            self.bad(where, "needs exactly one of children_by (the child's column naming its parent) "
+                            "and children_in (the parent's column listing its children)")
+            return None
+        if not rules:
+            return None
+        rule = rules[0]
+        spec: dict[str, Any] = {"where": where, "rows": SkipRule(**{**rule.__dict__, "where": f"{where}.rows"}), "key": key}
+        if "children_by" in raw:
+            spec["children_by"] = self.text(raw["children_by"], f"{where}.children_by", nonempty=True)
+            return ParentsSpec(**spec)
+        listing = raw["children_in"]
+        at = f"{where}.children_in"
+        if isinstance(listing, str):
+            listing = {"column": listing}
+        if not isinstance(listing, dict) or "column" not in listing:
+            self.bad(at, 'must be {column: name, separator: "|", pick: {key: sku}}')
+            return None
+        self.keys(listing, at, CHILDREN_IN_KEYS)
+        spec["children_in"] = self.text(listing["column"], f"{at}.column", nonempty=True)
+        sep = listing.get("separator", "|")
+        if not isinstance(sep, str) or not sep:
+            self.bad(f"{at}.separator", 'must be the separator text, for example "|"')
+        else:
+            spec["separator"] = sep
+        if "pick" in listing:
+            spec["pick"] = self.pick(listing["pick"], f"{at}.pick")
+        return ParentsSpec(**spec)
 
 
 # --------------------------------------------------------------------------- helpers used by build
@@ -920,6 +1091,8 @@ def cell_parser(spec: FieldSpec, source: SourceOptions) -> Callable[[str], Any]:
         return int_parser(source.decimal, source.thousands)
     if spec.type == "bool":
         return bool_parser(spec.true_values, spec.false_values)
+    if spec.type == "date":
+        return parse_date
     return parse_text
 
 

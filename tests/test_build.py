@@ -339,3 +339,156 @@ def test_build_and_check_100k_rows_keeps_every_product():
     kept, problems, held = check_products(built.products)
     assert len(kept) == 25_000 and not problems and not built.problems and not held
     assert sum(len(p.items) for p in kept) == 100_000
+
+
+# --------------------------------------------------------------------------- packed cells, fallbacks, dates
+
+
+@pytest.mark.parametrize(
+    "pick, cell, expected",
+    [
+        ({"key": "size"}, "has_options=0,size=XS,color=Black", "XS"),
+        ({"key": "colour"}, "size=XS,color=Black", None),  # key absent: blank
+        ({"key": "b", "separator": ";", "equals": ":"}, "a:1; b: 2", "2"),
+        ({"index": 1}, "Men/Tops,Collections/Eco", "Men/Tops"),
+        ({"index": -1, "separator": "/"}, "Default Category/Men/Tops", "Tops"),
+        ({"index": 3}, "a,b", None),  # past the end: blank
+        ([{"index": 1}, {"index": -1, "separator": "/"}], "Default/Men/Hoodies,Default/Sale", "Hoodies"),
+    ],
+)
+def test_pick_takes_one_part_of_a_packed_cell(pick, cell, expected):
+    mapping = mapping_of({"product": {"vendor": {"column": "packed", "pick": pick}}})
+    built = build_products(rows_of(row(packed=cell)), mapping, source_id=9)
+    assert built.products[0].items[0]["product"].get("vendor") == expected
+
+
+def test_replace_runs_before_pick():
+    spec = {"column": "attrs", "replace": {"pattern": ";", "with": ","}, "pick": [{"index": 2}, {"index": 1, "separator": ":"}]}
+    mapping = mapping_of({"product": {"vendor": spec}})
+    built = build_products(rows_of(row(attrs="Color:color:0; Disk space:select:1")), mapping, source_id=9)
+    assert built.products[0].items[0]["product"]["vendor"] == "Disk space"
+
+
+@pytest.mark.parametrize(
+    "cells, expected",
+    [({"brand": "Acme", "alt": "zeta"}, "Acme"), ({"brand": "", "alt": "zeta"}, "ZETA"), ({"brand": " ", "alt": ""}, None)],
+)
+def test_fallback_is_used_only_when_the_field_is_blank(cells, expected):
+    mapping = mapping_of({"product": {"vendor": {"column": "brand", "fallback": {"column": "alt", "upper": True}}}})
+    built = build_products(rows_of(row(**cells)), mapping, source_id=9)
+    assert built.products[0].items[0]["product"].get("vendor") == expected
+
+
+def test_group_by_fallback_keeps_the_file_when_only_the_first_column_is_missing():
+    mapping = mapping_of({"group_by": {"column": "parent", "fallback": "code"}})
+    built = build_products(rows_of(row()), mapping, source_id=9)
+    assert [p.code for p in built.products] == ["P1"]
+    assert [p.severity for p in built.problems if p.kind == "column"] == ["warning"]
+
+
+@pytest.mark.parametrize(
+    "cell, error",
+    [("2016-06-24", None), ("2016-06-24T10:30:00", None), ("2016-06-31", "is not a date on the calendar"),
+     ("24/06/2016", "is not a date (write it as YYYY-MM-DD)"), ("2016-06-24T25:00:00", "is not a time of day")],
+)
+def test_date_type_accepts_only_real_iso_dates(cell, error):
+    mapping = mapping_of({"product": {"meta": {"entries": [{"name": "expires", "value": {"column": "d", "type": "date"}}]}}})
+    built = build_products(rows_of(row(d=cell)), mapping, source_id=9)
+    errors = [p for p in built.problems if p.severity == "error"]
+    if error is None:
+        assert built.products[0].items[0]["product"]["meta"] == [{"key": "expires", "value": cell}]
+    else:
+        assert [(p.line, p.column, p.value) for p in errors] == [(2, "d", cell)] and error in errors[0].reason
+
+
+# --------------------------------------------------------------------------- parents, fill-down, repeated variants
+
+WOO_PARENTS = {"parents": {"rows": {"column": "type", "equals": "variable"}, "key": "sku", "children_by": "parent"},
+               "group_by": "sku", "options": [{"name": "Size", "value": "size"}],
+               "product": {"title": "title", "tags": "tags"}, "images": {"columns": ["img"]}}
+
+
+def test_a_parent_row_gives_the_product_and_its_children_are_the_variants():
+    rows = rows_of(
+        {"type": "variable", "sku": "TEE", "title": "Tee", "tags": "summer", "img": "tee.jpg"},
+        {"type": "variation", "sku": "TEE-S", "parent": "TEE", "title": "Tee - S", "size": "S", "img": "s.jpg"},
+        {"type": "simple", "sku": "CAP", "title": "Cap"},
+        {"type": "variation", "sku": "TEE-M", "parent": "TEE", "title": "Tee - M", "size": "M"},
+    )
+    built = build_products(rows, mapping_of(WOO_PARENTS), source_id=9)
+    tee, cap = built.products
+    assert (tee.code, cap.code) == ("TEE", "CAP")
+    assert [it["product"]["variants"]["sku"] for it in tee.items] == ["TEE-S", "TEE-M"]  # the parent is no variant
+    assert {it["product"]["title"] for it in tee.items} == {"Tee"} and tee.items[1]["product"]["tags"] == "summer"
+    assert [(i.name, i.source_variant_code) for i in tee.images] == [("tee.jpg", None), ("s.jpg", "TEE-S")]
+    assert tee.lines == [3, 5] and check_products(built.products)[1] == []
+
+
+def test_children_listed_in_a_packed_parent_cell_may_come_before_the_parent():
+    spec = {"parents": {"rows": {"column": "type", "equals": "configurable"}, "key": "sku",
+                        "children_in": {"column": "variations", "separator": "|", "pick": {"key": "sku"}}},
+            "group_by": "sku", "product": {"title": "title"}}
+    rows = rows_of(
+        {"type": "simple", "sku": "MH01-XS", "title": "Hoodie-XS"},
+        {"type": "simple", "sku": "LONE", "title": "Lone"},
+        {"type": "simple", "sku": "MH01-S", "title": "Hoodie-S"},
+        {"type": "configurable", "sku": "MH01", "title": "Hoodie", "variations": "sku=MH01-XS,size=XS|sku=MH01-S,size=S"},
+    )
+    built = build_products(rows, mapping_of(spec), source_id=9)
+    assert {p.code: [it["product"]["variants"]["sku"] for it in p.items] for p in built.products} == {
+        "MH01": ["MH01-XS", "MH01-S"], "LONE": ["LONE"]}
+    assert built.products[0].items[0]["product"]["title"] == "Hoodie"
+
+
+def test_a_child_naming_a_missing_parent_is_refused_and_a_childless_parent_is_skipped():
+    rows = rows_of(
+        {"type": "variation", "sku": "X-S", "parent": "X", "title": "X", "size": "S"},
+        {"type": "variable", "sku": "LONELY", "title": "Lonely"},
+    )
+    built = build_products(rows, mapping_of(WOO_PARENTS), source_id=9)
+    assert built.products == []
+    by_line = {p.line: p for p in built.problems}
+    assert by_line[2].severity == "error" and 'its parent "X" (column "parent") is not a parent row' in by_line[2].reason
+    assert by_line[3].severity == "skipped" and "no variant rows" in by_line[3].reason
+
+
+def test_a_parent_row_without_a_usable_code_refuses_its_children():
+    rows = rows_of(
+        {"type": "variable", "sku": "6.00988E+12", "title": "Tee"},  # Excel ate the digits of the code
+        {"type": "variation", "sku": "TEE-S", "parent": "6.00988E+12", "size": "S"},
+    )
+    built = build_products(rows, mapping_of(WOO_PARENTS), source_id=9)
+    assert built.products == []
+    reasons = {p.line: p.reason for p in built.problems if p.severity == "error"}
+    assert "scientific notation" in reasons[2] and reasons[3] == "its parent row on line 2 has no product code"
+
+
+def test_fill_down_copies_blank_cells_from_the_products_earlier_row():
+    spec = {"fill_down": ["title", "opt"], "options": [{"name": {"column": "opt"}, "value": "val"}]}
+    rows = rows_of(
+        {"code": "H1", "sku": "A", "title": "Shirt", "opt": "Size", "val": "S"},
+        {"code": "H2", "sku": "C", "title": "Cap", "opt": "", "val": ""},
+        {"code": "H1", "sku": "B", "title": "", "opt": "", "val": "M"},
+    )
+    built = build_products(rows, mapping_of(spec), source_id=9)
+    shirt = built.products[0]
+    assert [it["product"]["title"] for it in shirt.items] == ["Shirt", "Shirt"]
+    assert [it["product"]["variants"]["option1"] for it in shirt.items] == ["S", "M"]
+    assert built.products[1].items[0]["product"]["title"] == "Cap"  # another product's values never leak
+
+
+@pytest.mark.parametrize("same_variant, qty, errors", [("sum", 12, 0), ("error", 5, 1)])
+def test_rows_repeating_a_variant_add_up_only_when_the_mapping_says_so(same_variant, qty, errors):
+    spec = {"same_variant": same_variant, "variant": {"source_variant_code": "sku", "sku": "sku", "qty": "qty"}}
+    rows = rows_of(row(qty="5", lot="L1"), row(qty="7", lot="L2"))
+    built = build_products(rows, mapping_of(spec), source_id=9)
+    kept, problems, _ = check_products(built.products)
+    assert built.products[0].items[0]["product"]["variants"]["qty"] == qty
+    assert bool([p for p in problems if p.severity == "error"]) == bool(errors)
+
+
+def test_strip_leading_slash_makes_media_paths_relative_only_when_asked():
+    for flag, name in ((True, "m/h/a.jpg"), (False, "/m/h/a.jpg")):
+        mapping = mapping_of({"images": {"columns": ["img"], "strip_leading_slash": flag}})
+        built = build_products(rows_of(row(img="/m/h/a.jpg")), mapping, source_id=9)
+        assert [i.name for i in built.products[0].images] == [name]

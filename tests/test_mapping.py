@@ -240,7 +240,7 @@ def test_every_problem_is_reported_at_once_with_its_path():
     assert 'prodcut: unknown key; did you mean "product"?' in text
     assert 'source.delimter: unknown key; did you mean "delimiter"?' in text
     assert "source.decimal:" in text
-    assert 'variant.sku.type: unknown type "decmal"; did you mean "decimal"? (valid choices: text, code, gtin, decimal, int, bool)' in text
+    assert 'variant.sku.type: unknown type "decmal"; did you mean "decimal"? (valid choices: text, code, gtin, decimal, int, bool, date)' in text
     assert "variant.price.type:" in text and "(valid choices: decimal, int)" in text
     assert "variant.qty_availability.columns:" in text
     assert "skip_rows[0].matches:" in text
@@ -344,3 +344,43 @@ def test_the_complete_example_in_the_docs_loads():
     jsonschema.Draft202012Validator(schema).validate(yaml.safe_load(example))
     mapping = parse_mapping(yaml.safe_load(example))
     assert mapping.source.decimal == "," and mapping.name == "pastel"
+
+
+# --------------------------------------------------------------------------- the language grown for real exports
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        ({"parents": {"rows": {"column": "t", "equals": "v"}, "key": "sku"}}, "parents: needs exactly one of children_by"),
+        ({"parents": {"key": "sku", "children_by": "p"}}, "parents.rows: is required"),
+        ({"parents": {"rows": {"column": "t", "equals": "v"}, "key": "sku", "children_by": "p", "chidren": 1}}, 'parents.chidren: unknown key'),
+        ({"parents": {"rows": {"column": "t", "equals": "v"}, "key": "sku", "children_in": {"column": "c", "pick": {"kye": "sku"}}}},
+         "parents.children_in.pick: must be {key: name}"),
+        ({"product": {"title": {"column": "t", "pick": {"index": 0}}}}, "product.title.pick.index: 0 must be a position"),
+        ({"product": {"title": {"column": "t", "pick": {"key": "a", "index": 1}}}}, "product.title.pick: must be {key: name}"),
+        ({"product": {"title": {"column": "t", "fallback": {"colum": "u"}}}}, 'product.title.fallback.colum: unknown key'),
+        ({"fill_down": "Title"}, None),
+        ({"fill_down": [1]}, "fill_down: must be a list of column names"),
+        ({"same_variant": "add"}, 'same_variant: "add" is not allowed (valid choices: error, sum)'),
+        ({"images": {"columns": ["i"], "strip_leading_slash": "yes"}}, "images.strip_leading_slash: must be true or false"),
+    ],
+)
+def test_new_keys_are_validated_with_their_yaml_path(extra, says):
+    if says is None:
+        assert parse_mapping({**MINIMAL, **extra}).fill_down == ("Title",)
+        return
+    problems = problems_of({**MINIMAL, **extra})
+    assert any(says in p for p in problems), problems
+
+
+def test_new_keys_are_in_the_schema():
+    schema = json.loads(SCHEMA.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    good = {**MINIMAL, "fill_down": ["Title"], "same_variant": "sum",
+            "parents": {"rows": {"column": "t", "equals": "v"}, "key": "sku", "children_in": {"column": "c", "pick": {"key": "sku"}}},
+            "product": {"title": {"column": "t", "fallback": "u", "pick": [{"index": -1, "separator": "/"}]}}}
+    assert list(validator.iter_errors(good)) == []
+    assert parse_mapping(good).parents.children_in == "c"
+    bad = {**MINIMAL, "same_variant": "add"}
+    assert list(validator.iter_errors(bad)) and problems_of(bad)

@@ -1,0 +1,258 @@
+"""Acceptance over real exports: every product file of the corpus through its preset to the sandbox.
+
+The corpus (../shared/corpus beside the project) holds files written by Magento 2, Akeneo,
+WooCommerce, Shopify, PrestaShop / thirty bees and OpenBoxes, with `facts.json`: ground truth
+computed without the connector. Each file is checked (`plan_file`, what `connector check`
+does) with its preset, then pushed to the sandbox over real HTTP; products, variant items,
+samples and images are compared with the facts. Where the presets deliberately differ from
+the facts (parent rows, skipped product types, halves of a join), the case says so and why.
+The files are read where they are; nothing is copied into the project.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.api import ApiClient
+from connector.config import ApiSettings, Settings
+from connector.ledger import Ledger
+from connector.pipeline import Pipeline, plan_file
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+pytestmark = pytest.mark.skipif(
+    not (CORPUS / "facts.json").is_file(), reason="the real-export corpus (../shared/corpus) is not on this machine"
+)
+
+
+def _facts() -> dict[str, Any]:
+    if not (CORPUS / "facts.json").is_file():
+        return {}
+    return json.loads((CORPUS / "facts.json").read_text(encoding="utf-8"))["files"]
+
+
+FACTS = _facts()
+
+
+@dataclass
+class Case:
+    """One corpus file, its preset, and what the push must give.
+
+    products / items: None means "as facts.json says" (groups / records); a number is a
+    deliberate difference, explained in `why`. refused: rows refused (errors), with a text each
+    reason must contain. samples: overrides for facts' samples {index: {field: value}}, where
+    a field of None means "not sent"; {"variant": "absent"}: the sample is not a variant we send
+    (a parent row); {"product": "absent"}: its row was refused.
+    """
+
+    path: str
+    preset: str
+    products: int | None = None
+    items: int | None = None
+    why: str = ""
+    refused: int = 0
+    refused_reason: str = ""
+    refused_lines: tuple[int, ...] = ()
+    file_refused: bool = False
+    images: int = 0
+    samples: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+CASES = [
+    Case("magento2/products.csv", "magento2", items=1847, images=120,
+         why="a configurable row is the parent: it gives the product and is not sent as a variant; "
+             "its 1,847 simple children are the variants (facts.variants)",
+         samples={0: {"title": "Chaz Kangeroo Hoodie"}, 1: {"title": "Mona Pullover Hoodlie"},
+                  2: {"variant": "absent"}}),  # WSH12 is a configurable parent: a product, not a variant
+    Case("woocommerce/sample_products.csv", "woocommerce", products=16, items=21,
+         why="the grouped and the external product are skipped (no stock of their own); the 2 variable "
+             "rows are parents, not variants: 25 rows - 2 skipped - 2 parents = 21 items in 16 products",
+         samples={0: {"variant": "absent"},  # the variable parent itself
+                  1: {"title": "V-Neck T-Shirt"}, 2: {"title": "Hoodie"}}),  # titles come from the parent
+    Case("shopify/product_template.csv", "shopify",
+         samples={0: {"sku": "example-t-shirt"},  # no Variant SKU: the Handle names the variant
+                  1: {"title": "Example T-Shirt"}, 2: {"title": "Example T-Shirt"}}),  # filled down
+    Case("prestashop/products_import.csv", "prestashop", items=7, why="one product per row, each one variant"),
+    Case("thirtybees/products_import.csv", "prestashop", items=7, why="one product per row, each one variant"),
+    Case("prestashop/combinations_import.csv", "prestashop-combinations", products=0, items=0, refused=27,
+         refused_reason="title is required", file_refused=True,
+         why="combinations are half of a product: the title is in products_import.csv (a join, later)"),
+    Case("thirtybees/combinations_import.csv", "prestashop-combinations", products=0, items=0, refused=27,
+         refused_reason="title is required", file_refused=True,
+         why="combinations are half of a product: the title is in products_import.csv (a join, later)"),
+    Case("akeneo/products.csv", "akeneo", items=1239, images=137,
+         why="999 standalone products + 240 variants under 68 models = 1,239 items; images: 218 of the 230 "
+             "references have a file, and a picture repeated by a model's variants (same bytes) is sent "
+             "once per product: 137 distinct (product, picture) pairs, counted from images_manifest.csv"),
+    Case("akeneo/non_utf8.csv", "akeneo", products=110, items=110, refused=2, refused_lines=(11, 15),
+         refused_reason="byte",
+         why="Akeneo 1.x variant groups (`groups`) are not read as products (names differ per row, "
+             "no model): each SKU is its own product; lines 11 and 15 hold invalid bytes",
+         samples={i: {"product_key": None} for i in range(3)}),  # keyed by SKU, not by variant group
+    Case("akeneo/product_models.csv", "akeneo", products=0, items=0, refused=81, file_refused=True,
+         refused_reason="", why="product models have no SKU: they are half of a product (join with products.csv later)"),
+    Case("akeneo/xlsx/products_with_floats.xlsx", "akeneo-xlsx"),
+    Case("akeneo/xlsx/products_with_integers.xlsx", "akeneo-xlsx",
+         samples={0: {"qty": 27}, 1: {"qty": 84}}),  # number_in_stock is the qty
+    Case("akeneo/xlsx/products_with_numeric_strings.xlsx", "akeneo-xlsx-comma"),
+    Case("akeneo/xlsx/products_with_invalid_numeric_strings.xlsx", "akeneo-xlsx-comma", products=1, items=1, refused=1,
+         refused_lines=(2,), refused_reason='rate_sale "0.87" is ambiguous',
+         why="0.87 is written with a point in a decimal-comma file", samples={0: {"product": "absent"}}),
+    Case("akeneo/xlsx/products_with_timestamp_dates.xlsx", "akeneo-xlsx"),
+    Case("akeneo/xlsx/products_with_string_dates.xlsx", "akeneo-xlsx"),
+    Case("akeneo/xlsx/products_with_invalid_string_dates.xlsx", "akeneo-xlsx", products=1, items=1, refused=1,
+         refused_lines=(2,), refused_reason='destocking_date "2016-06-31" is not a date',
+         why="June has 30 days", samples={0: {"product": "absent"}}),
+    Case("akeneo/xlsx/product_with_carriage_return.xlsx", "akeneo-xlsx"),
+    Case("openboxes/products.csv", "openboxes", items=57, why="one product per row"),
+    Case("openboxes/WHO_products.csv", "openboxes", products=0, items=0, refused=729, file_refused=True,
+         refused_reason="no product code", why="no record has a ProductCode: nothing to key on"),
+    Case("openboxes/mainWarehouseInventory.csv", "openboxes-inventory", items=57, why="one row per product here"),
+    Case("openboxes/bostonWarehouseInventory.csv", "openboxes-inventory", items=57, why="one row per product here"),
+    Case("openboxes/chicagoWarehouseInventory.csv", "openboxes-inventory", items=42, why="one row per product here"),
+    Case("openboxes/inventory_template.xls", "openboxes-inventory", items=1,
+         why="two lots of one product: their quantities are added up",
+         samples={0: {"qty": 200}, 1: {"qty": 200}}),
+    Case("openboxes/inventoryLevels.csv", "openboxes-levels", items=52, why="one product per row"),
+    Case("openboxes/inventoryLevelImportData.xls", "openboxes-levels", items=1495,
+         why="one product per row; the two footer rows of column counts are skipped"),
+    Case("openboxes/inventory.xls", "openboxes-count", products=241, items=241,
+         why="codes are trimmed (AD66 and 'AD66 ' are one product: facts.groups_after_strip); every lot "
+             "and storeroom row of a product adds up into its qty",
+         # totals over every sheet, summed with calamine alone: ZV27 104218, MP73 840600, EB65 7000
+         samples={0: {"qty": 104218}, 1: {"qty": 840600}, 2: {"qty": 7000}}),
+]
+
+
+def test_every_product_file_of_the_corpus_has_a_case():
+    assert sorted(c.path for c in CASES) == sorted(FACTS)
+
+
+class FakeTime:
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _settings(tmp_path: Path, sb) -> Settings:
+    s = Settings()
+    for name in ("inbox", "processing", "archive", "failed", "state"):
+        setattr(s.folders, name, tmp_path / name)
+    s.folders.mappings = tmp_path / "mappings"
+    s.api = ApiSettings(url=sb.url, username="demo", password="demo", source_id=1, rate=1000.0, retry_budget=60.0)
+    return s
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.path for c in CASES])
+def test_corpus_file_through_its_preset_to_the_sandbox(make_sandbox, tmp_path, case: Case):
+    facts = FACTS[case.path]
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    settings = _settings(tmp_path, sb)
+    path = CORPUS / case.path
+
+    started = time.perf_counter()
+    plan = plan_file(path, settings, mapping=case.preset)
+    fake = FakeTime()
+    client = ApiClient(settings.api, sleep=fake.sleep, clock=fake.monotonic, rng=lambda: 0.5)
+    outcome = Pipeline(settings, client, Ledger.open(settings.folders.state)).run_file(path, mapping=case.preset)
+    took = time.perf_counter() - started
+    state = sb.state()
+    images = state["images"]
+    print(f"\n{case.path:55} {case.preset:24} products {len(state['products']):5} "
+          f"items {sum(len(p['variants']) for p in state['products']):5} images {len(images):4} "
+          f"refused {len(plan.rejected):4} {took:6.2f}s")
+
+    products = facts["groups"] if case.products is None else case.products
+    # facts count "variants" only where records are grouped under products; with none (0 or
+    # null) every record is a product of its own, so one item per record
+    items = (facts["variants"] or facts["records"]) if case.items is None else case.items
+    if case.products is not None or case.items is not None:
+        assert case.why, "a deliberate difference from facts.json must say why"
+    assert len(plan.products) == products, case.why
+    assert sum(len(p.items) for p in plan.products) == items, case.why
+
+    # the rows refused, each with a reason a person can act on
+    assert len(plan.rejected) == case.refused, [r for _, r in plan.rejected[:5]]
+    for row, reason in plan.rejected:
+        assert case.refused_reason in reason
+    if case.refused_lines:
+        assert sorted({row.line for row, _ in plan.rejected}) == list(case.refused_lines)
+    if case.file_refused:
+        assert outcome.status == "refused", outcome.message
+        assert state["products"] == []
+        return
+    assert outcome.status == "done", outcome.message
+
+    stored = {p["source_product_code"]: p for p in state["products"]}
+    assert len(stored) == products
+    assert sum(len(p["variants"]) for p in stored.values()) == items
+    assert all(e["status"] == "accepted" for e in state["queue"]), [e for e in state["queue"] if e["status"] != "accepted"][:3]
+    for index, sample in enumerate(facts["samples"]):
+        _check_sample(stored, sample, case.samples.get(index, {}))
+    assert len(images) == case.images
+
+
+def _check_sample(stored: dict[str, dict], sample: dict, override: dict[str, Any]) -> None:
+    """The sample's SKU, title, price and quantity as the sandbox stored them."""
+    expected = {
+        "product_key": sample["product_key"],
+        "sku": sample["sku"],
+        "title": sample["name"] or sample["sku"],  # files without a name column are titled by SKU
+        "price": float(sample["price"]) if sample.get("price") else None,
+        "qty": int(float(sample["qty"])) if sample.get("qty") else None,
+        "variant": "present",
+        "product": "present",
+    } | override
+    if expected["product"] == "absent":  # its row was refused, so its product was held back
+        assert expected["product_key"] not in stored
+        return
+    if expected["product_key"] is not None:
+        product = stored[expected["product_key"]]
+    else:
+        product = next(p for p in stored.values() if any(v["sku"] == expected["sku"] for v in p["variants"]))
+    assert product["title"] == expected["title"]
+    variants = {v["sku"]: v for v in product["variants"]}
+    if expected["variant"] == "absent":
+        assert expected["sku"] not in variants
+        return
+    variant = variants[expected["sku"]]
+    if sample.get("price") is not None or "price" in override:
+        assert _number(variant.get("price")) == expected["price"]
+    if sample.get("qty") is not None or "qty" in override:
+        assert _number(variant.get("qty")) == expected["qty"]
+
+
+def _number(value: Any) -> float | None:
+    return None if value in (None, "") else float(value)
+
+
+def test_images_named_jpg_that_are_png_inside_are_sent_as_png(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    settings = _settings(tmp_path, sb)
+    fake = FakeTime()
+    client = ApiClient(settings.api, sleep=fake.sleep, clock=fake.monotonic, rng=lambda: 0.5)
+    outcome = Pipeline(settings, client, Ledger.open(settings.folders.state)).run_file(CORPUS / "akeneo/products.csv", mapping="akeneo")
+    assert outcome.status == "done", outcome.message
+    green = [i for i in sb.state()["images"] if i["image_id"].endswith("t-shirt-green.jpg")]
+    assert green and all(i["format"] == "png" for i in green)
+    missing = [p for p in outcome.report["problems"] if p["kind"] == "image" and "no such file" in p["reason"]]
+    assert len(missing) == 12  # facts: 12 of the 230 references have no file; their products still went
+
+
+def test_magento_media_paths_are_read_inside_the_image_folder_only_by_the_mapping_option(tmp_path):
+    settings = Settings()
+    settings.folders.mappings = tmp_path / "mappings"
+    plan = plan_file(CORPUS / "magento2/products.csv", settings, mapping="magento2")
+    found = [job for jobs in plan.images.values() for job in jobs]
+    assert found and all(Path(job.path).is_relative_to((CORPUS / "magento2" / "images").resolve()) for job in found)
+    assert not any("absolute path" in p.reason for p in plan.problems)
