@@ -10,7 +10,7 @@ Nothing here holds a connection or a file handle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 # What the caller should do with a problem (STYLE.md "Errors"):
@@ -34,7 +34,7 @@ class Row:
     sheet: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Problem:
     """Something wrong with the input, tied to where a person can find it."""
 
@@ -48,7 +48,7 @@ class Problem:
     sheet: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Table:
     problems: list[Problem] = field(default_factory=list)  # rows refused while reading
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageRef:
     """An image a row asks for, before it is located on disk.
 
@@ -99,7 +99,7 @@ class Built:
     held: dict[str, list[int]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageJob:
     """A located and validated image: everything needed to encode and queue it later."""
 
