@@ -25,11 +25,13 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from connector.config import ApiSettings
-from connector.logs import redact, register_secret
+from connector.logs import install_redaction, redact, register_secret
 
 log = logging.getLogger("connector.api")
 
-TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+TRANSIENT_STATUS = {408, 429}  # and every 5xx
+DATA_STATUS = {400, 409, 413, 422}  # the request's data was refused; anything else 4xx is our setup
+MAX_LOGINS_PER_CALL = 5
 
 
 class ApiError(Exception):
@@ -54,6 +56,10 @@ class ApiUnavailable(ApiError):
 
 class AuthFailed(ApiError):
     """The API refused the credentials themselves."""
+
+
+class _TokenRefused(ApiError):
+    """A call was answered 401/403: the token expired or was replaced."""
 
 
 class _Transient(ApiError):
@@ -92,7 +98,9 @@ class RateLimiter:
         except ValueError:
             return
         if limit > 0:
-            self.rate = limit * 0.9
+            self.rate = min(limit, self.ceiling) * 0.9
+
+    ceiling = float("inf")  # the login limiter never goes above the unauthenticated 1/s
 
     def back_off(self, seconds: float) -> None:
         """After a 429: nobody sends before `seconds` from now."""
@@ -111,18 +119,22 @@ class ApiClient:
                  rng: Callable[[], float] = random.random):
         self.settings = settings
         self.base = settings.url.rstrip("/")
+        # Proxies and CA bundles come from the environment (HTTPS_PROXY, REQUESTS_CA_BUNDLE), as
+        # warehouse networks need; the token in a proxy's logs is the API's design, not ours.
         self.session = session or requests.Session()
-        self.session.trust_env = False  # proxies and CA bundles come from our settings, not the environment
         self.sleep = sleep
         self.clock = clock
         self.rng = rng
         # Logging in is unauthenticated: the API allows it less often (1/s) than the rest (3/s).
         self.limiter = RateLimiter(settings.rate, clock=clock, sleep=sleep)
         self.login_limiter = RateLimiter(min(settings.rate, 1.0), clock=clock, sleep=sleep)
+        self.login_limiter.ceiling = 1.0
         self.token: str | None = None
+        self._token_worked = False  # the current token has been accepted at least once
         self.requests = Counter()  # by status ("200", "429", "error")
         self._auth_lock = threading.Lock()
         register_secret(settings.password)
+        install_redaction()
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -141,32 +153,45 @@ class ApiClient:
         """Log in and keep the token. A new login invalidates the old token for everybody."""
         body = json.dumps({"system_user_auth": {"username": self.settings.username,
                                                 "password": self.settings.password}}).encode()
-        data = self._retrying(lambda: self._once("POST", "/v1/users/authenticate", body, {}, authed=False))
+        try:
+            data = self._retrying(lambda: self._once("POST", "/v1/users/authenticate", body, {}, authed=False))
+        except (_TokenRefused, DataRejected) as exc:
+            raise AuthFailed(f"login refused: {exc}; check S2S_USERNAME and S2S_PASSWORD", exc.status) from None
         token = (data.get("system_user") or {}).get("token") if isinstance(data, dict) else None
         if not token:
             raise AuthFailed("the API answered the login without a token")
         register_secret(token)
         self.token = token
+        self._token_worked = False
         log.info("authenticated with the Stock2Shop API")
 
     # -- the request machinery -----------------------------------------------------------
 
     def call(self, method: str, path: str, body: bytes | None = None, params: dict | None = None) -> dict:
-        """One API call with the token, re-authenticating once on 401/403, retrying transient trouble."""
-        if self.token is None:
-            self.authenticate()
-        used = self.token
-        try:
-            return self._retrying(lambda: self._once(method, path, body, params or {}, authed=True))
-        except AuthFailed:
-            with self._auth_lock:
-                if self.token == used:  # nobody logged in again meanwhile: do it once, for everybody
-                    log.info("token refused (expired or replaced); logging in again")
-                    self.authenticate()
+        """One API call with the token, retrying transient trouble.
+
+        On 401/403 the process logs in again, once for everybody (a login invalidates every
+        earlier token of the user). A fresh token refused before the server ever got past it
+        means the credentials lack access: AuthFailed. A token that worked and later expired
+        is simply renewed again.
+        """
+        for _ in range(MAX_LOGINS_PER_CALL):
+            if self.token is None:
+                self.authenticate()
+            used = self.token
             try:
-                return self._retrying(lambda: self._once(method, path, body, params or {}, authed=True))
-            except AuthFailed as exc:
-                raise AuthFailed(f"the API refused a fresh token for {method} {path}: {exc}", exc.status) from None
+                answer = self._retrying(lambda: self._once(method, path, body, params or {}, authed=True))
+            except _TokenRefused as exc:
+                with self._auth_lock:
+                    if self.token != used:
+                        continue  # somebody else logged in meanwhile: use their token
+                    if not self._token_worked:
+                        raise AuthFailed(f"the API refused a fresh token for {method} {path}: {exc}", exc.status) from None
+                    log.info("token refused (expired or replaced); logging in again")
+                    self.token = None
+                continue
+            return answer
+        raise AuthFailed(f"{method} {path}: the token was refused {MAX_LOGINS_PER_CALL} times in a row")
 
     def _retrying(self, attempt: Callable[[], dict]) -> dict:
         start = self.clock()
@@ -187,7 +212,8 @@ class ApiClient:
         try:
             return retrying(attempt)
         except _Transient as exc:
-            raise ApiUnavailable(f"gave up after retrying for {self.settings.retry_budget:.0f} s: {exc}", exc.status) from None
+            waited = self.clock() - start
+            raise ApiUnavailable(f"gave up after {waited:.0f} s of retrying (budget {budget:.0f} s): {exc}", exc.status) from None
 
     def _once(self, method: str, path: str, body: bytes | None, params: dict, *, authed: bool) -> dict:
         if authed:
@@ -205,6 +231,8 @@ class ApiClient:
             # Never retried and never worked around: someone must look at the certificate or the URL.
             self.requests["error"] += 1
             raise ApiError(f"{method} {path}: TLS failed ({_why(exc)}); check api.url and the server's certificate") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
+            raise ApiError(f"api.url is not usable: {_why(exc)}") from None
         except requests.RequestException as exc:
             # The server may have processed the request (connection closed after the body was
             # read); retrying is safe because products are upserts keyed by their codes.
@@ -212,28 +240,33 @@ class ApiClient:
             raise _Transient(f"{method} {path}: {_why(exc)}") from None
         status = response.status_code
         self.requests[str(status)] += 1
+        if authed and status not in (401, 403, 408, 429):
+            self._token_worked = True  # the server got past the token to answer this
         limiter.follow(response.headers.get("x-S2S-RateLimit"))
         if 200 <= status < 300:
+            # A 2xx is the acknowledgement, whatever its body: sending again would queue twice.
             try:
                 return response.json()
             except ValueError:
-                raise _Transient(f"{method} {path}: HTTP {status} with a body that is not JSON", status) from None
+                log.warning("%s %s: HTTP %d with a body that is not JSON; taken as acknowledged", method, path, status)
+                return {}
         detail = _detail(response)
-        if status in TRANSIENT_STATUS:
+        if status in TRANSIENT_STATUS or status >= 500:
             retry_after = _retry_after(response.headers.get("Retry-After"), self.settings.retry_after_cap)
             if status == 429:
                 limiter.back_off(retry_after or 1.0)
             raise _Transient(f"{method} {path}: HTTP {status} {detail}", status, retry_after)
         if status in (401, 403):
-            raise AuthFailed(f"{method} {path}: HTTP {status} {detail}", status)
-        if 400 <= status < 500:
+            raise _TokenRefused(f"{method} {path}: HTTP {status} {detail}", status)
+        if status in DATA_STATUS:
             errors = []
             try:
-                errors = list(response.json().get("errors") or [])
+                errors = [e for e in response.json().get("errors") or [] if isinstance(e, dict)]
             except (ValueError, AttributeError):
                 pass
             raise DataRejected(f"{method} {path}: HTTP {status} {detail}", status, errors)
-        raise ApiError(f"{method} {path}: unexpected HTTP {status} {detail}", status)
+        # 404, 405, 3xx...: the URL or a proxy is wrong, not the data. Nothing is refused; the work waits.
+        raise ApiError(f"{method} {path}: unexpected HTTP {status} {detail}; check api.url", status)
 
     def _wait(self, state: RetryCallState) -> float:
         """Retry-After when the server gives one (capped), else exponential backoff with full jitter."""

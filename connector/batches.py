@@ -26,13 +26,23 @@ def body_size(items: list[dict[str, Any]]) -> int:
     return len(_dumps({"system_products": items}))
 
 
+class OversizedItem(ValueError):
+    """One item of a product is bigger than a whole request may be."""
+
+    def __init__(self, code: str, size: int, max_bytes: int):
+        super().__init__(f"product {code!r}: one of its items is {size:,} bytes as JSON, "
+                         f"more than the {max_bytes:,}-byte limit of a request")
+        self.code = code
+        self.size = size
+
+
 def make_batches(
     products: list[Product], *, max_items: int = 500, max_bytes: int = 2 * 1024 * 1024
 ) -> list[list[dict[str, Any]]]:
     """Group the products' items into batches of at most `max_items` items and `max_bytes` bytes.
 
     Items of one product share a batch unless the product alone exceeds a limit; then it
-    starts a fresh batch and fills as many consecutive ones as it needs. Raises ValueError,
+    starts a fresh batch and fills as many consecutive ones as it needs. Raises OversizedItem,
     naming the product, when a single item is bigger than `max_bytes` on its own.
     """
     if max_items < 1:
@@ -74,10 +84,7 @@ def make_batches(
 def _item_size(item: dict[str, Any], code: str, max_bytes: int) -> int:
     size = len(_dumps(item))
     if _ENVELOPE + size > max_bytes:
-        raise ValueError(
-            f"product {code!r}: one of its items is {size:,} bytes as JSON, "
-            f"more than the {max_bytes:,}-byte limit of a request"
-        )
+        raise OversizedItem(code, size, max_bytes)
     return size
 
 

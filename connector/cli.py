@@ -135,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; journaled work stays in the ledger and is sent on the next run", file=sys.stderr)
         return EXIT_WAITING
+    except Exception as exc:  # the last resort: one line, never a traceback, never a secret
+        from connector.logs import redact
+
+        logging.getLogger("connector").debug("unexpected error", exc_info=True)
+        return _fail(EXIT_USAGE, f"unexpected error: {type(exc).__name__}: {redact(str(exc))} "
+                                 "(journaled work stays in the ledger; run with --log-level DEBUG for details)")
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 
@@ -173,7 +179,7 @@ def _push(args, settings: Settings) -> int:
         return EXIT_WAITING
     if outcome.status == "refused":
         return EXIT_USAGE if (outcome.report.get("error") or {}).get("kind") == "mapping" else EXIT_REFUSED
-    if args.strict and outcome.rejected:
+    if args.strict and (outcome.rejected or outcome.report.get("counts", {}).get("products_refused_by_api")):
         return EXIT_REFUSED
     return EXIT_OK
 
@@ -192,9 +198,9 @@ def _check(args, settings: Settings) -> int:
         return _fail(EXIT_USAGE, "mapping has errors:", exc.problems)
     except ReadError as exc:
         return _fail(EXIT_REFUSED, f"{args.file.name}: refused: {exc}")
-    from connector.pipeline import _file_hash
+    from connector.pipeline import _file_identity
 
-    sha256, size = _file_hash(args.file)
+    sha256, size, _ = _file_identity(args.file)
     report = plan.report(sha256=sha256, size=size, started=0.0)
     report["status"] = "refused" if plan.refused else "checked"
     report.pop("started_at", None)
@@ -238,9 +244,9 @@ def _api(settings: Settings, sandbox: bool) -> Iterator[None]:
     with Sandbox(SandboxConfig()) as sb, tempfile.TemporaryDirectory(prefix="connector-sandbox-") as tmp:
         settings.api.url = sb.url
         settings.api.username, settings.api.password, settings.api.source_id = "demo", "demo", 1
-        if not os.environ.get("S2S_STATE_DIR"):
-            # A fresh sandbox knows no products: a fresh ledger keeps "unchanged" honest.
-            settings.folders.state = Path(tmp) / "state"
+        # Always a ledger of its own: a fresh sandbox knows no products, and work journaled
+        # for the real API must never be drained into the sandbox.
+        settings.folders.state = Path(tmp) / "state"
         logging.getLogger("connector").info("sandbox API at %s (user demo, source 1)", sb.url)
         yield
 

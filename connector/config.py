@@ -10,6 +10,7 @@ The password is kept out of every repr and message.
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -257,6 +258,17 @@ def _check_ranges(s: Settings, problems: list[str]) -> None:
         problems.append("watch: scan_interval must be above 0, min_age and stable_interval at least 0")
     if not s.api.url.startswith(("http://", "https://")):
         problems.append(f"api.url: {s.api.url!r} must start with http:// or https://")
+    try:
+        codecs.lookup(s.legacy_encoding)
+    except LookupError:
+        problems.append(f"legacy_encoding: {s.legacy_encoding!r} is not a known encoding (e.g. cp1252, cp1250, latin-1)")
+    builtin = Path(__file__).resolve().parents[1] / "mappings"
+    for i, rule in enumerate(s.rules):
+        name = rule.mapping
+        candidates = [Path(name), s.folders.mappings / f"{name}.yaml", s.folders.mappings / name,
+                      builtin / f"{name}.yaml"]
+        if not any(c.is_file() for c in candidates):
+            problems.append(f"rules[{i}].mapping: no mapping named {name!r} in {s.folders.mappings} or the built-in ones")
 
 
 def _short(exc: Exception) -> str:

@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT NOT NULL,
     name TEXT NOT NULL,
     size INTEGER NOT NULL,
+    mtime_ns INTEGER,                  -- tells a file resumed after a crash from the same content dropped again
+    mapping_sha256 TEXT,               -- the same content under another mapping is new work
+    endpoint TEXT NOT NULL DEFAULT '', -- API url and source id the work is for; never drained elsewhere
     status TEXT NOT NULL,              -- journaled | done | refused
     report TEXT NOT NULL,              -- JSON: the report as planned, completed when the file finishes
     rejected TEXT NOT NULL DEFAULT '{}', -- JSON: {"header": [...], "rows": [[line, sheet, cells, reason], ...]}
@@ -85,7 +88,6 @@ class Job:
     kind: str
     payload: Any
     after_job: int | None
-    attempts: int
 
 
 class Ledger:
@@ -120,17 +122,24 @@ class Ledger:
 
     # -- files ---------------------------------------------------------------------------
 
-    def find_file(self, sha256: str) -> dict | None:
-        """The newest journaled record of this content, or None."""
+    def find_file(self, sha256: str, endpoint: str, mapping_sha256: str | None = None) -> dict | None:
+        """The newest journaled or pushed record of this content for this endpoint, or None.
+
+        With `mapping_sha256`, only a record made with that mapping counts; unfinished work
+        is found whatever the mapping, so it is always resumed.
+        """
         row = self.db.execute(
-            "SELECT id, name, status, report, finished_at FROM files WHERE sha256 = ? ORDER BY id DESC LIMIT 1",
-            (sha256,),
+            "SELECT id, name, status, finished_at, mtime_ns, mapping_sha256 FROM files"
+            " WHERE sha256 = ? AND endpoint = ? AND status != 'refused'"
+            " AND (status = 'journaled' OR ? IS NULL OR mapping_sha256 = ?) ORDER BY id DESC LIMIT 1",
+            (sha256, endpoint, mapping_sha256, mapping_sha256),
         ).fetchone()
         if row is None:
             return None
-        return {"id": row[0], "name": row[1], "status": row[2], "report": json.loads(row[3]), "finished_at": row[4]}
+        return {"id": row[0], "name": row[1], "status": row[2], "finished_at": row[3], "mtime_ns": row[4]}
 
-    def journal(self, *, sha256: str, name: str, size: int, report: dict, rejected: dict,
+    def journal(self, *, sha256: str, name: str, size: int, mtime_ns: int, mapping_sha256: str, endpoint: str,
+                report: dict, rejected: dict,
                 batches: Iterable[list[dict]], images: Iterable[tuple[int | None, dict]]) -> int:
         """Write a file and all its work in ONE transaction, before anything is sent.
 
@@ -140,9 +149,10 @@ class Ledger:
         now = self.clock()
         with self._transaction():
             file_id = self.db.execute(
-                "INSERT INTO files (sha256, name, size, status, report, rejected, created_at)"
-                " VALUES (?, ?, ?, 'journaled', ?, ?, ?)",
-                (sha256, name, size, json.dumps(report), json.dumps(rejected, ensure_ascii=False), now),
+                "INSERT INTO files (sha256, name, size, mtime_ns, mapping_sha256, endpoint, status, report, rejected,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, 'journaled', ?, ?, ?)",
+                (sha256, name, size, mtime_ns, mapping_sha256, endpoint, json.dumps(report),
+                 json.dumps(rejected, ensure_ascii=False), now),
             ).lastrowid
             batch_ids = []
             for items in batches:
@@ -164,18 +174,24 @@ class Ledger:
                 (status, json.dumps(report), self.clock(), file_id),
             )
 
-    def record_refused(self, *, sha256: str, name: str, size: int, report: dict) -> int:
+    def record_refused(self, *, sha256: str, name: str, size: int, endpoint: str, report: dict) -> int:
         """A file refused before anything was journaled (kept so `status` can list it)."""
         now = self.clock()
         with self._transaction():
             return self.db.execute(
-                "INSERT INTO files (sha256, name, size, status, report, created_at, finished_at)"
-                " VALUES (?, ?, ?, 'refused', ?, ?, ?)",
-                (sha256, name, size, json.dumps(report), now, now),
+                "INSERT INTO files (sha256, name, size, endpoint, status, report, created_at, finished_at)"
+                " VALUES (?, ?, ?, ?, 'refused', ?, ?, ?)",
+                (sha256, name, size, endpoint, json.dumps(report), now, now),
             ).lastrowid
 
-    def unfinished_files(self) -> list[int]:
-        return [r[0] for r in self.db.execute("SELECT id FROM files WHERE status = 'journaled' ORDER BY id")]
+    def unfinished_files(self, endpoint: str) -> list[int]:
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM files WHERE status = 'journaled' AND endpoint = ? ORDER BY id", (endpoint,))]
+
+    def other_endpoints(self, endpoint: str) -> list[str]:
+        """Endpoints other than this one that still have unsent work (shown, never drained here)."""
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT endpoint FROM files WHERE status = 'journaled' AND endpoint != ?", (endpoint,))]
 
     def file_report(self, file_id: int) -> tuple[dict, dict]:
         """The planned report and the rejected rows of one file."""
@@ -205,20 +221,57 @@ class Ledger:
         with self._transaction():
             self.db.execute("INSERT INTO problems (file_id, problem) VALUES (?, ?)", (file_id, json.dumps(problem)))
 
+    def close_job_with_problem(self, job_id: int, state: str, reason: str, file_id: int, problem: dict) -> None:
+        """End a job unsent and say why in the file's report, in one transaction."""
+        with self._transaction():
+            self.db.execute(
+                "UPDATE jobs SET state = ?, last_error = ?, done_at = ? WHERE id = ?", (state, reason, self.clock(), job_id)
+            )
+            self.db.execute("INSERT INTO problems (file_id, problem) VALUES (?, ?)", (file_id, json.dumps(problem)))
+
+    def refuse_items(self, job_id: int, file_id: int, problems: list[dict], remaining: list[dict]) -> None:
+        """Record the API's refusals and keep only the items still to send, in one transaction.
+
+        With nothing remaining the job ends as failed.
+        """
+        with self._transaction():
+            self.db.executemany("INSERT INTO problems (file_id, problem) VALUES (?, ?)",
+                                [(file_id, json.dumps(p)) for p in problems])
+            if remaining:
+                self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?",
+                                (json.dumps(remaining, ensure_ascii=False), job_id))
+            else:
+                self.db.execute("UPDATE jobs SET state = 'failed', last_error = ?, done_at = ? WHERE id = ?",
+                                ("every item was refused by the API", self.clock(), job_id))
+
+    def refused_products(self, file_id: int) -> set[str]:
+        """Products of a file the API refused while it was being sent."""
+        return {p["product"] for p in self.problems(file_id) if p.get("kind") == "api" and p.get("product")}
     def problems(self, file_id: int) -> list[dict]:
         return [json.loads(p) for (p,) in self.db.execute(
             "SELECT problem FROM problems WHERE file_id = ? ORDER BY id", (file_id,))]
 
     # -- jobs ----------------------------------------------------------------------------
 
-    def next_job(self) -> Job | None:
-        """The oldest pending job across all files: the ledger drains in the order it was written."""
+    def next_job(self, endpoint: str) -> Job | None:
+        """The oldest pending job for this endpoint: the ledger drains in the order it was written."""
         row = self.db.execute(
-            "SELECT id, file_id, kind, payload, after_job, attempts FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
+            "SELECT jobs.id, file_id, kind, payload, after_job FROM jobs JOIN files ON files.id = jobs.file_id"
+            " WHERE jobs.state = 'pending' AND files.endpoint = ? ORDER BY jobs.id LIMIT 1", (endpoint,)
         ).fetchone()
         if row is None:
             return None
-        return Job(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+        return Job(row[0], row[1], row[2], json.loads(row[3]), row[4])
+
+    def pending_products(self, endpoint: str) -> set[str]:
+        """Products with items journaled and not yet acknowledged: never "unchanged" meanwhile."""
+        codes: set[str] = set()
+        for (payload,) in self.db.execute(
+            "SELECT payload FROM jobs JOIN files ON files.id = jobs.file_id"
+            " WHERE jobs.state = 'pending' AND jobs.kind = 'products' AND files.endpoint = ?", (endpoint,)
+        ):
+            codes.update(item["source"]["source_product_code"] for item in json.loads(payload))
+        return codes
 
     def job_state(self, job_id: int) -> str:
         return self.db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
@@ -232,16 +285,20 @@ class Ledger:
             if error:
                 self._event("error", error)
 
-    def replace_payload(self, job_id: int, items: list[dict]) -> None:
-        """Drop items the API refused from a pending batch, so the rest can be resent."""
-        with self._transaction():
-            self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(items, ensure_ascii=False), job_id))
+    def products_acknowledged(self, job_id: int, hashes: list[tuple[str, str, str]],
+                              remaining: list[dict] | None = None) -> None:
+        """Remember what was acknowledged and mark the batch done, atomically.
 
-    def products_acknowledged(self, job_id: int, hashes: list[tuple[str, str, str]]) -> None:
-        """Mark a products batch done and remember what was acknowledged, atomically."""
+        With `remaining` (part of a batch too big for the API was acknowledged), the batch
+        stays pending with only the items still to send.
+        """
         now = self.clock()
         with self._transaction():
-            self.db.execute("UPDATE jobs SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?", (now, job_id))
+            if remaining:
+                self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(remaining, ensure_ascii=False), job_id))
+            else:
+                self.db.execute("UPDATE jobs SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?",
+                                (now, job_id))
             self.db.executemany(
                 "INSERT INTO sent (source_product_code, source_variant_code, hash, at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (source_product_code, source_variant_code) DO UPDATE SET hash = excluded.hash, at = excluded.at",
@@ -288,6 +345,7 @@ class Ledger:
     # -- what `status` and the health file show -------------------------------------------
 
     def backlog(self) -> dict:
+        """Work waiting in the ledger (for every endpoint)."""
         counts = dict(self.db.execute("SELECT kind, COUNT(*) FROM jobs WHERE state = 'pending' GROUP BY kind").fetchall())
         oldest = self.db.execute("SELECT MIN(created_at) FROM jobs WHERE state = 'pending'").fetchone()[0]
         return {

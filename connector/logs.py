@@ -36,6 +36,31 @@ def redact(text: str) -> str:
     return text
 
 
+def install_redaction() -> None:
+    """Redact every log record as it is made, so no handler (ours, a test runner's, a
+    library's) ever sees a token or a registered secret. Safe to call more than once."""
+    global _previous_factory
+    if _previous_factory is not None:
+        return
+    _previous_factory = previous = logging.getLogRecordFactory()
+
+    def make_record(*args, **kwargs) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging module's problem to report
+            return record
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return record
+
+    logging.setLogRecordFactory(make_record)
+
+
+_previous_factory = None
+
+
 class RedactFilter(logging.Filter):
     """Redacts the final message (msg % args) and any exception text of a record."""
 
@@ -69,6 +94,7 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(level: str = "INFO", fmt: str = "text", stream=None) -> None:
     """Configure the root logger once: text (default) or JSON lines, with redaction."""
+    install_redaction()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RedactFilter())
     if fmt == "json":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import os
 import threading
 import json
 import logging
@@ -22,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 from connector import __version__
 from connector.api import ApiClient, ApiError, ApiUnavailable, DataRejected
-from connector.batches import make_batches
+from connector.batches import OversizedItem, make_batches
 from connector.build import build_products
 from connector.checks import check_products
 from connector.config import Settings
@@ -31,9 +32,9 @@ from connector.ledger import Job, Ledger
 from connector.mapping import MappingError, find_mapping, load_mapping
 from connector.model import FileOutcome, ImageJob, Problem, Product, Row, Table
 from connector.read import ReadError, read_table
+from connector.report import add_problems, new_report, set_problems
 
 BUILTIN_MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
-MAX_PROBLEMS = 10_000  # stored in a report; the counts stay exact
 
 Progress = Callable[[int, int], None]  # (jobs finished, jobs in all) of the file being sent
 
@@ -64,43 +65,62 @@ class Pipeline:
 
     # -- the whole path for one file -----------------------------------------------------
 
+    @property
+    def endpoint(self) -> str:
+        """Where journaled work goes: work journaled for another API or source is never sent here."""
+        return f"{self.settings.api.url.rstrip('/')}#source={self.settings.api.source_id}"
+
     def run_file(self, path: Path, *, mapping: str | None = None) -> FileOutcome:
         """Push one file. Never raises for data or API trouble; see FileOutcome.status.
 
         Idempotent: content already journaled and unfinished is only drained; content
-        already pushed is reported as a duplicate (unless settings allow reprocessing).
+        already pushed with the same mapping is a duplicate (unless `full`, or settings
+        allow reprocessing); the very file pushed before a crash gets its own report back.
         """
         started = self.clock()
         path = Path(path)
-        sha256, size = _file_hash(path)
-        known = self.ledger.find_file(sha256)
+        self._baseline = Counter(self.client.requests)
+        try:
+            sha256, size, mtime_ns = _file_identity(path)
+            spec = load_mapping(find_mapping(mapping or self.settings.mapping_for(path.name),
+                                             [self.settings.folders.mappings, BUILTIN_MAPPINGS]))
+        except OSError as exc:
+            return self._unavailable(path, exc)
+        except MappingError as exc:
+            return self._refused(path, "", 0, "mapping", exc.problems, started)
+        known = self.ledger.find_file(sha256, self.endpoint)
         if known and known["status"] == "journaled":
             self.log.info("%s: resuming work journaled earlier", path.name)
             self.drain()
             return self._outcome(known["id"])
-        if known and known["status"] == "done" and not self.settings.watch.reprocess_duplicates:
-            return self._duplicate(path, sha256, size, known)
+        known = self.ledger.find_file(sha256, self.endpoint, spec.sha256)
+        if known and known["status"] == "done":
+            if known["name"] == path.name and known["mtime_ns"] == mtime_ns:
+                return self._outcome(known["id"])  # finished just before a crash: its own report
+            if not (self.full or self.settings.watch.reprocess_duplicates):
+                return self._duplicate(path, sha256, size, known)
 
-        self._baseline = Counter(self.client.requests)
         try:
-            plan = plan_file(path, self.settings, mapping=mapping, clock=self.clock)
+            plan = plan_file(path, self.settings, mapping=str(spec.path), clock=self.clock)
         except MappingError as exc:
             return self._refused(path, sha256, size, "mapping", exc.problems, started)
         except ReadError as exc:
+            if isinstance(exc.__cause__, OSError):
+                return self._unavailable(path, exc)
             return self._refused(path, sha256, size, "read", [str(exc)], started)
-        products, timings = plan.products, plan.timings
 
         tick = self.clock()
-        to_send, unchanged = self._changed(products)
-        batches = make_batches(to_send, max_items=self.settings.batch.max_items, max_bytes=self.settings.batch.max_bytes)
+        to_send, unchanged = self._changed(plan.products)
+        batches = self._batches(to_send, plan)
         batch_of = {item["source"]["source_product_code"]: i for i, batch in enumerate(batches) for item in batch}
         images = [
             (batch_of.get(code), asdict(job))
             for code, jobs in plan.images.items()
+            if code not in plan.held
             for job in jobs
             if self.full or not self.ledger.image_sent(code, job.sha256)
         ]
-        timings["plan"] = timings.get("plan", 0.0) + self.clock() - tick
+        plan.timings["plan"] = plan.timings.get("plan", 0.0) + self.clock() - tick
 
         report = plan.report(sha256=sha256, size=size, started=started)
         report["counts"].update({
@@ -108,35 +128,40 @@ class Pipeline:
             "items_unchanged": unchanged,
             "images_to_send": len(images),
         })
-        report["_started"] = started
         rejected_json = {"header": plan.table.header,
                          "rows": [[row.line, row.sheet, row.cells, reason] for row, reason in plan.rejected]}
         if plan.refused:
             report["status"] = "refused"
             report["error"] = {"kind": "data", "message": "no row of the file could be sent"}
-            report.pop("_started")
-            self.ledger.record_refused(sha256=sha256, name=path.name, size=size, report=report)
+            self.ledger.record_refused(sha256=sha256, name=path.name, size=size, endpoint=self.endpoint, report=report)
             return FileOutcome("refused", report, plan.table.header, plan.rejected,
                                f"{path.name}: refused: no row of the file could be sent")
 
-        file_id = self.ledger.journal(sha256=sha256, name=path.name, size=size, report=report,
+        report["_started"] = started
+        file_id = self.ledger.journal(sha256=sha256, name=path.name, size=size, mtime_ns=mtime_ns,
+                                      mapping_sha256=spec.sha256, endpoint=self.endpoint, report=report,
                                       rejected=rejected_json, batches=batches, images=images)
         self.log.info("%s: journaled %d batches and %d images (%d products, %d unchanged items)",
-                      path.name, len(batches), len(images), len(products), unchanged)
+                      path.name, len(batches), len(images), len(plan.products), unchanged)
         self.drain()
         return self._outcome(file_id)
 
     def drain(self) -> bool:
         """Send pending ledger work in the order it was written. True when nothing is left.
 
-        Stops at the first request whose retries run out (the work stays pending).
-        Finished files get their final report in the ledger.
+        Stops at the first request whose retries run out (the work stays pending), at an
+        error no retry can fix (`self.fatal`), or when asked to stop. Files whose work has
+        all ended get their final report in the ledger.
         """
         total = self._pending_count()
         finished = 0
         self.fatal = None
+        self._refused_cache: dict[int, set[str]] = {}
+        for other in self.ledger.other_endpoints(self.endpoint):
+            self.log.warning("the ledger also holds unsent work for %s; it is sent only by a connector "
+                             "configured for that API and source", other.split("#")[0])
         try:
-            while not self._stop.is_set() and (job := self.ledger.next_job()) is not None:
+            while not self._stop.is_set() and (job := self.ledger.next_job(self.endpoint)) is not None:
                 try:
                     sent = self._send_products(job) if job.kind == "products" else self._send_image(job)
                 except ApiError as exc:  # not DataRejected/ApiUnavailable: those are handled per job
@@ -149,56 +174,64 @@ class Pipeline:
                 finished += 1
                 if self.progress:
                     self.progress(finished, total)
-            return self.ledger.next_job() is None
+            return self.ledger.next_job(self.endpoint) is None
         finally:
             self._finish_files()
 
     # -- sending ---------------------------------------------------------------------------
 
     def _send_products(self, job: Job) -> bool:
-        items = job.payload
+        """Send one batch; on 413 send it in halves; drop products the API refuses and resend the rest."""
+        items, size = job.payload, len(job.payload)
         while items:
+            chunk = items[:size]
             try:
-                self.client.queue_products(items)
+                self.client.queue_products(chunk)
             except DataRejected as exc:
-                items = self._drop_refused(job, items, exc)
+                if exc.status == 413 and size > 1:
+                    size = (size + 1) // 2  # too big for the server: the same items in smaller requests
+                    continue
+                items = self._drop_refused(job, items, chunk, exc)
                 continue
             except ApiUnavailable as exc:
                 self.ledger.attempt(job.id, str(exc))
                 self.log.warning("API unavailable, work kept in the ledger: %s", exc)
                 return False
+            items = items[size:]
             self.ledger.products_acknowledged(job.id, [
                 (it["source"]["source_product_code"], it["product"]["variants"]["source_variant_code"], _item_hash(it))
-                for it in items
-            ])
-            return True
-        self.ledger.close_job(job.id, "failed", "every item of the batch was refused by the API")
+                for it in chunk
+            ], remaining=items)
         return True
 
-    def _drop_refused(self, job: Job, items: list[dict], exc: DataRejected) -> list[dict]:
-        """Record the API's refusals and return the items of the products it did not refuse."""
-        refused_codes: set[str] = set()
+    def _drop_refused(self, job: Job, items: list[dict], chunk: list[dict], exc: DataRejected) -> list[dict]:
+        """Record the API's refusals of `chunk`; return the items of the products it did not refuse."""
+        problems, refused_codes = [], set()
         for error in exc.errors:
             index = error.get("index")
-            if isinstance(index, int) and 0 <= index < len(items):
-                code = items[index]["source"]["source_product_code"]
+            if isinstance(index, int) and 0 <= index < len(chunk):
+                code = chunk[index]["source"]["source_product_code"]
                 refused_codes.add(code)
-                self.ledger.add_problem(job.file_id, Problem(
+                problems.append(Problem(
                     kind="api", product=code, value=str(error.get("field") or ""),
                     reason=f"refused by the API: {error.get('field')}: {error.get('message')}").as_dict())
-        if not refused_codes:  # the API named no item: the whole batch is refused
-            self.ledger.add_problem(job.file_id, Problem(kind="api", reason=f"batch refused by the API: {exc}").as_dict())
-            return []
+        if not refused_codes:  # the API named no item: every product in the request is refused
+            refused_codes = {it["source"]["source_product_code"] for it in chunk}
+            problems = [Problem(kind="api", product=code, reason=f"refused by the API: {exc}").as_dict()
+                        for code in sorted(refused_codes)]
         rest = [it for it in items if it["source"]["source_product_code"] not in refused_codes]
-        if rest:
-            self.ledger.replace_payload(job.id, rest)
+        self.ledger.refuse_items(job.id, job.file_id, problems, rest)
+        self._refused_cache.pop(job.file_id, None)
         return rest
 
     def _send_image(self, job: Job) -> bool:
         image = ImageJob(**job.payload)
         if job.after_job is not None and self.ledger.job_state(job.after_job) != "done":
             return self._skip_image(job, image, "its product was not accepted by the API")
-        if self._product_refused(job.file_id, image.source_product_code):
+        refused = self._refused_cache.get(job.file_id)
+        if refused is None:
+            refused = self._refused_cache[job.file_id] = self.ledger.refused_products(job.file_id)
+        if image.source_product_code in refused:
             return self._skip_image(job, image, "its product was refused by the API")
         try:
             encoded = encode_image(image)
@@ -223,30 +256,43 @@ class Pipeline:
         return True
 
     def _skip_image(self, job: Job, image: ImageJob, reason: str, state: str = "skipped") -> bool:
-        self.ledger.close_job(job.id, state, reason)
-        self.ledger.add_problem(job.file_id, Problem(
+        self.ledger.close_job_with_problem(job.id, state, reason, job.file_id, Problem(
             kind="image", severity="warning", line=image.line, column=image.column, value=image.image_id,
             product=image.source_product_code, reason=f"image not sent: {reason}").as_dict())
         return True
 
-    def _product_refused(self, file_id: int, code: str) -> bool:
-        return any(p.get("kind") == "api" and p.get("product") == code for p in self.ledger.problems(file_id))
-
     # -- planning helpers ------------------------------------------------------------------
 
     def _changed(self, products: list[Product]) -> tuple[list[Product], int]:
-        """Products with only the items not acknowledged unchanged before, and how many were dropped."""
+        """Products with only the items not acknowledged unchanged before, and how many were dropped.
+
+        A product with items still waiting in the ledger is sent whole: what waits may differ
+        from what was last acknowledged, and the newest file must win.
+        """
         if self.full:
             return products, 0
         sent = self.ledger.sent_hashes(p.code for p in products)
+        waiting = self.ledger.pending_products(self.endpoint)
         out, unchanged = [], 0
         for product in products:
-            items = [it for it in product.items
-                     if sent.get((product.code, it["product"]["variants"]["source_variant_code"])) != _item_hash(it)]
+            items = product.items if product.code in waiting else [
+                it for it in product.items
+                if sent.get((product.code, it["product"]["variants"]["source_variant_code"])) != _item_hash(it)]
             unchanged += len(product.items) - len(items)
             if items:
                 out.append(Product(product.code, items, product.lines, product.images))
         return out, unchanged
+
+    def _batches(self, products: list[Product], plan: "Plan") -> list[list[dict]]:
+        """Batches within the limits; a product with an item too big for any request is held back."""
+        while True:
+            try:
+                return make_batches(products, max_items=self.settings.batch.max_items,
+                                    max_bytes=self.settings.batch.max_bytes)
+            except OversizedItem as exc:
+                plan.hold_back(exc.code, f"an item is {exc.size} bytes, above batch.max_bytes "
+                                         f"({self.settings.batch.max_bytes}); shorten its text fields")
+                products = [p for p in products if p.code != exc.code]
 
     # -- outcomes and reports ------------------------------------------------------------
 
@@ -259,25 +305,29 @@ class Pipeline:
             return FileOutcome("done", report, header, rows, f"{name}: done")
         backlog = self.ledger.backlog()
         report = {**report, "status": "waiting", "backlog": backlog}
+        report.pop("_started", None)
         return FileOutcome("waiting", report, header, rows,
                            f"{name}: API unavailable; {backlog['batches']} batches and {backlog['images']} images "
                            "wait in the ledger and will be sent on the next run")
 
     def _finish_files(self) -> None:
         """Complete the report of every journaled file whose jobs have all ended."""
-        for file_id in self.ledger.unfinished_files():
+        for file_id in self.ledger.unfinished_files(self.endpoint):
             states = self.ledger.file_job_states(file_id)
             if any(state == "pending" for (_, state) in states):
                 continue
             report, _ = self.ledger.file_report(file_id)
             send_problems = self.ledger.problems(file_id)
-            report["problems"] = report.get("problems", []) + send_problems
-            report["problems_by_kind"] = dict(Counter(p["kind"] for p in report["problems"]))
+            add_problems(report, send_problems)
             report["counts"].update(self.ledger.file_sent_counts(file_id))
-            report["counts"]["products_refused_by_api"] = len({p.get("product") for p in send_problems if p.get("kind") == "api"})
+            report["counts"]["products_refused_by_api"] = len({p.get("product") for p in send_problems
+                                                              if p.get("kind") == "api"})
             report["status"] = "done"
-            report["finished_at"] = _iso(self.clock())
-            report["timings_s"]["total"] = round(self.clock() - report.pop("_started", self.clock()), 3)
+            now = self.clock()
+            report["finished_at"] = _iso(now)
+            report["timings_s"]["send"] = round(now - report.pop("_started", now) - sum(
+                v for k, v in report["timings_s"].items() if k in ("read", "map", "check", "plan")), 3)
+            report["timings_s"]["total"] = round(sum(v for k, v in report["timings_s"].items() if k != "total"), 3)
             used = Counter(self.client.requests)
             used.subtract(getattr(self, "_baseline", Counter()))
             used = +used
@@ -288,21 +338,27 @@ class Pipeline:
         backlog = self.ledger.backlog()
         return backlog["batches"] + backlog["images"]
 
-    def _refused(self, path, sha256, size, kind, messages, started, mapping=None) -> FileOutcome:
-        report = {
-            "file": path.name, "sha256": sha256, "size": size, "status": "refused",
-            "mapping": {"name": mapping.name, "sha256": mapping.sha256} if mapping else None,
+    def _unavailable(self, path: Path, exc: Exception) -> FileOutcome:
+        """The file could not be read right now (a share gone, a lock): it waits, it is not refused."""
+        report = {"file": path.name, "status": "waiting", "error": {"kind": "io", "message": str(exc)},
+                  "connector_version": __version__}
+        return FileOutcome("waiting", report, [], [], f"{path.name}: cannot be read right now: {exc}")
+
+    def _refused(self, path, sha256, size, kind, messages, started) -> FileOutcome:
+        report = new_report(path.name, connector_version=__version__)
+        report.update({
+            "sha256": sha256, "size": size, "status": "refused",
             "error": {"kind": kind, "message": messages[0] if len(messages) == 1 else messages},
-            "counts": {}, "problems": [], "started_at": _iso(started), "finished_at": _iso(self.clock()),
-            "connector_version": __version__,
-        }
-        self.ledger.record_refused(sha256=sha256, name=path.name, size=size, report=report)
-        return FileOutcome("refused", report, [], [], f"{path.name}: refused: {messages[0]}")
+            "started_at": _iso(started), "finished_at": _iso(self.clock()),
+        })
+        self.ledger.record_refused(sha256=sha256, name=path.name, size=size, endpoint=self.endpoint, report=report)
+        detail = messages[0] if len(messages) == 1 else f"{len(messages)} problems:\n  - " + "\n  - ".join(messages)
+        return FileOutcome("refused", report, [], [], f"{path.name}: refused: {detail}")
 
     def _duplicate(self, path, sha256, size, known) -> FileOutcome:
-        report = {"file": path.name, "sha256": sha256, "size": size, "status": "duplicate",
-                  "duplicate_of": {"name": known["name"], "finished_at": _iso(known["finished_at"] or 0)},
-                  "counts": {}, "problems": [], "connector_version": __version__}
+        report = new_report(path.name, connector_version=__version__)
+        report.update({"sha256": sha256, "size": size, "status": "duplicate",
+                       "duplicate_of": {"name": known["name"], "finished_at": _iso(known["finished_at"] or 0)}})
         return FileOutcome("duplicate", report, [], [],
                            f"{path.name}: the same content was already pushed as {known['name']}; nothing sent")
 
@@ -326,33 +382,45 @@ class Plan:
         """Nothing could be sent and rows were refused: the file as a whole is refused."""
         return not self.products and any(p.severity == "error" for p in self.problems)
 
+    def hold_back(self, code: str, reason: str) -> None:
+        """Hold back a product found unsendable after checking (e.g. an item too big to send)."""
+        product = next((p for p in self.products if p.code == code), None)
+        if product is None:
+            return
+        self.products.remove(product)
+        self.held.add(code)
+        self.images.pop(code, None)
+        self.problems.append(Problem(kind="size", reason=reason, line=product.lines[0] if product.lines else None,
+                                     product=code))
+        refused = {(row.sheet, row.line) for row, _ in self.rejected}
+        self.rejected.extend((Row(line, {}), f"product {code} held back: {reason}")
+                             for line in product.lines if (None, line) not in refused)
+
     def report(self, *, sha256: str, size: int, started: float) -> dict:
         """The per-file report (see report.py for its structure), as far as planning knows it."""
         problems = self.problems
-        return {
-            "file": self.path.name,
+        report = new_report(self.path.name, connector_version=__version__)
+        report.update({
             "sha256": sha256,
             "size": size,
             "status": "planned",
             "mapping": {"name": self.mapping.name, "sha256": self.mapping.sha256},
             "read": {"format": self.table.format, "encoding": self.table.encoding,
                      "delimiter": self.table.delimiter, "sheet": self.table.sheet, "rows": len(self.table.rows)},
-            "counts": {
-                "products": len(self.products),
-                "variants": sum(len(p.items) for p in self.products),
-                "products_held_back": len(self.held),
-                "rows_refused": len(self.rejected),
-                "rows_skipped": sum(1 for p in problems if p.severity == "skipped"),
-                "images_found": sum(len(j) for j in self.images.values()),
-                "images_refused": sum(1 for p in problems if p.kind == "image"),
-            },
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-            "problems": [p.as_dict() for p in problems[:MAX_PROBLEMS]],
-            "problems_truncated": max(0, len(problems) - MAX_PROBLEMS),
-            "problems_by_kind": dict(Counter(p.kind for p in problems)),
             "started_at": _iso(started),
-            "connector_version": __version__,
-        }
+        })
+        report["counts"].update({
+            "products": len(self.products),
+            "variants": sum(len(p.items) for p in self.products),
+            "products_held_back": len(self.held),
+            "rows_refused": len(self.rejected),
+            "rows_skipped": sum(1 for p in problems if p.severity == "skipped"),
+            "images_found": sum(len(j) for j in self.images.values()),
+            "images_refused": sum(1 for p in problems if p.kind == "image"),
+        })
+        set_problems(report, problems)
+        return report
 
 
 def plan_file(path: Path, settings: Settings, *, mapping: str | None = None,
@@ -466,14 +534,16 @@ def _item_hash(item: dict) -> str:
     return hashlib.sha256(json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
 
 
-def _file_hash(path: Path) -> tuple[str, int]:
+def _file_identity(path: Path) -> tuple[str, int, int]:
+    """The file's sha256, size and modification time (ns)."""
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as fh:
+        mtime_ns = os.fstat(fh.fileno()).st_mtime_ns
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
-    return digest.hexdigest(), size
+    return digest.hexdigest(), size, mtime_ns
 
 
 def _iso(at: float) -> str:

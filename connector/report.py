@@ -102,6 +102,22 @@ def set_problems(report: dict[str, Any], problems: Iterable[Problem]) -> None:
     report["problems_by_severity"] = dict(severities.most_common())
 
 
+def add_problems(report: dict[str, Any], problems: Iterable[dict[str, Any]]) -> None:
+    """Add problems found later (while sending) to a report made by `set_problems`."""
+    kinds = Counter(report.get("problems_by_kind", {}))
+    severities = Counter(report.get("problems_by_severity", {}))
+    stored = report.setdefault("problems", [])
+    for problem in problems:
+        kinds[problem["kind"]] += 1
+        severities[problem.get("severity", "error")] += 1
+        if len(stored) < MAX_PROBLEMS:
+            stored.append(problem)
+        else:
+            report["problems_truncated"] = report.get("problems_truncated", 0) + 1
+    report["problems_by_kind"] = dict(kinds.most_common())
+    report["problems_by_severity"] = dict(severities.most_common())
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write `data` as indented UTF-8 JSON to `path`, all or nothing, durably.
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from connector.api import ApiClient, ApiUnavailable, AuthFailed, DataRejected, RateLimiter, _retry_after
+from connector.api import ApiClient, ApiError, ApiUnavailable, AuthFailed, DataRejected, RateLimiter, _retry_after
 from connector.config import ApiSettings
 from connector.logs import setup_logging
 from connector.sandbox import Faults
@@ -135,7 +135,7 @@ def test_retries_stop_at_the_budget_and_say_so(make_sandbox):
     client = client_for(sb, fake, retry_budget=60.0)
     with pytest.raises(ApiUnavailable) as caught:
         client.queue_products([item("P")])
-    assert "60 s" in str(caught.value)
+    assert "budget 60 s" in str(caught.value)
     assert fake.now - 1000.0 < 60.0  # never slept past the budget
 
 
@@ -202,3 +202,22 @@ def test_the_token_never_appears_in_debug_logs_or_errors(make_sandbox):
     assert "token=***" in text  # urllib3's DEBUG lines were there, redacted
     for token in tokens:
         assert token not in text
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tokens_expiring_in_a_storm_of_5xx_are_renewed_not_fatal(make_sandbox, seed):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(seed=seed, error_rate=0.5, expire_after=2))
+    client = client_for(sb)
+    for n in range(10):
+        client.queue_products([item(f"P{n}")])
+    assert stored_codes(sb) == sorted(f"P{n}" for n in range(10))
+
+
+def test_a_wrong_url_is_a_setup_error_not_refused_data(make_sandbox):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    api = ApiSettings(url=sb.url + "/typo", username="demo", password="demo", source_id=1, rate=1000.0)
+    client = ApiClient(api, sleep=FakeTime().sleep)
+    with pytest.raises(ApiError) as caught:
+        client.queue_products([item("P")])
+    assert not isinstance(caught.value, DataRejected)
+    assert "404" in str(caught.value) and "api.url" in str(caught.value)

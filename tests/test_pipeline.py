@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -112,8 +114,11 @@ def test_the_same_file_again_is_a_duplicate_and_a_changed_price_sends_one_item(f
     pipeline = pipeline_for(tmp_path, fast_sandbox)
     assert pipeline.run_file(example / "products.csv").status == "done"
     before = len(fast_sandbox.state()["queue"])
-    again = pipeline.run_file(example / "products.csv")
-    assert again.status == "duplicate"
+    shutil.copy(example / "products.csv", example / "products-tuesday.csv")  # the ERP exported the same again
+    again = pipeline.run_file(example / "products-tuesday.csv")
+    assert again.status == "duplicate" and "already pushed as products.csv" in again.message
+    rerun = pipeline.run_file(example / "products.csv")  # the very file, run again (as after a crash)
+    assert rerun.status == "done" and rerun.report["counts"]["items_sent"] == 9  # its own report back
     assert len(fast_sandbox.state()["queue"]) == before
 
     text = (example / "products.csv").read_text(encoding="utf-8")
@@ -155,6 +160,7 @@ def test_api_down_keeps_the_work_waiting_and_a_later_run_sends_it_once(make_sand
 
 def test_a_push_killed_after_journaling_resumes_and_sends_everything_once(make_sandbox, tmp_path, example):
     sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(seed=1, latency=0.4))
+    (tmp_path / "connector.yaml").write_text("batch:\n  max_items: 2\n", encoding="utf-8")
     env = {**os.environ, "S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo",
            "S2S_SOURCE_ID": "1", "S2S_STATE_DIR": str(tmp_path / "state"), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "connector", "push", str(example / "products.csv"), "--report-dir", str(tmp_path / "r")]
@@ -165,8 +171,8 @@ def test_a_push_killed_after_journaling_resumes_and_sends_everything_once(make_s
         if ledger.exists():
             try:
                 with sqlite3.connect(ledger) as db:
-                    if db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]:
-                        break
+                    if db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'done'").fetchone()[0]:
+                        break  # journaled, and the first batch acknowledged
             except sqlite3.OperationalError:
                 pass
         time.sleep(0.05)
@@ -177,7 +183,10 @@ def test_a_push_killed_after_journaling_resumes_and_sends_everything_once(make_s
     proc.wait(timeout=10)
     with sqlite3.connect(ledger) as db:
         pending = db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'pending'").fetchone()[0]
-    assert pending > 0  # killed before everything was sent
+        acknowledged = [json.loads(p) for (p,) in db.execute(
+            "SELECT payload FROM jobs WHERE state = 'done' AND kind = 'products'")]
+    assert pending > 0 and acknowledged  # killed after the first acknowledgement, before the end
+    acknowledged_codes = {it["product"]["variants"]["source_variant_code"] for batch in acknowledged for it in batch}
 
     sb.set_faults(Faults())
     rerun = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -185,9 +194,10 @@ def test_a_push_killed_after_journaling_resumes_and_sends_everything_once(make_s
     state = sb.state()
     stored = variant_codes(state)
     assert sorted(stored) == ["00471", "KETTLE-2L", "TEE-CLASSIC"] and len(stored["TEE-CLASSIC"]) == 6
-    accepted = [(e["kind"], e["source_variant_code"], e["image_id"]) for e in state["queue"]]
-    # Nothing acknowledged is sent again; at most the one request in flight at the kill repeats.
-    assert len(accepted) - len(set(accepted)) <= 9
+    sent = Counter(e["source_variant_code"] for e in state["queue"] if e["kind"] == "product")
+    assert all(sent[code] == 1 for code in acknowledged_codes)  # nothing acknowledged was sent again
+    repeated = [code for code, n in sent.items() if n > 1]
+    assert len(repeated) <= 2  # at most the batch in flight at the kill (2 items) went twice
     assert len(state["images"]) == 4
 
 
@@ -315,3 +325,58 @@ def test_items_the_api_refuses_are_reported_and_the_rest_of_the_batch_still_goes
     images = fast_sandbox.state()["images"]
     assert [i["source_product_code"] for i in images] == ["00471"]  # the tee photos wait for a product that never came
     assert outcome.report["counts"]["products_refused_by_api"] == 1
+
+
+def test_a_newer_file_is_never_skipped_as_unchanged_while_an_older_one_waits(make_sandbox, tmp_path, example):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    csv_path = example / "products.csv"
+    original = csv_path.read_text(encoding="utf-8")
+    assert pipeline_for(tmp_path, sb).run_file(csv_path).status == "done"  # mug at 79.95 acknowledged
+
+    sb.set_faults(Faults(seed=1, error_rate=1.0))
+    csv_path.write_text(original.replace(",79.95,", ",99.99,", 1), encoding="utf-8")
+    assert pipeline_for(tmp_path, sb).run_file(csv_path).status == "waiting"  # 99.99 waits in the ledger
+
+    sb.set_faults(Faults())
+    csv_path.write_text(original, encoding="utf-8")  # the next export is back at 79.95
+    assert pipeline_for(tmp_path, sb).run_file(csv_path).status == "done"
+    mug = next(p for p in sb.state()["products"] if p["source_product_code"] == "00471")
+    assert float(mug["variants"][0]["price"]) == 79.95  # the newest file won
+
+
+def test_a_request_too_big_for_the_server_is_sent_in_smaller_parts(make_sandbox, tmp_path, example):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, max_body_bytes=4000)
+    outcome = pipeline_for(tmp_path, sb).run_file(example / "products.csv")
+    assert outcome.status == "done"
+    assert outcome.report["requests"]["by_status"].get("413", 0) >= 1
+    stored = variant_codes(sb.state())
+    assert len(stored["TEE-CLASSIC"]) == 6 and stored["00471"] == ["00471"]
+
+
+def test_an_item_bigger_than_a_request_holds_back_only_its_product(fast_sandbox, tmp_path, example):
+    settings = settings_for(tmp_path, fast_sandbox)
+    settings.batch.max_bytes = 3000
+    text = (example / "products.csv").read_text(encoding="utf-8")
+    (example / "products.csv").write_text(text.replace("<p>Whistling kettle.</p>", "<p>" + "long " * 800 + "</p>"),
+                                          encoding="utf-8")
+    outcome = pipeline_for(tmp_path, fast_sandbox, settings).run_file(example / "products.csv")
+    assert outcome.status == "done"
+    assert "KETTLE-2L" not in variant_codes(fast_sandbox.state())
+    size = [p for p in outcome.report["problems"] if p["kind"] == "size"]
+    assert size and size[0]["product"] == "KETTLE-2L" and "batch.max_bytes" in size[0]["reason"]
+    assert any("KETTLE-2L held back" in reason for _, reason in outcome.rejected)
+    assert "00471" in variant_codes(fast_sandbox.state())
+
+
+def test_work_journaled_for_another_api_is_never_sent_here(make_sandbox, tmp_path, example):
+    production = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(seed=1, error_rate=1.0))
+    assert pipeline_for(tmp_path, production).run_file(example / "products.csv").status == "waiting"
+    other = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    shutil.copy(example / "products.xlsx", example / "other.xlsx")
+    text = (example / "products.csv").read_text(encoding="utf-8").replace("Classic Cotton Tee", "Tee v2")
+    (example / "other.csv").write_text(text, encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, other)
+    assert pipeline.run_file(example / "other.csv").status == "done"
+    assert pipeline.ledger.backlog()["batches"] == 1  # the production batch still waits, untouched
+    titles = {p["title"] for p in other.state()["products"]}
+    assert titles and "Classic Cotton Tee" not in titles
