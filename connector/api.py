@@ -146,9 +146,6 @@ class ApiClient:
         body = json.dumps({"system_images": items}, separators=(",", ":")).encode()
         return self.call("POST", "/v1/images/queue", body)
 
-    def sources(self) -> dict:
-        return self.call("GET", "/v1/sources")
-
     def authenticate(self) -> None:
         """Log in and keep the token. A new login invalidates the old token for everybody."""
         body = json.dumps({"system_user_auth": {"username": self.settings.username,
