@@ -12,15 +12,13 @@ map+check, and the process's peak RSS. Targets on the 2-core machine: CSV read+m
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_read import export_files  # noqa: E402
+from bench.bench_read import export_files, measure  # noqa: E402
 
 CHILD = """
 import json, resource, sys, time
@@ -40,12 +38,6 @@ print(json.dumps({"timings": plan.timings, "total": total, "rows": len(plan.tabl
 """
 
 
-def measure(path: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD, str(path), str(REPO)],
-                          capture_output=True, text=True, check=True, timeout=900)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="read, map+check throughput and peak memory of plan_file")
     parser.add_argument("--rows", type=int, default=100_000)
@@ -53,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     for path in export_files(args.rows, args.dir):
-        runs = [measure(path) for _ in range(max(args.runs, 1))]
+        runs = [measure(path, CHILD) for _ in range(max(args.runs, 1))]
         for r in runs:
             t = r["timings"]
             r["rmc"] = t["read"] + t["map"] + t["check"]

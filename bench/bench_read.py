@@ -46,10 +46,10 @@ def export_files(rows: int, folder: Path | None) -> tuple[Path, Path]:
     return csv_path, xlsx_path
 
 
-def measure(path: Path) -> dict:
-    """Read the file once in a fresh interpreter; return its figures."""
-    done = subprocess.run([sys.executable, "-c", CHILD, str(path), str(REPO)],
-                          capture_output=True, text=True, check=True, timeout=600)
+def measure(path: Path, child: str = CHILD) -> dict:
+    """Run `child` on the file once in a fresh interpreter (so peak RSS is its own); return its JSON figures."""
+    done = subprocess.run([sys.executable, "-c", child, str(path), str(REPO)],
+                          capture_output=True, text=True, check=True, timeout=900)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -553,16 +553,8 @@ def _fill(getters: list[tuple[str, Getter]], cells: dict[str, str], errors: list
 
 def _family_values(entries: list[tuple[str, Getter]], cells: dict[str, str], errors: list[CellError],
                    name_key: str, value_key: str) -> list[dict[str, Any]]:
-    listed = []
-    for name, get in entries:
-        try:
-            v = get(cells)
-        except CellError as exc:
-            errors.append(exc)
-            continue
-        if v is not None:
-            listed.append({name_key: name, value_key: v})
-    return listed
+    """A column family's non-blank values of one row, as [{name_key: name, value_key: value}]."""
+    return [{name_key: name, value_key: v} for name, v in _fill(entries, cells, errors).items()]
 
 
 def _add_quantities(into: dict[str, Any], other: dict[str, Any]) -> None:

@@ -12,21 +12,7 @@ from connector.api import ApiClient, ApiError, ApiUnavailable, AuthFailed, DataR
 from connector.config import ApiSettings
 from connector.logs import setup_logging
 from connector.sandbox import Faults
-
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps; records every sleep."""
-
-    def __init__(self):
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.support import FakeTime
 
 
 def item(code: str, variant: str | None = None, **variant_fields) -> dict:

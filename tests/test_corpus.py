@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 
-from connector.api import ApiClient
-from connector.config import ApiSettings, Settings
-from connector.ledger import Ledger
-from connector.pipeline import Pipeline, plan_file
+from connector.config import Settings
+from connector.pipeline import plan_file
+from tests.support import pipeline_for, settings_for
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 pytestmark = pytest.mark.skipif(
@@ -133,38 +132,16 @@ def test_every_product_file_of_the_corpus_has_a_case():
     assert sorted(c.path for c in CASES) == sorted(FACTS)
 
 
-class FakeTime:
-    def __init__(self):
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def _settings(tmp_path: Path, sb) -> Settings:
-    s = Settings()
-    for name in ("inbox", "processing", "archive", "failed", "state"):
-        setattr(s.folders, name, tmp_path / name)
-    s.folders.mappings = tmp_path / "mappings"
-    s.api = ApiSettings(url=sb.url, username="demo", password="demo", source_id=1, rate=1000.0, retry_budget=60.0)
-    return s
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.path for c in CASES])
 def test_corpus_file_through_its_preset_to_the_sandbox(make_sandbox, tmp_path, case: Case):
     facts = FACTS[case.path]
     sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
-    settings = _settings(tmp_path, sb)
+    settings = settings_for(tmp_path, sb)
     path = CORPUS / case.path
 
     started = time.perf_counter()
     plan = plan_file(path, settings, mapping=case.preset)
-    fake = FakeTime()
-    client = ApiClient(settings.api, sleep=fake.sleep, clock=fake.monotonic, rng=lambda: 0.5)
-    outcome = Pipeline(settings, client, Ledger.open(settings.folders.state)).run_file(path, mapping=case.preset)
+    outcome = pipeline_for(tmp_path, sb, settings).run_file(path, mapping=case.preset)
     took = time.perf_counter() - started
     state = sb.state()
     images = state["images"]
@@ -238,10 +215,7 @@ def _number(value: Any) -> float | None:
 
 def test_images_named_jpg_that_are_png_inside_are_sent_as_png(make_sandbox, tmp_path):
     sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
-    settings = _settings(tmp_path, sb)
-    fake = FakeTime()
-    client = ApiClient(settings.api, sleep=fake.sleep, clock=fake.monotonic, rng=lambda: 0.5)
-    outcome = Pipeline(settings, client, Ledger.open(settings.folders.state)).run_file(CORPUS / "akeneo/products.csv", mapping="akeneo")
+    outcome = pipeline_for(tmp_path, sb).run_file(CORPUS / "akeneo/products.csv", mapping="akeneo")
     assert outcome.status == "done", outcome.message
     green = [i for i in sb.state()["images"] if i["image_id"].endswith("t-shirt-green.jpg")]
     assert green and all(i["format"] == "png" for i in green)

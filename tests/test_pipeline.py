@@ -18,41 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from connector.api import ApiClient
-from connector.config import ApiSettings, Settings
-from connector.ledger import Ledger
-from connector.pipeline import Pipeline
 from connector.sandbox import Faults
+from tests.support import pipeline_for, settings_for
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-
-
-class FakeTime:
-    def __init__(self):
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def settings_for(tmp_path: Path, sb) -> Settings:
-    s = Settings()
-    for name in ("inbox", "processing", "archive", "failed", "state"):
-        setattr(s.folders, name, tmp_path / name)
-    s.folders.mappings = tmp_path / "mappings"
-    s.api = ApiSettings(url=sb.url, username="demo", password="demo", source_id=1, rate=1000.0, retry_budget=60.0)
-    return s
-
-
-def pipeline_for(tmp_path: Path, sb, settings: Settings | None = None, **kwargs) -> Pipeline:
-    settings = settings or settings_for(tmp_path, sb)
-    fake = FakeTime()
-    client = ApiClient(settings.api, sleep=fake.sleep, clock=fake.monotonic, rng=lambda: 0.5)
-    return Pipeline(settings, client, Ledger.open(settings.folders.state), **kwargs)
 
 
 @pytest.fixture

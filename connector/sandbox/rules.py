@@ -221,28 +221,28 @@ def _variant_fields(c: _Collector, variant: Mapping) -> dict:
     return fields
 
 
-def _price_tiers(c: _Collector, variant: Mapping) -> list[dict]:
-    tiers = []
-    for i, tier in enumerate(_list(c, "product.variants.price_tiers", variant, "price_tiers")):
-        field = f"product.variants.price_tiers[{i}]"
-        if not isinstance(tier, dict):
-            c.add(field, f"a price tier must be an object, got {_show(tier)}")
+def _entries(c: _Collector, container: Mapping, where: str, key: str, what: str, name: str,
+             value: tuple[str, Callable[[str, Any], Any]]) -> list[dict]:
+    """A list of {name, value} objects (price tiers, warehouse quantities): each checked, sorted by name."""
+    value_key, convert = value
+    out = []
+    for i, entry in enumerate(_list(c, f"{where}.{key}", container, key)):
+        field = f"{where}.{key}[{i}]"
+        if not isinstance(entry, dict):
+            c.add(field, f"{what} must be an object, got {_show(entry)}")
             continue
-        tiers.append({"tier": c.required(f"{field}.tier", to_text, tier, "tier"),
-                      "price": c.take(f"{field}.price", to_float, tier.get("price"))})
-    return sorted(tiers, key=lambda t: str(t["tier"]))
+        out.append({name: c.required(f"{field}.{name}", to_text, entry, name),
+                    value_key: c.take(f"{field}.{value_key}", convert, entry.get(value_key))})
+    return sorted(out, key=lambda e: str(e[name]))
+
+
+def _price_tiers(c: _Collector, variant: Mapping) -> list[dict]:
+    return _entries(c, variant, "product.variants", "price_tiers", "a price tier", "tier", ("price", to_float))
 
 
 def _qty_availability(c: _Collector, variant: Mapping) -> list[dict]:
-    rows = []
-    for i, row in enumerate(_list(c, "product.variants.qty_availability", variant, "qty_availability")):
-        field = f"product.variants.qty_availability[{i}]"
-        if not isinstance(row, dict):
-            c.add(field, f"a qty_availability entry must be an object, got {_show(row)}")
-            continue
-        rows.append({"description": c.required(f"{field}.description", to_text, row, "description"),
-                     "qty": c.take(f"{field}.qty", to_int, row.get("qty"))})
-    return sorted(rows, key=lambda r: str(r["description"]))
+    return _entries(c, variant, "product.variants", "qty_availability", "a qty_availability entry", "description",
+                    ("qty", to_int))
 
 
 def _meta(c: _Collector, product: Mapping) -> list[dict]:

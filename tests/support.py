@@ -1,0 +1,44 @@
+"""Helpers the end-to-end tests share: a clock that moves only when the code sleeps, and
+settings and a pipeline pointed at a sandbox, with every folder in the test's tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from connector.api import ApiClient
+from connector.config import ApiSettings, Settings
+from connector.ledger import Ledger
+from connector.pipeline import Pipeline
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps; records every sleep."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def settings_for(tmp_path: Path, sb) -> Settings:
+    """Default settings with every folder under tmp_path and the API pointed at sandbox `sb`."""
+    s = Settings()
+    for name in ("inbox", "processing", "archive", "failed", "state"):
+        setattr(s.folders, name, tmp_path / name)
+    s.folders.mappings = tmp_path / "mappings"
+    s.api = ApiSettings(url=sb.url, username="demo", password="demo", source_id=1, rate=1000.0, retry_budget=60.0)
+    return s
+
+
+def pipeline_for(tmp_path: Path, sb, settings: Settings | None = None, **kwargs) -> Pipeline:
+    """A real pipeline on a real ledger, whose client sleeps on a fake clock (the sandbox must not rate-limit)."""
+    settings = settings or settings_for(tmp_path, sb)
+    fake = FakeTime()
+    client = ApiClient(settings.api, sleep=fake.sleep, clock=fake.monotonic, rng=lambda: 0.5)
+    return Pipeline(settings, client, Ledger.open(settings.folders.state), **kwargs)
