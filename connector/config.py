@@ -166,6 +166,12 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
     return settings
 
 
+def builtin_mappings() -> Path:
+    """The mappings shipped with the connector: connector/presets/ once installed, mappings/ in a checkout."""
+    installed = Path(__file__).resolve().parent / "presets"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "mappings"
+
+
 def require_credentials(settings: Settings) -> None:
     """Raise ConfigError unless the settings can talk to a real API."""
     missing = [
@@ -262,7 +268,7 @@ def _check_ranges(s: Settings, problems: list[str]) -> None:
         codecs.lookup(s.legacy_encoding)
     except LookupError:
         problems.append(f"legacy_encoding: {s.legacy_encoding!r} is not a known encoding (e.g. cp1252, cp1250, latin-1)")
-    builtin = Path(__file__).resolve().parents[1] / "mappings"
+    builtin = builtin_mappings()
     for i, rule in enumerate(s.rules):
         name = rule.mapping
         candidates = [Path(name), s.folders.mappings / f"{name}.yaml", s.folders.mappings / name,

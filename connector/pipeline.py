@@ -26,7 +26,7 @@ from connector.api import ApiClient, ApiError, ApiUnavailable, DataRejected
 from connector.batches import OversizedItem, make_batches
 from connector.build import build_products
 from connector.checks import check_products
-from connector.config import Settings
+from connector.config import Settings, builtin_mappings
 from connector.images import ImageError, encode_image, locate_images
 from connector.ledger import Job, Ledger
 from connector.mapping import MappingError, find_mapping, load_mapping
@@ -34,7 +34,6 @@ from connector.model import FileOutcome, ImageJob, Problem, Product, Row, Table
 from connector.read import ReadError, read_table
 from connector.report import add_problems, new_report, set_problems
 
-BUILTIN_MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
 
 Progress = Callable[[int, int], None]  # (jobs finished, jobs in all) of the file being sent
 
@@ -83,7 +82,7 @@ class Pipeline:
         try:
             sha256, size, mtime_ns = _file_identity(path)
             spec = load_mapping(find_mapping(mapping or self.settings.mapping_for(path.name),
-                                             [self.settings.folders.mappings, BUILTIN_MAPPINGS]))
+                                             [self.settings.folders.mappings, builtin_mappings()]))
         except OSError as exc:
             return self._unavailable(path, exc)
         except MappingError as exc:
@@ -431,7 +430,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | None = None,
     """
     timings: dict[str, float] = {}
     spec = load_mapping(find_mapping(mapping or settings.mapping_for(path.name),
-                                     [settings.folders.mappings, BUILTIN_MAPPINGS]))
+                                     [settings.folders.mappings, builtin_mappings()]))
     with _collector_paused():
         tick = clock()
         table = read_table(path, **_read_options(spec, settings))
