@@ -1,0 +1,75 @@
+"""The ledger on a real SQLite file: durable settings, owner-only files, order, atomic journaling."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from connector.ledger import Ledger
+
+ENDPOINT = "http://api#source=1"
+
+
+def item(code: str, variant: str) -> dict:
+    return {"source": {"source_product_code": code}, "product": {"variants": {"source_variant_code": variant}}}
+
+
+def journal(ledger: Ledger, name: str, batches, images=(), endpoint=ENDPOINT) -> int:
+    return ledger.journal(sha256=name * 8, name=name, size=1, mtime_ns=1, mapping_sha256="m", endpoint=endpoint,
+                          report={}, rejected={}, batches=batches, images=images)
+
+
+def test_the_ledger_is_durable_and_readable_only_by_its_owner(tmp_path):
+    ledger = Ledger.open(tmp_path / "state")
+    journal(ledger, "a", [[item("P", "P-1")]])
+    assert ledger.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    for suffix in ("", "-wal", "-shm"):
+        path = tmp_path / "state" / f"ledger.sqlite{suffix}"
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, suffix
+    assert stat.S_IMODE(os.stat(tmp_path / "state").st_mode) == 0o700
+
+
+def test_jobs_drain_in_the_order_written_and_images_after_their_batch(tmp_path):
+    ledger = Ledger.open(tmp_path / "state")
+    journal(ledger, "a", [[item("P", "P-1")], [item("Q", "Q-1")]], images=[(0, {"image_id": "p.jpg"})])
+    journal(ledger, "b", [[item("R", "R-1")]])
+    order = []
+    while (job := ledger.next_job(ENDPOINT)) is not None:
+        order.append((job.kind, job.after_job))
+        ledger.close_job(job.id, "done", "")
+    first_batch = ledger.db.execute("SELECT MIN(id) FROM jobs").fetchone()[0]
+    assert order == [("products", None), ("products", None), ("image", first_batch), ("products", None)]
+
+
+def test_a_failed_journal_leaves_nothing_behind(tmp_path):
+    ledger = Ledger.open(tmp_path / "state")
+    with pytest.raises(TypeError):
+        journal(ledger, "a", [[item("P", "P-1")], [object()]])  # the second batch can't be stored
+    assert ledger.db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 0
+    assert ledger.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+
+
+def test_an_acknowledgement_and_what_it_acknowledged_are_one_transaction(tmp_path):
+    ledger = Ledger.open(tmp_path / "state")
+    journal(ledger, "a", [[item("P", "P-1"), item("P", "P-2")]])
+    job = ledger.next_job(ENDPOINT)
+    ledger.products_acknowledged(job.id, [("P", "P-1", "h1")], remaining=[item("P", "P-2")])
+    job = ledger.next_job(ENDPOINT)
+    assert job.payload == [item("P", "P-2")]  # half acknowledged: only the rest is left to send
+    ledger.products_acknowledged(job.id, [("P", "P-2", "h2")])
+    assert ledger.next_job(ENDPOINT) is None
+    assert ledger.sent_hashes(["P"]) == {("P", "P-1"): "h1", ("P", "P-2"): "h2"}
+    with sqlite3.connect(tmp_path / "state" / "ledger.sqlite") as db:  # a second process sees it all
+        assert db.execute("SELECT state FROM jobs").fetchall() == [("done",)]
+
+
+def test_work_for_another_endpoint_is_kept_but_never_offered(tmp_path):
+    ledger = Ledger.open(tmp_path / "state")
+    journal(ledger, "a", [[item("P", "P-1")]], endpoint="http://other#source=9")
+    assert ledger.next_job(ENDPOINT) is None
+    assert ledger.other_endpoints(ENDPOINT) == ["http://other#source=9"]
+    assert ledger.backlog()["batches"] == 1
