@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
 import re
 import zipfile
 from collections import Counter
@@ -96,7 +97,75 @@ def _read_file(path, header_row, find_header, sheet, delimiter, encoding, legacy
     kind = _file_kind(path)
     if kind == "csv":
         return _read_csv(path.name, path.read_bytes(), header_row, find_header, delimiter, encoding, legacy_encoding)
-    return _read_workbook(path, kind, header_row, find_header, sheet)
+    return _read_workbook_isolated(path, kind, header_row, find_header, sheet)
+
+
+# A damaged or hostile workbook can make the spreadsheet library allocate without bound and
+# abort the whole process, which no `except` catches (reference/reliability.md §3a, E3). So
+# workbooks are read in a child process with its own memory and time limits: the worst a
+# file can do is end the child, and it is refused with a reason. (Where processes cannot be
+# forked, e.g. on Windows, workbooks are read in-process after the pre-flight checks alone.)
+WORKBOOK_MEMORY_LIMIT = 4 * 1024**3  # bytes of address space; a 100k-row x 25-column XLSX needs ~0.5 GB
+WORKBOOK_TIME_LIMIT = 600.0  # seconds
+
+
+def _read_workbook_isolated(path: Path, kind: str, header_row, find_header, sheet) -> Table:
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return _read_workbook(path, kind, header_row, find_header, sheet)
+    _preflight(path, kind)  # cheap refusals first, with their precise reasons
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_workbook_child, args=(send, path, kind, header_row, find_header, sheet),
+                            name="connector-workbook-reader", daemon=True)
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(WORKBOOK_TIME_LIMIT):
+            raise ReadError(f"{path.name}: reading the workbook took longer than {WORKBOOK_TIME_LIMIT:.0f} s")
+        outcome, payload = receive.recv()
+    except EOFError:
+        child.join(5)
+        raise ReadError(f"{path.name}: the workbook could not be read: the reader stopped (exit code "
+                        f"{child.exitcode}); the file is damaged or needs more than "
+                        f"{WORKBOOK_MEMORY_LIMIT // 1024**3} GB of memory") from None
+    finally:
+        receive.close()
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    if outcome == "refused":
+        raise ReadError(payload)
+    header, fmt, sheet_names, problems, rows = payload
+    table = Table(header=header, rows=[], format=fmt, sheet=sheet_names, problems=problems)
+    table.rows = [Row(line, dict(zip(header, values)), row_sheet) for line, row_sheet, values in rows]
+    return table
+
+
+def _workbook_child(send, path: Path, kind: str, header_row, find_header, sheet) -> None:
+    """In the child: read the workbook under limits and send back plain data (or a refusal)."""
+    import faulthandler
+
+    faulthandler.disable()  # an abort here is expected and reported by the parent, not dumped to stderr
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (WORKBOOK_MEMORY_LIMIT, WORKBOOK_MEMORY_LIMIT))
+    except (ImportError, ValueError, OSError):
+        pass  # no limit to be had here: the pre-flight checks still apply
+    try:
+        table = _read_workbook(path, kind, header_row, find_header, sheet, preflight=False)  # the parent did it
+        header = table.header
+        # Equal texts stay one object through pickling, so the parent keeps the sharing.
+        rows = [(row.line, row.sheet, [row.cells.get(name, "") for name in header]) for row in table.rows]
+        send.send(("read", (header, table.format, table.sheet, table.problems, rows)))
+    except ReadError as exc:
+        send.send(("refused", str(exc)))
+    except MemoryError:
+        send.send(("refused", f"{path.name}: the workbook needs more than "
+                              f"{WORKBOOK_MEMORY_LIMIT // 1024**3} GB of memory to read"))
+    finally:
+        send.close()
 
 
 def _file_kind(path: Path) -> str:
@@ -459,8 +528,9 @@ def _shape_problem(record: list[str], width: int, line: int) -> Problem:
 # --------------------------------------------------------------------------- workbooks
 
 
-def _read_workbook(path: Path, kind: str, header_row, find_header, sheet) -> Table:
-    _preflight(path, kind)
+def _read_workbook(path: Path, kind: str, header_row, find_header, sheet, *, preflight: bool = True) -> Table:
+    if preflight:
+        _preflight(path, kind)
     from python_calamine import CalamineWorkbook  # imported here: CSV-only runs never load it
 
     try:

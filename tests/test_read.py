@@ -525,3 +525,25 @@ def test_corpus_csv_matches_facts(relative):
     assert table.delimiter == facts["delimiter"]
     assert table.header[: len(facts["header"])] == [normalise_name(h) for h in facts["header"]]
     assert len(table.rows) + len(table.problems) == facts["records"] - facts.get("blank_records_skipped", 0)
+
+
+def test_a_workbook_that_exhausts_the_readers_memory_is_refused_and_the_process_lives_on(tmp_path, monkeypatch):
+    """Workbooks are read in a child process under a memory limit: a file that needs more
+    (a real bomb would make the spreadsheet library abort) ends the child, not us."""
+    import connector.read as read
+
+    from openpyxl import Workbook
+
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("Stock")
+    ws.append(["sku", "title", "price"])
+    for i in range(20_000):
+        ws.append([f"SKU{i:06d}", f"A product with a long enough title number {i}", i * 1.5])
+    path = tmp_path / "big.xlsx"
+    wb.save(path)
+    assert len(read_table(path).rows) == 20_000  # fine with the normal limit
+
+    monkeypatch.setattr(read, "WORKBOOK_MEMORY_LIMIT", 64 * 1024**2)  # far too little for this file
+    with pytest.raises(ReadError) as caught:
+        read_table(path)
+    assert "big.xlsx" in str(caught.value) and "memory" in str(caught.value)
