@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any, Callable, Iterable
 
 from .mapping import (
     FAMILIES,
+    MAX_NUMBER_CHARS,
     PRODUCT_FIELDS,
     VARIANT_FIELDS,
     CellError,
@@ -27,6 +29,7 @@ from .mapping import (
     SourceOptions,
     cell_parser,
     convert,
+    number_failure,
     parse_code,
 )
 from .model import Built, ImageRef, Problem, Product, Row
@@ -55,6 +58,9 @@ class _Header:
         if found is None:
             self.missing.setdefault(name, where)
         return found
+
+    def has(self, name: str) -> bool:
+        return name in self.exact or _loose(name) in self.loose
 
 
 def _loose(name: str) -> str:
@@ -142,14 +148,14 @@ def _converter(spec: FieldSpec, kind: str, source: SourceOptions) -> Callable[[s
         dot = source.decimal == "."
 
         def to_float(text: str) -> float:
-            if simple.match(text):
+            if len(text) <= MAX_NUMBER_CHARS and simple.match(text):
                 return float(text if dot else text.replace(",", "."))
             return float(parse(text))
 
         return to_float
     if kind == "int":
         def to_int(text: str) -> int:
-            if text.isdigit() and text.isascii():
+            if text.isdigit() and text.isascii() and len(text) <= MAX_NUMBER_CHARS:
                 return int(text)
             return convert(parse(text), kind, spec)
 
@@ -159,17 +165,17 @@ def _converter(spec: FieldSpec, kind: str, source: SourceOptions) -> Callable[[s
     return lambda text: convert(parse(text), kind, spec)
 
 
+# What Python raises on a number it cannot hold (int() of 4,300+ digits, Decimal.quantize
+# beyond its precision, float overflow); each becomes a CellError naming the cell.
+_NUMBER_FAILURES = (ValueError, ArithmeticError)
+
+
 def bind_field(spec: FieldSpec, kind: str, source: SourceOptions, header: _Header) -> Getter:
     """One field's function for this header: cells -> API value or None; raises CellError."""
     if spec.fallback is not None:
-        first = bind_field(replace(spec, fallback=None), kind, source, header)
-        second = bind_field(spec.fallback, kind, source, header)
-
-        def get_or_fallback(cells: dict[str, str]) -> Any:
-            value = first(cells)
-            return second(cells) if value is None else value
-
-        return get_or_fallback
+        return _bind_fallback(spec, kind, source, header)
+    if spec.unit is not None:
+        return _bind_unit(spec, kind, source, header)
     raw, column = _raw_getter(spec, header)
     conv = _converter(spec, kind, source)
     steps = _text_steps(spec)
@@ -180,7 +186,9 @@ def bind_field(spec: FieldSpec, kind: str, source: SourceOptions, header: _Heade
         try:
             return conv(text) if conv is not None else text
         except CellError as exc:
-            raise CellError(f'{label} "{shown}" {exc.reason}', column, shown) from None
+            raise CellError(f'{label} "{_short(shown)}" {exc.reason}', column, shown) from None
+        except _NUMBER_FAILURES as exc:
+            raise CellError(f'{label} "{_short(shown)}" {number_failure(exc)}', column, shown) from None
 
     default = finish(spec.default, spec.default) if spec.default else None
     if spec.value is not None:  # a constant: worked out once
@@ -201,7 +209,10 @@ def bind_field(spec: FieldSpec, kind: str, source: SourceOptions, header: _Heade
                 return conv(text) if conv is not None else text
             except CellError as exc:
                 shown = cells.get(key, "")
-                raise CellError(f'{label} "{shown}" {exc.reason}', column, shown) from None
+                raise CellError(f'{label} "{_short(shown)}" {exc.reason}', column, shown) from None
+            except _NUMBER_FAILURES as exc:
+                shown = cells.get(key, "")
+                raise CellError(f'{label} "{_short(shown)}" {number_failure(exc)}', column, shown) from None
 
         return get_column
 
@@ -213,6 +224,71 @@ def bind_field(spec: FieldSpec, kind: str, source: SourceOptions, header: _Heade
         if not text:
             return default
         return finish(text, shown)
+
+    return get
+
+
+def _short(text: str, most: int = 60) -> str:
+    """A cell as quoted in a reason: a pasted-in page of digits is cut, the cell itself keeps it all."""
+    return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
+
+
+def _bind_fallback(spec: FieldSpec, kind: str, source: SourceOptions, header: _Header) -> Getter:
+    """The field, else (when it comes out blank) its fallback.
+
+    A column the chain names is reported missing only when no column of the chain is in the
+    file: `Weight (g)` falling back to `Weight (kg)` is a choice between two spellings.
+    """
+    first = bind_field(replace(spec, fallback=None), kind, source, header)
+    second = bind_field(spec.fallback, kind, source, header)  # type: ignore[arg-type]
+    chain = _chain_columns(spec)
+    if any(header.has(c) for c in chain):
+        for c in chain:  # only where this field named it: the same column named elsewhere stays missing
+            named_at = header.missing.get(c, "")
+            if named_at == spec.where or named_at.startswith(spec.where + "."):
+                del header.missing[c]
+
+    def get_or_fallback(cells: dict[str, str]) -> Any:
+        value = first(cells)
+        return second(cells) if value is None else value
+
+    return get_or_fallback
+
+
+def _bind_unit(spec: FieldSpec, kind: str, source: SourceOptions, header: _Header) -> Getter:
+    """A number times the factor of the unit named in another column (`unit:`).
+
+    One getter per listed unit (the field with `multiply` times that unit's factor), chosen
+    per row by the unit cell. A value with an unlisted or blank unit (and no `default`) is a
+    CellError naming the unit's cell: sending 25 kg as 25 g is worse than not sending it.
+    """
+    unit = spec.unit
+    assert unit is not None
+    plain = replace(spec, unit=None)
+    by_unit = {
+        name.casefold(): bind_field(replace(plain, multiply=(spec.multiply or Decimal(1)) * factor), kind, source, header)
+        for name, factor in unit.factors
+    }
+    default = by_unit[unit.default.casefold()] if unit.default else None
+    raw, _ = _raw_getter(plain, header)
+    key = header.find(unit.column, f"{spec.where}.unit.column")
+    shown_column = key or unit.column
+    listed = ", ".join(name for name, _ in unit.factors)
+    strip = spec.strip
+
+    def get(cells: dict[str, str]) -> Any:
+        word = cells.get(key, "").strip() if key else ""
+        get_value = by_unit.get(word.casefold()) if word else default
+        if get_value is not None:
+            return get_value(cells)
+        text = raw(cells)
+        if not (text.strip() if strip else text):
+            return None  # no value: its unit does not matter
+        if not word:
+            why = f'has no unit (column "{shown_column}" is blank; valid units: {listed})'
+        else:
+            why = f'has the unit "{word}" (column "{shown_column}"), which the mapping does not list (valid units: {listed})'
+        raise CellError(f'{spec.label} "{_short(text)}" {why}', shown_column, word)
 
     return get
 
@@ -328,6 +404,7 @@ class _Run:
         self.skipped = 0
         self.statuses = {w: s for w, s in mapping.active.values} if mapping.active else {}
         self.family: _Family | None = None  # parent rows and their children (mapping.parents)
+        self.image_rows: dict[str, list[tuple[Row, _Bound]]] = {}  # skipped rows whose images are kept
         self.variant_at: dict[tuple[str, str], int] = {}  # (product, variant code) -> item index, for same_variant: sum
         # Equal parts of items are one shared object (never mutated after build): the
         # `source` of a product's items, option lists, product-level lists such as meta.
@@ -398,9 +475,37 @@ class _Run:
         for rule, key, shown in b.skips:
             value = row.cells.get(key, "").strip() if key else ""
             if _skips(rule, value):
-                self.skip(row, "filter", f'skipped: column "{shown}" {rule.describe()}', shown, value)
+                reason = f'skipped: column "{shown}" {rule.describe()}'
+                code = self.keep_images_of(row, b) if rule.keep_images else None
+                if code is not None:
+                    reason = f'not a variant: column "{shown}" {rule.describe()}; its images are kept for product {code}'
+                self.skip(row, "filter", reason, shown, value, code)
                 return True
         return False
+
+    def keep_images_of(self, row: Row, b: _Bound) -> str | None:
+        """Remember a skipped row's images for its product (Shopify image-only rows); its code or None."""
+        if self.mapping.images is None:
+            return None
+        try:
+            code = b.group(row.cells)
+        except CellError:
+            return None
+        if not code:
+            return None
+        self.image_rows.setdefault(code, []).append((row, b))
+        return code
+
+    def attach_kept_images(self) -> None:
+        """Images of skipped rows go to their products, after the products' own (a product sent as a delete gets none)."""
+        for code, rows in self.image_rows.items():
+            product = self.products.get(code)
+            if product is None or code in self.failed or not product.items:
+                continue
+            if product.items[0]["source"]["product_active"] != "true":
+                continue
+            for row, b in rows:
+                self.images(row, b, product, None, None)
 
     def parent_row(self, row: Row, parent: "_Parent") -> None:
         """A parent row is not a variant: its lines belong to its product; its errors hold it back."""
@@ -652,6 +757,7 @@ def _build_in_passes(rows: list[Row], run: _Run, bound: dict[str | None, _Bound]
 
 
 def _result(run: _Run, rows_read: int) -> Built:
+    run.attach_kept_images()
     products = [p for code, p in run.products.items() if code not in run.failed]
     held = {code: sorted(run.lines.get(code, [])) for code in sorted(run.failed)}
     return Built(products=products, problems=run.problems, rows_read=rows_read, rows_skipped=run.skipped, held=held)

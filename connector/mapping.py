@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -61,6 +62,9 @@ DECIMAL_SEPARATORS = (".", ",")
 THOUSANDS_SEPARATORS = ("", " ", ".", ",", "'")
 # Excel turns long digit strings into `6.00988E+12`; the lost digits cannot be recovered.
 _SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
+# A number cell longer than this is not a price or a quantity but a pasted-in mistake; longer
+# digit strings also make int() refuse (over 4,300 digits) and Decimal lose precision.
+MAX_NUMBER_CHARS = 40
 _SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2007": " "})
 # What the reader gives for a date cell (2016-06-24, or with a time), and ISO text dates.
 _ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?)?$")
@@ -125,6 +129,7 @@ def decimal_parser(decimal: str = ".", thousands: str = "") -> Callable[[str], D
     seps = f'decimal separator "{decimal}"' + (f', thousands "{thousands}"' if thousands else "")
 
     def parse(text: str) -> Decimal:
+        _check_length(text)
         s = text.translate(_SPACES) if thousands == " " else text
         m = plain.match(s)
         if m is None and grouped is not None:
@@ -145,12 +150,17 @@ def decimal_parser(decimal: str = ".", thousands: str = "") -> Callable[[str], D
     return parse
 
 
+def _check_length(text: str) -> None:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise CellError(f"is too long for a number ({len(text)} characters; at most {MAX_NUMBER_CHARS})")
+
+
 def int_parser(decimal: str = ".", thousands: str = "") -> Callable[[str], int]:
     """Whole numbers; `479.0` is 479, `4.5` is an error."""
     parse_decimal = decimal_parser(decimal, thousands)
 
     def parse(text: str) -> int:
-        if text.isdigit() and text.isascii():
+        if text.isdigit() and text.isascii() and len(text) <= MAX_NUMBER_CHARS:
             return int(text)
         value = parse_decimal(text)
         if value != value.to_integral_value():
@@ -229,6 +239,19 @@ class PickStep:
 
 
 @dataclass(frozen=True)
+class UnitSpec:
+    """A number whose unit is in another column: the value is multiplied by its unit's factor.
+
+    UnitSpec("weight-unit", (("GRAM", 1), ("KILOGRAM", 1000)))   25 + "KILOGRAM" -> 25000
+    A unit not listed (or blank, without `default`) is an error naming the unit's cell.
+    """
+
+    column: str
+    factors: tuple[tuple[str, Decimal], ...]  # (unit as written, case-insensitive; factor)
+    default: str | None = None  # the unit of a value whose unit cell is blank
+
+
+@dataclass(frozen=True)
 class FieldSpec:
     """One value per row: from a column, a constant, or a template, then transforms and a type."""
 
@@ -254,6 +277,7 @@ class FieldSpec:
     false_values: tuple[str, ...] = DEFAULT_FALSE
     pick: tuple[PickStep, ...] = ()
     fallback: "FieldSpec | None" = None  # used when this field comes out blank
+    unit: UnitSpec | None = None  # numbers whose unit is named in another column
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -294,6 +318,7 @@ class SkipRule:
     matches: re.Pattern | None = None
     equals: tuple[str, ...] | None = None
     blank: bool | None = None
+    keep_images: bool = False  # the row is not a variant, but its images belong to its product
 
     def describe(self) -> str:
         if self.matches is not None:
@@ -393,15 +418,16 @@ SOURCE_KEYS = ("header_row", "find_header", "sheet", "delimiter", "encoding", "l
 FIELD_KEYS = (
     "column", "value", "template", "type", "default", "strip", "replace", "upper", "lower", "map",
     "zero_pad", "prefix", "suffix", "split", "multiply", "round", "true_values", "false_values",
-    "pick", "fallback",
+    "pick", "fallback", "unit",
 )
-FAMILY_KEYS = ("columns", "entries", *[k for k in FIELD_KEYS if k not in ("column", "value", "template", "fallback")])
+FAMILY_KEYS = ("columns", "entries", *[k for k in FIELD_KEYS if k not in ("column", "value", "template", "fallback", "unit")])
+UNIT_KEYS = ("column", "factors", "default")
 IMAGE_KEYS = ("columns", "separator", "pattern", "max", "folder", "allow_urls", "strip_leading_slash")
 PARENT_KEYS = ("rows", "key", "children_by", "children_in")
 CHILDREN_IN_KEYS = ("column", "separator", "pick")
 PICK_KEYS = ("key", "index", "separator", "equals")
 SAME_VARIANT = ("error", "sum")
-SKIP_KEYS = ("column", "matches", "equals", "blank")
+SKIP_KEYS = ("column", "matches", "equals", "blank", "keep_images")
 ACTIVE_KEYS = ("column", "template", "value", "active", "delete", "ignore", "default", "strip")
 DELIMITERS = (",", ";", "\t", "|")
 MISSING_COLUMNS = ("warn", "ignore", "error")
@@ -641,6 +667,8 @@ class _Validator:
         spec.update(self.transforms(raw, where, type_, kind))
         if "fallback" in raw:
             spec["fallback"] = self.field(raw["fallback"], f"{where}.fallback", label, spec["type"], kind)
+        if "unit" in raw:
+            spec["unit"] = self.unit(raw["unit"], f"{where}.unit", spec["type"])
         field_spec = FieldSpec(**spec)
         self.check_constant(field_spec, "value", field_spec.value, kind)
         self.check_constant(field_spec, "default", field_spec.default, kind)
@@ -701,9 +729,14 @@ class _Validator:
                 self.bad(f"{where}.multiply", "must be a number, for example 1000")
             else:
                 try:
-                    out["multiply"] = Decimal(str(m))
+                    factor = Decimal(str(m))
                 except InvalidOperation:
                     self.bad(f"{where}.multiply", f"{m!r} is not a number")
+                else:
+                    if factor.is_finite():
+                        out["multiply"] = factor
+                    else:
+                        self.bad(f"{where}.multiply", f"{m!r} is not a finite number")
         if "round" in raw:
             r = raw["round"]
             if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r <= 10:
@@ -728,6 +761,45 @@ class _Validator:
             convert(value, kind, spec)
         except CellError as exc:
             self.bad(f"{spec.where}.{key}", f'"{text}" {exc.reason}')
+        except (ValueError, ArithmeticError) as exc:
+            self.bad(f"{spec.where}.{key}", f'"{text}" {number_failure(exc)}')
+
+    def unit(self, raw: Any, where: str, type_: str) -> UnitSpec | None:
+        """`{column: weight-unit, factors: {GRAM: 1, KILOGRAM: 1000}, default: GRAM}`."""
+        if not isinstance(raw, dict) or "column" not in raw or "factors" not in raw:
+            self.bad(where, "must be {column: <the unit's column>, factors: {UNIT: number, ...}}")
+            return None
+        self.keys(raw, where, UNIT_KEYS)
+        if type_ not in ("decimal", "int"):
+            self.bad(where, f'needs type decimal or int (this field is "{type_}")')
+        column = self.text(raw["column"], f"{where}.column", nonempty=True)
+        table = raw["factors"]
+        if not isinstance(table, dict) or not table:
+            self.bad(f"{where}.factors", "must be a table of unit: factor, for example {GRAM: 1, KILOGRAM: 1000}")
+            return None
+        factors: list[tuple[str, Decimal]] = []
+        for name, value in table.items():
+            at = f"{where}.factors.{name}"
+            unit_name = self.scalar(name, f"{where}.factors")
+            if not unit_name or not unit_name.strip():
+                self.bad(f"{where}.factors", "a unit name must not be blank")
+                continue
+            try:
+                factor = Decimal(str(value)) if not isinstance(value, bool) and isinstance(value, (int, float, str)) else None
+            except InvalidOperation:
+                factor = None
+            if factor is None or not factor.is_finite() or factor <= 0:
+                self.bad(at, f"{value!r} must be a number above 0 (the unit's size in the field's unit)")
+                continue
+            if any(n.casefold() == unit_name.strip().casefold() for n, _ in factors):
+                self.bad(at, f'"{unit_name}" is listed twice (units are matched ignoring upper/lower case)')
+                continue
+            factors.append((unit_name.strip(), factor))
+        default = self.scalar(raw.get("default"), f"{where}.default")
+        if default is not None and not any(n.casefold() == default.casefold() for n, _ in factors):
+            self.bad(f"{where}.default", f'"{default}" is not one of the units {_choices([n for n, _ in factors])}')
+            default = None
+        return UnitSpec(column=column, factors=tuple(factors), default=default) if factors else None
 
     # -- small values
 
@@ -891,11 +963,16 @@ class _Validator:
                 self.bad(at, "must be {column: ..., matches: pattern} (or equals: value, or blank: true)")
                 continue
             self.keys(item, at, SKIP_KEYS)
+            keep = item.get("keep_images", False)
+            if not isinstance(keep, bool):
+                self.bad(f"{at}.keep_images", "must be true or false")
+                keep = False
             tests = [k for k in ("matches", "equals", "blank") if k in item]
             if len(tests) != 1:
                 self.bad(at, "needs exactly one of matches, equals, blank")
                 continue
-            rule: dict[str, Any] = {"where": at, "column": self.text(item["column"], f"{at}.column", nonempty=True)}
+            rule: dict[str, Any] = {"where": at, "column": self.text(item["column"], f"{at}.column", nonempty=True),
+                                    "keep_images": keep}
             if "matches" in item:
                 rule["matches"] = self.regex(item["matches"], f"{at}.matches")
                 if rule["matches"] is None:
@@ -1012,6 +1089,8 @@ class _Validator:
             return None
         self.keys(raw, where, PARENT_KEYS)
         rules = self.skip_rows([raw["rows"]], f"{where}.rows") if "rows" in raw else ()
+        if isinstance(raw.get("rows"), dict) and "keep_images" in raw["rows"]:
+            self.bad(f"{where}.rows[0].keep_images", "only applies to skip_rows (a parent row's images are always kept)")
         if "rows" not in raw:
             self.bad(f"{where}.rows", "is required: which rows are parents, e.g. {column: Type, equals: variable}")
         # skip_rows names its one rule "<where>[0]"; a parents block has a single rule
@@ -1101,18 +1180,29 @@ def scale(value: Any, spec: FieldSpec) -> Any:
     if spec.multiply is None and spec.round is None:
         return value
     number = Decimal(value) if not isinstance(value, Decimal) else value
-    if spec.multiply is not None:
-        number = number * spec.multiply
-    if spec.round is not None:
-        number = number.quantize(Decimal(1).scaleb(-spec.round), rounding=ROUND_HALF_UP)
+    try:
+        if spec.multiply is not None:
+            number = number * spec.multiply
+        if spec.round is not None:
+            number = number.quantize(Decimal(1).scaleb(-spec.round), rounding=ROUND_HALF_UP)
+    except ArithmeticError as exc:  # quantize: more digits than Decimal holds (28)
+        raise CellError(number_failure(exc)) from None
     return number
+
+
+def number_failure(exc: BaseException) -> str:
+    """The end of a sentence for a number Python could not work with (too long, too large)."""
+    return "is not a number that can be sent (too many digits, or too large)"
 
 
 def convert(value: Any, kind: str, spec: FieldSpec) -> Any:
     """A typed value as the API wants it: str, float (JSON number), int, or "true"/"false"."""
     value = scale(value, spec)
     if kind == "float":
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):  # JSON has no Infinity
+            raise CellError("is too large a number to send")
+        return number
     if kind == "int":
         if isinstance(value, Decimal):
             if value != value.to_integral_value():

@@ -383,7 +383,145 @@ def test_group_by_fallback_keeps_the_file_when_only_the_first_column_is_missing(
     mapping = mapping_of({"group_by": {"column": "parent", "fallback": "code"}})
     built = build_products(rows_of(row()), mapping, source_id=9)
     assert [p.code for p in built.products] == ["P1"]
-    assert [p.severity for p in built.problems if p.kind == "column"] == ["warning"]
+    # the chain's other column is in the file: "parent" is a choice of spelling, not missing
+    assert [p for p in built.problems if p.kind == "column"] == []
+
+
+@pytest.mark.parametrize(
+    "columns, warned",
+    [
+        ({"Weight (kg)": "1.5"}, []),  # the fallback's column is there: nothing is missing
+        ({"Weight (g)": "1500"}, []),
+        ({"weight": "1500"}, ["Weight (g)", "Weight (kg)"]),  # neither: both reported
+    ],
+)
+def test_a_column_is_missing_only_when_no_column_of_its_fallback_chain_is_there(columns, warned):
+    mapping = mapping_of({"variant": {"grams": {"column": "Weight (g)", "type": "decimal", "round": 0,
+                                                "fallback": {"column": "Weight (kg)", "multiply": 1000, "round": 0}}}})
+    built = build_products(rows_of(row(**columns)), mapping, source_id=9)
+    assert [p.column for p in built.problems if p.kind == "column"] == warned
+    if not warned:
+        assert built.products[0].items[0]["product"]["variants"]["grams"] == 1500
+
+
+def test_woocommerce_weight_in_kilograms_is_read_when_grams_are_absent():
+    mapping = load_mapping(ROOT / "mappings" / "woocommerce.yaml")
+    cells = {"ID": "1", "Type": "simple", "SKU": "W1", "Name": "Hat", "Published": "1", "Parent": "",
+             "Regular price": "10", "Weight (kg)": ".5"}
+    built = build_products(rows_of(cells), mapping, source_id=9)
+    assert built.products[0].items[0]["product"]["variants"]["grams"] == 500
+    assert not any(p.kind == "column" and "Weight" in (p.column or "") for p in built.problems)
+
+
+# --------------------------------------------------------------------------- malformed numbers
+
+
+@pytest.mark.parametrize(
+    "spec, cell, says",
+    [
+        ({"qty": {"column": "n", "type": "int"}}, "9" * 5000, "is too long for a number (5000 characters; at most 40)"),
+        ({"qty": {"column": "n", "type": "int"}}, "-" + "9" * 4400, "is too long for a number"),
+        ({"price": {"column": "n", "type": "decimal"}}, "1" * 41, "is too long for a number (41 characters"),
+        ({"price": {"column": "n", "type": "decimal", "round": 2}}, "1" * 30, "is not a number that can be sent"),
+        ({"grams": {"column": "n", "type": "decimal", "multiply": 1000, "round": 0}}, "9" * 39, "is not a number that can be sent"),
+        ({"qty": {"column": "n", "type": "decimal", "round": 0}}, "1" * 30, "is not a number that can be sent"),
+        ({"price": {"column": "n", "type": "decimal", "multiply": "1e300"}}, "9" * 39, "is too large a number to send"),
+        ({"qty_availability": {"columns": "^n$", "type": "int"}}, "7" * 4500, "is too long for a number"),
+    ],
+)
+def test_a_malformed_number_is_a_cell_error_naming_the_cell_never_a_crash(spec, cell, says):
+    mapping = mapping_of({"variant": spec})
+    built = build_products(rows_of(row(n=cell), row(code="P2", sku="S2", n="5")), mapping, source_id=9)
+    errors = [p for p in built.problems if p.severity == "error"]
+    assert len(errors) == 1 and errors[0].line == 2 and errors[0].column == "n" and errors[0].product == "P1"
+    assert says in errors[0].reason and len(errors[0].reason) < 200  # the reason quotes a cut cell
+    assert errors[0].value == cell  # the problem keeps the whole cell for the rejected-rows file
+    assert [p.code for p in built.products] == ["P2"]
+
+
+# --------------------------------------------------------------------------- units in another column
+
+UNIT = {"grams": {"column": "weight", "type": "decimal", "round": 0,
+                  "unit": {"column": "weight-unit", "factors": {"GRAM": 1, "KILOGRAM": 1000, "POUND": 453.59237}}}}
+
+
+@pytest.mark.parametrize(
+    "weight, unit, extra, grams, error",
+    [
+        ("25", "KILOGRAM", {}, 25000, None),
+        ("250", "GRAM", {}, 250, None),
+        ("1.5", "kilogram", {}, 1500, None),  # units match ignoring case
+        ("1", "POUND", {}, 454, None),
+        ("", "", {}, None, None),  # no weight: its unit does not matter
+        ("", "STONE", {}, None, None),
+        ("25", "", {"default": "GRAM"}, 25, None),
+        ("25", "STONE", {}, None, ("weight-unit", 'grams "25" has the unit "STONE" (column "weight-unit"), which the mapping does not list')),
+        ("25", "", {}, None, ("weight-unit", 'grams "25" has no unit (column "weight-unit" is blank')),
+        ("0,5", "KILOGRAM", {}, None, ("weight", 'grams "0,5" is ambiguous')),  # the number's own error names its cell
+    ],
+)
+def test_a_number_is_converted_by_the_unit_named_in_its_row(weight, unit, extra, grams, error):
+    spec = {"grams": {**UNIT["grams"], "unit": {**UNIT["grams"]["unit"], **extra}}}
+    mapping = mapping_of({"variant": spec})
+    built = build_products(rows_of(row(**{"weight": weight, "weight-unit": unit})), mapping, source_id=9)
+    errors = [(p.column, p.reason, p.line) for p in built.problems if p.severity == "error"]
+    if error is not None:
+        assert len(errors) == 1 and errors[0][0] == error[0] and error[1] in errors[0][1] and errors[0][2] == 2, errors
+        return
+    assert errors == []
+    assert built.products[0].items[0]["product"]["variants"].get("grams") == grams
+
+
+def test_a_missing_unit_column_is_reported_and_refuses_weights_rather_than_guessing():
+    mapping = mapping_of({"variant": UNIT})
+    built = build_products(rows_of(row(weight="25")), mapping, source_id=9)
+    assert [p.column for p in built.problems if p.kind == "column"] == ["weight-unit"]
+    assert [p.reason for p in built.problems if p.severity == "error"] == [
+        'grams "25" has no unit (column "weight-unit" is blank; valid units: GRAM, KILOGRAM, POUND)']
+
+
+# --------------------------------------------------------------------------- rows that only carry images
+
+
+@pytest.mark.parametrize("keep, images", [(True, ["a.jpg", "b.jpg"]), (False, ["a.jpg"])])
+def test_a_skipped_row_can_keep_its_images_for_its_product(keep, images):
+    mapping = mapping_of({"skip_rows": [{"column": "price", "blank": True, "keep_images": keep}],
+                          "variant": {"price": {"column": "price", "type": "decimal"}}, "images": {"columns": ["img"]}})
+    rows = rows_of(row(price="5", img="a.jpg"), {"code": "P1", "img": "b.jpg"}, {"code": "P9", "img": "c.jpg"})
+    built = build_products(rows, mapping, source_id=9)
+    assert [p.code for p in built.products] == ["P1"]
+    assert [i.name for i in built.products[0].images] == images
+    assert [p.line for p in built.problems if p.severity == "skipped"] == [3, 4]
+    assert not [p for p in built.problems if p.severity == "error"]
+
+
+SHOPIFY_CSV = (
+    "Handle,Title,Body (HTML),Vendor,Option1 Name,Option1 Value,Variant SKU,Variant Grams,"
+    "Variant Inventory Qty,Variant Price,Image Src,Image Position,Image Alt Text\r\n"
+    "tee,Tee,<p>Soft</p>,Acme,Size,Small,TEE-S,200,3,19.99,https://cdn.shopify.com/s/tee-front.jpg,1,front\r\n"
+    "tee,,,,,Medium,TEE-M,210,4,19.99,,,\r\n"
+    "tee,,,,,,,,,,https://cdn.shopify.com/s/tee-back.jpg,2,back\r\n"
+)
+
+
+def test_shopify_image_only_rows_are_not_variants_but_their_images_stay(tmp_path):
+    """Shopify writes one row per image beyond the variant count, with only Handle and Image Src."""
+    from connector.config import Settings
+    from connector.pipeline import plan_file
+
+    path = tmp_path / "products_export.csv"
+    path.write_bytes(SHOPIFY_CSV.encode())
+    settings = Settings()
+    settings.folders.mappings = tmp_path / "mappings"
+    plan = plan_file(path, settings, mapping=str(ROOT / "mappings" / "shopify.yaml"))
+    assert plan.rejected == []
+    [product] = plan.products
+    assert [i["product"]["variants"]["sku"] for i in product.items] == ["TEE-S", "TEE-M"]
+    assert [i["product"]["variants"]["option1"] for i in product.items] == ["Small", "Medium"]
+    assert [(i.name, i.line) for i in product.images] == [
+        ("https://cdn.shopify.com/s/tee-front.jpg", 2), ("https://cdn.shopify.com/s/tee-back.jpg", 4)]
+    not_fetched = [p for p in plan.problems if p.kind == "image"]
+    assert len(not_fetched) == 2 and all("not fetched" in p.reason for p in not_fetched)
 
 
 @pytest.mark.parametrize(

@@ -384,3 +384,72 @@ def test_new_keys_are_in_the_schema():
     assert parse_mapping(good).parents.children_in == "c"
     bad = {**MINIMAL, "same_variant": "add"}
     assert list(validator.iter_errors(bad)) and problems_of(bad)
+
+
+# --------------------------------------------------------------------------- units, image-only rows, long numbers
+
+GRAMS = {"column": "weight", "type": "decimal", "round": 0}
+
+
+def with_grams(**grams) -> dict:
+    return {**MINIMAL, "variant": {**MINIMAL["variant"], "grams": {**GRAMS, **grams}}}
+
+
+@pytest.mark.parametrize(
+    "doc, says",
+    [
+        (with_grams(unit={"column": "weight-unit", "factors": {"GRAM": 1, "KILOGRAM": 1000}, "default": "gram"}), None),
+        (with_grams(unit={"column": "weight-unit"}), "variant.grams.unit: must be {column: <the unit's column>, factors:"),
+        (with_grams(unit={"column": "u", "factors": {"GRAM": 0}}), "variant.grams.unit.factors.GRAM: 0 must be a number above 0"),
+        (with_grams(unit={"column": "u", "factors": {"GRAM": "x"}}), "variant.grams.unit.factors.GRAM: 'x' must be a number above 0"),
+        (with_grams(unit={"column": "u", "factors": {"GRAM": 1, "gram": 1}}), 'variant.grams.unit.factors.gram: "gram" is listed twice'),
+        (with_grams(unit={"column": "u", "factors": {}}), "variant.grams.unit.factors: must be a table of unit: factor"),
+        (with_grams(unit={"column": "u", "factors": {"GRAM": 1}, "default": "KG"}), 'variant.grams.unit.default: "KG" is not one of the units (valid choices: GRAM)'),
+        (with_grams(unit={"column": "u", "factors": {"GRAM": 1}, "unti": 1}), "variant.grams.unit.unti: unknown key"),
+        ({**MINIMAL, "product": {"title": {"column": "t", "unit": {"column": "u", "factors": {"G": 1}}}}},
+         'product.title.unit: needs type decimal or int (this field is "text")'),
+        (with_grams(multiply=float("inf")), "variant.grams.multiply: inf is not a finite number"),  # YAML .inf
+        ({**MINIMAL, "skip_rows": [{"column": "p", "blank": True, "keep_images": "yes"}]}, "skip_rows[0].keep_images: must be true or false"),
+        ({**MINIMAL, "parents": {"rows": {"column": "t", "equals": "v", "keep_images": True}, "key": "sku", "children_by": "p"}},
+         "parents.rows.keep_images: only applies to skip_rows"),
+        ({**MINIMAL, "variant": {**MINIMAL["variant"], "price": {"column": "p", "type": "decimal", "round": 2, "default": "1" * 30}}},
+         'variant.price.default: "111111111111111111111111111111" is not a number that can be sent'),
+    ],
+)
+def test_units_and_keep_images_are_validated_with_their_yaml_path(doc, says):
+    if says is None:
+        unit = dict(parse_mapping(doc).variant)["grams"].unit
+        assert unit.column == "weight-unit" and unit.factors == (("GRAM", Decimal(1)), ("KILOGRAM", Decimal(1000)))
+        return
+    problems = problems_of(doc)
+    assert any(says in p for p in problems), problems
+
+
+def test_units_and_keep_images_are_in_the_schema():
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    good = {**with_grams(unit={"column": "weight-unit", "factors": {"GRAM": 1, "KILOGRAM": 1000}, "default": "GRAM"}),
+            "skip_rows": [{"column": "Variant Price", "blank": True, "keep_images": True}]}
+    assert list(validator.iter_errors(good)) == [] and parse_mapping(good).skip_rows[0].keep_images
+    for bad in (with_grams(unit={"column": "u", "factors": {"GRAM": 0}}),
+                {**MINIMAL, "parents": {"rows": {"column": "t", "equals": "v", "keep_images": True}, "key": "sku", "children_by": "p"}}):
+        assert list(validator.iter_errors(bad)) and problems_of(bad)
+
+
+@pytest.mark.parametrize(
+    "parse, text",
+    [(int_parser(), "9" * 5000), (int_parser(), "9" * 41), (decimal_parser(), "1" * 41), (decimal_parser(",", "."), "1." * 30)],
+)
+def test_numbers_longer_than_40_characters_are_refused(parse, text):
+    with pytest.raises(CellError, match=r"is too long for a number \(\d+ characters; at most 40\)"):
+        parse(text)
+
+
+@pytest.mark.parametrize("path", shipped(), ids=lambda p: p.name)
+def test_system_presets_report_missing_columns_and_stock2shop_says_why_it_does_not(path):
+    mapping = load_mapping(path)
+    if path.stem != "stock2shop":
+        assert mapping.missing_columns == "warn"
+        return
+    assert mapping.missing_columns == "ignore"
+    header = path.read_text().split("missing_columns:", 1)[0]
+    assert "a menu, not a fixed export" in header  # the documented reason sits right above it
