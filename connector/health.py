@@ -1,19 +1,23 @@
 """How `connector watch` is doing, for people and for supervisors (Docker, systemd, monitoring).
 
-The watcher calls `Health.update(snapshot)` after every cycle. The snapshot is written to the
-health file atomically and, when a port is set, served as `GET /healthz` on 127.0.0.1:
-200 when `state` is "ok", 503 when "degraded". Example snapshot:
+The watcher calls `Health.update(snapshot)` after every cycle and every few seconds while it
+waits or works on a long file. The snapshot is written to the health file atomically and, when a
+port is set, served as `GET /healthz` on 127.0.0.1: 200 when `state` is "ok", 503 when
+"degraded", and 503 with state "stale" when no update came for `STALE_AFTER_S` (the service loop
+is stuck: a cached "ok" must not be served forever). Example snapshot:
 
     {"state": "ok", "problems": [], "last_scan_at": "2025-06-14T10:15:02Z",
      "last_success_at": "2025-06-14T10:14:40Z", "backlog": {"batches": 0, "images": 0, "oldest_age_s": null},
      "failed_files": 0, "processing_files": 0, "observer": "native", "pid": 4242, "updated_at": "..."}
 
 `python -m connector.health FILE [MAX_AGE_S]` exits 0 when FILE says "ok" and was updated less
-than MAX_AGE_S seconds ago (default 180), else 1: the Docker HEALTHCHECK.
+than MAX_AGE_S seconds ago (default STALE_AFTER_S, 180), by both the file's mtime and its
+`updated_at`, else 1: the Docker HEALTHCHECK.
 """
 
 from __future__ import annotations
 
+import calendar
 import json
 import logging
 import os
@@ -23,19 +27,27 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger("connector.health")
+
+# A snapshot older than this means the service loop is stuck. The watcher publishes at least
+# every 10 s (watch.HEALTH_REFRESH_S), so this leaves room for a slow share or a paused VM.
+STALE_AFTER_S = 180.0
 
 
 class Health:
     """Publishes the latest snapshot to a file and, optionally, to /healthz on 127.0.0.1:`port`."""
 
-    def __init__(self, path: Path | None, port: int | None = None, *, log: logging.Logger | None = None):
+    def __init__(self, path: Path | None, port: int | None = None, *, log: logging.Logger | None = None,
+                 stale_after: float = STALE_AFTER_S, clock: Callable[[], float] = time.monotonic):
         self.path = path
         self.port = port
         self.log = log or logging.getLogger("connector.health")
+        self.stale_after = stale_after
+        self.clock = clock
         self._snapshot: dict[str, Any] = {"state": "degraded", "problems": ["starting"]}
+        self._updated = clock()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -51,7 +63,7 @@ class Health:
                 if self.path.split("?")[0] not in ("/healthz", "/health"):
                     self.send_error(404)
                     return
-                snapshot = health.snapshot()
+                snapshot = health.current()
                 body = json.dumps(snapshot, indent=2).encode()
                 self.send_response(200 if snapshot.get("state") == "ok" else 503)
                 self.send_header("Content-Type", "application/json")
@@ -77,14 +89,24 @@ class Health:
         return f"http://127.0.0.1:{self.bound_port}/healthz" if self._server else None
 
     def snapshot(self) -> dict[str, Any]:
+        """The last snapshot published, as it was."""
         with self._lock:
             return dict(self._snapshot)
+
+    def current(self) -> dict[str, Any]:
+        """The last snapshot, or that snapshot marked "stale" when it is older than `stale_after`."""
+        with self._lock:
+            snapshot, age = dict(self._snapshot), self.clock() - self._updated
+        if age <= self.stale_after:
+            return snapshot
+        problem = f"no health update for {age:.0f} s: the service loop is stuck or stopped"
+        return {**snapshot, "state": "stale", "problems": [*snapshot.get("problems", []), problem]}
 
     def update(self, snapshot: dict[str, Any]) -> None:
         """Publish `snapshot`; a health file that cannot be written is logged, never fatal."""
         snapshot = {**snapshot, "pid": os.getpid(), "updated_at": utc_now(), "health_url": self.url}
         with self._lock:
-            self._snapshot = snapshot
+            self._snapshot, self._updated = snapshot, self.clock()
         if self.path is None:
             return
         try:
@@ -112,14 +134,27 @@ def read_health(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def is_healthy(path: Path, max_age_s: float = 180.0, *, now: float | None = None) -> bool:
-    """True when the health file says "ok" and was written less than `max_age_s` ago."""
+def is_healthy(path: Path, max_age_s: float = STALE_AFTER_S, *, now: float | None = None) -> bool:
+    """True when the health file says "ok" and was written less than `max_age_s` ago, by its
+    mtime and by the `updated_at` inside it (a file copied or touched keeps an old `updated_at`)."""
+    now = time.time() if now is None else now
     try:
-        age = (time.time() if now is None else now) - Path(path).stat().st_mtime
+        age = now - Path(path).stat().st_mtime
     except OSError:
         return False
     data = read_health(path)
-    return bool(data) and data.get("state") == "ok" and age < max_age_s
+    if not data or data.get("state") != "ok":
+        return False
+    updated = parse_utc(data.get("updated_at"))
+    return age < max_age_s and updated is not None and now - updated < max_age_s
+
+
+def parse_utc(text: Any) -> float | None:
+    """Seconds since the epoch from `utc_now`'s format, None when absent or malformed."""
+    try:
+        return float(calendar.timegm(time.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return None
 
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -145,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         print("usage: python -m connector.health HEALTH_FILE [MAX_AGE_S]", file=sys.stderr)
         return 2
-    max_age = float(args[1]) if len(args) > 1 else 180.0
+    max_age = float(args[1]) if len(args) > 1 else STALE_AFTER_S
     ok = is_healthy(Path(args[0]), max_age)
     data = read_health(Path(args[0])) or {}
     print("ok" if ok else f"unhealthy: {data.get('state', 'no health file')} {data.get('problems', '')}".strip())

@@ -2,15 +2,17 @@
 
     inbox/  --claim (atomic rename)-->  processing/  --place-->  archive/YYYY/MM/DD/ or failed/YYYY/MM/DD/
 
-A file is taken only when (1) its name is a candidate, (2) its size and mtime were the same on
-two checks `stable_interval` apart and we have known it for `min_age` by our own monotonic clock
-(the writer's mtime can be skewed: reference/filedrop.md section 5), and (3) the rename into
-processing/ succeeds. A failed rename means "not ready yet" (Windows writers often hold the file
-open without sharing); we try again on a later cycle.
+A file is taken only when (1) its name is a candidate, (2) it is quiet by our own monotonic clock
+(the writer's mtime can be skewed: reference/filedrop.md section 5; the rule is in `Readiness`),
+and (3) the rename into processing/ succeeds and the file is still the one we judged quiet.
+A rename that fails because the file vanished or is held open by its writer (Windows) means
+"not ready yet"; any other failure (another filesystem, permissions, a read-only or full disk)
+is a problem a person must fix, and `claim` says which.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
@@ -32,6 +34,19 @@ DONE_SUFFIX = ".done"
 SIDECAR_SUFFIXES = (".report.json", ".error.json", ".rejected.csv", DONE_SUFFIX)
 
 Verdict = Literal["wait", "ready", "empty"]
+
+# Windows: ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION - the writer still has the file open.
+_WINDOWS_BUSY = frozenset({32, 33})
+# What a person must do when a claim fails for one of these reasons.
+_CLAIM_HINTS = {
+    errno.EXDEV: "processing/ is on another filesystem than the inbox; put both on the same share",
+    errno.EACCES: "permission denied; the connector's account must be allowed to move files from the inbox "
+                  "into processing/",
+    errno.EPERM: "operation not permitted; the connector's account must be allowed to move files from the "
+                 "inbox into processing/",
+    errno.EROFS: "the share or disk is read-only",
+    errno.ENOSPC: "no space left on the share or disk",
+}
 
 
 @dataclass(frozen=True)
@@ -76,8 +91,26 @@ def owner_file_names(name: str) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def list_candidates(inbox: Path, patterns: Iterable[str], *, done_file: bool = False) -> list[Candidate]:
-    """The regular files in `inbox` that are candidates now, in no particular order.
+@dataclass(frozen=True)
+class OpenWorkbook:
+    """A workbook that waits because its Office owner file (`~$...`) is next to it."""
+
+    path: Path
+    owner: Path
+    owner_mtime: float | None  # the owner file's mtime (seconds, the writer's clock); None if unknown
+
+
+@dataclass
+class Listing:
+    """What one full listing of the inbox found."""
+
+    candidates: list[Candidate]
+    open_workbooks: list[OpenWorkbook]
+
+
+def list_inbox(inbox: Path, patterns: Iterable[str], *, done_file: bool = False) -> Listing:
+    """The regular files in `inbox` that are candidates now (in no particular order), and the
+    workbooks held back by an Office owner file.
 
     Skips symlinks, FIFOs, sockets and folders (never followed or opened), files an Office owner
     file marks as open, and in done-file mode files without their `<name>.done`.
@@ -89,14 +122,16 @@ def list_candidates(inbox: Path, patterns: Iterable[str], *, done_file: bool = F
     with os.scandir(inbox) as it:
         for entry in it:
             entries[entry.name] = entry
-    names = set(entries)
     found: list[Candidate] = []
+    held: list[OpenWorkbook] = []
     for name, entry in entries.items():
         if not is_candidate_name(name, patterns, done_file=done_file):
             continue
-        if any(owner in names for owner in owner_file_names(name)):
+        owner = next((entries[o] for o in owner_file_names(name) if o in entries), None)
+        if owner is not None:
+            held.append(OpenWorkbook(Path(entry.path), Path(owner.path), _entry_mtime(owner)))
             continue
-        if done_file and name + DONE_SUFFIX not in names:
+        if done_file and name + DONE_SUFFIX not in entries:
             continue
         try:
             if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
@@ -105,7 +140,19 @@ def list_candidates(inbox: Path, patterns: Iterable[str], *, done_file: bool = F
         except OSError:
             continue  # vanished or unreadable between listing and stat: look again next cycle
         found.append(Candidate(Path(entry.path), st.st_size, st.st_mtime_ns))
-    return found
+    return Listing(found, held)
+
+
+def list_candidates(inbox: Path, patterns: Iterable[str], *, done_file: bool = False) -> list[Candidate]:
+    """The candidates of `list_inbox`, for callers that do not care about open workbooks."""
+    return list_inbox(inbox, patterns, done_file=done_file).candidates
+
+
+def _entry_mtime(entry: os.DirEntry) -> float | None:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return None  # vanished meanwhile
 
 
 def inspect(path: Path, patterns: Iterable[str], *, done_file: bool = False) -> Candidate | None:
@@ -137,17 +184,27 @@ def order(candidates: Iterable[Candidate], limit: int | None = None) -> list[Can
 class _Seen:
     first_seen: float
     signature: tuple[int, int]
-    since: float  # when we first saw this signature
+    since: float  # when we first saw this signature: the last change we observed
     checks: int  # how many times we have seen this signature
+    changed: bool = False  # seen with another size or mtime before: a writer was at work
 
 
 class Readiness:
     """Decides when a file is completely written, by our clock.
 
-    Call `observe` on every check of a file. A file is "ready" when the same size and mtime were
-    seen on two checks at least `stable_interval` apart and we have known the file for at least
-    `min_age`; "empty" when it is ready but has no bytes and empty files are not allowed;
-    otherwise "wait". `clock` is a monotonic clock in seconds (injected so tests need not sleep).
+    Call `observe` on every check of a file. With `quiet` the time since the current size and
+    mtime were first seen (so since the last change we observed), a file is "ready" when it was
+    seen at least twice with that size and mtime and
+
+    - quiet >= stable_interval and known >= min_age, for a file never seen to change (it arrived
+      complete, e.g. renamed into the inbox: it is not held up any longer than before);
+    - quiet >= max(min_age, stable_interval), for a file we saw change (a writer was at work a
+      moment ago and may only be pausing) or with no bytes yet (an ERP that opened its output
+      and is still querying).
+
+    So no file is ever taken within `stable_interval` of its last observed change. "empty" is
+    "ready" for a zero-byte file when empty files are not allowed; otherwise "wait".
+    `clock` is a monotonic clock in seconds (injected so tests need not sleep).
     """
 
     def __init__(self, min_age: float, stable_interval: float, *, allow_empty: bool = False,
@@ -164,26 +221,26 @@ class Readiness:
         if seen is None:
             seen = self._seen[candidate.path] = _Seen(now, candidate.signature, now, 1)
         elif seen.signature != candidate.signature:
-            seen.signature, seen.since, seen.checks = candidate.signature, now, 1
+            seen.signature, seen.since, seen.checks, seen.changed = candidate.signature, now, 1, True
         else:
             seen.checks += 1
-        stable = seen.checks >= 2 and now - seen.since >= self.stable_interval
-        if not stable or now - seen.first_seen < self.min_age:
+        if seen.checks < 2 or now < self._ready_at(seen):
             return "wait"
         if candidate.size == 0 and not self.allow_empty:
             return "empty"
         return "ready"
+
+    def _ready_at(self, seen: _Seen) -> float:
+        if seen.changed or seen.signature[0] == 0:
+            return seen.since + max(self.min_age, self.stable_interval)
+        return max(seen.since + self.stable_interval, seen.first_seen + self.min_age)
 
     def due_in(self) -> float | None:
         """Seconds until the earliest tracked file could be ready (0 if now), None if none tracked."""
         if not self._seen:
             return None
         now = self.clock()
-        waits = [
-            max(s.first_seen + self.min_age - now, s.since + self.stable_interval - now, 0.0)
-            for s in self._seen.values()
-        ]
-        return min(waits)
+        return min(max(self._ready_at(s) - now, 0.0) for s in self._seen.values())
 
     def tracked(self) -> list[Path]:
         return list(self._seen)
@@ -198,31 +255,82 @@ class Readiness:
             del self._seen[path]
 
 
-def claim(path: Path, processing_dir: Path, *, done_file: bool = False) -> Path | None:
-    """Move `path` into `processing_dir` by an atomic rename; the new path, or None if not now.
+@dataclass(frozen=True)
+class Claim:
+    """What `claim` did. `path` is set when the file is in processing/ now. Otherwise `problem`
+    says why it cannot be claimed as things stand (a person must act: another filesystem,
+    permissions, a read-only or full disk); neither means "not ready yet, look again later"."""
 
-    None means "not ready yet": the file vanished, is held open by its writer (Windows), or a
-    file of that name is already in processing/ (never overwritten; it is taken once that one
-    has been filed away). In done-file mode the `.done` file follows, so an old done file can
-    never release the next export of the same name early.
+    path: Path | None = None
+    problem: str | None = None
+    changed: bool = False  # it changed while being claimed and was put back in the inbox
+
+
+def claim_problem(exc: OSError, path: Path, processing_dir: Path) -> str | None:
+    """Why a failed rename of `path` into `processing_dir` needs a person, or None when it only
+    means "not ready yet" (the file vanished, or its writer holds it open on Windows)."""
+    if exc.errno == errno.ENOENT or getattr(exc, "winerror", None) in _WINDOWS_BUSY:
+        return None
+    hint = _CLAIM_HINTS.get(exc.errno or 0, "")
+    reason = exc.strerror or type(exc).__name__
+    return f"cannot move {path.name} into {processing_dir}: {reason}" + (f" ({hint})" if hint else "")
+
+
+def claim(path: Path, processing_dir: Path, *, done_file: bool = False,
+          expect: tuple[int, int] | None = None) -> Claim:
+    """Move `path` into `processing_dir` by an atomic rename.
+
+    Not ready (Claim() with no path and no problem): the file vanished, is held open by its
+    writer (Windows), or a file of that name is already in processing/ (never overwritten; it is
+    taken once that one has been filed away). In done-file mode the `.done` file follows, so an
+    old done file can never release the next export of the same name early.
+    `expect` is the (size, mtime_ns) the file was judged complete with: if the claimed file
+    differs, its writer is still at it, and it goes back to the inbox (Claim(changed=True)).
     processing/ must be on the same filesystem as the inbox, or the rename cannot be atomic.
     """
     target = processing_dir / path.name
     if os.path.lexists(target):
-        return None
+        return Claim()
     try:
         os.rename(path, target)
-    except OSError:
-        return None
+    except OSError as exc:
+        return Claim(problem=claim_problem(exc, path, processing_dir))
+    marker = path.with_name(path.name + DONE_SUFFIX)
     if done_file:
-        marker = path.with_name(path.name + DONE_SUFFIX)
         try:
             os.rename(marker, target.with_name(target.name + DONE_SUFFIX))
         except OSError:
             pass  # already gone: the data file is what matters
+    if expect is not None and _signature(target) != expect and _put_back(target, path, done_file):
+        return Claim(changed=True)
     _fsync_dir(path.parent)
     _fsync_dir(processing_dir)
-    return target
+    return Claim(path=target)
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _put_back(claimed: Path, original: Path, done_file: bool) -> bool:
+    """Undo a claim (the rename back); False when the inbox name was taken again meanwhile."""
+    if os.path.lexists(original):
+        return False
+    try:
+        os.rename(claimed, original)
+    except OSError:
+        return False
+    marker = claimed.with_name(claimed.name + DONE_SUFFIX)
+    if done_file and os.path.lexists(marker):
+        try:
+            os.rename(marker, original.with_name(original.name + DONE_SUFFIX))
+        except OSError:
+            pass
+    return True
 
 
 def list_processing(processing_dir: Path) -> list[Path]:

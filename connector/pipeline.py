@@ -350,7 +350,8 @@ class Pipeline:
             "error": {"kind": kind, "message": messages[0] if len(messages) == 1 else messages},
             "started_at": _iso(started), "finished_at": _iso(self.clock()),
         })
-        self.ledger.record_refused(sha256=sha256, name=path.name, size=size, endpoint=self.endpoint, report=report)
+        if kind != "mapping":  # a broken mapping is the setup's fault, not this file's: nothing to remember
+            self.ledger.record_refused(sha256=sha256, name=path.name, size=size, endpoint=self.endpoint, report=report)
         detail = messages[0] if len(messages) == 1 else f"{len(messages)} problems:\n  - " + "\n  - ".join(messages)
         return FileOutcome("refused", report, [], [], f"{path.name}: refused: {detail}")
 

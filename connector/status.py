@@ -12,7 +12,7 @@ from typing import Any
 
 from connector import inbox
 from connector.config import Settings
-from connector.health import read_health
+from connector.health import STALE_AFTER_S, parse_utc, read_health
 
 
 def render_status(settings: Settings, *, now: float | None = None) -> str:
@@ -20,7 +20,7 @@ def render_status(settings: Settings, *, now: float | None = None) -> str:
     now = time.time() if now is None else now
     folders = settings.folders
     lines: list[str] = []
-    lines += _service(settings.watch.health_file)
+    lines += _service(settings.watch.health_file, now)
     lines += _processing(folders.processing, now)
     ledger_lines, recent = _ledger(folders.state)
     lines += ledger_lines
@@ -33,12 +33,18 @@ def render_status(settings: Settings, *, now: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def _service(health_file: Path | None) -> list[str]:
+def _service(health_file: Path | None, now: float) -> list[str]:
     data = read_health(health_file) if health_file else None
     if not data:
         return ["Service: no health file (connector watch has not run with this state folder)"]
     line = f"Service: {data.get('state', '?')} (updated {data.get('updated_at', '?')}, pid {data.get('pid', '?')})"
+    updated = parse_utc(data.get("updated_at"))
+    if updated is None or now - updated > STALE_AFTER_S:
+        line += "; not updated lately: the service is not running or is stuck"
     out = [line, f"  last scan: {data.get('last_scan_at') or 'never'}; observer: {data.get('observer', '?')}"]
+    busy = data.get("busy")
+    if isinstance(busy, dict) and busy.get("with"):
+        out.append(f"  busy with {busy['with']} since {busy.get('since', '?')}")
     out += [f"  problem: {p}" for p in data.get("problems") or []]
     return out
 

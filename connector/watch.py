@@ -6,10 +6,16 @@ Discovery: a full listing of the inbox at start-up and every `scan_interval` is 
 watchdog events only make a path be looked at sooner (reference/filedrop.md: events are lost on
 network shares, in bursts, and when the observer dies). The observer is supervised and rebuilt.
 
-Order of work: at start-up, work left by an earlier run is resumed first (unsent ledger entries,
-then files in processing/, oldest first). Then one file at a time: claim -> run_file -> place.
-When a file's outcome is "waiting" (API trouble), it stays in processing/, nothing new is
-claimed, and the ledger is drained again with exponential backoff.
+Order of work: at start-up, work left by an earlier run is resumed first (files in processing/,
+oldest first, then unsent ledger entries). Then one file at a time: claim -> run_file -> place.
+
+What stops new claims is only what concerns every file: API trouble (a "waiting" outcome, work
+left in the ledger, `pipeline.fatal`) or a broken mapping (a "refused" outcome of kind
+"mapping"); the file stays in processing/ and is tried again with exponential backoff. Trouble
+with one file (it cannot be read right now, an unexpected error, it cannot be filed away) sets
+that file aside with its own backoff while other files go on; an unexpected error that repeats
+INTERNAL_ATTEMPTS times sends the file to failed/. Health is published after every cycle and
+every HEARTBEAT_S while waiting or busy with a long file.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ import queue
 import signal
 import threading
 import time
+import traceback
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -32,6 +40,7 @@ from connector import inbox
 from connector.config import Settings
 from connector.health import Health, utc_now
 from connector.lock import AlreadyRunning, StateLock
+from connector.logs import redact
 from connector.model import FileOutcome
 
 if TYPE_CHECKING:
@@ -45,7 +54,13 @@ WAKE_SLICE_S = 0.25  # how often a wait looks at the stop event
 SUPERVISE_S = 1.0  # how often an idle service checks that its observer still runs
 SETTLE_S = 0.2  # a burst of hints is over when none came for this long ...
 SETTLE_MAX_S = 2.0  # ... or after this long in any case
-HEALTH_REFRESH_S = 15.0  # the health file is rewritten when something changed, or this often
+HEALTH_REFRESH_S = 10.0  # the health file is rewritten when something changed, or this often
+HEARTBEAT_S = 5.0  # how often health is looked at while waiting or busy with one long file
+OBSERVER_STABLE_S = 60.0  # a rebuilt observer counts as running steadily after this long
+INTERNAL_ATTEMPTS = 3  # an unexpected error on the same file this often: it goes to failed/
+FAILED_RECOUNT_S = 300.0  # failed/ is walked at start-up and at most this often; counted in between
+OWNER_STALE_S = 3600.0  # an Office owner file this old is probably left over from a crash
+PROBLEMS_SHOWN = 5  # per kind of problem in health; the rest are counted
 
 # Filesystems on which inotify/ReadDirectoryChangesW see nothing written by other machines
 # (reference/filedrop.md section 6, items 1 and 10), so the observer must poll.
@@ -173,10 +188,14 @@ class _Hints(FileSystemEventHandler):
 
 class ObserverSupervisor:
     """Keeps one watchdog observer running on the inbox; rebuilds it when it dies or its folder
-    was removed and recreated. Logs one line per change of state, not per check."""
+    was removed and recreated. Logs one line per change of state, not per check: an observer that
+    keeps dying is "rebuilt" (one warning) until it has run for OBSERVER_STABLE_S without a
+    rebuild, then "running" again (one line)."""
 
     def __init__(self, kind: str, inbox_dir: Path, wake: threading.Event, *, poll_interval: float,
-                 log: logging.Logger):
+                 log: logging.Logger, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._rebuilt_at = 0.0
         self.kind = kind
         self.inbox_dir = inbox_dir
         self.wake = wake
@@ -202,6 +221,8 @@ class ObserverSupervisor:
             self._set_state("waiting", "observer waiting for the inbox to exist")
             return
         if self._observer is not None and self._alive() and identity == self._identity and not self.hints.root_lost:
+            if self.state == "rebuilt" and self.clock() - self._rebuilt_at >= OBSERVER_STABLE_S:
+                self._set_state("running", f"the {self.kind} observer on {self.inbox_dir} runs steadily again")
             return
         was_running = self._observer is not None
         self._stop_observer()
@@ -218,9 +239,9 @@ class ObserverSupervisor:
         self.starts += 1
         if was_running:
             self.rebuilds += 1
-            self.log.warning("the %s observer on %s had stopped or lost its folder; rebuilt it", self.kind,
-                             self.inbox_dir, extra={"event": "observer", "observer": self.kind, "state": "rebuilt"})
-            self.state = "running"
+            self._rebuilt_at = self.clock()
+            self._set_state("rebuilt", f"the {self.kind} observer on {self.inbox_dir} had stopped or lost its "
+                                       "folder; rebuilt it (said once until it runs steadily again)")
         else:
             self._set_state("running", f"{self.kind} observer watching {self.inbox_dir}")
 
@@ -264,7 +285,7 @@ class ObserverSupervisor:
         if state == self.state:
             return
         self.state = state
-        level = logging.WARNING if state in ("failed", "waiting") else logging.INFO
+        level = logging.WARNING if state in ("failed", "waiting", "rebuilt") else logging.INFO
         self.log.log(level, "%s", message, extra={"event": "observer", "observer": self.kind, "state": state})
 
 
@@ -319,12 +340,34 @@ class _Worker:
                 future.set_exception(exc)
 
 
+@dataclass
+class _Trouble:
+    """A file in processing/ that could not go through just now for a reason of its own.
+
+    kind: "io" (it cannot be read right now), "internal" (an unexpected error in the connector),
+    "place" (processed, but it cannot be filed away). Other files go on meanwhile.
+    """
+
+    kind: str
+    message: str
+    backoff: Backoff
+    attempts: int = 0
+    next_try: float = 0.0
+
+
 class Watcher:
-    """The loop behind `serve`. One instance per run; not thread-safe (one thread drives it)."""
+    """The loop behind `serve`. One instance per run; not thread-safe (one thread drives it).
+
+    What may block new claims is only what concerns every file: API trouble (work left in the
+    ledger, or `pipeline.fatal`: credentials, TLS, URL) and a broken mapping. Trouble with one
+    file (unreadable now, an unexpected error, cannot be filed away) sets that file aside with
+    its own backoff while the others go on.
+    """
 
     def __init__(self, settings: Settings, pipeline: "Pipeline", worker: _Worker, *, stop: threading.Event,
                  clock: Callable[[], float], log: logging.Logger, retry_base: float, retry_cap: float,
-                 health: Health, observer_kind: str, ledger: Any = None):
+                 health: Health, observer_kind: str, ledger: Any = None, heartbeat: float = HEARTBEAT_S,
+                 wall: Callable[[], float] = time.time):
         self.settings = settings
         self.w = settings.watch
         self.folders = settings.folders
@@ -333,45 +376,111 @@ class Watcher:
         self.ledger = ledger  # a read-side handle of our own, for health (the pipeline's is the worker's)
         self.stop = stop
         self.clock = clock
+        self.wall = wall
         self.log = log
         self.health = health
+        self.heartbeat = heartbeat
         self.wake = threading.Event()
         self.readiness = inbox.Readiness(self.w.min_age, self.w.stable_interval,
                                          allow_empty=self.w.allow_empty, clock=clock)
         poll = min(self.w.scan_interval, 5.0)
         self.observer = ObserverSupervisor(observer_kind, self.folders.inbox, self.wake, poll_interval=poll, log=log)
+        self.retry_base, self.retry_cap = retry_base, retry_cap
         self.retry = Backoff(retry_base, retry_cap)
         self.inbox_retry = Backoff(min(1.0, self.w.scan_interval), self.w.scan_interval)
-        self.waiting = False
+        self.api_waiting = False  # ledger work is left or the API refuses us: nothing new is claimed
+        self.mapping_problem: str | None = None  # the mapping/config is broken: nothing new is claimed
+        self.mapping_file: str | None = None  # the file in processing/ that showed it, tried again
+        self.troubles: dict[str, _Trouble] = {}  # by name in processing/
+        self.claim_problems: dict[Path, str] = {}  # inbox files that cannot be claimed, and why
+        self.open_since: dict[Path, float] = {}  # workbooks held by an owner file, first seen (our clock)
+        self.stale_owners: dict[Path, str] = {}  # those held so long the owner file is probably stale
         self.inbox_problem: str | None = None
         self.next_scan = clock()
         self.last_scan_at: str | None = None
         self.files_done = 0
+        self.busy: dict[str, str] | None = None
+        self.failed_files = 0
+        self._failed_counted_at: float | None = None
         self._published: dict[str, Any] | None = None
         self._published_at = 0.0
+        self._beat_at = time.monotonic()
 
     # the loop
 
     def run(self) -> None:
         self.observer.ensure()
-        self._retry_waiting(first=True)
+        self._count_failed()
+        self._run_processing(first=True)
         while not self.stop.is_set():
-            if self.waiting:
-                delay = self.retry.next()
-                self.log.info("API work is waiting in the ledger; retrying in %.0f s", delay,
-                              extra={"event": "retry_wait", "delay_s": delay})
-                self._publish()
-                if self.stop.wait(delay):
-                    break
-                self._retry_waiting()
+            if self._blocked():
+                self._wait_to_retry()
+                if not self.stop.is_set():
+                    self._run_processing()
                 continue
             self.observer.ensure()
+            if self.troubles:
+                self._run_processing(drain=False)  # only the files whose backoff is over
             for candidate in self._discover():
-                if self.stop.is_set() or self.waiting:
+                if self.stop.is_set() or self._blocked():
                     break
                 self._take(candidate)
             self._publish()
             self._sleep_until_next()
+
+    def _blocked(self) -> bool:
+        return self.api_waiting or self.mapping_problem is not None
+
+    def _wait_to_retry(self) -> None:
+        delay = self.retry.next()
+        if self.mapping_problem is not None:
+            why = "the mapping is broken (see above)"
+        else:
+            why = "API work is waiting in the ledger"
+        self.log.info("%s; trying again in %.0f s", why, delay, extra={"event": "retry_wait", "delay_s": delay})
+        self._publish()
+        self._pause(delay)
+
+    def _run_processing(self, *, first: bool = False, drain: bool = True) -> None:
+        """Run the files in processing/ (oldest first) whose turn it is, then drain what else the
+        ledger holds. Stops at the first file that blocks everything (API trouble, broken mapping).
+
+        Files go first because run_file on a file whose work is journaled drains the ledger in
+        order and returns that file's own final report; draining first would finish the work
+        behind the file's back and run_file would then call it a duplicate.
+        """
+        pending = inbox.list_processing(self.folders.processing)
+        names = {p.name for p in pending}
+        for name in [n for n in self.troubles if n not in names]:
+            del self.troubles[name]  # taken away by a person
+        if self.mapping_problem is not None and self.mapping_file not in names:
+            # Taken away by a person: nothing left to try the mapping on, so the next file will.
+            self.log.info("%s left processing/; taking files again", self.mapping_file,
+                          extra={"event": "mapping_fixed"})
+            self.mapping_problem = self.mapping_file = None
+        if pending and first:
+            self.log.info("resuming %d file(s) left in processing/", len(pending), extra={"event": "resume"})
+        now = self.clock()
+        for path in pending:
+            trouble = self.troubles.get(path.name)
+            if trouble is not None and trouble.next_try > now:
+                continue
+            if self.stop.is_set() or self._process(path) == "blocked":
+                return
+        if drain and not self.stop.is_set():
+            self._drain()
+
+    def _drain(self) -> None:
+        try:
+            drained = self._call(self.pipeline.drain, busy="work waiting in the ledger")
+        except _Abandoned:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self.log.error("unexpected error while sending waiting work:\n%s", _trace(exc), extra={"event": "drain_error"})
+            drained = False
+        self.api_waiting = not drained or self._fatal() is not None
+        if not self._blocked():
+            self.retry.reset()
 
     def _discover(self) -> list[inbox.Candidate]:
         """Check the inbox (fully when a scan is due, else only hinted and tracked paths);
@@ -404,7 +513,7 @@ class Watcher:
     def _scan(self) -> list[inbox.Candidate] | None:
         """The authoritative listing. None when the inbox is unavailable (logged once per change)."""
         try:
-            found = inbox.list_candidates(self.folders.inbox, self.w.patterns, done_file=self.w.done_file)
+            listing = inbox.list_inbox(self.folders.inbox, self.w.patterns, done_file=self.w.done_file)
         except OSError as exc:
             reason = f"{type(exc).__name__}: {exc.strerror or exc}"
             if reason != self.inbox_problem:
@@ -418,98 +527,187 @@ class Watcher:
             self.inbox_problem = None
             self.inbox_retry.reset()
             self.observer.ensure()
-        self.readiness.keep_only(c.path for c in found)
+        found = listing.candidates
+        present = {c.path for c in found}
+        self.readiness.keep_only(present)
+        for path in [p for p in self.claim_problems if p not in present]:
+            del self.claim_problems[path]  # gone from the inbox (or held open now): nothing to claim
+        self._note_open_workbooks(listing.open_workbooks)
         self.next_scan = self.clock() + self.w.scan_interval
         self.last_scan_at = utc_now()
         return found
 
+    def _note_open_workbooks(self, held: list[inbox.OpenWorkbook]) -> None:
+        """Workbooks keep waiting while their `~$` owner file exists; one left for over an hour
+        (by our clock or by its mtime) is probably left over from a crash: say so once."""
+        now, wall = self.clock(), self.wall()
+        current = {h.path: h for h in held}
+        for path in [p for p in self.open_since if p not in current]:
+            del self.open_since[path]
+            self.stale_owners.pop(path, None)
+        for path, h in current.items():
+            age = now - self.open_since.setdefault(path, now)
+            if h.owner_mtime is not None:
+                age = max(age, wall - h.owner_mtime)
+            if age >= OWNER_STALE_S and path not in self.stale_owners:
+                self.stale_owners[path] = h.owner.name
+                self.log.warning("%s has waited over %.0f min for its Office owner file %s; if nobody has the "
+                                 "workbook open, delete %s", path.name, OWNER_STALE_S / 60, h.owner.name,
+                                 h.owner.name, extra={"event": "owner_file_stale", "file": path.name})
+
     def _take(self, cand: inbox.Candidate) -> None:
         """Claim one ready file and run it through the pipeline."""
         self.readiness.forget(cand.path)
-        claimed = inbox.claim(cand.path, self.folders.processing, done_file=self.w.done_file)
-        if claimed is None:
-            # Held open by its writer, gone, or its name is still in processing/: the next scan sees it again.
-            self.log.debug("could not claim %s yet", cand.path.name)
-            return
-        self.log.info("claimed %s (%d bytes)", claimed.name, cand.size,
-                      extra={"event": "file_claimed", "file": claimed.name, "size": cand.size})
-        self._process(claimed)
+        result = self._claim(cand)
+        if result.path is not None:
+            self.log.info("claimed %s (%d bytes)", result.path.name, cand.size,
+                          extra={"event": "file_claimed", "file": result.path.name, "size": cand.size})
+            self._process(result.path)
 
-    def _process(self, path: Path) -> bool:
-        """run_file + place for one file in processing/. True when it was filed away."""
+    def _claim(self, cand: inbox.Candidate) -> inbox.Claim:
+        """inbox.claim, with what a person must know logged once per change and kept for health."""
+        result = inbox.claim(cand.path, self.folders.processing, done_file=self.w.done_file, expect=cand.signature)
+        if result.problem is not None:
+            if self.claim_problems.get(cand.path) != result.problem:
+                self.log.warning("%s; it stays in the inbox and is tried again", result.problem,
+                                 extra={"event": "claim_problem", "file": cand.path.name})
+            self.claim_problems[cand.path] = result.problem
+            return result
+        if self.claim_problems.pop(cand.path, None) is not None and result.path is not None:
+            self.log.info("%s can be claimed again", cand.path.name, extra={"event": "claim_ok", "file": cand.path.name})
+        if result.changed:
+            self.log.info("%s changed while it was being claimed: its writer is still at it; put back in the "
+                          "inbox", cand.path.name, extra={"event": "claim_changed", "file": cand.path.name})
+        elif result.path is None:
+            # Gone, held open by its writer, or its name is still in processing/: the next scan sees it again.
+            self.log.debug("could not claim %s yet", cand.path.name)
+        return result
+
+    def _process(self, path: Path) -> str:
+        """run_file + place for one file in processing/: "placed", "file" (set aside on its own)
+        or "blocked" (API trouble or a broken mapping: nothing new may be claimed)."""
         started = self.clock()
         try:
-            outcome = self._call(self.pipeline.run_file, path)
+            outcome = self._call(self.pipeline.run_file, path, busy=path.name)
         except _Abandoned:
             raise
-        except Exception:  # noqa: BLE001 - the pipeline promises not to raise; if it does, keep the file
-            self.log.exception("unexpected error while processing %s; it stays in processing/", path.name,
-                               extra={"event": "file_error", "file": path.name})
-            self.waiting = True
-            return False
+        except Exception as exc:  # noqa: BLE001 - the pipeline promises not to raise; if it does, count it
+            return self._internal_error(path, exc)
         seconds = round(self.clock() - started, 3)
+        kind = _error_kind(outcome)
+        if outcome.status == "waiting" and kind == "io":
+            return self._unreadable(path, outcome)
+        self.troubles.pop(path.name, None)  # it could be read and ran: whatever set it aside is over
         if outcome.status == "waiting":
             self.log.warning("%s: %s; it stays in processing/ and sending resumes with backoff",
                              path.name, outcome.message or "API work waiting",
                              extra={"event": "file_waiting", "file": path.name, "seconds": seconds})
-            self.waiting = True
-            return False
+            self.api_waiting = True
+            return "blocked"
+        if outcome.status == "refused" and kind == "mapping":
+            return self._mapping_broken(path, outcome)
+        self._mapping_works()
+        return self._place(path, outcome, seconds)
+
+    def _place(self, path: Path, outcome: FileOutcome, seconds: float) -> str:
         try:
             placed = inbox.place(path, outcome, self.folders, datetime.now(timezone.utc))
         except OSError as exc:
-            self.log.error("%s was processed (%s) but cannot be filed away: %s; retrying later",
-                           path.name, outcome.status, exc, extra={"event": "file_error", "file": path.name})
-            self.waiting = True
-            return False
+            return self._set_aside(path, "place", f"was processed ({outcome.status}) but cannot be filed away: {exc}")
+        self.troubles.pop(path.name, None)
+        self.failed_files += outcome.status == "refused"
         self.files_done += 1
         self.log.info("finished %s: %s in %.1f s (%s) -> %s", path.name, outcome.status, seconds,
                       _summary(outcome), placed,
                       extra={"event": "file_finished", "file": path.name, "status": outcome.status,
                              "seconds": seconds, "placed_as": str(placed), "counts": _counts(outcome.report)})
-        return True
+        return "placed"
 
-    def _retry_waiting(self, *, first: bool = False) -> None:
-        """Run every file still in processing/ (oldest first), then drain what else the ledger holds.
+    def _unreadable(self, path: Path, outcome: FileOutcome) -> str:
+        error = outcome.report.get("error") or {}
+        return self._set_aside(path, "io", f"cannot be read right now: {error.get('message') or outcome.message}")
 
-        Files go first because run_file on a file whose work is journaled drains the ledger in
-        order and returns that file's own final report; draining first would finish the work
-        behind the file's back and run_file would then call it a duplicate.
-        """
-        pending = inbox.list_processing(self.folders.processing)
-        if pending and first:
-            self.log.info("resuming %d file(s) left in processing/", len(pending), extra={"event": "resume"})
-        for path in pending:
-            if self.stop.is_set() or not self._process(path):
-                return
-        try:
-            drained = self._call(self.pipeline.drain)
-        except _Abandoned:
-            raise
-        except Exception:  # noqa: BLE001
-            self.log.exception("unexpected error while sending waiting work", extra={"event": "drain_error"})
-            drained = False
-        self.waiting = not drained
-        if drained:
+    def _internal_error(self, path: Path, exc: Exception) -> str:
+        """An unexpected exception is deterministic: after INTERNAL_ATTEMPTS the file goes to
+        failed/ with a redacted message (the traceback goes only to the log)."""
+        message = redact(f"{type(exc).__name__}: {exc}")[:300]
+        trouble = self.troubles.get(path.name)
+        attempts = (trouble.attempts if trouble and trouble.kind == "internal" else 0) + 1
+        if attempts == 1:  # the traceback once, redacted here so that no handler can leak a token
+            self.log.error("unexpected error while processing %s:\n%s", path.name, _trace(exc),
+                           extra={"event": "file_error", "file": path.name})
+        if attempts < INTERNAL_ATTEMPTS:
+            return self._set_aside(path, "internal", f"unexpected error (attempt {attempts} of {INTERNAL_ATTEMPTS}): "
+                                                     f"{message}", attempts=attempts)
+        text = (f"{path.name}: refused after {attempts} attempts: unexpected error in the connector: {message}. "
+                "Please report it with the log; drop the file again to retry.")
+        report = {"file": path.name, "status": "refused",
+                  "error": {"kind": "internal", "message": message, "attempts": attempts}}
+        return self._place(path, FileOutcome("refused", report, message=text), 0.0)
+
+    def _set_aside(self, path: Path, kind: str, message: str, *, attempts: int | None = None) -> str:
+        """Keep `path` in processing/ and skip it until its own backoff is over; log once per change."""
+        trouble = self.troubles.get(path.name)
+        if trouble is None or trouble.kind != kind:
+            trouble = self.troubles[path.name] = _Trouble(kind, "", Backoff(self.retry_base, self.retry_cap))
+        trouble.attempts = trouble.attempts + 1 if attempts is None else attempts
+        delay = trouble.backoff.next()
+        trouble.next_try = self.clock() + delay
+        if message != trouble.message:
+            self.log.warning("%s %s; it stays in processing/, other files go on, tried again in %.0f s",
+                             path.name, message, delay, extra={"event": "file_set_aside", "file": path.name,
+                                                               "kind": kind, "delay_s": delay})
+        trouble.message = message
+        return "file"
+
+    def _mapping_broken(self, path: Path, outcome: FileOutcome) -> str:
+        """A broken mapping is not the file's fault: it stays in processing/, nothing new is
+        claimed, and it is tried again with backoff until a person fixes the mapping."""
+        message = outcome.message or str((outcome.report.get("error") or {}).get("message"))
+        if message != self.mapping_problem:
+            self.log.error("the mapping is broken: %s. %s stays in processing/ and nothing new is taken until "
+                           "the mapping is fixed (no restart needed)", message, path.name,
+                           extra={"event": "mapping_broken", "file": path.name})
+        self.mapping_problem, self.mapping_file = message, path.name
+        return "blocked"
+
+    def _mapping_works(self) -> None:
+        if self.mapping_problem is not None:
+            self.log.info("the mapping works again; taking files", extra={"event": "mapping_fixed"})
+            self.mapping_problem = self.mapping_file = None
             self.retry.reset()
+
+    def _fatal(self) -> Any:
+        return getattr(self.pipeline, "fatal", None)
 
     def _fail_empty(self, cand: inbox.Candidate) -> None:
         self.readiness.forget(cand.path)
-        claimed = inbox.claim(cand.path, self.folders.processing, done_file=self.w.done_file)
-        if claimed is None:
+        result = self._claim(cand)
+        if result.path is None:
             return
+        claimed = result.path
         outcome = inbox.refuse_empty(claimed)
         try:
             placed = inbox.place(claimed, outcome, self.folders, datetime.now(timezone.utc))
         except OSError as exc:
-            self.log.error("%s cannot be moved to failed/: %s", claimed.name, exc, extra={"event": "file_error"})
+            self._set_aside(claimed, "place", f"cannot be moved to failed/: {exc}")
             return
+        self.failed_files += 1
         self.log.warning("%s -> %s", outcome.message, placed,
                          extra={"event": "file_finished", "file": claimed.name, "status": "refused"})
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, fn: Callable[..., Any], *args: Any, busy: str | None = None) -> Any:
         """Run a pipeline call on the worker; a stop request is honoured within the grace period
-        even mid-request. Abandoning is safe: the work is in the ledger before it is sent."""
-        return wait_for(self.worker.submit(fn, *args), self.stop, on_stop=self._ask_pipeline_to_stop)
+        even mid-request. Abandoning is safe: the work is in the ledger before it is sent.
+        While it runs, health says what the service is busy with, every `heartbeat` seconds."""
+        self.busy = {"with": busy, "since": utc_now()} if busy else None
+        if busy:
+            self._publish()
+        try:
+            return wait_for(self.worker.submit(fn, *args), self.stop, on_stop=self._ask_pipeline_to_stop,
+                            on_tick=self._beat)
+        finally:
+            self.busy = None
 
     def _ask_pipeline_to_stop(self) -> None:
         # A pipeline that offers request_stop() ends after its current request instead of
@@ -518,8 +716,31 @@ class Watcher:
         if callable(request_stop):
             request_stop()
 
+    def _beat(self) -> None:
+        """Publish health every `heartbeat` seconds from inside a wait, changed or not, so its
+        `updated_at` shows the loop is alive (cheap between beats)."""
+        now = time.monotonic()
+        if now - self._beat_at >= self.heartbeat:
+            self._beat_at = now
+            self._publish(force=True)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds` (or until stop), keeping the observer supervised and health fresh."""
+        deadline = time.monotonic() + seconds
+        next_supervision = time.monotonic() + SUPERVISE_S
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.stop.wait(min(left, WAKE_SLICE_S))
+            if time.monotonic() >= next_supervision:
+                self.observer.ensure()
+                next_supervision = time.monotonic() + SUPERVISE_S
+            self._beat()
+
     def _sleep_until_next(self) -> None:
-        """Wait for the next scan, the next readiness check or a hint, whichever comes first.
+        """Wait for the next scan, the next readiness check, a set-aside file's next try or a
+        hint, whichever comes first.
 
         A hint is followed by a short settling wait while more hints keep coming, so a burst of
         files dropped together is looked at together (and so taken oldest first). The observer
@@ -530,6 +751,8 @@ class Watcher:
         due = self.readiness.due_in()
         if due is not None:
             timeout = min(timeout, due)
+        if self.troubles:
+            timeout = min(timeout, max(min(t.next_try for t in self.troubles.values()) - now, 0.0))
         deadline = time.monotonic() + max(timeout, MIN_WAIT_S)
         next_supervision = time.monotonic() + SUPERVISE_S
         while not self.stop.is_set():
@@ -542,6 +765,7 @@ class Watcher:
             if time.monotonic() >= next_supervision:
                 self.observer.ensure()
                 next_supervision = time.monotonic() + SUPERVISE_S
+            self._beat()
 
     def _settle(self) -> None:
         give_up = time.monotonic() + SETTLE_MAX_S
@@ -552,21 +776,49 @@ class Watcher:
 
     # health
 
-    def snapshot(self) -> dict[str, Any]:
+    def _count_failed(self) -> None:
+        """Walk failed/ (at start-up and every FAILED_RECOUNT_S); counted in between, since a
+        big failed/ on a share is slow to walk."""
+        try:
+            self.failed_files = inbox.count_files(self.folders.failed)
+        except OSError:
+            pass
+        self._failed_counted_at = time.monotonic()
+
+    def problems(self) -> list[str]:
+        """What a person should know, one line each; empty when all is well."""
         problems = []
         if self.inbox_problem:
             problems.append(f"inbox unavailable: {self.inbox_problem}")
-        if self.waiting:
+        fatal = self._fatal()
+        if fatal is not None:
+            problems.append(f"the API refuses the connector (credentials, TLS or URL): {redact(str(fatal))}; "
+                            "work waits in the ledger")
+        elif self.api_waiting:
             problems.append("API work waiting in the ledger (sending resumes with backoff)")
+        if self.mapping_problem:
+            problems.append(f"mapping broken, nothing new is taken until it is fixed: {self.mapping_problem}")
+        problems += _capped([f"processing/{name} {t.message}" for name, t in sorted(self.troubles.items())])
+        problems += _capped(sorted(self.claim_problems.values()))
+        problems += _capped([f"{path.name} waits for its Office owner file {owner}, present for over "
+                             f"{OWNER_STALE_S / 3600:.0f} h: delete it if nobody has the workbook open"
+                             for path, owner in sorted(self.stale_owners.items())])
+        return problems
+
+    def snapshot(self) -> dict[str, Any]:
+        if self._failed_counted_at is None or time.monotonic() - self._failed_counted_at >= FAILED_RECOUNT_S:
+            self._count_failed()
+        problems = self.problems()
         ledger = self.ledger
         return {
             "state": "degraded" if problems else "ok",
             "problems": problems,
+            "busy": self.busy,
             "last_scan_at": self.last_scan_at,
             "last_success_at": _ask(ledger, "last_success_at"),
             "last_error": _ask(ledger, "last_error"),
             "backlog": _ask(ledger, "backlog"),
-            "failed_files": inbox.count_files(self.folders.failed),
+            "failed_files": self.failed_files,
             "processing_files": len(inbox.list_processing(self.folders.processing)),
             "observer": self.observer.kind,
             "observer_state": self.observer.state,
@@ -574,11 +826,11 @@ class Watcher:
             "files_done": self.files_done,
         }
 
-    def _publish(self) -> None:
+    def _publish(self, *, force: bool = False) -> None:
         try:
             snapshot = self.snapshot()
             now = time.monotonic()
-            if snapshot == self._published and now - self._published_at < HEALTH_REFRESH_S:
+            if not force and snapshot == self._published and now - self._published_at < HEALTH_REFRESH_S:
                 return
             self._published, self._published_at = snapshot, now
             self.health.update(snapshot)
@@ -586,12 +838,33 @@ class Watcher:
             self.log.exception("cannot publish health")
 
 
-def wait_for(future: Future, stop: threading.Event, on_stop: Callable[[], None] | None = None) -> Any:
-    """The future's result; raises _Abandoned when `stop` is set and it does not finish in the grace period."""
+def _trace(exc: BaseException) -> str:
+    """The traceback as text, redacted here so that no log handler can leak a token."""
+    return redact("".join(traceback.format_exception(exc)).rstrip())
+
+
+def _capped(lines: list[str]) -> list[str]:
+    if len(lines) <= PROBLEMS_SHOWN:
+        return lines
+    return lines[:PROBLEMS_SHOWN] + [f"... and {len(lines) - PROBLEMS_SHOWN} more like these"]
+
+
+def _error_kind(outcome: FileOutcome) -> str | None:
+    error = outcome.report.get("error")
+    return error.get("kind") if isinstance(error, dict) else None
+
+
+def wait_for(future: Future, stop: threading.Event, on_stop: Callable[[], None] | None = None,
+             on_tick: Callable[[], None] | None = None) -> Any:
+    """The future's result; raises _Abandoned when `stop` is set and it does not finish within
+    SHUTDOWN_GRACE_S of being noticed (at most WAKE_SLICE_S after it was set). `on_tick` runs
+    every WAKE_SLICE_S while waiting (the health heartbeat of a long file)."""
     while True:
         try:
             return future.result(timeout=WAKE_SLICE_S)
         except FuturesTimeout:
+            if on_tick is not None and not stop.is_set():
+                on_tick()
             if stop.is_set():
                 if on_stop is not None:
                     on_stop()
@@ -627,12 +900,13 @@ def _summary(outcome: FileOutcome) -> str:
 
 def serve(settings: Settings, make_pipeline: Callable[[], "Pipeline"], *, stop: threading.Event | None = None,
           clock: Callable[[], float] = time.monotonic, log: logging.Logger | None = None,
-          retry_base: float = 5.0, retry_cap: float = 300.0) -> int:
+          retry_base: float = 5.0, retry_cap: float = 300.0, heartbeat: float = HEARTBEAT_S) -> int:
     """Run the file-drop service until `stop` is set (or SIGTERM/SIGINT); returns an exit code.
 
     0 after a clean stop; 2 when another process holds the state folder (one line logged).
     `make_pipeline` is called once, after the state lock is taken. `retry_base`/`retry_cap` bound
-    the backoff between attempts to send waiting work.
+    the backoff between attempts to send waiting work, to read a mapping again and to retry a
+    file set aside; `heartbeat` is how often health is refreshed while waiting or busy.
     """
     log = log or logging.getLogger("connector.watch")
     stop = stop or threading.Event()
@@ -640,7 +914,7 @@ def serve(settings: Settings, make_pipeline: Callable[[], "Pipeline"], *, stop: 
     try:
         with StateLock(settings.folders.state):
             return _serve_locked(settings, make_pipeline, stop=stop, clock=clock, log=log,
-                                 retry_base=retry_base, retry_cap=retry_cap)
+                                 retry_base=retry_base, retry_cap=retry_cap, heartbeat=heartbeat)
     except AlreadyRunning as exc:
         log.error("%s", exc, extra={"event": "already_running"})
         return EXIT_ALREADY_RUNNING
@@ -649,7 +923,8 @@ def serve(settings: Settings, make_pipeline: Callable[[], "Pipeline"], *, stop: 
 
 
 def _serve_locked(settings: Settings, make_pipeline: Callable[[], "Pipeline"], *, stop: threading.Event,
-                  clock: Callable[[], float], log: logging.Logger, retry_base: float, retry_cap: float) -> int:
+                  clock: Callable[[], float], log: logging.Logger, retry_base: float, retry_cap: float,
+                  heartbeat: float) -> int:
     folders = settings.folders
     for folder in (folders.processing, folders.archive, folders.failed):
         folder.mkdir(parents=True, exist_ok=True)
@@ -665,7 +940,7 @@ def _serve_locked(settings: Settings, make_pipeline: Callable[[], "Pipeline"], *
         pipeline = wait_for(worker.submit(make_pipeline), stop)
         ledger = _open_ledger(folders.state, log)
         watcher = Watcher(settings, pipeline, worker, stop=stop, clock=clock, log=log, retry_base=retry_base,
-                          retry_cap=retry_cap, health=health, observer_kind=kind, ledger=ledger)
+                          retry_cap=retry_cap, health=health, observer_kind=kind, ledger=ledger, heartbeat=heartbeat)
         try:
             watcher.run()
         finally:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import random
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -93,6 +95,18 @@ def test_listing_skips_what_is_not_a_plain_export(tmp_path):
     assert names == ["good.csv"]
 
 
+def test_listing_names_workbooks_held_open_by_an_owner_file(tmp_path):
+    box = tmp_path / "inbox"
+    box.mkdir()
+    write(box / "book.xlsx", b"PK")
+    write(box / "~$book.xlsx", b"owner", mtime=1_000_000)
+    write(box / "free.xlsx", b"PK")
+    listing = inbox.list_inbox(box, PATTERNS)
+    assert [c.path.name for c in listing.candidates] == ["free.xlsx"]
+    assert [(h.path.name, h.owner.name, h.owner_mtime) for h in listing.open_workbooks] == [
+        ("book.xlsx", "~$book.xlsx", 1_000_000)]
+
+
 def test_done_file_mode_takes_only_files_with_their_done_file(tmp_path):
     box = tmp_path / "inbox"
     box.mkdir()
@@ -171,12 +185,53 @@ def test_due_in_tells_when_the_next_check_can_make_a_file_ready():
     assert r.due_in() is None
 
 
+# Each step: (seconds since the previous check, size seen) -> verdict. min_age 10, stable_interval 2.
+@pytest.mark.parametrize("steps", [
+    # arrives complete: not held up beyond min_age
+    [(0, 100, "wait"), (10, 100, "ready")],
+    # seen growing: the writer was at work 2 s before, so not yet; quiet for min_age after the change
+    [(0, 100, "wait"), (8, 200, "wait"), (2, 200, "wait"), (7, 200, "wait"), (1, 200, "ready")],
+    # a pause in the writing restarts the quiet period every time
+    [(0, 10, "wait"), (5, 20, "wait"), (9, 20, "wait"), (1, 30, "wait"), (10, 30, "ready")],
+    # truncated and rewritten: zero bytes after a change is never "empty" right away
+    [(0, 100, "wait"), (9, 0, "wait"), (2, 0, "wait"), (8, 0, "empty")],
+    # born empty: refused as empty only after the full quiet period
+    [(0, 0, "wait"), (2, 0, "wait"), (8, 0, "empty")],
+    [(0, 0, "wait"), (9, 0, "wait"), (1, 50, "wait"), (10, 50, "ready")],  # the ERP finished its query
+])
+def test_readiness_waits_for_quiet_after_the_last_change(steps):
+    clock = FakeClock()
+    r = inbox.Readiness(min_age=10, stable_interval=2, clock=clock)
+    verdicts = []
+    for advance, size, _ in steps:
+        clock.advance(advance)
+        verdicts.append(r.observe(cand(size, mtime=size)))
+    assert verdicts == [v for _, _, v in steps]
+
+
+def test_no_file_is_ever_taken_within_stable_interval_of_its_last_observed_change():
+    rng = random.Random(7)
+    for _ in range(300):
+        clock = FakeClock()
+        min_age, stable = rng.choice([0, 1, 10]), rng.choice([0.5, 2])
+        r = inbox.Readiness(min_age=min_age, stable_interval=stable, clock=clock)
+        size, last_change = 1, clock.t
+        r.observe(cand(size))
+        for _ in range(20):
+            clock.advance(rng.choice([0.2, 0.5, 1, 3]))
+            if rng.random() < 0.3:
+                size, last_change = size + 1, clock.t
+            if r.observe(cand(size)) == "ready":
+                assert clock.t - last_change >= stable
+                break
+
+
 # --- claim ------------------------------------------------------------------------------------
 
 def test_claim_moves_the_file_into_processing(tmp_path):
     f = folders_in(tmp_path)
     src = write(f.inbox / "a.csv")
-    claimed = inbox.claim(src, f.processing)
+    claimed = inbox.claim(src, f.processing).path
     assert claimed == f.processing / "a.csv"
     assert claimed.read_bytes() == b"sku,title\nA,Apple\n"
     assert not src.exists()
@@ -184,16 +239,77 @@ def test_claim_moves_the_file_into_processing(tmp_path):
 
 def test_claim_of_a_vanished_file_means_not_ready(tmp_path):
     f = folders_in(tmp_path)
-    assert inbox.claim(f.inbox / "gone.csv", f.processing) is None
+    assert inbox.claim(f.inbox / "gone.csv", f.processing) == inbox.Claim()  # no path, no problem
 
 
 def test_claim_never_overwrites_a_file_of_the_same_name_in_processing(tmp_path):
     f = folders_in(tmp_path)
     write(f.processing / "a.csv", b"in flight")
     src = write(f.inbox / "a.csv", b"new")
-    assert inbox.claim(src, f.processing) is None
+    assert inbox.claim(src, f.processing) == inbox.Claim()
     assert (f.processing / "a.csv").read_bytes() == b"in flight"
     assert src.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("error, hint", [
+    (OSError(errno.EXDEV, "Invalid cross-device link"), "another filesystem"),
+    (PermissionError(errno.EACCES, "Permission denied"), "must be allowed"),
+    (PermissionError(errno.EPERM, "Operation not permitted"), "must be allowed"),
+    (OSError(errno.EROFS, "Read-only file system"), "read-only"),
+    (OSError(errno.ENOSPC, "No space left on device"), "no space left"),
+    (OSError(errno.EIO, "Input/output error"), "Input/output error"),
+])
+def test_a_claim_that_needs_a_person_says_why_naming_the_file(error, hint):
+    problem = inbox.claim_problem(error, Path("/inbox/orders.csv"), Path("/drop/processing"))
+    assert problem is not None and "orders.csv" in problem and hint in problem
+
+
+class SharingViolation(PermissionError):
+    """What Windows raises when the writer holds the file open (OSError sets winerror only there)."""
+
+    winerror = 32
+
+
+@pytest.mark.parametrize("error", [
+    FileNotFoundError(errno.ENOENT, "No such file or directory"),  # vanished: not ready
+    SharingViolation(errno.EACCES, "The process cannot access the file"),  # Windows: writer holds it
+])
+def test_a_vanished_or_busy_file_only_means_not_ready(error):
+    assert inbox.claim_problem(error, Path("/inbox/orders.csv"), Path("/drop/processing")) is None
+
+
+def test_claim_into_processing_on_another_filesystem_reports_the_problem(tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        pytest.skip("no writable /dev/shm to stand for another filesystem")
+    f = folders_in(tmp_path)
+    if os.stat(shm).st_dev == os.stat(f.inbox).st_dev:
+        pytest.skip("/dev/shm is on the same filesystem as the test folder here")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        src = write(f.inbox / "a.csv")
+        result = inbox.claim(src, Path(other))
+        assert result.path is None and "another filesystem" in result.problem and "a.csv" in result.problem
+    assert src.exists()
+
+
+def test_a_file_that_changed_while_being_claimed_goes_back_to_the_inbox(tmp_path):
+    f = folders_in(tmp_path)
+    src = write(f.inbox / "late.csv", b"")
+    judged = inbox.inspect(src, PATTERNS)
+    with open(src, "ab") as out:  # the ERP was still querying and now writes
+        out.write(b"sku\nA\n")
+    result = inbox.claim(src, f.processing, expect=judged.signature)
+    assert result == inbox.Claim(changed=True)
+    assert src.read_bytes() == b"sku\nA\n" and list(f.processing.iterdir()) == []
+
+
+def test_a_file_unchanged_since_it_was_judged_is_claimed(tmp_path):
+    f = folders_in(tmp_path)
+    src = write(f.inbox / "a.csv")
+    result = inbox.claim(src, f.processing, expect=inbox.inspect(src, PATTERNS).signature)
+    assert result.path == f.processing / "a.csv" and not result.changed
 
 
 def test_claim_in_done_file_mode_takes_the_done_file_along(tmp_path):

@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -38,22 +39,42 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class RecordingPipeline:
     """Stands in for connector.pipeline.Pipeline: records what it was given, reads the file as
-    the real one would, and answers with the statuses it is told to (default "done")."""
+    the real one would, and answers with the statuses it is told to (default "done").
 
-    def __init__(self, statuses: Callable[[str], str] | None = None, drains: list[bool] | None = None):
+    Besides the four statuses, an answer may be "io" (waiting: the file cannot be read right now),
+    "mapping" (refused: the mapping is broken) or "raise" (an unexpected exception).
+    With `gate`, run_file waits (at most 10 s) until the gate is set: a long file.
+    """
+
+    fatal = None
+
+    def __init__(self, statuses: Callable[[str], str] | None = None, drains: list[bool] | None = None,
+                 gate: threading.Event | None = None):
         self.calls: list[tuple[str, bytes]] = []
         self.statuses = statuses or (lambda name: "done")
         self.drain_answers = list(drains or [])
         self.drains = 0
         self.closed = False
+        self.gate = gate
         self.lock = threading.Lock()
 
     def run_file(self, path: Path, *, mapping: str | None = None) -> FileOutcome:
         data = Path(path).read_bytes()
         with self.lock:
             self.calls.append((Path(path).name, data))
+        if self.gate is not None:
+            self.gate.wait(10)
         status = self.statuses(Path(path).name)
-        return FileOutcome(status, {"file": Path(path).name, "counts": {"products": 1}}, message=f"{path.name}: {status}")
+        report = {"file": Path(path).name, "counts": {"products": 1}}
+        if status == "raise":
+            raise RuntimeError(f"boom while reading {path.name} from https://api.example/v1?token=SECRET-TOKEN-1")
+        if status == "io":
+            report["error"] = {"kind": "io", "message": "the share is busy"}
+            return FileOutcome("waiting", report, message=f"{path.name}: cannot be read right now")
+        if status == "mapping":
+            report["error"] = {"kind": "mapping", "message": "mappings/shop.yaml: columns.sku: no such column"}
+            return FileOutcome("refused", report, message=f"{path.name}: refused: mappings/shop.yaml: columns.sku")
+        return FileOutcome(status, report, message=f"{path.name}: {status}")
 
     def drain(self) -> bool:
         self.drains += 1
@@ -130,15 +151,15 @@ def health(settings: Settings) -> dict:
 # --- discovery and readiness ------------------------------------------------------------------
 
 def test_a_file_written_slowly_in_parts_is_taken_once_after_it_is_complete(tmp_path):
-    settings = make_settings(tmp_path, stable_interval=0.6, min_age=0.3)
+    settings = make_settings(tmp_path, stable_interval=1.0, min_age=0.5)
     pipeline = RecordingPipeline()
     parts = [b"sku,title\n"] + [f"SKU{i},Item {i}\n".encode() for i in range(8)]
     with serving(settings, pipeline):
         with open(settings.folders.inbox / "slow.csv", "wb") as f:
-            for part in parts:  # a pause shorter than stable_interval between writes
+            for part in parts:  # pauses a tenth of stable_interval: never mistaken for the end
                 f.write(part)
                 f.flush()
-                time.sleep(0.25)
+                time.sleep(0.1)
         wait_until(lambda: pipeline.calls, what="the file to be taken")
         time.sleep(0.5)
     assert pipeline.calls == [("slow.csv", b"".join(parts))]
@@ -259,7 +280,8 @@ def test_a_killed_observer_is_rebuilt_and_discovery_goes_on(tmp_path, kind):
             observer.join(2)
         wait_until(lambda: set(_observers()) - before, timeout=5, what="a new observer")
         (settings.folders.inbox / "after.csv").write_bytes(b"sku\nA\n")
-        wait_until(lambda: pipeline.calls, timeout=6, what="a file found by the rebuilt observer")
+        # the polling observer lists the inbox every 5 s: allow two polls plus readiness
+        wait_until(lambda: pipeline.calls, timeout=15, what="a file found by the rebuilt observer")
         assert run["records"].events("observer")[-1].state == "rebuilt"
 
 
@@ -306,7 +328,7 @@ def test_waiting_api_work_keeps_the_file_in_processing_and_claims_nothing_new(tm
         wait_until(lambda: health(settings).get("processing_files") == 1, what="health")
         assert health(settings)["state"] == "degraded"
         assert (settings.folders.processing / "first.csv").exists()
-        assert pipeline.names() == ["first.csv"]  # second.csv waits its turn
+        assert "second.csv" not in pipeline.names()  # second.csv waits its turn
         wait_until(lambda: len(pipeline.calls) == 4, timeout=8, what="the retries and second.csv")
         wait_until(lambda: health(settings).get("state") == "ok", what="health ok again")
     assert pipeline.names() == ["first.csv", "first.csv", "first.csv", "second.csv"]
@@ -320,8 +342,8 @@ def test_pending_ledger_work_at_start_up_is_retried_before_anything_is_claimed(t
     pipeline = RecordingPipeline(drains=[False, True])
     (settings.folders.inbox / "new.csv").write_bytes(b"new")
     with serving(settings, pipeline, retry_base=0.5, retry_cap=1):
-        time.sleep(0.3)
-        assert pipeline.calls == [] and pipeline.drains == 1
+        wait_until(lambda: pipeline.drains == 1, what="the first drain")
+        assert pipeline.calls == []  # the retry comes 0.5 s later; new.csv waits for it
         wait_until(lambda: pipeline.calls, what="new.csv after the ledger drained")
     assert pipeline.drains == 2
 
@@ -336,6 +358,217 @@ def test_refused_files_go_to_failed_and_duplicates_to_the_archive(tmp_path):
         wait_until(lambda: list(settings.folders.failed.rglob("bad__*.csv")) and list(settings.folders.archive.rglob("again__*.csv")),
                    what="both placed")
     assert json.loads(next(settings.folders.failed.rglob("bad__*.error.json")).read_text())["status"] == "refused"
+
+
+# --- trouble with one file never blocks the others --------------------------------------------
+
+def test_an_unexpected_error_sets_one_file_aside_and_after_3_attempts_sends_it_to_failed(tmp_path):
+    settings = make_settings(tmp_path)
+    pipeline = RecordingPipeline(statuses=lambda name: "raise" if name == "bad.csv" else "done")
+    box = settings.folders.inbox
+    (box / "bad.csv").write_bytes(b"bad")
+    os.utime(box / "bad.csv", (1_000_000, 1_000_000))  # oldest: taken first
+    (box / "good.csv").write_bytes(b"good")
+    with serving(settings, pipeline, retry_base=0.2, retry_cap=0.4) as run:
+        wait_until(lambda: list(settings.folders.failed.rglob("bad__*.csv.error.json")), what="bad.csv in failed/")
+        wait_until(lambda: archived(settings), what="good.csv archived")
+        (box / "later.csv").write_bytes(b"later")
+        wait_until(lambda: len(archived(settings)) == 2, what="a file claimed after bad.csv failed")
+        wait_until(lambda: health(settings).get("failed_files") == 1, what="health to count it")
+    assert pipeline.names().count("bad.csv") == 3
+    assert pipeline.names().index("good.csv") < len(pipeline.names()) - 1  # good.csv did not wait for all 3
+    text = next(settings.folders.failed.rglob("bad__*.csv.error.json")).read_text()
+    error = json.loads(text)["error"]
+    assert error["kind"] == "internal" and error["attempts"] == 3 and "RuntimeError: boom" in error["message"]
+    assert "SECRET-TOKEN-1" not in text and "Traceback" not in text
+    logged = run["records"].events("file_error")
+    assert len(logged) == 1 and "Traceback" in logged[0].getMessage()  # once, not per attempt
+    assert not any("SECRET-TOKEN-1" in r.getMessage() or r.exc_info for r in run["records"].records)
+    assert not any("API work" in p for p in health(settings).get("problems", []))
+
+
+def test_a_file_that_cannot_be_read_right_now_waits_in_processing_while_others_go_on(tmp_path):
+    settings = make_settings(tmp_path)
+    readable = threading.Event()
+    pipeline = RecordingPipeline(statuses=lambda name: "io" if name == "locked.csv" and not readable.is_set() else "done")
+    box = settings.folders.inbox
+    (box / "locked.csv").write_bytes(b"locked")
+    with serving(settings, pipeline, retry_base=0.2, retry_cap=0.4) as run:
+        wait_until(lambda: (settings.folders.processing / "locked.csv").exists() and pipeline.calls, what="the claim")
+        (box / "other.csv").write_bytes(b"other")
+        wait_until(lambda: archived(settings), what="other.csv taken meanwhile")
+        problems = " ".join(health(settings)["problems"])
+        assert "locked.csv cannot be read right now: the share is busy" in problems and "API work" not in problems
+        assert (settings.folders.processing / "locked.csv").exists()
+        readable.set()
+        wait_until(lambda: len(archived(settings)) == 2, what="locked.csv once readable")
+        wait_until(lambda: health(settings).get("state") == "ok", what="health ok again")
+    assert pipeline.names().count("locked.csv") >= 2 and not list(settings.folders.failed.rglob("*.csv"))
+    assert len(run["records"].events("file_set_aside")) == 1  # once per change, not per retry
+
+
+def test_a_broken_mapping_keeps_files_where_they_are_and_claims_nothing_until_fixed(tmp_path):
+    settings = make_settings(tmp_path)
+    fixed = threading.Event()
+    pipeline = RecordingPipeline(statuses=lambda name: "done" if fixed.is_set() else "mapping")
+    box = settings.folders.inbox
+    with serving(settings, pipeline, retry_base=0.2, retry_cap=0.4) as run:
+        (box / "first.csv").write_bytes(b"1")
+        wait_until(lambda: "mapping broken" in " ".join(health(settings).get("problems", [])), what="degraded")
+        (box / "second.csv").write_bytes(b"2")
+        wait_until(lambda: pipeline.names().count("first.csv") >= 3, what="retries with backoff")
+        assert (settings.folders.processing / "first.csv").exists() and (box / "second.csv").exists()
+        assert "second.csv" not in pipeline.names()
+        assert "columns.sku" in " ".join(health(settings)["problems"])
+        fixed.set()  # the operator fixes the mapping; no restart
+        wait_until(lambda: len(archived(settings)) == 2, what="both files after the fix")
+        wait_until(lambda: health(settings).get("state") == "ok", what="health ok again")
+    assert not list(settings.folders.failed.rglob("*.csv"))
+    assert len(run["records"].events("mapping_broken")) == 1 and len(run["records"].events("mapping_fixed")) == 1
+
+
+def test_claims_resume_when_the_file_that_showed_a_broken_mapping_is_taken_away(tmp_path):
+    settings = make_settings(tmp_path)
+    pipeline = RecordingPipeline(statuses=lambda name: "mapping" if name == "odd.csv" else "done")
+    box = settings.folders.inbox
+    with serving(settings, pipeline, retry_base=0.2, retry_cap=0.4):
+        (box / "odd.csv").write_bytes(b"odd")
+        wait_until(lambda: "mapping broken" in " ".join(health(settings).get("problems", [])), what="degraded")
+        (box / "next.csv").write_bytes(b"next")
+        wait_until(lambda: pipeline.names().count("odd.csv") >= 2, what="a retry")
+        assert (box / "next.csv").exists()
+        (settings.folders.processing / "odd.csv").unlink()  # the operator takes it away
+        wait_until(lambda: archived(settings), what="next.csv")
+        wait_until(lambda: health(settings).get("state") == "ok", what="health ok again")
+
+
+def test_a_file_that_cannot_be_claimed_is_named_in_health_and_logged_once(tmp_path):
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK) or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the test folder to make a real EXDEV")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        settings = make_settings(tmp_path, scan_interval=0.3)
+        settings.folders.processing = Path(other) / "processing"
+        pipeline = RecordingPipeline()
+        (settings.folders.inbox / "orders.csv").write_bytes(b"sku\nA\n")
+        with serving(settings, pipeline) as run:
+            wait_until(lambda: "orders.csv" in " ".join(health(settings).get("problems", [])), what="the problem in health")
+            scans = health(settings)["last_scan_at"]
+            time.sleep(1.2)  # several scans and claim attempts
+            assert health(settings)["state"] == "degraded" and health(settings)["last_scan_at"] >= scans
+            assert "another filesystem" in " ".join(health(settings)["problems"])
+        assert len(run["records"].events("claim_problem")) == 1
+        assert pipeline.calls == [] and (settings.folders.inbox / "orders.csv").exists()
+
+
+def test_a_stale_office_owner_file_is_reported_and_the_workbook_keeps_waiting(tmp_path):
+    settings = make_settings(tmp_path, scan_interval=0.3)
+    pipeline = RecordingPipeline()
+    box = settings.folders.inbox
+    (box / "book.xlsx").write_bytes(b"PK")
+    owner = box / "~$book.xlsx"
+    owner.write_bytes(b"owner")
+    two_hours_ago = time.time() - 7200
+    os.utime(owner, (two_hours_ago, two_hours_ago))  # left behind by an Excel that crashed
+    with serving(settings, pipeline) as run:
+        wait_until(lambda: "book.xlsx waits for its Office owner file ~$book.xlsx" in
+                   " ".join(health(settings).get("problems", [])), what="the stale owner file in health")
+        time.sleep(1.0)  # more scans
+        assert pipeline.calls == [] and len(run["records"].events("owner_file_stale")) == 1
+        owner.unlink()
+        wait_until(lambda: pipeline.calls, what="the workbook once the owner file is gone")
+        wait_until(lambda: health(settings).get("state") == "ok", what="health ok again")
+
+
+# --- health that tells the truth ---------------------------------------------------------------
+
+def test_health_says_what_a_long_file_is_busy_with_and_stays_fresh(tmp_path):
+    settings = make_settings(tmp_path)
+    gate = threading.Event()
+    pipeline = RecordingPipeline(gate=gate)
+    health_file = settings.watch.health_file
+    with serving(settings, pipeline, heartbeat=0.2):
+        (settings.folders.inbox / "long.csv").write_bytes(b"many images")
+        wait_until(lambda: (health(settings).get("busy") or {}).get("with") == "long.csv", what="busy in health")
+        writes = set()
+        give_up = time.monotonic() + 3
+        while len(writes) < 3 and time.monotonic() < give_up:  # rewritten while the file is still running
+            with contextlib.suppress(OSError):
+                writes.add(health_file.stat().st_mtime_ns)
+            time.sleep(0.05)
+        assert len(writes) >= 3 and pipeline.calls and not archived(settings)
+        gate.set()
+        wait_until(lambda: archived(settings) and health(settings).get("busy") is None, what="not busy any more")
+
+
+def test_healthz_turns_503_stale_when_no_update_came_for_too_long(tmp_path):
+    from connector.health import Health
+
+    clock = {"t": 100.0}
+    h = Health(None, 0, stale_after=60, clock=lambda: clock["t"])
+    h.start()
+    try:
+        h.update({"state": "ok", "problems": []})
+        with urllib.request.urlopen(h.url, timeout=5) as reply:
+            assert reply.status == 200
+        clock["t"] += 61  # the service loop hung: nothing published since
+        with pytest.raises(urllib.error.HTTPError) as stale:
+            urllib.request.urlopen(h.url, timeout=5)
+        body = json.loads(stale.value.read())
+        assert stale.value.code == 503 and body["state"] == "stale" and "no health update for 61 s" in body["problems"][-1]
+    finally:
+        h.stop()
+
+
+@pytest.mark.parametrize("updated_ago, state, healthy", [
+    (10, "ok", True),
+    (10, "degraded", False),
+    (600, "ok", False),  # a fresh mtime (copied, touched) with an old updated_at is not healthy
+])
+def test_the_health_file_check_looks_at_updated_at(tmp_path, updated_ago, state, healthy):
+    from connector.health import is_healthy, utc_now
+
+    path = tmp_path / "health.json"
+    path.write_text(json.dumps({"state": state, "updated_at": utc_now(time.time() - updated_ago)}))
+    assert is_healthy(path, 180) is healthy
+
+
+def test_failed_files_are_counted_at_start_up_and_then_kept_count_of(tmp_path):
+    from connector import inbox
+
+    settings = make_settings(tmp_path, scan_interval=0.3)
+    f = settings.folders
+    f.processing.mkdir(parents=True)
+    for name in ("old1.csv", "old2.csv"):
+        (f.processing / name).write_bytes(b"x")
+        inbox.place(f.processing / name, FileOutcome("refused", {}, message="old"), f,
+                    datetime.now(timezone.utc))
+    pipeline = RecordingPipeline(statuses=lambda name: "refused")
+    with serving(settings, pipeline):
+        wait_until(lambda: health(settings).get("failed_files") == 2, what="the start-up count")
+        (f.failed / "dropped-by-hand.csv").write_bytes(b"x")  # not walked again every cycle
+        (f.inbox / "bad.csv").write_bytes(b"bad")
+        wait_until(lambda: health(settings).get("failed_files") == 3, what="the refused file counted")
+        time.sleep(0.7)  # more cycles
+        assert health(settings)["failed_files"] == 3
+
+
+def test_an_observer_that_keeps_dying_is_reported_once(tmp_path):
+    settings = make_settings(tmp_path)
+    pipeline = RecordingPipeline()
+    with serving(settings, pipeline, heartbeat=0.2) as run:
+        wait_until(lambda: health(settings).get("observer_state") == "running", what="the observer")
+        for _ in range(2):
+            before = set(_observers())
+            for observer in before:
+                observer.stop()
+                observer.join(2)
+            wait_until(lambda: set(_observers()) - before, timeout=5, what="a new observer")
+        wait_until(lambda: health(settings).get("observer_rebuilds") == 2, what="two rebuilds")
+    rebuilt = [r for r in run["records"].events("observer") if r.state == "rebuilt"]
+    assert len(rebuilt) == 1 and rebuilt[0].levelno == logging.WARNING
 
 
 def test_files_left_in_processing_are_resumed_before_new_ones(tmp_path):
@@ -357,10 +590,17 @@ def test_a_second_instance_refuses_to_start(tmp_path):
     records = Records()
     log = logging.getLogger("test.watch.second")
     log.addHandler(records)
+    stop = threading.Event()
+    result: dict = {}
     with StateLock(settings.folders.state):
         started = time.monotonic()
-        code = watch.serve(settings, lambda: pipeline, stop=threading.Event(), log=log)
-    assert code == 2 and time.monotonic() - started < 5
+        thread = threading.Thread(target=lambda: result.setdefault(
+            "code", watch.serve(settings, lambda: pipeline, stop=stop, log=log)), daemon=True)
+        thread.start()
+        thread.join(5)
+        stop.set()  # a broken lock would have let it run: make it end so the test fails, not hangs
+        thread.join(10)
+    assert not thread.is_alive() and result["code"] == 2 and time.monotonic() - started < 5
     message = records.events("already_running")[0].getMessage()
     assert str(settings.folders.state) in message and str(os.getpid()) in message
     assert pipeline.calls == [] and pipeline.drains == 0
