@@ -198,9 +198,9 @@ def _check(args, settings: Settings) -> int:
         return _fail(EXIT_USAGE, "mapping has errors:", exc.problems)
     except ReadError as exc:
         return _fail(EXIT_REFUSED, f"{args.file.name}: refused: {exc}")
-    from connector.pipeline import _file_identity
+    from connector.inbox import file_identity
 
-    sha256, size, _ = _file_identity(args.file)
+    sha256, size, _ = file_identity(args.file)
     report = plan.report(sha256=sha256, size=size, started=0.0)
     report["status"] = "refused" if plan.refused else "checked"
     report.pop("started_at", None)

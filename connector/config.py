@@ -268,13 +268,13 @@ def _check_ranges(s: Settings, problems: list[str]) -> None:
         codecs.lookup(s.legacy_encoding)
     except LookupError:
         problems.append(f"legacy_encoding: {s.legacy_encoding!r} is not a known encoding (e.g. cp1252, cp1250, latin-1)")
-    builtin = builtin_mappings()
+    from connector.mapping import MappingError, find_mapping  # the same lookup every file gets
+
     for i, rule in enumerate(s.rules):
-        name = rule.mapping
-        candidates = [Path(name), s.folders.mappings / f"{name}.yaml", s.folders.mappings / name,
-                      builtin / f"{name}.yaml"]
-        if not any(c.is_file() for c in candidates):
-            problems.append(f"rules[{i}].mapping: no mapping named {name!r} in {s.folders.mappings} or the built-in ones")
+        try:
+            find_mapping(rule.mapping, [s.folders.mappings, builtin_mappings()])
+        except MappingError as exc:
+            problems.extend(f"rules[{i}].mapping: {p}" for p in exc.problems)
 
 
 def _short(exc: Exception) -> str:

@@ -22,17 +22,18 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+from connector.report import iso_utc, write_json_atomic
+
 log = logging.getLogger("connector.health")
 
 # A snapshot older than this means the service loop is stuck. The watcher publishes at least
-# every 10 s (watch.HEALTH_REFRESH_S), so this leaves room for a slow share or a paused VM.
+# every 5 s (watch.HEARTBEAT_S), so this leaves room for a slow share or a paused VM.
 STALE_AFTER_S = 180.0
 
 
@@ -110,7 +111,8 @@ class Health:
         if self.path is None:
             return
         try:
-            _write_atomic(self.path, snapshot)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, snapshot, mode=0o600)
         except OSError as exc:
             self.log.warning("cannot write the health file %s: %s", self.path, exc)
 
@@ -122,7 +124,7 @@ class Health:
 
 
 def utc_now(now: float | None = None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
+    return iso_utc(time.time() if now is None else now)
 
 
 def read_health(path: Path) -> dict[str, Any] | None:
@@ -157,22 +159,6 @@ def parse_utc(text: Any) -> float | None:
         return None
 
 
-def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    # Kept local (not report.write_json_atomic) so the Docker HEALTHCHECK imports nothing heavy.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".health-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import fnmatch
 import hashlib
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Callable, Iterable, Literal
 
 from connector.config import Folders
 from connector.model import FileOutcome
+from connector.report import fsync_dir
 
 
 # Partial downloads and temp saves (browsers, WinSCP, rsync-style tools, Office).
@@ -303,8 +303,8 @@ def claim(path: Path, processing_dir: Path, *, done_file: bool = False,
             pass  # already gone: the data file is what matters
     if expect is not None and _signature(target) != expect and _put_back(target, path, done_file):
         return Claim(changed=True)
-    _fsync_dir(path.parent)
-    _fsync_dir(processing_dir)
+    fsync_dir(path.parent)
+    fsync_dir(processing_dir)
     return Claim(path=target)
 
 
@@ -351,12 +351,20 @@ def list_processing(processing_dir: Path) -> list[Path]:
     return [p for _, _, p in sorted(found)]
 
 
+def file_identity(path: Path) -> tuple[str, int, int]:
+    """The file's sha256, size and modification time (ns), from one open of the file."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        mtime_ns = os.fstat(fh.fileno()).st_mtime_ns
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size, mtime_ns
+
+
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_identity(path)[0]
 
 
 def placed_name(stem: str, suffix: str, now: datetime, sha256: str, counter: int = 1) -> str:
@@ -412,8 +420,8 @@ def place(path: Path, outcome: FileOutcome, folders: Folders, now: datetime) -> 
     marker = path.with_name(path.name + DONE_SUFFIX)
     if os.path.lexists(marker):
         os.rename(marker, Path(str(target) + DONE_SUFFIX))
-    _fsync_dir(path.parent)
-    _fsync_dir(folder)
+    fsync_dir(path.parent)
+    fsync_dir(folder)
     return target
 
 
@@ -471,23 +479,3 @@ def _mtime_ns(path: Path) -> int:
         return 0
 
 
-def read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable. Not every filesystem can fsync a folder (SMB, Windows): best effort."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from connector.report import iso_utc
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
@@ -217,10 +219,6 @@ class Ledger:
         ).fetchone()[0]
         return {"items_sent": items, "images_sent": images}
 
-    def add_problem(self, file_id: int, problem: dict) -> None:
-        with self._transaction():
-            self.db.execute("INSERT INTO problems (file_id, problem) VALUES (?, ?)", (file_id, json.dumps(problem)))
-
     def close_job_with_problem(self, job_id: int, state: str, reason: str, file_id: int, problem: dict) -> None:
         """End a job unsent and say why in the file's report, in one transaction."""
         with self._transaction():
@@ -356,15 +354,15 @@ class Ledger:
 
     def last_error(self) -> dict | None:
         row = self.db.execute("SELECT at, message FROM events WHERE kind = 'error' ORDER BY id DESC LIMIT 1").fetchone()
-        return {"at": _iso(row[0]), "message": row[1]} if row else None
+        return {"at": iso_utc(row[0]), "message": row[1]} if row else None
 
     def last_success_at(self) -> str | None:
         row = self.db.execute("SELECT MAX(at) FROM events WHERE kind = 'success'").fetchone()
-        return _iso(row[0]) if row and row[0] else None
+        return iso_utc(row[0]) if row and row[0] else None
 
     def recent_files(self, limit: int = 10) -> list[dict]:
         return [
-            {"name": n, "status": s, "finished_at": _iso(f) if f else None, "sha256": h}
+            {"name": n, "status": s, "finished_at": iso_utc(f) if f else None, "sha256": h}
             for n, s, f, h in self.db.execute(
                 "SELECT name, status, finished_at, sha256 FROM files ORDER BY id DESC LIMIT ?", (limit,)
             )
@@ -391,7 +389,3 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
         return False
-
-
-def _iso(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))

@@ -62,11 +62,9 @@ _previous_factory = None
 
 
 class RedactFilter(logging.Filter):
-    """Redacts the final message (msg % args) and any exception text of a record."""
+    """Redacts a record's traceback (its message was redacted when the record was made)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = redact(record.getMessage())
-        record.msg, record.args = message, None
         if record.exc_info:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None

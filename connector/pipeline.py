@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import os
-import threading
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -29,10 +28,11 @@ from connector.checks import check_products
 from connector.config import Settings, builtin_mappings
 from connector.images import ImageError, encode_image, locate_images
 from connector.ledger import Job, Ledger
-from connector.mapping import MappingError, find_mapping, load_mapping
+from connector.mapping import Mapping, MappingError, find_mapping, load_mapping
 from connector.model import FileOutcome, ImageJob, Problem, Product, Row, Table
 from connector.read import ReadError, read_table
-from connector.report import add_problems, new_report, set_problems
+from connector.inbox import file_identity
+from connector.report import add_problems, iso_utc, new_report, set_problems
 
 
 Progress = Callable[[int, int], None]  # (jobs finished, jobs in all) of the file being sent
@@ -80,9 +80,8 @@ class Pipeline:
         path = Path(path)
         self._baseline = Counter(self.client.requests)
         try:
-            sha256, size, mtime_ns = _file_identity(path)
-            spec = load_mapping(find_mapping(mapping or self.settings.mapping_for(path.name),
-                                             [self.settings.folders.mappings, builtin_mappings()]))
+            sha256, size, mtime_ns = file_identity(path)
+            spec = load_mapping_for(path, self.settings, mapping)
         except OSError as exc:
             return self._unavailable(path, exc)
         except MappingError as exc:
@@ -100,7 +99,7 @@ class Pipeline:
                 return self._duplicate(path, sha256, size, known)
 
         try:
-            plan = plan_file(path, self.settings, mapping=str(spec.path), clock=self.clock)
+            plan = plan_file(path, self.settings, mapping=spec, clock=self.clock)
         except MappingError as exc:
             return self._refused(path, sha256, size, "mapping", exc.problems, started)
         except ReadError as exc:
@@ -115,7 +114,6 @@ class Pipeline:
         images = [
             (batch_of.get(code), asdict(job))
             for code, jobs in plan.images.items()
-            if code not in plan.held
             for job in jobs
             if self.full or not self.ledger.image_sent(code, job.sha256)
         ]
@@ -274,9 +272,8 @@ class Pipeline:
         waiting = self.ledger.pending_products(self.endpoint)
         out, unchanged = [], 0
         for product in products:
-            items = product.items if product.code in waiting else [
-                it for it in product.items
-                if sent.get((product.code, it["product"]["variants"]["source_variant_code"])) != _item_hash(it)]
+            items = product.items if product.code in waiting else [it for it in product.items if _changed_since(
+                sent.get((product.code, it["product"]["variants"]["source_variant_code"])), it)]
             unchanged += len(product.items) - len(items)
             if items:
                 out.append(Product(product.code, items, product.lines, product.images))
@@ -323,7 +320,7 @@ class Pipeline:
                                                               if p.get("kind") == "api"})
             report["status"] = "done"
             now = self.clock()
-            report["finished_at"] = _iso(now)
+            report["finished_at"] = iso_utc(now)
             report["timings_s"]["send"] = round(now - report.pop("_started", now) - sum(
                 v for k, v in report["timings_s"].items() if k in ("read", "map", "check", "plan")), 3)
             report["timings_s"]["total"] = round(sum(v for k, v in report["timings_s"].items() if k != "total"), 3)
@@ -348,7 +345,7 @@ class Pipeline:
         report.update({
             "sha256": sha256, "size": size, "status": "refused",
             "error": {"kind": kind, "message": messages[0] if len(messages) == 1 else messages},
-            "started_at": _iso(started), "finished_at": _iso(self.clock()),
+            "started_at": iso_utc(started), "finished_at": iso_utc(self.clock()),
         })
         if kind != "mapping":  # a broken mapping is the setup's fault, not this file's: nothing to remember
             self.ledger.record_refused(sha256=sha256, name=path.name, size=size, endpoint=self.endpoint, report=report)
@@ -358,7 +355,7 @@ class Pipeline:
     def _duplicate(self, path, sha256, size, known) -> FileOutcome:
         report = new_report(path.name, connector_version=__version__)
         report.update({"sha256": sha256, "size": size, "status": "duplicate",
-                       "duplicate_of": {"name": known["name"], "finished_at": _iso(known["finished_at"] or 0)}})
+                       "duplicate_of": {"name": known["name"], "finished_at": iso_utc(known["finished_at"] or 0)}})
         return FileOutcome("duplicate", report, [], [],
                            f"{path.name}: the same content was already pushed as {known['name']}; nothing sent")
 
@@ -408,7 +405,7 @@ class Plan:
             "read": {"format": self.table.format, "encoding": self.table.encoding,
                      "delimiter": self.table.delimiter, "sheet": self.table.sheet, "rows": len(self.table.rows)},
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-            "started_at": _iso(started),
+            "started_at": iso_utc(started),
         })
         report["counts"].update({
             "products": len(self.products),
@@ -423,15 +420,16 @@ class Plan:
         return report
 
 
-def plan_file(path: Path, settings: Settings, *, mapping: str | None = None,
+def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None = None,
               clock: Callable[[], float] = time.time) -> Plan:
     """Read, map and check one file and locate its images. No network, no ledger.
 
-    Raises MappingError (the mapping is unusable) or ReadError (the file is unreadable).
+    `mapping`: a loaded Mapping, or a name or path to load (default: the settings' rule for
+    the file's name). Raises MappingError (the mapping is unusable) or ReadError (the file
+    is unreadable).
     """
     timings: dict[str, float] = {}
-    spec = load_mapping(find_mapping(mapping or settings.mapping_for(path.name),
-                                     [settings.folders.mappings, builtin_mappings()]))
+    spec = mapping if isinstance(mapping, Mapping) else load_mapping_for(path, settings, mapping)
     with _collector_paused():
         tick = clock()
         table = read_table(path, **_read_options(spec, settings))
@@ -442,8 +440,8 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | None = None,
         tick = clock()
         kept, check_problems, held = check_products(built.products)
     problems = [*table.problems, *built.problems, *check_problems]
-    held_codes = {p.product for p in problems if p.severity == "error" and p.product} | set(held)
-    products = [p for p in kept if p.code not in held_codes]
+    held = {**built.held, **held}  # held back by a bad row (build) or a broken rule (checks): code -> lines
+    products = kept
     timings["check"] = clock() - tick
 
     tick = clock()
@@ -455,8 +453,14 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | None = None,
         images[product.code] = found
         problems.extend(image_problems)
     timings["plan"] = clock() - tick
-    rejected = _rejected_rows(table.rows, problems, held, built)
-    return Plan(path, spec, table, products, problems, images, rejected, held_codes, timings)
+    rejected = _rejected_rows(table.rows, problems, held)
+    return Plan(path, spec, table, products, problems, images, rejected, set(held), timings)
+
+
+def load_mapping_for(path: Path, settings: Settings, name: str | None = None) -> Mapping:
+    """The mapping named (or the settings' rule for this file), from the user's mappings or the built-in ones."""
+    return load_mapping(find_mapping(name or settings.mapping_for(path.name),
+                                     [settings.folders.mappings, builtin_mappings()]))
 
 
 @contextlib.contextmanager
@@ -507,16 +511,14 @@ def _read_options(spec, settings: Settings) -> dict:
     }
 
 
-def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]], built) -> list[tuple[Row, str]]:
+def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]]) -> list[tuple[Row, str]]:
     """Every refused row with its reason; rows of a held-back product name the line that held it."""
     reasons: dict[int, str] = {}
     for p in problems:
         if p.severity == "error" and p.line is not None:
             where = f"{p.column}: " if p.column and p.column not in p.reason else ""
             reasons.setdefault(p.line, f"{where}{p.reason}")
-    held_lines = dict(held)
-    held_lines.update(getattr(built, "held", None) or {})
-    for code, lines in held_lines.items():
+    for code, lines in held.items():
         first = next((ln for ln in lines if ln in reasons), None)
         for ln in lines:
             reasons.setdefault(ln, f"product {code} held back" + (f" because of line {first}" if first else ""))
@@ -530,21 +532,12 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
     return out
 
 
+def _changed_since(acknowledged_hash: str | None, item: dict) -> bool:
+    """True unless `item` is exactly what was acknowledged (hashing only when there is something to compare)."""
+    return acknowledged_hash is None or acknowledged_hash != _item_hash(item)
+
+
 def _item_hash(item: dict) -> str:
     return hashlib.sha256(json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
 
 
-def _file_identity(path: Path) -> tuple[str, int, int]:
-    """The file's sha256, size and modification time (ns)."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        mtime_ns = os.fstat(fh.fileno()).st_mtime_ns
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size, mtime_ns
-
-
-def _iso(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))

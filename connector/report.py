@@ -37,6 +37,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
@@ -118,14 +119,19 @@ def add_problems(report: dict[str, Any], problems: Iterable[dict[str, Any]]) -> 
     report["problems_by_severity"] = dict(severities.most_common())
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any], *, mode: int = 0o644) -> None:
     """Write `data` as indented UTF-8 JSON to `path`, all or nothing, durably.
 
     A reader sees the old file or the new one, never half of one, and no temporary file is
     left behind, even when serialising fails.
     """
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
-    _write_atomic(path, text.encode("utf-8"))
+    _write_atomic(path, text.encode("utf-8"), mode=mode)
+
+
+def iso_utc(at: float) -> str:
+    """A Unix time as the ISO 8601 UTC text every report, status and health file uses."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 def write_rejected_csv(path: Path, header: list[str], rejected: list[tuple[Row, str]]) -> None:
@@ -184,7 +190,7 @@ def summarise(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
+def _write_atomic(path: Path, payload: bytes, *, mode: int = 0o644) -> None:
     """Temp file in the same folder, fsync, os.replace, fsync the folder."""
     folder = path.parent
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
@@ -193,7 +199,7 @@ def _write_atomic(path: Path, payload: bytes) -> None:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are for support staff to read
+        os.chmod(tmp, mode)  # mkstemp makes 0600; reports are for support staff to read
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -201,16 +207,19 @@ def _write_atomic(path: Path, payload: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); folders cannot be opened on Windows."""
-    if os.name != "posix":
+def fsync_dir(folder: Path) -> None:
+    """Make a rename durable. Not every filesystem can fsync a folder (SMB, Windows): best effort."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
         return
-    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 

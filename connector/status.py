@@ -93,7 +93,7 @@ def _placed(title: str, root: Path, suffix: str, *, total: int | None = None) ->
         return [f"{heading} none"]
     out = [heading]
     for sidecar in recent:
-        report = inbox.read_json(sidecar) or {}
+        report = read_health(sidecar) or {}
         name = sidecar.name[: -len(suffix)]
         why = report.get("message") or report.get("status") or ""
         out.append(f"  {name}" + (f": {why}" if why else ""))

@@ -251,12 +251,6 @@ class ObserverSupervisor:
     def stop(self) -> None:
         self._stop_observer()
 
-    def kill_for_test(self) -> None:
-        """Stop the observer the way a crash would (used by tests to prove supervision)."""
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=2)
-
     def _build(self) -> Any:
         if self.kind == "polling":
             from watchdog.observers.polling import PollingObserver

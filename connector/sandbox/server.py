@@ -122,15 +122,6 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def serve_until_stopped(self, host: str, port: int, stop: threading.Event) -> None:
-        """Start, then block until `stop` is set (the CLI sets it on Ctrl-C / SIGTERM)."""
-        self.start(host, port)
-        try:
-            while not stop.wait(0.2):
-                pass
-        finally:
-            self.stop()
-
     # ---- Python inspection --------------------------------------------------------------
 
     def state(self) -> dict:
