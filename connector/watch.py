@@ -720,17 +720,7 @@ class Watcher:
 
     def _pause(self, seconds: float) -> None:
         """Wait `seconds` (or until stop), keeping the observer supervised and health fresh."""
-        deadline = time.monotonic() + seconds
-        next_supervision = time.monotonic() + SUPERVISE_S
-        while not self.stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self.stop.wait(min(left, WAKE_SLICE_S))
-            if time.monotonic() >= next_supervision:
-                self.observer.ensure()
-                next_supervision = time.monotonic() + SUPERVISE_S
-            self._beat()
+        self._wait(time.monotonic() + seconds, on_hint=False)
 
     def _sleep_until_next(self) -> None:
         """Wait for the next scan, the next readiness check, a set-aside file's next try or a
@@ -747,15 +737,22 @@ class Watcher:
             timeout = min(timeout, due)
         if self.troubles:
             timeout = min(timeout, max(min(t.next_try for t in self.troubles.values()) - now, 0.0))
-        deadline = time.monotonic() + max(timeout, MIN_WAIT_S)
+        self._wait(time.monotonic() + max(timeout, MIN_WAIT_S), on_hint=True)
+
+    def _wait(self, deadline: float, *, on_hint: bool) -> None:
+        """Wait until `deadline` (monotonic) or stop, or a hint when `on_hint`; meanwhile keep the
+        observer supervised and health fresh."""
         next_supervision = time.monotonic() + SUPERVISE_S
         while not self.stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            if self.wake.wait(min(left, WAKE_SLICE_S)):
-                self._settle()
-                return
+            if on_hint:
+                if self.wake.wait(min(left, WAKE_SLICE_S)):
+                    self._settle()
+                    return
+            else:
+                self.stop.wait(min(left, WAKE_SLICE_S))
             if time.monotonic() >= next_supervision:
                 self.observer.ensure()
                 next_supervision = time.monotonic() + SUPERVISE_S

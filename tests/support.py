@@ -21,8 +21,14 @@ class FakeTime:
     def monotonic(self) -> float:
         return self.now
 
+    __call__ = monotonic  # usable wherever a clock function is injected
+
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        """Time passing while nobody sleeps (a test moving the clock)."""
         self.now += seconds
 
 

@@ -16,19 +16,10 @@ from PIL import Image
 
 from connector.sandbox import Faults, Sandbox, SandboxConfig
 from connector.sandbox.rules import MAX_IMAGE_BYTES
+from tests.support import FakeTime
 
 FAST = {"rate": 1000.0, "unauth_rate": 1000.0}  # for tests that are not about rate limits
 DROP = object()  # marks a key to delete in `product_item(...)`
-
-
-class FakeClock:
-    """Monotonic seconds that only move when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def login(sb: Sandbox, username: str = "demo", password: str = "demo") -> requests.Response:
@@ -130,7 +121,7 @@ def test_every_endpoint_needs_a_valid_token(fast, method, path, token_param):
 
 
 def test_a_token_dies_after_its_lifetime(make_sandbox):
-    clock = FakeClock()
+    clock = FakeTime()
     sb = make_sandbox(token_lifetime=60, clock=clock, **FAST)
     token = sb.issue_token()
     clock.now += 59
@@ -426,7 +417,7 @@ def test_orders_are_queued_and_read_back(fast, token):
 
 def test_rate_limit_refuses_beyond_the_limit_and_never_below_it(make_sandbox):
     # A fake clock makes this exact (tolerance 0): only the clock decides the window.
-    clock = FakeClock()
+    clock = FakeTime()
     sb = make_sandbox(rate=3.0, unauth_rate=1.0, clock=clock)
     token = sb.issue_token()
     get = lambda: requests.get(f"{sb.url}/v1/sources", params={"token": token}, timeout=5)
@@ -444,7 +435,7 @@ def test_rate_limit_refuses_beyond_the_limit_and_never_below_it(make_sandbox):
 
 
 def test_unauthenticated_endpoints_allow_one_per_second_per_client(make_sandbox):
-    clock = FakeClock()
+    clock = FakeTime()
     sb = make_sandbox(clock=clock)
     first, second = login(sb), login(sb)
     assert (first.status_code, second.status_code) == (200, 429)
