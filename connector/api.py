@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type

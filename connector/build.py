@@ -13,9 +13,10 @@ A product is sent whole or not at all: one bad row holds back every row of its p
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .mapping import (
     FAMILIES,
@@ -507,7 +508,7 @@ class _Run:
             for row, b in rows:
                 self.images(row, b, product, None, None)
 
-    def parent_row(self, row: Row, parent: "_Parent") -> None:
+    def parent_row(self, row: Row, parent: _Parent) -> None:
         """A parent row is not a variant: its lines belong to its product; its errors hold it back."""
         if parent.code is not None:
             self.lines.setdefault(parent.code, []).append(row.line)
@@ -812,7 +813,7 @@ class _Family:
         self.of_child: dict[str, _Parent] = {}  # child's key -> parent (children_in)
 
     @classmethod
-    def scan(cls, rows: list[Row], bound: dict[str | None, _Bound], run: _Run) -> "_Family":
+    def scan(cls, rows: list[Row], bound: dict[str | None, _Bound], run: _Run) -> _Family:
         family = cls(run.mapping.parents)
         for row in rows:
             b = bound[row.sheet]

@@ -16,8 +16,8 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from connector import __version__
 from connector.config import ConfigError, Settings, load_settings, require_credentials

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 

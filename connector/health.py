@@ -24,9 +24,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from connector.report import iso_utc, write_json_atomic
 
@@ -60,7 +61,7 @@ class Health:
         health = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 if self.path.split("?")[0] not in ("/healthz", "/health"):
                     self.send_error(404)
                     return

@@ -17,15 +17,15 @@ import fnmatch
 import hashlib
 import os
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterable, Literal
+from typing import Literal
 
 from connector.config import Folders
 from connector.model import FileOutcome
 from connector.report import fsync_dir
-
 
 # Partial downloads and temp saves (browsers, WinSCP, rsync-style tools, Office).
 IGNORED_SUFFIXES = (".tmp", ".part", ".filepart", ".crdownload", ".partial", ".download")
@@ -373,7 +373,7 @@ def placed_name(stem: str, suffix: str, now: datetime, sha256: str, counter: int
     >>> placed_name("PRODUCTS", ".csv", datetime(2025, 6, 14, 10, 15, 2, tzinfo=timezone.utc), "3fa9c1d2ee")
     'PRODUCTS__20250614T101502Z__3fa9c1d2.csv'
     """
-    when = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    when = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     extra = f"__{counter}" if counter > 1 else ""
     return f"{stem}__{when}__{sha256[:8]}{extra}{suffix}"
 
@@ -394,7 +394,7 @@ def place(path: Path, outcome: FileOutcome, folders: Folders, now: datetime) -> 
         raise ValueError("a waiting file stays in processing/")
     archived = outcome.status in ("done", "duplicate")
     root = folders.archive if archived else folders.failed
-    day = now.astimezone(timezone.utc)
+    day = now.astimezone(UTC)
     folder = root / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
     folder.mkdir(parents=True, exist_ok=True)
     digest = str(outcome.report.get("sha256") or sha256_of(path))

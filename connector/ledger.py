@@ -20,9 +20,10 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from connector.report import iso_utc
 
@@ -116,7 +117,7 @@ class Ledger:
                 os.chmod(extra, 0o600)
 
     @classmethod
-    def open(cls, state_dir: Path, **kwargs) -> "Ledger":
+    def open(cls, state_dir: Path, **kwargs) -> Ledger:
         return cls(Path(state_dir) / cls.FILE_NAME, **kwargs)
 
     def close(self) -> None:

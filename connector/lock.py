@@ -79,7 +79,7 @@ class StateLock:
         _unlock(fd)
         os.close(fd)
 
-    def __enter__(self) -> "StateLock":
+    def __enter__(self) -> StateLock:
         self.acquire()
         return self
 

@@ -21,11 +21,12 @@ import difflib
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -276,7 +277,7 @@ class FieldSpec:
     true_values: tuple[str, ...] = DEFAULT_TRUE
     false_values: tuple[str, ...] = DEFAULT_FALSE
     pick: tuple[PickStep, ...] = ()
-    fallback: "FieldSpec | None" = None  # used when this field comes out blank
+    fallback: FieldSpec | None = None  # used when this field comes out blank
     unit: UnitSpec | None = None  # numbers whose unit is named in another column
 
     @property
@@ -392,7 +393,7 @@ class Mapping:
 
 
 # What each target field takes and gives. Output kinds: str, float (JSON number), int, flag ("true"/"false").
-PRODUCT_FIELDS = {f: ("text", "str") for f in ("title", "body_html", "vendor", "product_type", "collection", "tags")}
+PRODUCT_FIELDS = dict.fromkeys(("title", "body_html", "vendor", "product_type", "collection", "tags"), ("text", "str"))
 VARIANT_FIELDS = {
     "source_variant_code": ("code", "str"),
     "sku": ("code", "str"),

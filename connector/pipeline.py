@@ -16,9 +16,10 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from connector import __version__
 from connector.api import ApiClient, ApiError, ApiUnavailable, DataRejected
@@ -27,13 +28,12 @@ from connector.build import build_products
 from connector.checks import check_products
 from connector.config import Settings, builtin_mappings
 from connector.images import ImageError, encode_image, locate_images
+from connector.inbox import file_identity
 from connector.ledger import Job, Ledger
 from connector.mapping import Mapping, MappingError, find_mapping, load_mapping
 from connector.model import FileOutcome, ImageJob, Problem, Product, Row, Table
 from connector.read import ReadError, read_table
-from connector.inbox import file_identity
 from connector.report import add_problems, iso_utc, new_report, set_problems
-
 
 Progress = Callable[[int, int], None]  # (jobs finished, jobs in all) of the file being sent
 
@@ -279,7 +279,7 @@ class Pipeline:
                 out.append(Product(product.code, items, product.lines, product.images))
         return out, unchanged
 
-    def _batches(self, products: list[Product], plan: "Plan") -> list[list[dict]]:
+    def _batches(self, products: list[Product], plan: Plan) -> list[list[dict]]:
         """Batches within the limits; a product with an item too big for any request is held back."""
         while True:
             try:

@@ -39,8 +39,9 @@ import re
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .model import Problem, Row
 
@@ -165,7 +166,7 @@ def neutralise(text: str) -> str:
 def summarise(report: dict[str, Any]) -> str:
     """A few lines for a terminal: file, status, what was sent, problems by kind, time."""
     counts = report.get("counts", {})
-    c = lambda key: counts.get(key, 0)  # noqa: E731 - a local shorthand for the lines below
+    c = lambda key: counts.get(key, 0)
     read = report.get("read", {})
     source = ", ".join(
         str(v) for v in (read.get("format"), read.get("encoding"), _delimiter_name(read.get("delimiter")), read.get("sheet")) if v

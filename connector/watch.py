@@ -27,12 +27,13 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
@@ -313,7 +314,7 @@ class _Worker:
     """
 
     def __init__(self) -> None:
-        self._jobs: "queue.Queue[tuple[Callable[..., Any], tuple, Future] | None]" = queue.Queue()
+        self._jobs: queue.Queue[tuple[Callable[..., Any], tuple, Future] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="pipeline", daemon=True)
         self._thread.start()
 
@@ -358,7 +359,7 @@ class Watcher:
     its own backoff while the others go on.
     """
 
-    def __init__(self, settings: Settings, pipeline: "Pipeline", worker: _Worker, *, stop: threading.Event,
+    def __init__(self, settings: Settings, pipeline: Pipeline, worker: _Worker, *, stop: threading.Event,
                  clock: Callable[[], float], log: logging.Logger, retry_base: float, retry_cap: float,
                  health: Health, observer_kind: str, ledger: Any = None, heartbeat: float = HEARTBEAT_S,
                  wall: Callable[[], float] = time.time):
@@ -605,7 +606,7 @@ class Watcher:
 
     def _place(self, path: Path, outcome: FileOutcome, seconds: float) -> str:
         try:
-            placed = inbox.place(path, outcome, self.folders, datetime.now(timezone.utc))
+            placed = inbox.place(path, outcome, self.folders, datetime.now(UTC))
         except OSError as exc:
             return self._set_aside(path, "place", f"was processed ({outcome.status}) but cannot be filed away: {exc}")
         self.troubles.pop(path.name, None)
@@ -682,7 +683,7 @@ class Watcher:
         claimed = result.path
         outcome = inbox.refuse_empty(claimed)
         try:
-            placed = inbox.place(claimed, outcome, self.folders, datetime.now(timezone.utc))
+            placed = inbox.place(claimed, outcome, self.folders, datetime.now(UTC))
         except OSError as exc:
             self._set_aside(claimed, "place", f"cannot be moved to failed/: {exc}")
             return
@@ -825,7 +826,7 @@ class Watcher:
                 return
             self._published, self._published_at = snapshot, now
             self.health.update(snapshot)
-        except Exception:  # noqa: BLE001 - health reporting must never stop the service
+        except Exception:
             self.log.exception("cannot publish health")
 
 
@@ -889,7 +890,7 @@ def _summary(outcome: FileOutcome) -> str:
 
 # --- entry point -----------------------------------------------------------------------------
 
-def serve(settings: Settings, make_pipeline: Callable[[], "Pipeline"], *, stop: threading.Event | None = None,
+def serve(settings: Settings, make_pipeline: Callable[[], Pipeline], *, stop: threading.Event | None = None,
           clock: Callable[[], float] = time.monotonic, log: logging.Logger | None = None,
           retry_base: float = 5.0, retry_cap: float = 300.0, heartbeat: float = HEARTBEAT_S) -> int:
     """Run the file-drop service until `stop` is set (or SIGTERM/SIGINT); returns an exit code.
@@ -913,7 +914,7 @@ def serve(settings: Settings, make_pipeline: Callable[[], "Pipeline"], *, stop: 
         restore()
 
 
-def _serve_locked(settings: Settings, make_pipeline: Callable[[], "Pipeline"], *, stop: threading.Event,
+def _serve_locked(settings: Settings, make_pipeline: Callable[[], Pipeline], *, stop: threading.Event,
                   clock: Callable[[], float], log: logging.Logger, retry_base: float, retry_cap: float,
                   heartbeat: float) -> int:
     folders = settings.folders

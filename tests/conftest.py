@@ -11,7 +11,8 @@ Every sandbox started here is stopped when the test ends.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 

@@ -19,7 +19,6 @@ from PIL import Image
 from connector.images import MAX_BYTES, ImageError, encode_image, locate_images, validate_image
 from connector.model import ImageRef, Product
 
-
 # --- image makers -------------------------------------------------------------------------
 
 

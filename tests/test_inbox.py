@@ -8,7 +8,7 @@ import os
 import random
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from connector.model import FileOutcome, Row
 from tests.support import FakeTime
 
 PATTERNS = ["*.csv", "*.xlsx", "*.xls", "*.ods"]
-NOW = datetime(2025, 6, 14, 10, 15, 2, tzinfo=timezone.utc)
+NOW = datetime(2025, 6, 14, 10, 15, 2, tzinfo=UTC)
 
 
 def folders_in(root: Path) -> Folders:

@@ -530,9 +530,9 @@ def test_corpus_csv_matches_facts(relative):
 def test_a_workbook_that_exhausts_the_readers_memory_is_refused_and_the_process_lives_on(tmp_path, monkeypatch):
     """Workbooks are read in a child process under a memory limit: a file that needs more
     (a real bomb would make the spreadsheet library abort) ends the child, not us."""
-    import connector.read as read
-
     from openpyxl import Workbook
+
+    import connector.read as read
 
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("Stock")

@@ -19,9 +19,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from watchdog.observers.api import BaseObserver
@@ -544,7 +544,7 @@ def test_failed_files_are_counted_at_start_up_and_then_kept_count_of(tmp_path):
     for name in ("old1.csv", "old2.csv"):
         (f.processing / name).write_bytes(b"x")
         inbox.place(f.processing / name, FileOutcome("refused", {}, message="old"), f,
-                    datetime.now(timezone.utc))
+                    datetime.now(UTC))
     pipeline = RecordingPipeline(statuses=lambda name: "refused")
     with serving(settings, pipeline):
         wait_until(lambda: health(settings).get("failed_files") == 2, what="the start-up count")
@@ -624,7 +624,7 @@ def test_health_is_served_on_healthz_200_when_ok_503_when_degraded(tmp_path):
 
 
 def test_status_shows_processing_backlog_archived_failed_and_the_last_error(tmp_path):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from connector import inbox
     from connector.ledger import Ledger
@@ -635,7 +635,7 @@ def test_status_shows_processing_backlog_archived_failed_and_the_last_error(tmp_
     for folder in (f.processing, f.archive, f.failed):
         folder.mkdir(parents=True)
     (f.processing / "stuck.csv").write_bytes(b"x" * 42)
-    when = datetime(2025, 6, 14, 10, 0, tzinfo=timezone.utc)
+    when = datetime(2025, 6, 14, 10, 0, tzinfo=UTC)
     (f.processing / "fine.csv").write_bytes(b"a")
     inbox.place(f.processing / "fine.csv", FileOutcome("done", {"status": "done"}, message="fine.csv: done"), f, when)
     (f.processing / "bad.csv").write_bytes(b"b")

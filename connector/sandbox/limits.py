@@ -8,8 +8,8 @@ from __future__ import annotations
 import random
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from connector.sandbox.settings import Faults
 

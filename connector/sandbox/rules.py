@@ -16,7 +16,8 @@ import binascii
 import hashlib
 import json
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 MAX_OPTIONS = 3
 MAX_IMAGE_BYTES = 2 * 1024 * 1024

@@ -12,7 +12,8 @@ element of a list on the way matches. Anything else raises QueryError naming the
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 MAX_SIZE = 10000
 

@@ -16,9 +16,10 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from connector.sandbox import rules
@@ -47,7 +48,7 @@ class _Request:
 
 @dataclass(frozen=True)
 class _Route:
-    handler: Callable[["Sandbox", _Request], Reply]
+    handler: Callable[[Sandbox, _Request], Reply]
     public: bool  # no token needed; limited per client address at unauth_rate
 
 
@@ -84,7 +85,7 @@ class Sandbox:
 
     # ---- life -------------------------------------------------------------------------
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> "Sandbox":
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> Sandbox:
         """Listen on host:port (0: a free port) and serve in a daemon thread."""
         if self._server is not None:
             raise RuntimeError("the sandbox is already running")
@@ -114,7 +115,7 @@ class Sandbox:
         if self._thread:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         if self._server is None:
             self.start()
         return self
@@ -164,7 +165,7 @@ class Sandbox:
         rate = self.config.unauth_rate if public else self.config.rate
         return f"{rate:g}"
 
-    def handle(self, handler: "_Handler", method: str) -> None:
+    def handle(self, handler: _Handler, method: str) -> None:
         """Answer one request: inspection, or rate limit -> auth -> faults -> route."""
         parts = urlsplit(handler.path)
         path = parts.path.rstrip("/") or "/"

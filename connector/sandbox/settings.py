@@ -9,8 +9,8 @@ Plain data; the server reads it, never changes it (faults are swapped whole with
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 QUEUE_PATHS = ("/v1/products/queue", "/v1/images/queue")
 RETRY_AFTER_CHOICES = ("none", "seconds", "date")

@@ -10,8 +10,9 @@ import copy
 import hashlib
 import itertools
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 
 class Store:
@@ -20,7 +21,7 @@ class Store:
     def __init__(self, source_id: int, client_id: int, now: Callable[[], datetime] | None = None):
         self.source_id = source_id
         self.client_id = client_id
-        self._now = now or (lambda: datetime.now(timezone.utc))
+        self._now = now or (lambda: datetime.now(UTC))
         self.clear()
 
     def clear(self) -> None:
