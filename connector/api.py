@@ -25,6 +25,7 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from connector.config import ApiSettings
+from connector.errors import ApiError, ApiUnavailable, AuthFailed, DataRejected, SetupError
 from connector.logs import install_redaction, redact, register_secret
 
 log = logging.getLogger("connector.api")
@@ -32,30 +33,6 @@ log = logging.getLogger("connector.api")
 TRANSIENT_STATUS = {408, 429}  # and every 5xx
 DATA_STATUS = {400, 409, 413, 422}  # the request's data was refused; anything else 4xx is our setup
 MAX_LOGINS_PER_CALL = 5
-
-
-class ApiError(Exception):
-    """A redacted, one-line description of what went wrong with the API."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(redact(message))
-        self.status = status
-
-
-class DataRejected(ApiError):
-    """The API refused the request's data (4xx). `errors`: [{"index", "field", "message"}, ...]."""
-
-    def __init__(self, message: str, status: int, errors: list[dict]):
-        super().__init__(message, status)
-        self.errors = errors
-
-
-class ApiUnavailable(ApiError):
-    """Transient trouble outlasted the retry budget; nothing is lost, the work waits."""
-
-
-class AuthFailed(ApiError):
-    """The API refused the credentials themselves."""
 
 
 class _TokenRefused(ApiError):
@@ -227,9 +204,9 @@ class ApiClient:
         except requests.exceptions.SSLError as exc:
             # Never retried and never worked around: someone must look at the certificate or the URL.
             self.requests["error"] += 1
-            raise ApiError(f"{method} {path}: TLS failed ({_why(exc)}); check api.url and the server's certificate") from None
+            raise SetupError(f"{method} {path}: TLS failed ({_why(exc)}); check api.url and the server's certificate") from None
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
-            raise ApiError(f"api.url is not usable: {_why(exc)}") from None
+            raise SetupError(f"api.url is not usable: {_why(exc)}") from None
         except requests.RequestException as exc:
             # The server may have processed the request (connection closed after the body was
             # read); retrying is safe because products are upserts keyed by their codes.
@@ -263,7 +240,7 @@ class ApiClient:
                 pass
             raise DataRejected(f"{method} {path}: HTTP {status} {detail}", status, errors)
         # 404, 405, 3xx...: the URL or a proxy is wrong, not the data. Nothing is refused; the work waits.
-        raise ApiError(f"{method} {path}: unexpected HTTP {status} {detail}; check api.url", status)
+        raise SetupError(f"{method} {path}: unexpected HTTP {status} {detail}; check api.url", status)
 
     def _wait(self, state: RetryCallState) -> float:
         """Retry-After when the server gives one (capped), else exponential backoff with full jitter."""

@@ -7,16 +7,17 @@ A product is sent whole: its items (one per variant) stay in one batch, so the s
 sees half a product's variants. Only a product too big for one batch on its own is split, over
 consecutive batches. Batches follow the products' order, which is the file's order.
 
-Sizes are of the compact body `json.dumps({"system_products": items}, separators=(",", ":"),
-ensure_ascii=False).encode()`; the sender must serialise the same way for the bound to hold.
+Sizes are of the compact body `wire.encode({"system_products": items})`, the encoder the
+sender uses, so the bound holds for what is really sent.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from .errors import OversizedItem
 from .model import Product
+from .wire import encode as _dumps
 
 _ENVELOPE = len(b'{"system_products":[]}')  # the body around the items; items add a comma between
 
@@ -24,16 +25,6 @@ _ENVELOPE = len(b'{"system_products":[]}')  # the body around the items; items a
 def body_size(items: list[dict[str, Any]]) -> int:
     """Bytes of the compact UTF-8 JSON body `{"system_products": items}`."""
     return len(_dumps({"system_products": items}))
-
-
-class OversizedItem(ValueError):
-    """One item of a product is bigger than a whole request may be."""
-
-    def __init__(self, code: str, size: int, max_bytes: int):
-        super().__init__(f"product {code!r}: one of its items is {size:,} bytes as JSON, "
-                         f"more than the {max_bytes:,}-byte limit of a request")
-        self.code = code
-        self.size = size
 
 
 def make_batches(
@@ -72,7 +63,7 @@ def make_batches(
             continue
         # Too big for any one batch: split it, starting afresh so it spans as few batches as it can.
         flush()
-        for item, size in zip(product.items, sizes):
+        for item, size in zip(product.items, sizes, strict=True):
             if current and (len(current) + 1 > max_items or current_bytes + 1 + size > max_bytes):
                 flush()
             current_bytes += size + (1 if current else 0)
@@ -86,7 +77,3 @@ def _item_size(item: dict[str, Any], code: str, max_bytes: int) -> int:
     if _ENVELOPE + size > max_bytes:
         raise OversizedItem(code, size, max_bytes)
     return size
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

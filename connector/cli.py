@@ -1,28 +1,73 @@
 """Command line: the only place exceptions become exit codes and one-line messages.
 
-Exit codes (every command):
+Exit codes (every command), from one table (`EXIT_CODES`):
   0  everything sendable was acknowledged (or nothing needed sending)
-  1  the file was refused for data reasons (with --strict: any row was refused)
-  2  usage, configuration, mapping or credential error
+  1  the file was refused for data reasons, or the API refused every item it was sent
+     (with --strict: any row or item was refused)
+  2  usage, configuration, mapping or credential error: a person must change the setup
   3  work is left waiting in the ledger (API unreachable); the next run sends it
+  4  an unexpected error inside the connector (a bug): journaled work stays in the ledger
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connector import __version__
-from connector.config import ConfigError, Settings, load_settings, require_credentials
+from connector.config import Settings, load_settings, require_credentials
+from connector.errors import ConnectorError, FatalError, RefusedData, RetriableError
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
+if TYPE_CHECKING:
+    from connector.report import Report
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_WAITING, EXIT_INTERNAL = 0, 1, 2, 3, 4
+
+# What happened -> the exit code. The only place outcomes become exit codes: a report's
+# status, or its error kind where the kind says more (a broken mapping is the setup's fault).
+EXIT_CODES: dict[str, int] = {
+    "done": EXIT_OK,
+    "duplicate": EXIT_OK,
+    "checked": EXIT_OK,
+    "refused": EXIT_REFUSED,
+    "refused_by_api": EXIT_REFUSED,  # every item sent was refused (e.g. another account's source id)
+    "rows_refused": EXIT_REFUSED,    # --strict only
+    "waiting": EXIT_WAITING,
+    "mapping": EXIT_USAGE,
+    "setup": EXIT_USAGE,
+    # the exception tree's branches, for errors that end a command before a report exists
+    FatalError.__name__: EXIT_USAGE,
+    RetriableError.__name__: EXIT_WAITING,
+    RefusedData.__name__: EXIT_REFUSED,
+    "internal": EXIT_INTERNAL,
+}
+
+
+def outcome(report: Report, *, strict: bool = False) -> str:
+    """The key of EXIT_CODES that says how a file's run ended."""
+    if report.error_kind in ("mapping", "setup"):
+        return report.error_kind
+    c = report.counts
+    if report.status == "done" and c.items_to_send and not c.items_sent and c.products_refused_by_api:
+        return "refused_by_api"
+    if report.status == "done" and strict and (report.rejected or c.products_refused_by_api):
+        return "rows_refused"
+    return report.status
+
+
+def error_outcome(exc: BaseException) -> str:
+    """The key of EXIT_CODES for an exception that ended a command."""
+    for branch in (FatalError, RetriableError, RefusedData):
+        if isinstance(exc, branch):
+            return branch.__name__
+    return "internal"
 
 DESCRIPTION = """\
 Push ERP product exports (CSV, XLSX, XLS, ODS) to the Stock2Shop API.
@@ -36,8 +81,9 @@ Try it without credentials:  connector push examples/products.csv --sandbox
 """
 
 EPILOG = """\
-exit codes: 0 done, 1 file refused for data reasons, 2 usage/config/mapping error,
-3 work left waiting in the ledger (API unreachable).
+exit codes: 0 done, 1 file (or every item) refused for data reasons, 2 usage/config/
+mapping/credentials error, 3 work left waiting in the ledger (API unreachable),
+4 unexpected internal error (journaled work stays in the ledger).
 configuration: ./connector.yaml (or --config), overridden by S2S_API_URL,
 S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID and S2S_STATE_DIR.
 """
@@ -115,9 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         settings = load_settings(args.config, os.environ)
-    except ConfigError as exc:
-        return _fail(EXIT_USAGE, "configuration has errors:", exc.problems)
-    try:
         if args.command == "check":
             return _check(args, settings)
         with _api(settings, args.sandbox):
@@ -130,17 +173,11 @@ def main(argv: list[str] | None = None) -> int:
 
                 print(render_status(settings))
                 return EXIT_OK
-    except ConfigError as exc:
-        return _fail(EXIT_USAGE, "configuration has errors:", exc.problems)
     except KeyboardInterrupt:
         print("interrupted; journaled work stays in the ledger and is sent on the next run", file=sys.stderr)
         return EXIT_WAITING
-    except Exception as exc:  # the last resort: one line, never a traceback, never a secret
-        from connector.logs import redact
-
-        logging.getLogger("connector").debug("unexpected error", exc_info=True)
-        return _fail(EXIT_USAGE, f"unexpected error: {type(exc).__name__}: {redact(str(exc))} "
-                                 "(journaled work stays in the ledger; run with --log-level DEBUG for details)")
+    except Exception as exc:  # one line, never a traceback, never a secret
+        return _fail_with(exc)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 
@@ -148,47 +185,34 @@ def main(argv: list[str] | None = None) -> int:
 # -- commands ------------------------------------------------------------------------------
 
 def _push(args, settings: Settings) -> int:
-    from connector.lock import AlreadyRunning, StateLock
-    from connector.report import summarise, write_json_atomic, write_rejected_csv
+    from connector.lock import StateLock
+    from connector.report import summarise, write_report_files
 
     if not args.file.is_file():
         return _fail(EXIT_USAGE, f"{args.file}: no such file")
     require_credentials(settings)
-    try:
-        with StateLock(settings.folders.state):
-            pipeline = _make_pipeline(settings, full=args.full, progress=_progress_bar())
-            try:
-                outcome = pipeline.run_file(args.file, mapping=args.mapping)
-            finally:
-                pipeline.close()
-                _end_progress()
-    except AlreadyRunning as exc:
-        return _fail(EXIT_USAGE, str(exc))
-    if pipeline.fatal is not None:
-        return _fail(EXIT_USAGE, f"{pipeline.fatal} (the work stays in the ledger; fix this and run again)")
+    with StateLock(settings.folders.state):
+        pipeline = _make_pipeline(settings, full=args.full, progress=_progress_bar())
+        try:
+            report = pipeline.run_file(args.file, mapping=args.mapping)
+        finally:
+            pipeline.close()
+            _end_progress()
 
     args.report_dir.mkdir(parents=True, exist_ok=True)
-    report_path = args.report_dir / f"{args.file.name}.report.json"
-    write_json_atomic(report_path, outcome.report)
-    if outcome.rejected:
-        write_rejected_csv(args.report_dir / f"{args.file.name}.rejected.csv", outcome.header, outcome.rejected)
-    print(summarise(outcome.report))
+    report_path = write_report_files(report, args.report_dir / args.file.name)
+    print(summarise(report))
     print(f"report: {report_path}")
-    print(outcome.message)
-    if outcome.status == "waiting":
-        return EXIT_WAITING
-    if outcome.status == "refused":
-        return EXIT_USAGE if (outcome.report.get("error") or {}).get("kind") == "mapping" else EXIT_REFUSED
-    if args.strict and (outcome.rejected or outcome.report.get("counts", {}).get("products_refused_by_api")):
-        return EXIT_REFUSED
-    return EXIT_OK
+    print(report.message)
+    return EXIT_CODES[outcome(report, strict=args.strict)]
 
 
 def _check(args, settings: Settings) -> int:
-    from connector.mapping import MappingError
+    from connector.common import file_identity
+    from connector.errors import MappingError, ReadError
     from connector.pipeline import plan_file
-    from connector.read import ReadError
-    from connector.report import summarise, write_json_atomic, write_rejected_csv
+    from connector.report import Report, summarise, write_report_files
+    from connector.wire import encode
 
     if not args.file.is_file():
         return _fail(EXIT_USAGE, f"{args.file}: no such file")
@@ -198,22 +222,22 @@ def _check(args, settings: Settings) -> int:
         return _fail(EXIT_USAGE, "mapping has errors:", exc.problems)
     except ReadError as exc:
         return _fail(EXIT_REFUSED, f"{args.file.name}: refused: {exc}")
-    from connector.inbox import file_identity
 
-    sha256, size, _ = file_identity(args.file)
-    report = plan.report(sha256=sha256, size=size, started=0.0)
-    report["status"] = "refused" if plan.refused else "checked"
-    report.pop("started_at", None)
+    report = plan.fill(Report(file=args.file.name, status="checked"))
+    report.sha256, report.size, _ = file_identity(args.file)
+    if plan.refused:
+        report.fail("refused", "data", "no row of the file could be sent")
     args.out.mkdir(parents=True, exist_ok=True)
-    items = [item for product in plan.products for item in product.items]
-    (args.out / f"{args.file.name}.items.json").write_text(
-        json.dumps({"system_products": items}, indent=1, ensure_ascii=False), encoding="utf-8")
-    write_json_atomic(args.out / f"{args.file.name}.report.json", report)
-    if plan.rejected:
-        write_rejected_csv(args.out / f"{args.file.name}.rejected.csv", plan.table.header, plan.rejected)
+    with open(args.out / f"{args.file.name}.items.json", "wb") as out:  # one item per line: diffable, streamable
+        out.write(b'{"system_products": [\n')
+        items = (item for product in plan.products for item in product.items)
+        for n, item in enumerate(items):
+            out.write((b",\n" if n else b"") + encode(item))
+        out.write(b"\n]}\n")
+    write_report_files(report, args.out / args.file.name)
     print(summarise(report))
     print(f"items that would be sent, report and rejected rows: {args.out}/")
-    return EXIT_REFUSED if plan.refused else EXIT_OK
+    return EXIT_CODES[outcome(report)]
 
 
 def _watch(settings: Settings) -> int:
@@ -267,6 +291,26 @@ def _progress_bar():
 def _end_progress() -> None:
     if sys.stderr.isatty():
         sys.stderr.write("\n")
+
+
+def _fail_with(exc: Exception) -> int:
+    """An error that ended a command: its exit code from the table, and one line (or its list)."""
+    from connector.config import ConfigError
+    from connector.errors import MappingError
+    from connector.logs import redact
+
+    code = EXIT_CODES[error_outcome(exc)]
+    if isinstance(exc, ConfigError):
+        return _fail(code, "configuration has errors:", exc.problems)
+    if isinstance(exc, MappingError):
+        return _fail(code, "mapping has errors:", exc.problems)
+    if isinstance(exc, FatalError):
+        return _fail(code, f"{exc} (any journaled work stays in the ledger; fix this and run again)")
+    if isinstance(exc, ConnectorError):
+        return _fail(code, str(exc))
+    logging.getLogger("connector").debug("unexpected error", exc_info=True)
+    return _fail(code, f"unexpected error: {type(exc).__name__}: {redact(str(exc))} "
+                       "(journaled work stays in the ledger; run with --log-level DEBUG for details)")
 
 
 def _fail(code: int, message: str, details: list[str] | None = None) -> int:

@@ -19,16 +19,10 @@ from typing import Any
 
 import yaml
 
+from connector.errors import ConfigError
+
 DEFAULT_API_URL = "https://app.stock2shop.com"
 DEFAULT_PATTERNS = ["*.csv", "*.xlsx", "*.xls", "*.ods"]
-
-
-class ConfigError(Exception):
-    """Every problem found in the configuration, one per line."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 @dataclass

@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from connector.report import iso_utc, write_json_atomic
+from connector.common import iso_utc, write_json_atomic
 
 log = logging.getLogger("connector.health")
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .errors import ImageError
 from .model import ImageJob, ImageRef, Problem, Product
 
 MAX_BYTES = 2 * 1024 * 1024  # the API's limit per image (api-docs: "at most 2 MB")
@@ -48,10 +49,6 @@ _OPEN_FLAGS = (
     | getattr(os, "O_CLOEXEC", 0)
     | getattr(os, "O_BINARY", 0)
 )
-
-
-class ImageError(Exception):
-    """Why an image cannot be used; one sentence for a person."""
 
 
 def locate_images(

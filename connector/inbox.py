@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable
@@ -23,9 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from connector.common import fsync_dir, sha256_of
 from connector.config import Folders
-from connector.model import FileOutcome
-from connector.report import fsync_dir
+from connector.report import Report, write_report_files
 
 # Partial downloads and temp saves (browsers, WinSCP, rsync-style tools, Office).
 IGNORED_SUFFIXES = (".tmp", ".part", ".filepart", ".crdownload", ".partial", ".download")
@@ -351,22 +350,6 @@ def list_processing(processing_dir: Path) -> list[Path]:
     return [p for _, _, p in sorted(found)]
 
 
-def file_identity(path: Path) -> tuple[str, int, int]:
-    """The file's sha256, size and modification time (ns), from one open of the file."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        mtime_ns = os.fstat(fh.fileno()).st_mtime_ns
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size, mtime_ns
-
-
-def sha256_of(path: Path) -> str:
-    return file_identity(path)[0]
-
-
 def placed_name(stem: str, suffix: str, now: datetime, sha256: str, counter: int = 1) -> str:
     """`<stem>__<UTC time>__<sha8><suffix>`, with `__<counter>` before the suffix from 2 on.
 
@@ -378,7 +361,7 @@ def placed_name(stem: str, suffix: str, now: datetime, sha256: str, counter: int
     return f"{stem}__{when}__{sha256[:8]}{extra}{suffix}"
 
 
-def place(path: Path, outcome: FileOutcome, folders: Folders, now: datetime) -> Path:
+def place(path: Path, outcome: Report, folders: Folders, now: datetime) -> Path:
     """File a processed file away; returns its new path.
 
     done / duplicate -> archive/YYYY/MM/DD/<name> with <name>.report.json beside it;
@@ -388,8 +371,6 @@ def place(path: Path, outcome: FileOutcome, folders: Folders, now: datetime) -> 
     the file in processing/, and the next run files it under a new name). Nothing is ever
     overwritten: a clash adds a counter.
     """
-    from connector.report import write_json_atomic, write_rejected_csv  # the report module owns formats
-
     if outcome.status == "waiting":
         raise ValueError("a waiting file stays in processing/")
     archived = outcome.status in ("done", "duplicate")
@@ -397,7 +378,7 @@ def place(path: Path, outcome: FileOutcome, folders: Folders, now: datetime) -> 
     day = now.astimezone(UTC)
     folder = root / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
     folder.mkdir(parents=True, exist_ok=True)
-    digest = str(outcome.report.get("sha256") or sha256_of(path))
+    digest = outcome.sha256 or sha256_of(path)
     sidecar = ".report.json" if archived else ".error.json"
 
     counter = 1
@@ -407,15 +388,8 @@ def place(path: Path, outcome: FileOutcome, folders: Folders, now: datetime) -> 
             break
         counter += 1
 
-    report = {**outcome.report}
-    report.setdefault("file", path.name)
-    report.setdefault("status", outcome.status)
-    if outcome.message:
-        report.setdefault("message", outcome.message)
-    report["placed_as"] = str(target)
-    write_json_atomic(Path(str(target) + sidecar), report)
-    if outcome.rejected:
-        write_rejected_csv(Path(str(target) + ".rejected.csv"), outcome.header, outcome.rejected)
+    outcome.placed_as = str(target)
+    write_report_files(outcome, target, sidecar=sidecar)
     os.rename(path, target)
     marker = path.with_name(path.name + DONE_SUFFIX)
     if os.path.lexists(marker):
@@ -425,11 +399,13 @@ def place(path: Path, outcome: FileOutcome, folders: Folders, now: datetime) -> 
     return target
 
 
-def refuse_empty(path: Path) -> FileOutcome:
-    """The outcome for a zero-byte export: refused with a reason a person can act on."""
+def refuse_empty(path: Path) -> Report:
+    """The report of a zero-byte export: refused with a reason a person can act on."""
     message = (f"{path.name} is empty (0 bytes): the export wrote nothing. "
                "Check the ERP export job; set watch.allow_empty to accept empty files.")
-    return FileOutcome("refused", {"file": path.name, "size": 0, "error": "empty file"}, message=message)
+    report = Report(file=path.name, size=0).fail("refused", "read", "empty file")
+    report.message = message
+    return report
 
 
 def count_files(root: Path, *, suffix: str | None = None) -> int:

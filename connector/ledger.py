@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connector.report import iso_utc
+from connector.common import iso_utc
+from connector.model import Problem
+from connector.report import Report
+from connector.wire import encode_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -39,7 +42,8 @@ CREATE TABLE IF NOT EXISTS files (
     status TEXT NOT NULL,              -- journaled | done | refused
     report TEXT NOT NULL,              -- JSON: the report as planned, completed when the file finishes
     rejected TEXT NOT NULL DEFAULT '{}', -- JSON: {"header": [...], "rows": [[line, sheet, cells, reason], ...]}
-    created_at REAL NOT NULL,
+    started_at REAL,                   -- when the file was taken (its report's timings start here)
+    created_at REAL NOT NULL,          -- when its work was journaled
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS files_sha ON files(sha256);
@@ -109,6 +113,7 @@ class Ledger:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
+            self._migrate()
         finally:
             os.umask(old_umask)
         for suffix in ("", "-wal", "-shm"):
@@ -122,6 +127,12 @@ class Ledger:
 
     def close(self) -> None:
         self.db.close()
+
+    def _migrate(self) -> None:
+        """Bring a ledger written by an earlier version up to this schema (columns only added)."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(files)")}
+        if "started_at" not in columns:
+            self.db.execute("ALTER TABLE files ADD COLUMN started_at REAL")
 
     # -- files ---------------------------------------------------------------------------
 
@@ -141,8 +152,7 @@ class Ledger:
             return None
         return {"id": row[0], "name": row[1], "status": row[2], "finished_at": row[3], "mtime_ns": row[4]}
 
-    def journal(self, *, sha256: str, name: str, size: int, mtime_ns: int, mapping_sha256: str, endpoint: str,
-                report: dict, rejected: dict,
+    def journal(self, report: Report, *, mtime_ns: int, endpoint: str,
                 batches: Iterable[list[dict]], images: Iterable[tuple[int | None, dict]]) -> int:
         """Write a file and all its work in ONE transaction, before anything is sent.
 
@@ -150,18 +160,21 @@ class Ledger:
         image's product with the image job's fields. Returns the file id.
         """
         now = self.clock()
+        data, rejected = report.to_ledger()
         with self._transaction():
             file_id = self.db.execute(
                 "INSERT INTO files (sha256, name, size, mtime_ns, mapping_sha256, endpoint, status, report, rejected,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, 'journaled', ?, ?, ?)",
-                (sha256, name, size, mtime_ns, mapping_sha256, endpoint, json.dumps(report),
-                 json.dumps(rejected, ensure_ascii=False), now),
+                " started_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'journaled', ?, ?, ?, ?)",
+                (report.sha256, report.file, report.size, mtime_ns, report.mapping_sha256, endpoint,
+                 json.dumps(data, ensure_ascii=False), json.dumps(rejected, ensure_ascii=False),
+                 report.started_at, now),
             ).lastrowid
+            assert file_id is not None
             batch_ids = []
             for items in batches:
                 batch_ids.append(self.db.execute(
                     "INSERT INTO jobs (file_id, kind, payload, created_at) VALUES (?, 'products', ?, ?)",
-                    (file_id, json.dumps(items, ensure_ascii=False), now),
+                    (file_id, encode_text(items), now),
                 ).lastrowid)
             self.db.executemany(
                 "INSERT INTO jobs (file_id, kind, payload, after_job, created_at) VALUES (?, 'image', ?, ?, ?)",
@@ -170,22 +183,27 @@ class Ledger:
             )
         return file_id
 
-    def finish_file(self, file_id: int, status: str, report: dict) -> None:
+    def finish_file(self, file_id: int, report: Report) -> None:
+        """Keep the final report of a file whose jobs have all ended."""
         with self._transaction():
             self.db.execute(
                 "UPDATE files SET status = ?, report = ?, finished_at = ? WHERE id = ?",
-                (status, json.dumps(report), self.clock(), file_id),
+                (report.status, json.dumps(report.to_json(), ensure_ascii=False), report.finished_at or self.clock(),
+                 file_id),
             )
 
-    def record_refused(self, *, sha256: str, name: str, size: int, endpoint: str, report: dict) -> int:
+    def record_refused(self, report: Report, *, endpoint: str) -> int:
         """A file refused before anything was journaled (kept so `status` can list it)."""
         now = self.clock()
         with self._transaction():
-            return self.db.execute(
-                "INSERT INTO files (sha256, name, size, endpoint, status, report, created_at, finished_at)"
-                " VALUES (?, ?, ?, ?, 'refused', ?, ?, ?)",
-                (sha256, name, size, endpoint, json.dumps(report), now, now),
+            file_id = self.db.execute(
+                "INSERT INTO files (sha256, name, size, endpoint, status, report, started_at, created_at, finished_at)"
+                " VALUES (?, ?, ?, ?, 'refused', ?, ?, ?, ?)",
+                (report.sha256 or "", report.file, report.size or 0, endpoint,
+                 json.dumps(report.to_json(), ensure_ascii=False), report.started_at, now, now),
             ).lastrowid
+            assert file_id is not None
+            return file_id
 
     def unfinished_files(self, endpoint: str) -> list[int]:
         return [r[0] for r in self.db.execute(
@@ -196,10 +214,11 @@ class Ledger:
         return [r[0] for r in self.db.execute(
             "SELECT DISTINCT endpoint FROM files WHERE status = 'journaled' AND endpoint != ?", (endpoint,))]
 
-    def file_report(self, file_id: int) -> tuple[dict, dict]:
-        """The planned report and the rejected rows of one file."""
-        report, rejected = self.db.execute("SELECT report, rejected FROM files WHERE id = ?", (file_id,)).fetchone()
-        return json.loads(report), json.loads(rejected)
+    def file_report(self, file_id: int) -> Report:
+        """The report of one file as last kept (planned, or final), with its rejected rows."""
+        report, rejected, started, finished = self.db.execute(
+            "SELECT report, rejected, started_at, finished_at FROM files WHERE id = ?", (file_id,)).fetchone()
+        return Report.from_ledger(json.loads(report), json.loads(rejected), started_at=started, finished_at=finished)
 
     def file_job_states(self, file_id: int) -> dict[tuple[str, str], int]:
         """Counts of (kind, state) for one file's jobs."""
@@ -220,34 +239,36 @@ class Ledger:
         ).fetchone()[0]
         return {"items_sent": items, "images_sent": images}
 
-    def close_job_with_problem(self, job_id: int, state: str, reason: str, file_id: int, problem: dict) -> None:
+    def close_job_with_problem(self, job_id: int, state: str, reason: str, file_id: int, problem: Problem) -> None:
         """End a job unsent and say why in the file's report, in one transaction."""
         with self._transaction():
             self.db.execute(
                 "UPDATE jobs SET state = ?, last_error = ?, done_at = ? WHERE id = ?", (state, reason, self.clock(), job_id)
             )
-            self.db.execute("INSERT INTO problems (file_id, problem) VALUES (?, ?)", (file_id, json.dumps(problem)))
+            self.db.execute("INSERT INTO problems (file_id, problem) VALUES (?, ?)",
+                            (file_id, json.dumps(problem.as_dict(), ensure_ascii=False)))
 
-    def refuse_items(self, job_id: int, file_id: int, problems: list[dict], remaining: list[dict]) -> None:
+    def refuse_items(self, job_id: int, file_id: int, problems: list[Problem], remaining: list[dict]) -> None:
         """Record the API's refusals and keep only the items still to send, in one transaction.
 
         With nothing remaining the job ends as failed.
         """
         with self._transaction():
             self.db.executemany("INSERT INTO problems (file_id, problem) VALUES (?, ?)",
-                                [(file_id, json.dumps(p)) for p in problems])
+                                [(file_id, json.dumps(p.as_dict(), ensure_ascii=False)) for p in problems])
             if remaining:
-                self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?",
-                                (json.dumps(remaining, ensure_ascii=False), job_id))
+                self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (encode_text(remaining), job_id))
             else:
                 self.db.execute("UPDATE jobs SET state = 'failed', last_error = ?, done_at = ? WHERE id = ?",
                                 ("every item was refused by the API", self.clock(), job_id))
 
     def refused_products(self, file_id: int) -> set[str]:
         """Products of a file the API refused while it was being sent."""
-        return {p["product"] for p in self.problems(file_id) if p.get("kind") == "api" and p.get("product")}
-    def problems(self, file_id: int) -> list[dict]:
-        return [json.loads(p) for (p,) in self.db.execute(
+        return {p.product for p in self.problems(file_id) if p.kind == "api" and p.product}
+
+    def problems(self, file_id: int) -> list[Problem]:
+        """Problems found while sending one file's work, in the order found."""
+        return [Problem.from_dict(json.loads(p)) for (p,) in self.db.execute(
             "SELECT problem FROM problems WHERE file_id = ? ORDER BY id", (file_id,))]
 
     # -- jobs ----------------------------------------------------------------------------
@@ -294,7 +315,7 @@ class Ledger:
         now = self.clock()
         with self._transaction():
             if remaining:
-                self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(remaining, ensure_ascii=False), job_id))
+                self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (encode_text(remaining), job_id))
             else:
                 self.db.execute("UPDATE jobs SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?",
                                 (now, job_id))

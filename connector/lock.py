@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from types import TracebackType
 
+from connector.errors import AlreadyRunning
+
 try:  # POSIX
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -22,10 +24,6 @@ except ImportError:  # pragma: no cover - Windows
     import msvcrt
 
 LOCK_NAME = "connector.lock"
-
-
-class AlreadyRunning(Exception):
-    """Another process holds the state folder's lock. The message is one line for a person."""
 
 
 class StateLock:

@@ -30,29 +30,7 @@ from typing import Any
 
 import yaml
 
-# --------------------------------------------------------------------------- errors
-
-
-class MappingError(Exception):
-    """Every problem found in a mapping, each `path.in.yaml: what is wrong (valid choices: ...)`."""
-
-    def __init__(self, problems: list[str], file: str | None = None):
-        self.problems = problems
-        self.file = file
-        where = f"mapping {file}: " if file else "mapping: "
-        super().__init__(where + "; ".join(problems))
-
-
-class CellError(Exception):
-    """A cell that cannot become a value. `reason` is the end of a sentence: 'is not a number'."""
-
-    def __init__(self, reason: str, column: str | None = None, value: str | None = None, kind: str = "type"):
-        super().__init__(reason)
-        self.reason = reason
-        self.column = column
-        self.value = value
-        self.kind = kind  # the Problem kind: type, required, options, status
-
+from connector.errors import CellError, MappingError
 
 # --------------------------------------------------------------------------- cell types
 

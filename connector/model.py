@@ -11,7 +11,7 @@ Nothing here holds a connection or a file handle.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 # What the caller should do with a problem (STYLE.md "Errors"):
 #   error   - the row (and so its whole product) is held back
@@ -49,6 +49,21 @@ class Problem:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Problem:
+        """The inverse of `as_dict` (for problems the ledger kept as JSON)."""
+        return cls(**{k: v for k, v in data.items() if k in _PROBLEM_FIELDS})
+
+
+_PROBLEM_FIELDS = {"kind", "reason", "severity", "line", "column", "value", "product", "sheet"}
+
+
+class Rejected(NamedTuple):
+    """A refused row and why: the one shape of a line of the rejected-rows CSV."""
+
+    row: Row
+    reason: str
 
 
 @dataclass
@@ -113,26 +128,3 @@ class ImageJob:
     main: bool
     line: int
     column: str | None = None
-
-
-# How one file's run ended, for the caller that decides where the file goes:
-#   done      - every item was acknowledged by the API (file -> archive/)
-#   refused   - refused for data reasons, nothing sendable or a file-level error (file -> failed/)
-#   waiting   - work is journaled but not all acknowledged (API trouble); it stays in the ledger
-#   duplicate - the same content (sha256) was already pushed; nothing sent
-FileStatus = Literal["done", "refused", "waiting", "duplicate"]
-
-
-@dataclass
-class FileOutcome:
-    """What `pipeline.run_file` returns: the status and the report a person reads.
-
-    `rejected` holds the refused rows with their reasons, for the rejected-rows CSV;
-    `header` is the file's header, so that CSV keeps the original columns.
-    """
-
-    status: FileStatus
-    report: dict[str, Any]
-    header: list[str] = field(default_factory=list)
-    rejected: list[tuple[Row, str]] = field(default_factory=list)
-    message: str = ""  # one line for a person

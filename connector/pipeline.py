@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -21,19 +19,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from connector import __version__
-from connector.api import ApiClient, ApiError, ApiUnavailable, DataRejected
-from connector.batches import OversizedItem, make_batches
+from connector.api import ApiClient
+from connector.batches import make_batches
 from connector.build import build_products
 from connector.checks import check_products
+from connector.common import file_identity, iso_utc
 from connector.config import Settings, builtin_mappings
-from connector.images import ImageError, encode_image, locate_images
-from connector.inbox import file_identity
+from connector.errors import (
+    ApiUnavailable,
+    DataRejected,
+    FatalError,
+    ImageError,
+    MappingError,
+    OversizedItem,
+    ReadError,
+)
+from connector.images import encode_image, locate_images
 from connector.ledger import Job, Ledger
-from connector.mapping import Mapping, MappingError, find_mapping, load_mapping
-from connector.model import FileOutcome, ImageJob, Problem, Product, Row, Table
-from connector.read import ReadError, read_table
-from connector.report import add_problems, iso_utc, new_report, set_problems
+from connector.mapping import Mapping, find_mapping, load_mapping
+from connector.model import ImageJob, Problem, Product, Rejected, Row, Table
+from connector.read import read_table
+from connector.report import ReadInfo, Report
+from connector.wire import item_hash
 
 Progress = Callable[[int, int], None]  # (jobs finished, jobs in all) of the file being sent
 
@@ -51,9 +58,10 @@ class Pipeline:
         self.clock = clock
         self.progress = progress
         self.full = full  # send every item, even those acknowledged unchanged before
-        # Trouble no retry can fix (credentials refused, TLS): the work waits, and `push` exits 2.
-        self.fatal: ApiError | None = None
         self._stop = threading.Event()
+        self._reports: dict[int, Report] = {}  # files journaled by this process, finished in memory
+        self._refused_cache: dict[int, set[str]] = {}
+        self._baseline: Counter[str] = Counter()
 
     def request_stop(self) -> None:
         """Finish the request under way, then stop draining (SIGTERM in `watch`). Thread-safe."""
@@ -69,43 +77,45 @@ class Pipeline:
         """Where journaled work goes: work journaled for another API or source is never sent here."""
         return f"{self.settings.api.url.rstrip('/')}#source={self.settings.api.source_id}"
 
-    def run_file(self, path: Path, *, mapping: str | None = None) -> FileOutcome:
-        """Push one file. Never raises for data or API trouble; see FileOutcome.status.
+    def run_file(self, path: Path, *, mapping: str | None = None) -> Report:
+        """Push one file: read, map, check, plan, journal, send; returns its report.
+
+        Never raises for data or API trouble: the report's status says what happened (done,
+        refused, waiting, duplicate). Raises FatalError when the setup is wrong (credentials
+        refused, wrong URL, TLS): the journaled work stays in the ledger for the next run.
 
         Idempotent: content already journaled and unfinished is only drained; content
         already pushed with the same mapping is a duplicate (unless `full`, or settings
         allow reprocessing); the very file pushed before a crash gets its own report back.
         """
-        started = self.clock()
+        report = Report(file=Path(path).name, started_at=self.clock())
         path = Path(path)
         self._baseline = Counter(self.client.requests)
         try:
-            sha256, size, mtime_ns = file_identity(path)
+            report.sha256, report.size, mtime_ns = file_identity(path)
             spec = load_mapping_for(path, self.settings, mapping)
         except OSError as exc:
-            return self._unavailable(path, exc)
+            return self._unavailable(report, exc)
         except MappingError as exc:
-            return self._refused(path, "", 0, "mapping", exc.problems, started)
-        known = self.ledger.find_file(sha256, self.endpoint)
+            return self._refused(report, exc)
+        known = self.ledger.find_file(report.sha256, self.endpoint)
         if known and known["status"] == "journaled":
             self.log.info("%s: resuming work journaled earlier", path.name)
             self.drain()
             return self._outcome(known["id"])
-        known = self.ledger.find_file(sha256, self.endpoint, spec.sha256)
+        known = self.ledger.find_file(report.sha256, self.endpoint, spec.sha256)
         if known and known["status"] == "done":
             if known["name"] == path.name and known["mtime_ns"] == mtime_ns:
                 return self._outcome(known["id"])  # finished just before a crash: its own report
             if not (self.full or self.settings.watch.reprocess_duplicates):
-                return self._duplicate(path, sha256, size, known)
+                return self._duplicate(report, known)
 
         try:
             plan = plan_file(path, self.settings, mapping=spec, clock=self.clock)
-        except MappingError as exc:
-            return self._refused(path, sha256, size, "mapping", exc.problems, started)
-        except ReadError as exc:
+        except (MappingError, ReadError) as exc:
             if isinstance(exc.__cause__, OSError):
-                return self._unavailable(path, exc)
-            return self._refused(path, sha256, size, "read", [str(exc)], started)
+                return self._unavailable(report, exc)
+            return self._refused(report, exc)
 
         tick = self.clock()
         to_send, unchanged = self._changed(plan.products)
@@ -119,25 +129,20 @@ class Pipeline:
         ]
         plan.timings["plan"] = plan.timings.get("plan", 0.0) + self.clock() - tick
 
-        report = plan.report(sha256=sha256, size=size, started=started)
-        report["counts"].update({
-            "items_to_send": sum(len(b) for b in batches),
-            "items_unchanged": unchanged,
-            "images_to_send": len(images),
-        })
-        rejected_json = {"header": plan.table.header,
-                         "rows": [[row.line, row.sheet, row.cells, reason] for row, reason in plan.rejected]}
+        plan.fill(report)
+        report.counts.items_to_send = sum(len(b) for b in batches)
+        report.counts.items_unchanged = unchanged
+        report.counts.images_to_send = len(images)
         if plan.refused:
-            report["status"] = "refused"
-            report["error"] = {"kind": "data", "message": "no row of the file could be sent"}
-            self.ledger.record_refused(sha256=sha256, name=path.name, size=size, endpoint=self.endpoint, report=report)
-            return FileOutcome("refused", report, plan.table.header, plan.rejected,
-                               f"{path.name}: refused: no row of the file could be sent")
+            report.fail("refused", "data", "no row of the file could be sent")
+            report.message = f"{path.name}: refused: no row of the file could be sent"
+            report.finished_at = self.clock()
+            self.ledger.record_refused(report, endpoint=self.endpoint)
+            return report
 
-        report["_started"] = started
-        file_id = self.ledger.journal(sha256=sha256, name=path.name, size=size, mtime_ns=mtime_ns,
-                                      mapping_sha256=spec.sha256, endpoint=self.endpoint, report=report,
-                                      rejected=rejected_json, batches=batches, images=images)
+        file_id = self.ledger.journal(report, mtime_ns=mtime_ns, endpoint=self.endpoint,
+                                      batches=batches, images=images)
+        self._reports[file_id] = report
         self.log.info("%s: journaled %d batches and %d images (%d products, %d unchanged items)",
                       path.name, len(batches), len(images), len(plan.products), unchanged)
         self.drain()
@@ -146,14 +151,13 @@ class Pipeline:
     def drain(self) -> bool:
         """Send pending ledger work in the order it was written. True when nothing is left.
 
-        Stops at the first request whose retries run out (the work stays pending), at an
-        error no retry can fix (`self.fatal`), or when asked to stop. Files whose work has
-        all ended get their final report in the ledger.
+        Stops at the first request whose retries run out (the work stays pending), or when
+        asked to stop. Raises FatalError (the work stays pending) for trouble no retry can
+        fix. Files whose work has all ended get their final report in the ledger.
         """
         total = self._pending_count()
         finished = 0
-        self.fatal = None
-        self._refused_cache: dict[int, set[str]] = {}
+        self._refused_cache = {}
         for other in self.ledger.other_endpoints(self.endpoint):
             self.log.warning("the ledger also holds unsent work for %s; it is sent only by a connector "
                              "configured for that API and source", other.split("#")[0])
@@ -161,11 +165,10 @@ class Pipeline:
             while not self._stop.is_set() and (job := self.ledger.next_job(self.endpoint)) is not None:
                 try:
                     sent = self._send_products(job) if job.kind == "products" else self._send_image(job)
-                except ApiError as exc:  # not DataRejected/ApiUnavailable: those are handled per job
+                except FatalError as exc:
                     self.ledger.attempt(job.id, str(exc))
                     self.log.error("API error, work kept in the ledger: %s", exc)
-                    self.fatal = exc
-                    return False
+                    raise
                 if not sent:
                     return False
                 finished += 1
@@ -196,7 +199,7 @@ class Pipeline:
                 return False
             items = items[size:]
             self.ledger.products_acknowledged(job.id, [
-                (it["source"]["source_product_code"], it["product"]["variants"]["source_variant_code"], _item_hash(it))
+                (it["source"]["source_product_code"], it["product"]["variants"]["source_variant_code"], item_hash(it))
                 for it in chunk
             ], remaining=items)
         return True
@@ -211,10 +214,10 @@ class Pipeline:
                 refused_codes.add(code)
                 problems.append(Problem(
                     kind="api", product=code, value=str(error.get("field") or ""),
-                    reason=f"refused by the API: {error.get('field')}: {error.get('message')}").as_dict())
+                    reason=f"refused by the API: {error.get('field')}: {error.get('message')}"))
         if not refused_codes:  # the API named no item: every product in the request is refused
             refused_codes = {it["source"]["source_product_code"] for it in chunk}
-            problems = [Problem(kind="api", product=code, reason=f"refused by the API: {exc}").as_dict()
+            problems = [Problem(kind="api", product=code, reason=f"refused by the API: {exc}")
                         for code in sorted(refused_codes)]
         rest = [it for it in items if it["source"]["source_product_code"] not in refused_codes]
         self.ledger.refuse_items(job.id, job.file_id, problems, rest)
@@ -255,7 +258,7 @@ class Pipeline:
     def _skip_image(self, job: Job, image: ImageJob, reason: str, state: str = "skipped") -> bool:
         self.ledger.close_job_with_problem(job.id, state, reason, job.file_id, Problem(
             kind="image", severity="warning", line=image.line, column=image.column, value=image.image_id,
-            product=image.source_product_code, reason=f"image not sent: {reason}").as_dict())
+            product=image.source_product_code, reason=f"image not sent: {reason}"))
         return True
 
     # -- planning helpers ------------------------------------------------------------------
@@ -292,19 +295,17 @@ class Pipeline:
 
     # -- outcomes and reports ------------------------------------------------------------
 
-    def _outcome(self, file_id: int) -> FileOutcome:
-        report, rejected = self.ledger.file_report(file_id)
-        header = rejected.get("header", [])
-        rows = [(Row(line, cells, sheet), reason) for line, sheet, cells, reason in rejected.get("rows", [])]
-        name = report.get("file", "file")
-        if report.get("status") == "done":
-            return FileOutcome("done", report, header, rows, f"{name}: done")
+    def _outcome(self, file_id: int) -> Report:
+        """The report of a journaled file: final when its work has all ended, else waiting."""
+        report = self._reports.pop(file_id, None) or self.ledger.file_report(file_id)
+        if report.status == "done":
+            report.message = f"{report.file}: done"
+            return report
         backlog = self.ledger.backlog()
-        report = {**report, "status": "waiting", "backlog": backlog}
-        report.pop("_started", None)
-        return FileOutcome("waiting", report, header, rows,
-                           f"{name}: API unavailable; {backlog['batches']} batches and {backlog['images']} images "
-                           "wait in the ledger and will be sent on the next run")
+        report.status, report.backlog = "waiting", backlog
+        report.message = (f"{report.file}: API unavailable; {backlog['batches']} batches and {backlog['images']} "
+                          "images wait in the ledger and will be sent on the next run")
+        return report
 
     def _finish_files(self) -> None:
         """Complete the report of every journaled file whose jobs have all ended."""
@@ -312,52 +313,52 @@ class Pipeline:
             states = self.ledger.file_job_states(file_id)
             if any(state == "pending" for (_, state) in states):
                 continue
-            report, _ = self.ledger.file_report(file_id)
+            report = self._reports.get(file_id) or self.ledger.file_report(file_id)
             send_problems = self.ledger.problems(file_id)
-            add_problems(report, send_problems)
-            report["counts"].update(self.ledger.file_sent_counts(file_id))
-            report["counts"]["products_refused_by_api"] = len({p.get("product") for p in send_problems
-                                                              if p.get("kind") == "api"})
-            report["status"] = "done"
-            now = self.clock()
-            report["finished_at"] = iso_utc(now)
-            report["timings_s"]["send"] = round(now - report.pop("_started", now) - sum(
-                v for k, v in report["timings_s"].items() if k in ("read", "map", "check", "plan")), 3)
-            report["timings_s"]["total"] = round(sum(v for k, v in report["timings_s"].items() if k != "total"), 3)
+            report.problems.add(send_problems)
+            sent = self.ledger.file_sent_counts(file_id)
+            report.counts.items_sent, report.counts.images_sent = sent["items_sent"], sent["images_sent"]
+            report.counts.products_refused_by_api = len({p.product for p in send_problems if p.kind == "api"})
+            report.status = "done"
+            report.finished_at = now = self.clock()
+            planned = sum(v for k, v in report.timings.items() if k in ("read", "map", "check", "plan"))
+            report.timings["send"] = round(now - (report.started_at or now) - planned, 3)
+            report.timings["total"] = round(planned + report.timings["send"], 3)
             used = Counter(self.client.requests)
-            used.subtract(getattr(self, "_baseline", Counter()))
-            used = +used
-            report["requests"] = {"total": sum(used.values()), "by_status": dict(used)}
-            self.ledger.finish_file(file_id, "done", report)
+            used.subtract(self._baseline)
+            report.requests = +used
+            self.ledger.finish_file(file_id, report)
+            if file_id in self._reports:
+                self._reports[file_id] = report
 
     def _pending_count(self) -> int:
         backlog = self.ledger.backlog()
         return backlog["batches"] + backlog["images"]
 
-    def _unavailable(self, path: Path, exc: Exception) -> FileOutcome:
+    def _unavailable(self, report: Report, exc: Exception) -> Report:
         """The file could not be read right now (a share gone, a lock): it waits, it is not refused."""
-        report = {"file": path.name, "status": "waiting", "error": {"kind": "io", "message": str(exc)},
-                  "connector_version": __version__}
-        return FileOutcome("waiting", report, [], [], f"{path.name}: cannot be read right now: {exc}")
+        report.fail("waiting", "io", str(exc))
+        report.message = f"{report.file}: cannot be read right now: {exc}"
+        return report
 
-    def _refused(self, path, sha256, size, kind, messages, started) -> FileOutcome:
-        report = new_report(path.name, connector_version=__version__)
-        report.update({
-            "sha256": sha256, "size": size, "status": "refused",
-            "error": {"kind": kind, "message": messages[0] if len(messages) == 1 else messages},
-            "started_at": iso_utc(started), "finished_at": iso_utc(self.clock()),
-        })
-        if kind != "mapping":  # a broken mapping is the setup's fault, not this file's: nothing to remember
-            self.ledger.record_refused(sha256=sha256, name=path.name, size=size, endpoint=self.endpoint, report=report)
+    def _refused(self, report: Report, exc: MappingError | ReadError) -> Report:
+        """Refused before anything was journaled: the mapping is unusable or the file is unreadable."""
+        messages = exc.problems if isinstance(exc, MappingError) else [str(exc)]
+        report.fail("refused", exc.error_kind, messages[0] if len(messages) == 1 else messages)
+        report.finished_at = self.clock()
+        if report.sha256 and not isinstance(exc, MappingError):
+            # a broken mapping is the setup's fault, not this file's: nothing to remember
+            self.ledger.record_refused(report, endpoint=self.endpoint)
         detail = messages[0] if len(messages) == 1 else f"{len(messages)} problems:\n  - " + "\n  - ".join(messages)
-        return FileOutcome("refused", report, [], [], f"{path.name}: refused: {detail}")
+        report.message = f"{report.file}: refused: {detail}"
+        return report
 
-    def _duplicate(self, path, sha256, size, known) -> FileOutcome:
-        report = new_report(path.name, connector_version=__version__)
-        report.update({"sha256": sha256, "size": size, "status": "duplicate",
-                       "duplicate_of": {"name": known["name"], "finished_at": iso_utc(known["finished_at"] or 0)}})
-        return FileOutcome("duplicate", report, [], [],
-                           f"{path.name}: the same content was already pushed as {known['name']}; nothing sent")
+    def _duplicate(self, report: Report, known: dict) -> Report:
+        report.status = "duplicate"
+        finished = known["finished_at"] or 0
+        report.duplicate_of = {"name": known["name"], "finished_at": iso_utc(finished)}
+        report.message = f"{report.file}: the same content was already pushed as {known['name']}; nothing sent"
+        return report
 
 
 @dataclass
@@ -370,7 +371,7 @@ class Plan:
     products: list[Product]
     problems: list[Problem]
     images: dict[str, list[ImageJob]]
-    rejected: list[tuple[Row, str]]
+    rejected: list[Rejected]
     held: set[str]
     timings: dict[str, float]
 
@@ -389,34 +390,28 @@ class Plan:
         self.images.pop(code, None)
         self.problems.append(Problem(kind="size", reason=reason, line=product.lines[0] if product.lines else None,
                                      product=code))
-        refused = {(row.sheet, row.line) for row, _ in self.rejected}
-        self.rejected.extend((Row(line, {}), f"product {code} held back: {reason}")
+        refused = {(r.row.sheet, r.row.line) for r in self.rejected}
+        self.rejected.extend(Rejected(Row(line, {}), f"product {code} held back: {reason}")
                              for line in product.lines if (None, line) not in refused)
 
-    def report(self, *, sha256: str, size: int, started: float) -> dict:
-        """The per-file report (see report.py for its structure), as far as planning knows it."""
+    def fill(self, report: Report) -> Report:
+        """Put what planning knows into `report`: how the file was read, counts, problems, timings."""
         problems = self.problems
-        report = new_report(self.path.name, connector_version=__version__)
-        report.update({
-            "sha256": sha256,
-            "size": size,
-            "status": "planned",
-            "mapping": {"name": self.mapping.name, "sha256": self.mapping.sha256},
-            "read": {"format": self.table.format, "encoding": self.table.encoding,
-                     "delimiter": self.table.delimiter, "sheet": self.table.sheet, "rows": len(self.table.rows)},
-            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-            "started_at": iso_utc(started),
-        })
-        report["counts"].update({
-            "products": len(self.products),
-            "variants": sum(len(p.items) for p in self.products),
-            "products_held_back": len(self.held),
-            "rows_refused": len(self.rejected),
-            "rows_skipped": sum(1 for p in problems if p.severity == "skipped"),
-            "images_found": sum(len(j) for j in self.images.values()),
-            "images_refused": sum(1 for p in problems if p.kind == "image"),
-        })
-        set_problems(report, problems)
+        report.mapping_name, report.mapping_sha256 = self.mapping.name, self.mapping.sha256
+        t = self.table
+        report.read = ReadInfo(format=t.format, encoding=t.encoding, delimiter=t.delimiter, sheet=t.sheet,
+                               rows=len(t.rows))
+        report.timings.update({k: round(v, 3) for k, v in self.timings.items()})
+        c = report.counts
+        c.products = len(self.products)
+        c.variants = sum(len(p.items) for p in self.products)
+        c.products_held_back = len(self.held)
+        c.rows_refused = len(self.rejected)
+        c.rows_skipped = sum(1 for p in problems if p.severity == "skipped")
+        c.images_found = sum(len(j) for j in self.images.values())
+        c.images_refused = sum(1 for p in problems if p.kind == "image")
+        report.problems.add(problems)
+        report.header, report.rejected = list(t.header), list(self.rejected)
         return report
 
 
@@ -511,7 +506,7 @@ def _read_options(spec, settings: Settings) -> dict:
     }
 
 
-def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]]) -> list[tuple[Row, str]]:
+def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]]) -> list[Rejected]:
     """Every refused row with its reason; rows of a held-back product name the line that held it."""
     reasons: dict[int, str] = {}
     for p in problems:
@@ -528,16 +523,10 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
         row = by_line.get(line)
         if row is None:
             row = Row(line, {})  # refused while reading: the cells never became a row
-        out.append((row, reasons[line]))
+        out.append(Rejected(row, reasons[line]))
     return out
 
 
 def _changed_since(acknowledged_hash: str | None, item: dict) -> bool:
     """True unless `item` is exactly what was acknowledged (hashing only when there is something to compare)."""
-    return acknowledged_hash is None or acknowledged_hash != _item_hash(item)
-
-
-def _item_hash(item: dict) -> str:
-    return hashlib.sha256(json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
-
-
+    return acknowledged_hash is None or acknowledged_hash != item_hash(item)

@@ -27,12 +27,8 @@ from datetime import date, datetime, time, timedelta
 from itertools import islice
 from pathlib import Path
 
+from connector.errors import ReadError
 from connector.model import Problem, Row, Table
-
-
-class ReadError(Exception):
-    """A file-level problem: str() is one line for a person, naming the file (and sheet/line)."""
-
 
 CSV_SUFFIXES = {".csv", ".txt", ".tsv", ".tab"}
 WORKBOOK_SUFFIXES = {".xlsx": "xlsx", ".xlsm": "xlsx", ".xls": "xls", ".ods": "ods"}

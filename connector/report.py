@@ -1,11 +1,13 @@
-"""The per-file report a person reads, and the rejected-rows CSV they open in Excel.
+"""The per-file report: one typed `Report`, made when a file is taken and passed along to the end.
 
-`<name>.report.json` has this shape (the pipeline fills it; `new_report` gives the skeleton):
+`pipeline` fills it step by step (read, map, check, plan, send); `write_report_files` writes
+it for `push`, `check` and `watch` alike: `<name>.report.json` (this shape) and, when rows
+were refused, `<name>.rejected.csv` a person opens in Excel.
 
     {
       "file": "export.csv",                 # the file's name, never a secret-bearing URL
       "sha256": "…", "size": 12345,         # of the file's bytes as claimed
-      "status": "done",                     # done | refused | waiting | duplicate (model.FileStatus)
+      "status": "done",                     # done | refused | waiting | duplicate | checked
       "mapping": {"name": "stock2shop", "sha256": "…"},
       "read": {"format": "csv", "encoding": "utf-8-sig", "delimiter": ";", "sheet": null, "rows": 120},
       "counts": {
@@ -13,7 +15,8 @@
         "products_held_back": 1,            # a row of theirs failed, so none of them was sent
         "rows_refused": 2, "rows_skipped": 1,
         "images_found": 40, "images_refused": 2,
-        "items_sent": 110, "items_unchanged": 6, "images_sent": 38
+        "items_to_send": 112, "items_sent": 110, "items_unchanged": 6,
+        "images_to_send": 40, "images_sent": 38, "products_refused_by_api": 0
       },
       "timings_s": {"read": 0.1, "map": 0.2, "check": 0.0, "plan": 0.0, "send": 9.5, "total": 9.8},
       "requests": {"total": 42, "by_status": {"200": 40, "429": 2}},
@@ -21,7 +24,8 @@
       "problems_truncated": 0,              # how many were left out of `problems`
       "problems_by_kind": {"type": 2, "image": 2},        # uncapped counts
       "problems_by_severity": {"error": 2, "warning": 2}, # uncapped counts
-      "started_at": "2025-01-31T10:00:00+00:00", "finished_at": "…",
+      "error": {"kind": "read", "message": "…"},          # only when the file was not pushed
+      "started_at": "2025-01-31T10:00:00Z", "finished_at": "…",
       "connector_version": "0.1.0"
     }
 
@@ -33,31 +37,18 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
 import re
-import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from .model import Problem, Row
+from . import __version__
+from .common import iso_utc, write_atomic, write_json_atomic
+from .model import Problem, Rejected, Row
 
 MAX_PROBLEMS = 10_000  # keeps a report of a badly mapped 100k-row file readable and small
-COUNT_KEYS = (
-    "products",
-    "variants",
-    "products_held_back",
-    "rows_refused",
-    "rows_skipped",
-    "images_found",
-    "images_refused",
-    "items_sent",
-    "items_unchanged",
-    "images_sent",
-)
 TIMING_KEYS = ("read", "map", "check", "plan", "send", "total")
 
 # Spreadsheet programs run a cell starting with one of these as a formula (OWASP ASVS 5.0 §1.2.10).
@@ -66,76 +57,185 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\x00")
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d+)*|[.,]\d+)(?:[eE][+-]?\d+)?")
 
 
-def new_report(file: str, *, connector_version: str) -> dict[str, Any]:
-    """An empty report for `file` with every section present and every count at zero."""
-    return {
-        "file": file,
-        "sha256": None,
-        "size": None,
-        "status": None,
-        "mapping": {"name": None, "sha256": None},
-        "read": {"format": None, "encoding": None, "delimiter": None, "sheet": None, "rows": 0},
-        "counts": dict.fromkeys(COUNT_KEYS, 0),
-        "timings_s": dict.fromkeys(TIMING_KEYS, 0.0),
-        "requests": {"total": 0, "by_status": {}},
-        "problems": [],
-        "problems_truncated": 0,
-        "problems_by_kind": {},
-        "problems_by_severity": {},
-        "started_at": None,
-        "finished_at": None,
-        "connector_version": connector_version,
-    }
+# How far a file got: planned (built, not yet journaled), checked (`check`: nothing sent),
+# done (every item acknowledged), refused (for data reasons), waiting (API trouble: the work
+# waits in the ledger), duplicate (the same content was pushed before).
+Status = Literal["planned", "checked", "done", "refused", "waiting", "duplicate"]
 
 
-def set_problems(report: dict[str, Any], problems: Iterable[Problem]) -> None:
-    """Store `problems` in `report`: the first MAX_PROBLEMS in full, every one in the counts."""
-    stored: list[dict[str, Any]] = []
-    kinds: Counter[str] = Counter()
-    severities: Counter[str] = Counter()
-    for problem in problems:
-        kinds[problem.kind] += 1
-        severities[problem.severity] += 1
-        if len(stored) < MAX_PROBLEMS:
-            stored.append(problem.as_dict())
-    report["problems"] = stored
-    report["problems_truncated"] = sum(kinds.values()) - len(stored)
-    report["problems_by_kind"] = dict(kinds.most_common())
-    report["problems_by_severity"] = dict(severities.most_common())
+@dataclass
+class Counts:
+    """What was read, built, held back and sent: every count present, zero by default."""
+
+    products: int = 0
+    variants: int = 0
+    products_held_back: int = 0
+    rows_refused: int = 0
+    rows_skipped: int = 0
+    images_found: int = 0
+    images_refused: int = 0
+    items_to_send: int = 0
+    items_sent: int = 0
+    items_unchanged: int = 0
+    images_to_send: int = 0
+    images_sent: int = 0
+    products_refused_by_api: int = 0
 
 
-def add_problems(report: dict[str, Any], problems: Iterable[dict[str, Any]]) -> None:
-    """Add problems found later (while sending) to a report made by `set_problems`."""
-    kinds = Counter(report.get("problems_by_kind", {}))
-    severities = Counter(report.get("problems_by_severity", {}))
-    stored = report.setdefault("problems", [])
-    for problem in problems:
-        kinds[problem["kind"]] += 1
-        severities[problem.get("severity", "error")] += 1
-        if len(stored) < MAX_PROBLEMS:
-            stored.append(problem)
-        else:
-            report["problems_truncated"] = report.get("problems_truncated", 0) + 1
-    report["problems_by_kind"] = dict(kinds.most_common())
-    report["problems_by_severity"] = dict(severities.most_common())
+@dataclass
+class ReadInfo:
+    """How the file was read (recorded so a person can see what the reader decided)."""
+
+    format: str | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None
+    rows: int = 0
 
 
-def write_json_atomic(path: Path, data: dict[str, Any], *, mode: int = 0o644) -> None:
-    """Write `data` as indented UTF-8 JSON to `path`, all or nothing, durably.
+@dataclass
+class Problems:
+    """Problems in the order found: the first MAX_PROBLEMS in full, every one in the counts."""
 
-    A reader sees the old file or the new one, never half of one, and no temporary file is
-    left behind, even when serialising fails.
+    stored: list[Problem] = field(default_factory=list)
+    by_kind: Counter[str] = field(default_factory=Counter)
+    by_severity: Counter[str] = field(default_factory=Counter)
+
+    def add(self, problems: Iterable[Problem]) -> None:
+        for problem in problems:
+            self.by_kind[problem.kind] += 1
+            self.by_severity[problem.severity] += 1
+            if len(self.stored) < MAX_PROBLEMS:
+                self.stored.append(problem)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_kind.values())
+
+    @property
+    def truncated(self) -> int:
+        return self.total - len(self.stored)
+
+    def api_refused_products(self) -> set[str]:
+        return {p.product for p in self.stored if p.kind == "api" and p.product}
+
+
+@dataclass
+class Report:
+    """Everything a person (and `watch`, `status`) learns about one file, from claim to filing.
+
+    `header` and `rejected` are the file's columns and its refused rows with their reasons:
+    they go to the rejected-rows CSV, not into the JSON.
     """
-    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
-    _write_atomic(path, text.encode("utf-8"), mode=mode)
+
+    file: str
+    status: Status = "planned"
+    sha256: str | None = None
+    size: int | None = None
+    mapping_name: str | None = None
+    mapping_sha256: str | None = None
+    read: ReadInfo = field(default_factory=ReadInfo)
+    counts: Counts = field(default_factory=Counts)
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMING_KEYS, 0.0))
+    requests: Counter[str] = field(default_factory=Counter)  # HTTP status -> requests made for this file
+    problems: Problems = field(default_factory=Problems)
+    error_kind: str | None = None  # errors.ErrorKind, when the file was not pushed
+    error_message: str | list[str] | None = None
+    attempts: int | None = None  # how often the file was tried before it was given up on
+    message: str = ""  # one line for a person: what happened to the file
+    started_at: float | None = None
+    finished_at: float | None = None
+    duplicate_of: dict[str, Any] | None = None
+    backlog: dict[str, Any] | None = None
+    placed_as: str | None = None
+    connector_version: str = __version__
+    header: list[str] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def fail(self, status: Status, kind: str, message: str | list[str]) -> Report:
+        """Mark the file as not pushed (refused or waiting) and say why; returns self."""
+        self.status, self.error_kind, self.error_message = status, kind, message
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as written to `<name>.report.json` (the shape in this module's docstring)."""
+        out: dict[str, Any] = {
+            "file": self.file,
+            "sha256": self.sha256,
+            "size": self.size,
+            "status": self.status,
+            "mapping": {"name": self.mapping_name, "sha256": self.mapping_sha256},
+            "read": asdict(self.read),
+            "counts": asdict(self.counts),
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "requests": {"total": sum(self.requests.values()), "by_status": dict(self.requests)},
+            "problems": [p.as_dict() for p in self.problems.stored],
+            "problems_truncated": self.problems.truncated,
+            "problems_by_kind": dict(self.problems.by_kind.most_common()),
+            "problems_by_severity": dict(self.problems.by_severity.most_common()),
+            "started_at": iso_utc(self.started_at) if self.started_at else None,
+            "finished_at": iso_utc(self.finished_at) if self.finished_at else None,
+            "connector_version": self.connector_version,
+        }
+        if self.error_kind:
+            out["error"] = {"kind": self.error_kind, "message": self.error_message}
+            if self.attempts:
+                out["error"]["attempts"] = self.attempts
+        for key in ("message", "duplicate_of", "backlog", "placed_as"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        return out
+
+    def to_ledger(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What the ledger keeps of a journaled file: the report's JSON and its rejected rows."""
+        rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason] for r in self.rejected]
+        return self.to_json(), {"header": self.header, "rows": rows}
+
+    @classmethod
+    def from_ledger(cls, data: dict[str, Any], rejected: dict[str, Any], *, started_at: float | None = None,
+                    finished_at: float | None = None) -> Report:
+        """A report the ledger kept (see `to_ledger`); times come from the ledger's columns."""
+        report = cls(file=data.get("file", "file"), status=data.get("status") or "planned",
+                     sha256=data.get("sha256"), size=data.get("size"),
+                     mapping_name=(data.get("mapping") or {}).get("name"),
+                     mapping_sha256=(data.get("mapping") or {}).get("sha256"),
+                     connector_version=data.get("connector_version", __version__),
+                     started_at=started_at, finished_at=finished_at)
+        known = {f.name for f in fields(ReadInfo)}
+        report.read = ReadInfo(**{k: v for k, v in (data.get("read") or {}).items() if k in known})
+        known = {f.name for f in fields(Counts)}
+        report.counts = Counts(**{k: v for k, v in (data.get("counts") or {}).items() if k in known})
+        report.timings.update(data.get("timings_s") or {})
+        report.requests.update((data.get("requests") or {}).get("by_status") or {})
+        report.problems.stored = [Problem.from_dict(p) for p in data.get("problems") or []]
+        report.problems.by_kind.update(data.get("problems_by_kind") or {})
+        report.problems.by_severity.update(data.get("problems_by_severity") or {})
+        error = data.get("error") or {}
+        report.error_kind, report.error_message = error.get("kind"), error.get("message")
+        report.attempts = error.get("attempts")
+        report.message = data.get("message") or ""
+        report.duplicate_of, report.backlog = data.get("duplicate_of"), data.get("backlog")
+        report.placed_as = data.get("placed_as")
+        report.header = list(rejected.get("header") or [])
+        report.rejected = [Rejected(Row(line, cells, sheet), reason)
+                           for line, sheet, cells, reason in rejected.get("rows") or []]
+        return report
 
 
-def iso_utc(at: float) -> str:
-    """A Unix time as the ISO 8601 UTC text every report, status and health file uses."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+def write_report_files(report: Report, stem: Path, *, sidecar: str = ".report.json") -> Path:
+    """Write `<stem><sidecar>` (the JSON) and, when rows were refused, `<stem>.rejected.csv`.
+
+    The one writer of report files: `push` and `check` write beside the report folder's file
+    name, `watch` beside the file it archives or fails. Returns the JSON's path.
+    """
+    path = Path(f"{stem}{sidecar}")
+    write_json_atomic(path, report.to_json())
+    if report.rejected:
+        write_rejected_csv(Path(f"{stem}.rejected.csv"), report.header, report.rejected)
+    return path
 
 
-def write_rejected_csv(path: Path, header: list[str], rejected: list[tuple[Row, str]]) -> None:
+def write_rejected_csv(path: Path, header: list[str], rejected: list[Rejected]) -> None:
     """Write the refused rows to `path`: the original columns, then `line` and `reason`.
 
     Text that a spreadsheet would run as a formula is neutralised (see `neutralise`). The file
@@ -147,7 +247,7 @@ def write_rejected_csv(path: Path, header: list[str], rejected: list[tuple[Row, 
     writer.writerow([neutralise(name) for name in header + extra])
     for row, reason in rejected:
         writer.writerow([neutralise(row.cells.get(name, "")) for name in header] + [str(row.line), neutralise(reason)])
-    _write_atomic(path, out.getvalue().encode("utf-8-sig"))
+    write_atomic(path, out.getvalue().encode("utf-8-sig"))
 
 
 def neutralise(text: str) -> str:
@@ -163,66 +263,23 @@ def neutralise(text: str) -> str:
     return text
 
 
-def summarise(report: dict[str, Any]) -> str:
+def summarise(report: Report) -> str:
     """A few lines for a terminal: file, status, what was sent, problems by kind, time."""
-    counts = report.get("counts", {})
-    c = lambda key: counts.get(key, 0)
-    read = report.get("read", {})
-    source = ", ".join(
-        str(v) for v in (read.get("format"), read.get("encoding"), _delimiter_name(read.get("delimiter")), read.get("sheet")) if v
-    )
+    c, read = report.counts, report.read
+    source = ", ".join(str(v) for v in (read.format, read.encoding, _delimiter_name(read.delimiter), read.sheet) if v)
+    total = report.timings.get("total")
     lines = [
-        f"{report.get('file', '?')}: {report.get('status') or 'checked'}"
-        + (f" in {report['timings_s']['total']:.1f} s" if report.get("timings_s", {}).get("total") else ""),
-        f"  read: {read.get('rows', 0)} rows" + (f" ({source})" if source else ""),
-        f"  built: {c('products')} products, {c('variants')} variants, {c('images_found')} images"
-        f"; held back: {c('products_held_back')} products",
-        f"  rows refused: {c('rows_refused')}, skipped: {c('rows_skipped')}; images refused: {c('images_refused')}",
+        f"{report.file}: {report.status}" + (f" in {total:.1f} s" if total else ""),
+        f"  read: {read.rows} rows" + (f" ({source})" if source else ""),
+        f"  built: {c.products} products, {c.variants} variants, {c.images_found} images"
+        f"; held back: {c.products_held_back} products",
+        f"  rows refused: {c.rows_refused}, skipped: {c.rows_skipped}; images refused: {c.images_refused}",
     ]
-    if c("items_sent") or c("images_sent") or c("items_unchanged"):
-        lines.append(
-            f"  sent: {c('items_sent')} items, {c('images_sent')} images; unchanged: {c('items_unchanged')} items"
-        )
-    by_kind = report.get("problems_by_kind") or {}
-    if by_kind:
-        lines.append("  problems: " + ", ".join(f"{n} {kind}" for kind, n in by_kind.items()))
-    else:
-        lines.append("  problems: none")
+    if c.items_sent or c.images_sent or c.items_unchanged:
+        lines.append(f"  sent: {c.items_sent} items, {c.images_sent} images; unchanged: {c.items_unchanged} items")
+    by_kind = report.problems.by_kind.most_common()
+    lines.append("  problems: " + (", ".join(f"{n} {kind}" for kind, n in by_kind) if by_kind else "none"))
     return "\n".join(lines)
-
-
-def _write_atomic(path: Path, payload: bytes, *, mode: int = 0o644) -> None:
-    """Temp file in the same folder, fsync, os.replace, fsync the folder."""
-    folder = path.parent
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # mkstemp makes 0600; reports are for support staff to read
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(folder)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename durable. Not every filesystem can fsync a folder (SMB, Windows): best effort."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _unique(names: list[str], taken: list[str]) -> list[str]:

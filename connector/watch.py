@@ -10,7 +10,7 @@ Order of work: at start-up, work left by an earlier run is resumed first (files 
 oldest first, then unsent ledger entries). Then one file at a time: claim -> run_file -> place.
 
 What stops new claims is only what concerns every file: API trouble (a "waiting" outcome, work
-left in the ledger, `pipeline.fatal`) or a broken mapping (a "refused" outcome of kind
+left in the ledger, a FatalError from the pipeline) or a broken mapping (a "refused" outcome of kind
 "mapping"); the file stays in processing/ and is tried again with exponential backoff. Trouble
 with one file (it cannot be read right now, an unexpected error, it cannot be filed away) sets
 that file aside with its own backoff while other files go on; an unexpected error that repeats
@@ -30,7 +30,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,10 +39,11 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from connector import inbox
 from connector.config import Settings
+from connector.errors import FatalError
 from connector.health import Health, utc_now
 from connector.lock import AlreadyRunning, StateLock
 from connector.logs import redact
-from connector.model import FileOutcome
+from connector.report import Report
 
 if TYPE_CHECKING:
     from connector.pipeline import Pipeline
@@ -354,7 +355,7 @@ class Watcher:
     """The loop behind `serve`. One instance per run; not thread-safe (one thread drives it).
 
     What may block new claims is only what concerns every file: API trouble (work left in the
-    ledger, or `pipeline.fatal`: credentials, TLS, URL) and a broken mapping. Trouble with one
+    ledger, or a FatalError: credentials, TLS, URL) and a broken mapping. Trouble with one
     file (unreadable now, an unexpected error, cannot be filed away) sets that file aside with
     its own backoff while the others go on.
     """
@@ -384,6 +385,7 @@ class Watcher:
         self.retry = Backoff(retry_base, retry_cap)
         self.inbox_retry = Backoff(min(1.0, self.w.scan_interval), self.w.scan_interval)
         self.api_waiting = False  # ledger work is left or the API refuses us: nothing new is claimed
+        self.fatal: FatalError | None = None  # the API refuses the setup (credentials, TLS, URL)
         self.mapping_problem: str | None = None  # the mapping/config is broken: nothing new is claimed
         self.mapping_file: str | None = None  # the file in processing/ that showed it, tried again
         self.troubles: dict[str, _Trouble] = {}  # by name in processing/
@@ -470,10 +472,15 @@ class Watcher:
             drained = self._call(self.pipeline.drain, busy="work waiting in the ledger")
         except _Abandoned:
             raise
+        except FatalError as exc:
+            self.fatal = exc
+            drained = False
         except Exception as exc:  # noqa: BLE001
             self.log.error("unexpected error while sending waiting work:\n%s", _trace(exc), extra={"event": "drain_error"})
             drained = False
-        self.api_waiting = not drained or self._fatal() is not None
+        else:
+            self.fatal = None
+        self.api_waiting = not drained or self.fatal is not None
         if not self._blocked():
             self.retry.reset()
 
@@ -586,10 +593,15 @@ class Watcher:
             outcome = self._call(self.pipeline.run_file, path, busy=path.name)
         except _Abandoned:
             raise
+        except FatalError as exc:  # the setup is wrong (credentials, TLS, URL): nothing can go until fixed
+            self.fatal = exc
+            self.api_waiting = True
+            return "blocked"
         except Exception as exc:  # noqa: BLE001 - the pipeline promises not to raise; if it does, count it
             return self._internal_error(path, exc)
+        self.fatal = None
         seconds = round(self.clock() - started, 3)
-        kind = _error_kind(outcome)
+        kind = outcome.error_kind
         if outcome.status == "waiting" and kind == "io":
             return self._unreadable(path, outcome)
         self.troubles.pop(path.name, None)  # it could be read and ran: whatever set it aside is over
@@ -604,7 +616,7 @@ class Watcher:
         self._mapping_works()
         return self._place(path, outcome, seconds)
 
-    def _place(self, path: Path, outcome: FileOutcome, seconds: float) -> str:
+    def _place(self, path: Path, outcome: Report, seconds: float) -> str:
         try:
             placed = inbox.place(path, outcome, self.folders, datetime.now(UTC))
         except OSError as exc:
@@ -615,12 +627,11 @@ class Watcher:
         self.log.info("finished %s: %s in %.1f s (%s) -> %s", path.name, outcome.status, seconds,
                       _summary(outcome), placed,
                       extra={"event": "file_finished", "file": path.name, "status": outcome.status,
-                             "seconds": seconds, "placed_as": str(placed), "counts": _counts(outcome.report)})
+                             "seconds": seconds, "placed_as": str(placed), "counts": asdict(outcome.counts)})
         return "placed"
 
-    def _unreadable(self, path: Path, outcome: FileOutcome) -> str:
-        error = outcome.report.get("error") or {}
-        return self._set_aside(path, "io", f"cannot be read right now: {error.get('message') or outcome.message}")
+    def _unreadable(self, path: Path, outcome: Report) -> str:
+        return self._set_aside(path, "io", f"cannot be read right now: {outcome.error_message or outcome.message}")
 
     def _internal_error(self, path: Path, exc: Exception) -> str:
         """An unexpected exception is deterministic: after INTERNAL_ATTEMPTS the file goes to
@@ -636,9 +647,9 @@ class Watcher:
                                                      f"{message}", attempts=attempts)
         text = (f"{path.name}: refused after {attempts} attempts: unexpected error in the connector: {message}. "
                 "Please report it with the log; drop the file again to retry.")
-        report = {"file": path.name, "status": "refused",
-                  "error": {"kind": "internal", "message": message, "attempts": attempts}}
-        return self._place(path, FileOutcome("refused", report, message=text), 0.0)
+        report = Report(file=path.name).fail("refused", "internal", message)
+        report.message, report.attempts = text, attempts
+        return self._place(path, report, 0.0)
 
     def _set_aside(self, path: Path, kind: str, message: str, *, attempts: int | None = None) -> str:
         """Keep `path` in processing/ and skip it until its own backoff is over; log once per change."""
@@ -655,10 +666,10 @@ class Watcher:
         trouble.message = message
         return "file"
 
-    def _mapping_broken(self, path: Path, outcome: FileOutcome) -> str:
+    def _mapping_broken(self, path: Path, outcome: Report) -> str:
         """A broken mapping is not the file's fault: it stays in processing/, nothing new is
         claimed, and it is tried again with backoff until a person fixes the mapping."""
-        message = outcome.message or str((outcome.report.get("error") or {}).get("message"))
+        message = outcome.message or str(outcome.error_message)
         if message != self.mapping_problem:
             self.log.error("the mapping is broken: %s. %s stays in processing/ and nothing new is taken until "
                            "the mapping is fixed (no restart needed)", message, path.name,
@@ -671,9 +682,6 @@ class Watcher:
             self.log.info("the mapping works again; taking files", extra={"event": "mapping_fixed"})
             self.mapping_problem = self.mapping_file = None
             self.retry.reset()
-
-    def _fatal(self) -> Any:
-        return getattr(self.pipeline, "fatal", None)
 
     def _fail_empty(self, cand: inbox.Candidate) -> None:
         self.readiness.forget(cand.path)
@@ -782,7 +790,7 @@ class Watcher:
         problems = []
         if self.inbox_problem:
             problems.append(f"inbox unavailable: {self.inbox_problem}")
-        fatal = self._fatal()
+        fatal = self.fatal
         if fatal is not None:
             problems.append(f"the API refuses the connector (credentials, TLS or URL): {redact(str(fatal))}; "
                             "work waits in the ledger")
@@ -841,11 +849,6 @@ def _capped(lines: list[str]) -> list[str]:
     return lines[:PROBLEMS_SHOWN] + [f"... and {len(lines) - PROBLEMS_SHOWN} more like these"]
 
 
-def _error_kind(outcome: FileOutcome) -> str | None:
-    error = outcome.report.get("error")
-    return error.get("kind") if isinstance(error, dict) else None
-
-
 def wait_for(future: Future, stop: threading.Event, on_stop: Callable[[], None] | None = None,
              on_tick: Callable[[], None] | None = None) -> Any:
     """The future's result; raises _Abandoned when `stop` is set and it does not finish within
@@ -875,17 +878,13 @@ def _ask(ledger: Any, method: str) -> Any:
         return None
 
 
-def _counts(report: dict) -> dict:
-    counts = report.get("counts")
-    return {k: v for k, v in counts.items() if isinstance(v, (int, float))} if isinstance(counts, dict) else {}
-
-
-def _summary(outcome: FileOutcome) -> str:
+def _summary(outcome: Report) -> str:
     """One line of the counts that matter to a person reading the log."""
-    c = _counts(outcome.report)
+    if outcome.error_kind:
+        return outcome.message or outcome.status
+    c = asdict(outcome.counts)
     keys = ("products", "variants", "items_sent", "items_unchanged", "images_sent", "rows_refused")
-    shown = [f"{k.replace('_', ' ')} {c[k]}" for k in keys if k in c]
-    return ", ".join(shown) or outcome.message or outcome.status
+    return ", ".join(f"{k.replace('_', ' ')} {c[k]}" for k in keys)
 
 
 # --- entry point -----------------------------------------------------------------------------

@@ -8,7 +8,9 @@ from pathlib import Path
 from connector.api import ApiClient
 from connector.config import ApiSettings, Settings
 from connector.ledger import Ledger
+from connector.model import Rejected
 from connector.pipeline import Pipeline
+from connector.report import Report
 
 
 class FakeTime:
@@ -48,3 +50,13 @@ def pipeline_for(tmp_path: Path, sb, settings: Settings | None = None, **kwargs)
     fake = FakeTime()
     client = ApiClient(settings.api, sleep=fake.sleep, clock=fake.monotonic, rng=lambda: 0.5)
     return Pipeline(settings, client, Ledger.open(settings.folders.state), **kwargs)
+
+
+def report_of(status: str, data: dict | None = None, header: list[str] | None = None,
+              rejected: list | None = None, *, message: str = "") -> Report:
+    """A file's report as the pipeline would return it: `data` in the report's JSON shape."""
+    report = Report.from_ledger({**(data or {}), "status": status},
+                                {"header": header or [], "rows": []})
+    report.rejected = [Rejected(*r) for r in rejected or []]
+    report.message = message
+    return report

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from connector.batches import body_size, make_batches
+from connector.errors import OversizedItem
 from connector.model import Product
 
 
@@ -84,7 +85,7 @@ def test_a_product_bigger_than_the_byte_limit_is_split_in_order():
 
 def test_an_item_bigger_than_the_byte_limit_names_its_product():
     products = [product("A", 1), product("HUGE-1", 1, pad=5000)]
-    with pytest.raises(ValueError, match="HUGE-1"):
+    with pytest.raises(OversizedItem, match="HUGE-1"):
         make_batches(products, max_bytes=2000)
 
 

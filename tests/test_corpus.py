@@ -302,7 +302,7 @@ def test_images_named_jpg_that_are_png_inside_are_sent_as_png(make_sandbox, tmp_
     assert outcome.status == "done", outcome.message
     green = [i for i in sb.state()["images"] if i["image_id"].endswith("t-shirt-green.jpg")]
     assert green and all(i["format"] == "png" for i in green)
-    missing = [p for p in outcome.report["problems"] if p["kind"] == "image" and "no such file" in p["reason"]]
+    missing = [p for p in outcome.to_json()["problems"] if p["kind"] == "image" and "no such file" in p["reason"]]
     # facts: 12 of the 230 references have no file (also counted from the csv); their products still went
     assert len(missing) == len(FACTS["akeneo/products.csv"]["image_refs"]["missing"]) == AKENEO_MISSING
 

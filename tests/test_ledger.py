@@ -9,6 +9,7 @@ import stat
 import pytest
 
 from connector.ledger import Ledger
+from connector.report import Report
 
 ENDPOINT = "http://api#source=1"
 
@@ -18,8 +19,8 @@ def item(code: str, variant: str) -> dict:
 
 
 def journal(ledger: Ledger, name: str, batches, images=(), endpoint=ENDPOINT) -> int:
-    return ledger.journal(sha256=name * 8, name=name, size=1, mtime_ns=1, mapping_sha256="m", endpoint=endpoint,
-                          report={}, rejected={}, batches=batches, images=images)
+    report = Report(name, sha256=name * 8, size=1, mapping_sha256="m", started_at=1.0)
+    return ledger.journal(report, mtime_ns=1, endpoint=endpoint, batches=batches, images=images)
 
 
 def test_the_ledger_is_durable_and_readable_only_by_its_owner(tmp_path):
@@ -73,3 +74,19 @@ def test_work_for_another_endpoint_is_kept_but_never_offered(tmp_path):
     assert ledger.next_job(ENDPOINT) is None
     assert ledger.other_endpoints(ENDPOINT) == ["http://other#source=9"]
     assert ledger.backlog()["batches"] == 1
+
+
+def test_a_ledger_from_before_the_started_at_column_is_brought_up_to_date(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    with sqlite3.connect(state / "ledger.sqlite") as db:  # the files table as an earlier version made it
+        db.execute("CREATE TABLE files (id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, name TEXT NOT NULL,"
+                   " size INTEGER NOT NULL, mtime_ns INTEGER, mapping_sha256 TEXT, endpoint TEXT NOT NULL DEFAULT '',"
+                   " status TEXT NOT NULL, report TEXT NOT NULL, rejected TEXT NOT NULL DEFAULT '{}',"
+                   " created_at REAL NOT NULL, finished_at REAL)")
+        db.execute("INSERT INTO files (sha256, name, size, status, report, created_at)"
+                   " VALUES ('x', 'old.csv', 1, 'done', '{\"file\": \"old.csv\"}', 5)")
+    ledger = Ledger.open(state)
+    file_id = journal(ledger, "a", [[item("P", "P-1")]])
+    assert ledger.file_report(file_id).started_at == 1.0
+    assert ledger.file_report(1).file == "old.csv" and ledger.file_report(1).started_at is None

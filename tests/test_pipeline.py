@@ -74,9 +74,9 @@ def test_each_variant_is_one_item_and_a_bad_row_holds_back_only_its_product(fast
     refused = {row.cells["source_product_code"]: reason for row, reason in outcome.rejected}
     assert set(refused) == {"BOOTS-HIKE", "GLOVES-WNTR", "CABLE-USB"}
     assert len(outcome.rejected) == 5
-    counts = outcome.report["counts"]
+    counts = outcome.to_json()["counts"]
     assert counts["items_sent"] == 9 and counts["images_sent"] == 4
-    price_problem = next(p for p in outcome.report["problems"] if p.get("value") == "12,5O")
+    price_problem = next(p for p in outcome.to_json()["problems"] if p.get("value") == "12,5O")
     assert price_problem["column"] == "price" and price_problem["line"] == 11  # header, 6 tee rows, mug, kettle, boots size 8
 
 
@@ -88,7 +88,7 @@ def test_the_same_file_again_is_a_duplicate_and_a_changed_price_sends_one_item(f
     again = pipeline.run_file(example / "products-tuesday.csv")
     assert again.status == "duplicate" and "already pushed as products.csv" in again.message
     rerun = pipeline.run_file(example / "products.csv")  # the very file, run again (as after a crash)
-    assert rerun.status == "done" and rerun.report["counts"]["items_sent"] == 9  # its own report back
+    assert rerun.status == "done" and rerun.to_json()["counts"]["items_sent"] == 9  # its own report back
     assert len(fast_sandbox.state()["queue"]) == before
 
     text = (example / "products.csv").read_text(encoding="utf-8")
@@ -98,7 +98,7 @@ def test_the_same_file_again_is_a_duplicate_and_a_changed_price_sends_one_item(f
     assert changed.status == "done"
     new = fast_sandbox.state()["queue"][before:]
     assert [(e["kind"], e["source_variant_code"]) for e in new] == [("product", "00471")]
-    assert changed.report["counts"]["items_unchanged"] == 8
+    assert changed.to_json()["counts"]["items_unchanged"] == 8
 
 
 def test_expired_tokens_429s_5xx_and_lost_answers_are_survived(make_sandbox, tmp_path, example):
@@ -109,7 +109,7 @@ def test_expired_tokens_429s_5xx_and_lost_answers_are_survived(make_sandbox, tmp
     stored = variant_codes(sb.state())
     assert sorted(stored) == ["00471", "KETTLE-2L", "TEE-CLASSIC"] and len(stored["TEE-CLASSIC"]) == 6
     assert len(sb.state()["images"]) == 4
-    assert outcome.report["requests"]["total"] > 13  # retries really happened
+    assert outcome.to_json()["requests"]["total"] > 13  # retries really happened
 
 
 def test_api_down_keeps_the_work_waiting_and_a_later_run_sends_it_once(make_sandbox, tmp_path, example):
@@ -229,9 +229,9 @@ def test_real_world_encodings_and_formats_reach_the_api_intact(fast_sandbox, tmp
     assert sorted(t["tier"] for t in kettle["price_tiers"]) == ["retail", "wholesale"]
     assert sorted(q["description"] for q in kettle["qty_availability"]) == ["cpt", "jhb"]
     if variant == "cp1252":
-        assert outcome.report["read"]["encoding"] == "cp1252"
+        assert outcome.to_json()["read"]["encoding"] == "cp1252"
     if variant == "semicolon-decimal-comma":
-        assert outcome.report["read"]["delimiter"] == ";"
+        assert outcome.to_json()["read"]["delimiter"] == ";"
 
 
 def _xlsx(path: Path, header, rows) -> Path:
@@ -286,7 +286,7 @@ def test_items_the_api_refuses_are_reported_and_the_rest_of_the_batch_still_goes
 
     outcome = pipeline_for(tmp_path, fast_sandbox).run_file(example / "products.csv")
     assert outcome.status == "done"
-    refused = [p for p in outcome.report["problems"] if p["kind"] == "api"]
+    refused = [p for p in outcome.to_json()["problems"] if p["kind"] == "api"]
     assert refused and {p["product"] for p in refused} == {"TEE-CLASSIC"}
     assert all("refused by the API" in p["reason"] for p in refused)
     products = variant_codes(fast_sandbox.state())
@@ -294,7 +294,7 @@ def test_items_the_api_refuses_are_reported_and_the_rest_of_the_batch_still_goes
     assert products["TEE-CLASSIC"] == ["TEE-OLD"]  # nothing of the refused product was applied
     images = fast_sandbox.state()["images"]
     assert [i["source_product_code"] for i in images] == ["00471"]  # the tee photos wait for a product that never came
-    assert outcome.report["counts"]["products_refused_by_api"] == 1
+    assert outcome.to_json()["counts"]["products_refused_by_api"] == 1
 
 
 def test_a_newer_file_is_never_skipped_as_unchanged_while_an_older_one_waits(make_sandbox, tmp_path, example):
@@ -318,7 +318,7 @@ def test_a_request_too_big_for_the_server_is_sent_in_smaller_parts(make_sandbox,
     sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, max_body_bytes=4000)
     outcome = pipeline_for(tmp_path, sb).run_file(example / "products.csv")
     assert outcome.status == "done"
-    assert outcome.report["requests"]["by_status"].get("413", 0) >= 1
+    assert outcome.to_json()["requests"]["by_status"].get("413", 0) >= 1
     stored = variant_codes(sb.state())
     assert len(stored["TEE-CLASSIC"]) == 6 and stored["00471"] == ["00471"]
 
@@ -332,7 +332,7 @@ def test_an_item_bigger_than_a_request_holds_back_only_its_product(fast_sandbox,
     outcome = pipeline_for(tmp_path, fast_sandbox, settings).run_file(example / "products.csv")
     assert outcome.status == "done"
     assert "KETTLE-2L" not in variant_codes(fast_sandbox.state())
-    size = [p for p in outcome.report["problems"] if p["kind"] == "size"]
+    size = [p for p in outcome.to_json()["problems"] if p["kind"] == "size"]
     assert size and size[0]["product"] == "KETTLE-2L" and "batch.max_bytes" in size[0]["reason"]
     assert any("KETTLE-2L held back" in reason for _, reason in outcome.rejected)
     assert "00471" in variant_codes(fast_sandbox.state())

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 
 from connector.model import Problem, Row
+from connector.common import write_json_atomic
+from connector.model import Rejected
 from connector.report import (
     MAX_PROBLEMS,
+    Report,
     neutralise,
-    new_report,
-    set_problems,
     summarise,
-    write_json_atomic,
     write_rejected_csv,
+    write_report_files,
 )
 
 
@@ -100,10 +101,11 @@ def test_a_failed_json_write_keeps_the_old_file_and_no_temporary(tmp_path: Path)
 
 
 def test_problems_are_capped_but_counted_in_full():
-    report = new_report("export.csv", connector_version="0.1.0")
+    typed = Report("export.csv")
     problems = [Problem(kind="type", reason="bad", line=i) for i in range(MAX_PROBLEMS + 5)]
     problems += [Problem(kind="image", reason="missing", severity="warning")] * 3
-    set_problems(report, problems)
+    typed.problems.add(problems)
+    report = typed.to_json()
     assert len(report["problems"]) == MAX_PROBLEMS
     assert report["problems"][0] == {"kind": "type", "reason": "bad", "severity": "error", "line": 0}
     assert report["problems_truncated"] == 8
@@ -112,7 +114,7 @@ def test_problems_are_capped_but_counted_in_full():
 
 
 def test_a_new_report_has_every_section_and_serialises():
-    report = new_report("export.csv", connector_version="0.1.0")
+    report = Report("export.csv").to_json()
     for key in ("file", "sha256", "size", "status", "mapping", "read", "counts", "timings_s", "requests",
                 "problems", "problems_by_kind", "started_at", "finished_at", "connector_version"):
         assert key in report
@@ -121,13 +123,13 @@ def test_a_new_report_has_every_section_and_serialises():
 
 
 def test_summary_names_the_file_status_counts_problems_and_time():
-    report = new_report("export.csv", connector_version="0.1.0")
-    report["status"] = "done"
-    report["read"].update(format="csv", encoding="cp1252", delimiter=";", rows=120)
-    report["counts"].update(products=30, variants=118, images_found=40, items_sent=110, images_sent=38,
-                            products_held_back=1, rows_refused=2)
-    report["timings_s"]["total"] = 9.84
-    set_problems(report, [Problem(kind="type", reason="x")] * 2 + [Problem(kind="image", reason="y", severity="warning")])
+    report = Report("export.csv", status="done")
+    report.read.format, report.read.encoding, report.read.delimiter, report.read.rows = "csv", "cp1252", ";", 120
+    c = report.counts
+    c.products, c.variants, c.images_found, c.items_sent, c.images_sent = 30, 118, 40, 110, 38
+    c.products_held_back, c.rows_refused = 1, 2
+    report.timings["total"] = 9.84
+    report.problems.add([Problem(kind="type", reason="x")] * 2 + [Problem(kind="image", reason="y", severity="warning")])
     text = summarise(report)
     assert text.splitlines()[0] == "export.csv: done in 9.8 s"
     assert "120 rows (csv, cp1252, semicolon-separated)" in text
@@ -138,7 +140,34 @@ def test_summary_names_the_file_status_counts_problems_and_time():
 
 
 def test_summary_of_a_check_without_sending_says_nothing_was_sent():
-    report = new_report("x.xlsx", connector_version="0.1.0")
+    report = Report("x.xlsx", status="checked")
     text = summarise(report)
     assert "sent:" not in text
     assert "problems: none" in text
+
+
+def test_a_report_kept_in_the_ledger_comes_back_the_same():
+    report = Report("export.csv", status="done", sha256="ab" * 32, size=10, mapping_name="m", started_at=100.0)
+    report.counts.items_sent = 7
+    report.requests.update({"200": 3, "429": 1})
+    report.problems.add([Problem(kind="api", reason="refused", product="P1")])
+    report.header = ["sku", "price"]
+    report.rejected = [Rejected(Row(3, {"sku": "A", "price": "x"}, "Sheet1"), "price: not a number")]
+    data, rejected = report.to_ledger()
+    back = Report.from_ledger(json.loads(json.dumps(data)), json.loads(json.dumps(rejected)), started_at=100.0)
+    assert back.to_json() == report.to_json()
+    assert back.rejected == report.rejected and back.header == report.header
+    assert back.problems.api_refused_products() == {"P1"}
+
+
+def test_one_writer_makes_the_report_and_the_rejected_rows_beside_a_stem(tmp_path: Path):
+    report = Report("export.csv", status="refused").fail("refused", "data", "no row of the file could be sent")
+    report.header = ["sku"]
+    report.rejected = [Rejected(Row(2, {"sku": "=1+1"}), "title is required")]
+    path = write_report_files(report, tmp_path / "export.csv", sidecar=".error.json")
+    assert path == tmp_path / "export.csv.error.json"
+    assert json.loads(path.read_text())["error"] == {"kind": "data", "message": "no row of the file could be sent"}
+    assert "'=1+1" in (tmp_path / "export.csv.rejected.csv").read_text(encoding="utf-8-sig")
+    clean = Report("ok.csv", status="done")
+    write_report_files(clean, tmp_path / "ok.csv")
+    assert not (tmp_path / "ok.csv.rejected.csv").exists()

@@ -30,7 +30,8 @@ from connector import watch
 from connector.config import Folders, Settings, WatchSettings
 from connector.health import read_health
 from connector.lock import StateLock
-from connector.model import FileOutcome
+from connector.report import Report
+from tests.support import report_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ class RecordingPipeline:
         self.gate = gate
         self.lock = threading.Lock()
 
-    def run_file(self, path: Path, *, mapping: str | None = None) -> FileOutcome:
+    def run_file(self, path: Path, *, mapping: str | None = None) -> Report:
         data = Path(path).read_bytes()
         with self.lock:
             self.calls.append((Path(path).name, data))
@@ -70,11 +71,11 @@ class RecordingPipeline:
             raise RuntimeError(f"boom while reading {path.name} from https://api.example/v1?token=SECRET-TOKEN-1")
         if status == "io":
             report["error"] = {"kind": "io", "message": "the share is busy"}
-            return FileOutcome("waiting", report, message=f"{path.name}: cannot be read right now")
+            return report_of("waiting", report, message=f"{path.name}: cannot be read right now")
         if status == "mapping":
             report["error"] = {"kind": "mapping", "message": "mappings/shop.yaml: columns.sku: no such column"}
-            return FileOutcome("refused", report, message=f"{path.name}: refused: mappings/shop.yaml: columns.sku")
-        return FileOutcome(status, report, message=f"{path.name}: {status}")
+            return report_of("refused", report, message=f"{path.name}: refused: mappings/shop.yaml: columns.sku")
+        return report_of(status, report, message=f"{path.name}: {status}")
 
     def drain(self) -> bool:
         self.drains += 1
@@ -543,7 +544,7 @@ def test_failed_files_are_counted_at_start_up_and_then_kept_count_of(tmp_path):
     f.processing.mkdir(parents=True)
     for name in ("old1.csv", "old2.csv"):
         (f.processing / name).write_bytes(b"x")
-        inbox.place(f.processing / name, FileOutcome("refused", {}, message="old"), f,
+        inbox.place(f.processing / name, report_of("refused", {}, message="old"), f,
                     datetime.now(UTC))
     pipeline = RecordingPipeline(statuses=lambda name: "refused")
     with serving(settings, pipeline):
@@ -637,9 +638,9 @@ def test_status_shows_processing_backlog_archived_failed_and_the_last_error(tmp_
     (f.processing / "stuck.csv").write_bytes(b"x" * 42)
     when = datetime(2025, 6, 14, 10, 0, tzinfo=UTC)
     (f.processing / "fine.csv").write_bytes(b"a")
-    inbox.place(f.processing / "fine.csv", FileOutcome("done", {"status": "done"}, message="fine.csv: done"), f, when)
+    inbox.place(f.processing / "fine.csv", report_of("done", {"status": "done"}, message="fine.csv: done"), f, when)
     (f.processing / "bad.csv").write_bytes(b"b")
-    inbox.place(f.processing / "bad.csv", FileOutcome("refused", {}, message="bad.csv: refused: no sku column"), f, when)
+    inbox.place(f.processing / "bad.csv", report_of("refused", {}, message="bad.csv: refused: no sku column"), f, when)
     Ledger.open(f.state).close()
     text = render_status(settings)
     assert "In processing/: 1 file(s)" in text and "stuck.csv (42 bytes" in text

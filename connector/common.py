@@ -1,0 +1,83 @@
+"""Small helpers every stage shares: file identity, durable writes, the time format.
+
+Kept here, in one place, so the ledger, the inbox, the reports and the health file write and
+name things the same way, and no stage imports another stage for a helper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def iso_utc(at: float) -> str:
+    """A Unix time as the ISO 8601 UTC text every report, status and health file uses.
+
+    >>> iso_utc(0)
+    '1970-01-01T00:00:00Z'
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def file_identity(path: Path) -> tuple[str, int, int]:
+    """The file's sha256, size and modification time (ns), from one open of the file."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        mtime_ns = os.fstat(fh.fileno()).st_mtime_ns
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size, mtime_ns
+
+
+def sha256_of(path: Path) -> str:
+    return file_identity(path)[0]
+
+
+def write_json_atomic(path: Path, data: dict[str, Any], *, mode: int = 0o644) -> None:
+    """Write `data` as indented UTF-8 JSON to `path`, all or nothing, durably.
+
+    A reader sees the old file or the new one, never half of one, and no temporary file is
+    left behind, even when serialising fails.
+    """
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    write_atomic(path, text.encode("utf-8"), mode=mode)
+
+
+def write_atomic(path: Path, payload: bytes, *, mode: int = 0o644) -> None:
+    """Temp file in the same folder, fsync, os.replace, fsync the folder."""
+    folder = path.parent
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # mkstemp makes 0600; reports are for support staff to read
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename durable. Not every filesystem can fsync a folder (SMB, Windows): best effort."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
