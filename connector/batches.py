@@ -22,11 +22,6 @@ from .wire import encode as _dumps
 _ENVELOPE = len(b'{"system_products":[]}')  # the body around the items; items add a comma between
 
 
-def body_size(items: list[dict[str, Any]]) -> int:
-    """Bytes of the compact UTF-8 JSON body `{"system_products": items}`."""
-    return len(_dumps({"system_products": items}))
-
-
 def make_batches(
     products: list[Product], *, max_items: int = 500, max_bytes: int = 2 * 1024 * 1024
 ) -> list[list[dict[str, Any]]]:

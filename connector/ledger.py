@@ -336,13 +336,6 @@ class Ledger:
             )
             self._event("success", f"job {job_id} acknowledged")
 
-    def close_job(self, job_id: int, state: str, reason: str) -> None:
-        """End a job without sending it: `failed` (the API refused it) or `skipped`."""
-        with self._transaction():
-            self.db.execute(
-                "UPDATE jobs SET state = ?, last_error = ?, done_at = ? WHERE id = ?", (state, reason, self.clock(), job_id)
-            )
-
     def sent_hashes(self, codes: Iterable[str]) -> dict[tuple[str, str], str]:
         """Acknowledged payload hashes for the variants of these products."""
         out: dict[tuple[str, str], str] = {}

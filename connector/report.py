@@ -116,9 +116,6 @@ class Problems:
     def truncated(self) -> int:
         return self.total - len(self.stored)
 
-    def api_refused_products(self) -> set[str]:
-        return {p.product for p in self.stored if p.kind == "api" and p.product}
-
 
 @dataclass
 class Report:

@@ -6,9 +6,15 @@ import json
 
 import pytest
 
-from connector.batches import body_size, make_batches
+from connector.batches import make_batches
 from connector.errors import OversizedItem
 from connector.model import Product
+from connector.wire import encode
+
+
+def body_size(items: list[dict]) -> int:
+    """Bytes of the request body the API client sends for `items` (the oracle the batches must respect)."""
+    return len(encode({"system_products": items}))
 
 
 def item(code: str, variant: str, pad: int = 0) -> dict:

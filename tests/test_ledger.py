@@ -41,7 +41,10 @@ def test_jobs_drain_in_the_order_written_and_images_after_their_batch(tmp_path):
     order = []
     while (job := ledger.next_job(ENDPOINT)) is not None:
         order.append((job.kind, job.after_job))
-        ledger.close_job(job.id, "done", "")
+        if job.kind == "products":
+            ledger.products_acknowledged(job.id, [])
+        else:
+            ledger.image_acknowledged(job.id, "P", "sha")
     first_batch = ledger.db.execute("SELECT MIN(id) FROM jobs").fetchone()[0]
     assert order == [("products", None), ("products", None), ("image", first_batch), ("products", None)]
 

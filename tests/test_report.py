@@ -157,7 +157,7 @@ def test_a_report_kept_in_the_ledger_comes_back_the_same():
     back = Report.from_ledger(json.loads(json.dumps(data)), json.loads(json.dumps(rejected)), started_at=100.0)
     assert back.to_json() == report.to_json()
     assert back.rejected == report.rejected and back.header == report.header
-    assert back.problems.api_refused_products() == {"P1"}
+    assert [p.product for p in back.problems.stored] == ["P1"]
 
 
 def test_one_writer_makes_the_report_and_the_rejected_rows_beside_a_stem(tmp_path: Path):
