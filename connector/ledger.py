@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     after_job INTEGER,                 -- image: the products job that must be acknowledged first
     state TEXT NOT NULL DEFAULT 'pending',  -- pending | done | failed | skipped
     attempts INTEGER NOT NULL DEFAULT 0,
+    acked INTEGER,                     -- products: items acknowledged so far (a batch may go in parts)
     last_error TEXT,
     created_at REAL NOT NULL,
     done_at REAL
@@ -133,6 +134,8 @@ class Ledger:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(files)")}
         if "started_at" not in columns:
             self.db.execute("ALTER TABLE files ADD COLUMN started_at REAL")
+        if "acked" not in {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}:
+            self.db.execute("ALTER TABLE jobs ADD COLUMN acked INTEGER")
 
     # -- files ---------------------------------------------------------------------------
 
@@ -228,12 +231,10 @@ class Ledger:
         return {(kind, state): n for kind, state, n in rows}
 
     def file_sent_counts(self, file_id: int) -> dict[str, int]:
-        """Items and images acknowledged for one file."""
-        items = 0
-        for (payload,) in self.db.execute(
-            "SELECT payload FROM jobs WHERE file_id = ? AND kind = 'products' AND state = 'done'", (file_id,)
-        ):
-            items += len(json.loads(payload))
+        """Items and images acknowledged for one file, counted as they were acknowledged."""
+        items = self.db.execute(
+            "SELECT COALESCE(SUM(COALESCE(acked, CASE WHEN state = 'done' THEN json_array_length(payload) END)), 0)"
+            " FROM jobs WHERE file_id = ? AND kind = 'products'", (file_id,)).fetchone()[0]
         images = self.db.execute(
             "SELECT COUNT(*) FROM jobs WHERE file_id = ? AND kind = 'image' AND state = 'done'", (file_id,)
         ).fetchone()[0]
@@ -314,6 +315,7 @@ class Ledger:
         """
         now = self.clock()
         with self._transaction():
+            self.db.execute("UPDATE jobs SET acked = COALESCE(acked, 0) + ? WHERE id = ?", (len(hashes), job_id))
             if remaining:
                 self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (encode_text(remaining), job_id))
             else:

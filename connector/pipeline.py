@@ -13,7 +13,7 @@ import gc
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +43,11 @@ from connector.report import ReadInfo, Report
 from connector.wire import item_hash
 
 Progress = Callable[[int, int], None]  # (jobs finished, jobs in all) of the file being sent
+
+# Refused requests one batch may spend narrowing down refusals that name no item: enough to
+# isolate several bad products among 500 (about 9 halvings each), bounded so a batch the API
+# refuses whole costs under a minute at 1-3 requests/s, not hours.
+ISOLATE_REQUESTS = 64
 
 
 class Pipeline:
@@ -181,31 +186,57 @@ class Pipeline:
     # -- sending ---------------------------------------------------------------------------
 
     def _send_products(self, job: Job) -> bool:
-        """Send one batch; on 413 send it in halves; drop products the API refuses and resend the rest."""
-        items, size = job.payload, len(job.payload)
-        while items:
-            chunk = items[:size]
+        """Send one batch, whole products per request; find and drop what the API refuses.
+
+        A 413 sends the same items in smaller requests. A refusal that names its items drops
+        their products and resends the rest. A refusal that names none (the real API's error
+        format is not published) is narrowed down by halving the request along product
+        boundaries, so the good products still go: at most ISOLATE_REQUESTS refused requests
+        per batch, after which a refused request is reported refused whole.
+        """
+        pieces: deque[list[dict]] = deque([job.payload])  # what is left to send, in order
+        cap = len(job.payload)  # what a 413 allows per request for the rest of the batch
+        budget = ISOLATE_REQUESTS
+        while pieces:
+            piece = pieces.popleft()
+            chunk = _whole_products(piece, cap)
+            if len(chunk) < len(piece):
+                pieces.appendleft(piece[len(chunk):])
             try:
                 self.client.queue_products(chunk)
             except DataRejected as exc:
-                if exc.status == 413 and size > 1:
-                    size = (size + 1) // 2  # too big for the server: the same items in smaller requests
+                if exc.status == 413 and len(chunk) > 1:
+                    cap = (len(chunk) + 1) // 2  # too big for the server: the same items in smaller requests
+                    pieces.appendleft(chunk)
                     continue
-                items = self._drop_refused(job, items, chunk, exc)
+                if exc.indexes is None:
+                    budget -= 1
+                    if budget > 0 and _product_count(chunk) > 1:  # the API named no item: try each half
+                        half = len(_whole_products(chunk, len(chunk) // 2))
+                        pieces.extendleft([chunk[half:], chunk[:half]])
+                        continue
+                later = [it for p in pieces for it in p]
+                kept = self._drop_refused(job, chunk, later, exc)
+                if budget <= 0:  # no more narrowing down: the rest goes (or is refused) in one request
+                    pieces = deque([kept + later] if kept or later else [])
+                elif kept:
+                    pieces.appendleft(kept)
                 continue
             except ApiUnavailable as exc:
                 self.ledger.attempt(job.id, str(exc))
                 self.log.warning("API unavailable, work kept in the ledger: %s", exc)
                 return False
-            items = items[size:]
             self.ledger.products_acknowledged(job.id, [
                 (it["source"]["source_product_code"], it["product"]["variants"]["source_variant_code"], item_hash(it))
                 for it in chunk
-            ], remaining=items)
+            ], remaining=[it for p in pieces for it in p])
         return True
 
-    def _drop_refused(self, job: Job, items: list[dict], chunk: list[dict], exc: DataRejected) -> list[dict]:
-        """Record the API's refusals of `chunk`; return the items of the products it did not refuse."""
+    def _drop_refused(self, job: Job, chunk: list[dict], later: list[dict], exc: DataRejected) -> list[dict]:
+        """Record the API's refusals of `chunk`; keep in the ledger what is left of it and `later`.
+
+        Returns the items of `chunk` whose products the API did not refuse (to send again).
+        """
         problems, refused_codes = [], set()
         for error in exc.errors:
             index = error.get("index")
@@ -215,14 +246,15 @@ class Pipeline:
                 problems.append(Problem(
                     kind="api", product=code, value=str(error.get("field") or ""),
                     reason=f"refused by the API: {error.get('field')}: {error.get('message')}"))
-        if not refused_codes:  # the API named no item: every product in the request is refused
+        if not refused_codes:  # the API named no item (and it could not be narrowed down further)
             refused_codes = {it["source"]["source_product_code"] for it in chunk}
-            problems = [Problem(kind="api", product=code, reason=f"refused by the API: {exc}")
+            alone = "" if len(refused_codes) == 1 else f" (one of {len(refused_codes)} products sent together)"
+            problems = [Problem(kind="api", product=code, reason=f"refused by the API{alone}: {exc}")
                         for code in sorted(refused_codes)]
-        rest = [it for it in items if it["source"]["source_product_code"] not in refused_codes]
-        self.ledger.refuse_items(job.id, job.file_id, problems, rest)
+        kept = [it for it in chunk if it["source"]["source_product_code"] not in refused_codes]
+        self.ledger.refuse_items(job.id, job.file_id, problems, kept + later)
         self._refused_cache.pop(job.file_id, None)
-        return rest
+        return kept
 
     def _send_image(self, job: Job) -> bool:
         image = ImageJob(**job.payload)
@@ -525,6 +557,21 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
             row = Row(line, {})  # refused while reading: the cells never became a row
         out.append(Rejected(row, reasons[line]))
     return out
+
+
+def _whole_products(items: list[dict], size: int) -> list[dict]:
+    """The first `size` items, cut back to a product boundary (a product too big for `size` is cut)."""
+    if size >= len(items):
+        return items
+    code = lambda i: items[i]["source"]["source_product_code"]  # noqa: E731
+    cut = size
+    while cut > 0 and code(cut) == code(cut - 1):
+        cut -= 1
+    return items[:cut] if cut > 0 else items[:max(size, 1)]
+
+
+def _product_count(items: list[dict]) -> int:
+    return len({it["source"]["source_product_code"] for it in items})
 
 
 def _changed_since(acknowledged_hash: str | None, item: dict) -> bool:

@@ -291,6 +291,8 @@ class Sandbox:
                 normals.append((index, normal))
         errors += rules.check_product_groups(normals, self._store.stored_variants)
         if errors:
+            if self._plan.faults.anonymous_errors:
+                return 400, {"error": "validation failed"}
             return 400, {"error": "validation failed", "errors": sorted(errors, key=lambda e: e["index"])}
         for _, normal in normals:
             self._store.apply_product(normal)

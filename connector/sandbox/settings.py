@@ -29,6 +29,8 @@ class Faults:
     - drop_rate: share of requests that are processed and then get no answer at all (the
       connection is closed).
     - expire_after: a token dies after serving this many requests on the fault paths.
+    - anonymous_errors: a refused queue request is answered 400 without naming the bad items
+      (the real API's error format is not published; the connector must cope with either).
     """
 
     seed: int | None = 0
@@ -41,6 +43,7 @@ class Faults:
     latency: float = 0.0
     drop_rate: float = 0.0
     expire_after: int = 0
+    anonymous_errors: bool = False
     paths: tuple[str, ...] = QUEUE_PATHS
 
     def __post_init__(self) -> None:
