@@ -296,7 +296,7 @@ def _end_progress() -> None:
 def _fail_with(exc: Exception) -> int:
     """An error that ended a command: its exit code from the table, and one line (or its list)."""
     from connector.config import ConfigError
-    from connector.errors import MappingError
+    from connector.errors import LedgerError, MappingError
     from connector.logs import redact
 
     code = EXIT_CODES[error_outcome(exc)]
@@ -304,6 +304,8 @@ def _fail_with(exc: Exception) -> int:
         return _fail(code, "configuration has errors:", exc.problems)
     if isinstance(exc, MappingError):
         return _fail(code, "mapping has errors:", exc.problems)
+    if isinstance(exc, LedgerError):  # the ledger itself is the trouble: the message says what to do
+        return _fail(code, str(exc))
     if isinstance(exc, FatalError):
         return _fail(code, f"{exc} (any journaled work stays in the ledger; fix this and run again)")
     if isinstance(exc, ConnectorError):

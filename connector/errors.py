@@ -7,6 +7,7 @@
         AuthFailed        the API refused the credentials themselves
         SetupError        wrong URL, TLS, a redirect: the API answered, but not as the API
         AlreadyRunning    another process holds the state folder
+        LedgerError       the ledger is missing, damaged, or cannot be written (disk full, read-only)
       RetriableError    transient trouble: the work waits in the ledger and is sent later (exit 3)
         ApiUnavailable    429/5xx/timeouts outlasted the retry budget, or the API is unreachable
       RefusedData       the input is wrong: reported with its place, the rest goes on (exit 1)
@@ -82,6 +83,10 @@ class MappingError(FatalError):
 
 class AlreadyRunning(FatalError):
     """Another process holds the state folder's lock. The message is one line for a person."""
+
+
+class LedgerError(FatalError):
+    """The ledger cannot be used: the message names its path, the real cause and what to do."""
 
 
 # -- the API -------------------------------------------------------------------------------------

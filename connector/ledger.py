@@ -16,6 +16,7 @@ Tables:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connector.common import iso_utc
+from connector.common import iso_utc, write_json_atomic
+from connector.errors import LedgerError
 from connector.model import Problem
 from connector.report import Report
 from connector.wire import encode_text
@@ -103,10 +105,17 @@ class Ledger:
 
     FILE_NAME = "ledger.sqlite"
 
+    MARKER_NAME = "ledger.marker"  # beside the ledger: it existed, so its absence is damage, not a fresh start
+
     def __init__(self, path: Path, *, clock=time.time):
         self.path = path
         self.clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.marker = path.with_name(self.MARKER_NAME)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise LedgerError(f"cannot make the state folder {path.parent}: {_cause(exc)}") from None
+        self._refuse_if_lost()
         old_umask = os.umask(0o077)  # the db, -wal and -shm files are owner-only
         try:
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
@@ -115,15 +124,42 @@ class Ledger:
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
             self._migrate()
+        except sqlite3.Error as exc:
+            raise _ledger_error(path, exc, "cannot be opened") from None
         finally:
             os.umask(old_umask)
         for suffix in ("", "-wal", "-shm"):
             extra = Path(f"{path}{suffix}")
             if extra.exists():
                 os.chmod(extra, 0o600)
+        if not self.marker.exists():
+            try:
+                write_json_atomic(self.marker, {"ledger": path.name, "created_at": iso_utc(self.clock())}, mode=0o600)
+            except OSError as exc:
+                raise LedgerError(f"cannot write {self.marker}: {_cause(exc)}") from None
+
+    def _refuse_if_lost(self) -> None:
+        """A ledger that existed (its marker says so) and is now gone or empty is never silently replaced.
+
+        A new, empty ledger would send everything again and forget the work journaled for
+        files that will not be pushed again; a person decides, with the path and the choices.
+        """
+        if self.path.is_dir():
+            raise LedgerError(f"the ledger path {self.path} is a folder, not a file: "
+                              "remove or rename it, or set folders.state to another folder")
+        if not self.marker.exists():
+            return
+        size = self.path.stat().st_size if self.path.exists() else None
+        if size:
+            return
+        state = "missing" if size is None else "empty (0 bytes)"
+        raise LedgerError(
+            f"the ledger {self.path} is {state}, but this state folder had one ({self.marker} says so): "
+            "the work journaled in it may be lost. Restore it from a backup; or, to start afresh knowing that "
+            f"every item will be sent again and unsent work is gone, delete {self.marker}")
 
     @classmethod
-    def open(cls, state_dir: Path, **kwargs) -> Ledger:
+    def open(cls, state_dir: Path, **kwargs: Any) -> Ledger:
         return cls(Path(state_dir) / cls.FILE_NAME, **kwargs)
 
     def close(self) -> None:
@@ -392,17 +428,74 @@ class Ledger:
         # keep the events table small: it is a window on the recent past, not a history
         self.db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - 1000")
 
-    def _transaction(self):
-        return _Transaction(self.db)
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.db, self.path)
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection):
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error; SQLite's errors become LedgerError with the path.
+
+    When the real error (a full disk) already ended the transaction, the failing ROLLBACK is
+    not allowed to hide it: the message says "database or disk is full", not "cannot rollback".
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path):
         self.db = db
+        self.path = path
 
-    def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+    def __enter__(self) -> None:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _ledger_error(self.path, exc, "cannot be written") from None
 
-    def __exit__(self, exc_type, exc, tb):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return False
+            except sqlite3.Error as commit_error:
+                exc = commit_error
+        with contextlib.suppress(sqlite3.Error):
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise _ledger_error(self.path, exc, "cannot be written") from None
         return False
+
+
+def _ledger_error(path: Path, exc: sqlite3.Error, what: str) -> LedgerError:
+    """SQLite's error as a person can act on it: the ledger's path, the real cause, what to do."""
+    text = str(exc)
+    if "disk is full" in text or "disk I/O" in text:
+        cause = _disk_cause(path) or text
+        advice = "free space (or fix the disk) where the ledger lives and run again; nothing of this step was kept"
+    elif "not a database" in text or "malformed" in text:
+        cause = f"it is damaged ({text})"
+        advice = (f"restore it from a backup; or move it aside and delete {path.with_name(Ledger.MARKER_NAME)} "
+                  "to start afresh (every item is then sent again)")
+    elif "readonly" in text or "read-only" in text:
+        cause, advice = f"it is read-only ({text})", "make the state folder and the ledger writable by this user"
+    elif "unable to open" in text:
+        cause = _disk_cause(path) or text
+        advice = "check that the state folder exists, is a folder and is writable by this user"
+    else:
+        cause, advice = text, "see the log for details"
+    return LedgerError(f"the ledger {path} {what}: {cause}; {advice}")
+
+
+def _disk_cause(path: Path) -> str | None:
+    """The operating system's own reason the ledger's folder cannot take a write, if it has one."""
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError as exc:
+        return _cause(exc)
+    if stats.f_bavail * stats.f_frsize < 1 << 20:
+        return f"the disk holding {path.parent} is full ({stats.f_bavail * stats.f_frsize} bytes free)"
+    if not os.access(path.parent, os.W_OK):
+        return f"{path.parent} is not writable by this user"
+    return None
+
+
+def _cause(exc: OSError) -> str:
+    return f"{exc.strerror or exc} (errno {exc.errno})" if exc.errno else str(exc)

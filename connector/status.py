@@ -66,11 +66,15 @@ def _processing(folder: Path, now: float) -> list[str]:
 
 
 def _ledger(state_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    from connector.errors import LedgerError
     from connector.ledger import Ledger
 
-    if not (state_dir / Ledger.FILE_NAME).exists():
+    if not (state_dir / Ledger.FILE_NAME).exists() and not (state_dir / Ledger.MARKER_NAME).exists():
         return ["Ledger: none yet (nothing has been sent from this state folder)"], []
-    ledger = Ledger.open(state_dir)
+    try:
+        ledger = Ledger.open(state_dir)
+    except LedgerError as exc:
+        return [f"Ledger: PROBLEM: {exc}"], []
     try:
         backlog = ledger.backlog()
         error = ledger.last_error()

@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from connector.errors import LedgerError
 from connector.ledger import Ledger
 from connector.report import Report
 
@@ -93,3 +94,52 @@ def test_a_ledger_from_before_the_started_at_column_is_brought_up_to_date(tmp_pa
     file_id = journal(ledger, "a", [[item("P", "P-1")]])
     assert ledger.file_report(file_id).started_at == 1.0
     assert ledger.file_report(1).file == "old.csv" and ledger.file_report(1).started_at is None
+
+
+def test_a_ledger_that_existed_and_is_now_empty_or_gone_is_never_silently_replaced(tmp_path):
+    state = tmp_path / "state"
+    ledger = Ledger.open(state)
+    journal(ledger, "a", [[item("P", "P-1")]])
+    ledger.close()
+    for extra in ("-wal", "-shm"):
+        (state / f"ledger.sqlite{extra}").unlink(missing_ok=True)
+    (state / "ledger.sqlite").write_bytes(b"")  # a power cut while the disk was full
+    with pytest.raises(LedgerError) as empty:
+        Ledger.open(state)
+    assert str(state / "ledger.sqlite") in str(empty.value) and "empty" in str(empty.value)
+    assert "backup" in str(empty.value) and "ledger.marker" in str(empty.value)
+    (state / "ledger.sqlite").unlink()
+    with pytest.raises(LedgerError, match="missing"):
+        Ledger.open(state)
+    (state / "ledger.marker").unlink()  # a person chose to start afresh
+    assert Ledger.open(state).next_job(ENDPOINT) is None
+
+
+def test_a_damaged_ledger_is_refused_with_its_path_and_what_to_do(tmp_path):
+    state = tmp_path / "state"
+    Ledger.open(state).close()
+    (state / "ledger.sqlite").write_bytes(b"this is not SQLite, a disk error overwrote it" * 100)
+    with pytest.raises(LedgerError) as damaged:
+        Ledger.open(state)
+    text = str(damaged.value)
+    assert str(state / "ledger.sqlite") in text and "damaged" in text and "backup" in text
+
+
+def test_a_ledger_path_that_is_a_folder_says_so(tmp_path):
+    (tmp_path / "state" / "ledger.sqlite").mkdir(parents=True)
+    with pytest.raises(LedgerError, match="is a folder, not a file"):
+        Ledger.open(tmp_path / "state")
+
+
+def test_a_full_disk_while_journaling_says_disk_full_not_cannot_rollback(tmp_path):
+    """A real full filesystem: a small tmpfs is not available to every user, so SQLite's own page limit
+    stands in for it (SQLITE_FULL is the error a full disk gives), and nothing is half-journaled."""
+    ledger = Ledger.open(tmp_path / "state")
+    pages = ledger.db.execute("PRAGMA page_count").fetchone()[0]
+    ledger.db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    big = [[item(f"P{n}", f"P{n}-1") | {"pad": "x" * 5000} for n in range(200)]]
+    with pytest.raises(LedgerError) as full:
+        journal(ledger, "a", big)
+    text = str(full.value)
+    assert "disk is full" in text and "rollback" not in text and str(tmp_path / "state" / "ledger.sqlite") in text
+    assert ledger.db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 0
