@@ -312,13 +312,15 @@ class Ledger:
 
     def next_job(self, endpoint: str) -> Job | None:
         """The oldest pending job for this endpoint: the ledger drains in the order it was written."""
-        row = self.db.execute(
+        jobs = self.next_jobs(endpoint, 1)
+        return jobs[0] if jobs else None
+
+    def next_jobs(self, endpoint: str, limit: int) -> list[Job]:
+        """The `limit` oldest pending jobs for this endpoint, in the order they were written."""
+        rows = self.db.execute(
             "SELECT jobs.id, file_id, kind, payload, after_job FROM jobs JOIN files ON files.id = jobs.file_id"
-            " WHERE jobs.state = 'pending' AND files.endpoint = ? ORDER BY jobs.id LIMIT 1", (endpoint,)
-        ).fetchone()
-        if row is None:
-            return None
-        return Job(row[0], row[1], row[2], json.loads(row[3]), row[4])
+            " WHERE jobs.state = 'pending' AND files.endpoint = ? ORDER BY jobs.id LIMIT ?", (endpoint, limit))
+        return [Job(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
     def pending_products(self, endpoint: str) -> set[str]:
         """Products with items journaled and not yet acknowledged: never "unchanged" meanwhile."""
@@ -364,15 +366,17 @@ class Ledger:
             )
             self._event("success", f"job {job_id} acknowledged")
 
-    def image_acknowledged(self, job_id: int, product: str, sha256: str) -> None:
+    def images_acknowledged(self, acknowledged: list[tuple[int, str, str]]) -> None:
+        """Image jobs (job id, product, image sha256) one request queued: done, and remembered, atomically."""
         now = self.clock()
         with self._transaction():
-            self.db.execute("UPDATE jobs SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?", (now, job_id))
-            self.db.execute(
+            self.db.executemany("UPDATE jobs SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?",
+                                [(now, job_id) for job_id, _, _ in acknowledged])
+            self.db.executemany(
                 "INSERT OR REPLACE INTO sent_images (source_product_code, sha256, at) VALUES (?, ?, ?)",
-                (product, sha256, now),
+                [(product, sha256, now) for _, product, sha256 in acknowledged],
             )
-            self._event("success", f"job {job_id} acknowledged")
+            self._event("success", f"{len(acknowledged)} image job(s) acknowledged")
 
     def sent_hashes(self, codes: Iterable[str]) -> dict[tuple[str, str], str]:
         """Acknowledged payload hashes for the variants of these products."""

@@ -40,9 +40,13 @@ from connector.mapping import Mapping, find_mapping, load_mapping
 from connector.model import ImageJob, Problem, Product, Rejected, Row, Table
 from connector.read import read_table
 from connector.report import ReadInfo, Report
-from connector.wire import item_hash
+from connector.wire import encode, item_hash
 
 Progress = Callable[[int, int], None]  # (jobs finished, jobs in all) of the file being sent
+
+# Image jobs looked at for one request; a request holds at most this many images.
+IMAGE_LOOKAHEAD = 200
+IMAGES_ENVELOPE = len(b'{"system_images":[]}')
 
 # Refused requests one batch may spend narrowing down refusals that name no item: enough to
 # isolate several bad products among 500 (about 9 halvings each), bounded so a batch the API
@@ -67,6 +71,9 @@ class Pipeline:
         self._reports: dict[int, Report] = {}  # files journaled by this process, finished in memory
         self._refused_cache: dict[int, set[str]] = {}
         self._baseline: Counter[str] = Counter()
+        self._configured_image_max = settings.batch.image_max_bytes
+        self.image_max_bytes = self._configured_image_max  # lowered for the run by a 413
+        self._ahead: dict[int, dict[str, Any]] = {}  # the image encoded for the next request
 
     def request_stop(self) -> None:
         """Finish the request under way, then stop draining (SIGTERM in `watch`). Thread-safe."""
@@ -161,7 +168,6 @@ class Pipeline:
         fix. Files whose work has all ended get their final report in the ledger.
         """
         total = self._pending_count()
-        finished = 0
         self._refused_cache = {}
         for other in self.ledger.other_endpoints(self.endpoint):
             self.log.warning("the ledger also holds unsent work for %s; it is sent only by a connector "
@@ -169,16 +175,15 @@ class Pipeline:
         try:
             while not self._stop.is_set() and (job := self.ledger.next_job(self.endpoint)) is not None:
                 try:
-                    sent = self._send_products(job) if job.kind == "products" else self._send_image(job)
+                    sent = self._send_products(job) if job.kind == "products" else self._send_images()
                 except FatalError as exc:
                     self.ledger.attempt(job.id, str(exc))
                     self.log.error("API error, work kept in the ledger: %s", exc)
                     raise
                 if not sent:
                     return False
-                finished += 1
                 if self.progress:
-                    self.progress(finished, total)
+                    self.progress(total - self._pending_count(), total)
             return self.ledger.next_job(self.endpoint) is None
         finally:
             self._finish_files()
@@ -256,36 +261,91 @@ class Pipeline:
         self._refused_cache.pop(job.file_id, None)
         return kept
 
-    def _send_image(self, job: Job) -> bool:
-        image = ImageJob(**job.payload)
+    def _send_images(self) -> bool:
+        """Queue the next image jobs in one request, in ledger order, up to `image_max_bytes` of JSON.
+
+        An image goes only after its product's batch was acknowledged; one that cannot go is
+        reported against its product and the others still go. False when the API is unavailable.
+        """
+        ready: list[tuple[Job, ImageJob, dict[str, Any]]] = []
+        size = IMAGES_ENVELOPE
+        for job in self.ledger.next_jobs(self.endpoint, IMAGE_LOOKAHEAD):
+            if job.kind != "image":
+                break
+            image = ImageJob(**job.payload)
+            why = self._why_image_waits_no_more(job, image)
+            item = self._ahead.pop(job.id, None)
+            if why is None and item is None:
+                try:
+                    item = self._image_item(image)
+                except ImageError as exc:
+                    why = str(exc)
+            if why is not None or item is None:
+                self._skip_image(job, image, why or "it could not be read")
+                continue
+            grows = len(encode(item)) + (1 if ready else 0)
+            if ready and size + grows > self.image_max_bytes:
+                self._ahead = {job.id: item}  # encoded already: it opens the next request
+                break
+            ready.append((job, image, item))
+            size += grows
+        return self._queue_images(ready, size) if ready else True
+
+    def _queue_images(self, ready: list[tuple[Job, ImageJob, dict[str, Any]]], size: int) -> bool:
+        try:
+            self.client.queue_images([item for _, _, item in ready])
+        except DataRejected as exc:
+            if exc.status == 413 and len(ready) > 1:
+                self._lower_image_limit(size)
+                return True  # the same images go again, in smaller requests
+            named = {i for i in exc.indexes or () if 0 <= i < len(ready)}
+            if named:  # nothing of the request was queued: the named images are out, the rest goes again
+                for i in sorted(named):
+                    job, image, _ = ready[i]
+                    self._skip_image(job, image, f"refused by the API: {_error_for(exc, i)}", state="failed")
+                return True
+            if len(ready) > 1:  # the API named no image: each goes on its own, so only the bad one is refused
+                return all(self._queue_images([one], IMAGES_ENVELOPE + len(encode(one[2]))) for one in ready)
+            job, image, _ = ready[0]
+            self._skip_image(job, image, f"refused by the API: {exc}", state="failed")
+            return True
+        except ApiUnavailable as exc:
+            self.ledger.attempt(ready[0][0].id, str(exc))
+            self.log.warning("API unavailable, work kept in the ledger: %s", exc)
+            return False
+        self.ledger.images_acknowledged([(job.id, image.source_product_code, image.sha256) for job, image, _ in ready])
+        return True
+
+    def _why_image_waits_no_more(self, job: Job, image: ImageJob) -> str | None:
+        """Why an image will never go (its product was not accepted), or None when it may go now."""
         if job.after_job is not None and self.ledger.job_state(job.after_job) != "done":
-            return self._skip_image(job, image, "its product was not accepted by the API")
+            return "its product was not accepted by the API"
         refused = self._refused_cache.get(job.file_id)
         if refused is None:
             refused = self._refused_cache[job.file_id] = self.ledger.refused_products(job.file_id)
         if image.source_product_code in refused:
-            return self._skip_image(job, image, "its product was refused by the API")
-        try:
-            encoded = encode_image(image)
-        except ImageError as exc:
-            return self._skip_image(job, image, str(exc))
+            return "its product was refused by the API"
+        return None
+
+    def _image_item(self, image: ImageJob) -> dict[str, Any]:
+        """The `system_images` item of one image, its bytes read, checked again and encoded now."""
         source: dict[str, Any] = {"source_id": self.settings.api.source_id,
                                   "source_product_code": image.source_product_code}
         if image.source_variant_code:
             source["source_variant_code"] = image.source_variant_code
-        item: dict[str, Any] = {"source": source, "image": {"image_id": image.image_id, "action": "I", "image": encoded}}
+        body: dict[str, Any] = {"image_id": image.image_id, "action": "I", "image": encode_image(image)}
         if image.main:
-            item["image"]["meta"] = {"main_image": "true"}
-        try:
-            self.client.queue_images([item])
-        except DataRejected as exc:
-            return self._skip_image(job, image, f"refused by the API: {exc}", state="failed")
-        except ApiUnavailable as exc:
-            self.ledger.attempt(job.id, str(exc))
-            self.log.warning("API unavailable, work kept in the ledger: %s", exc)
-            return False
-        self.ledger.image_acknowledged(job.id, image.source_product_code, image.sha256)
-        return True
+            body["meta"] = {"main_image": "true"}
+        return {"source": source, "image": body}
+
+    def _lower_image_limit(self, refused_size: int) -> None:
+        """A 413: image requests stay below half the refused body for the rest of the run."""
+        lowered = max(refused_size // 2, 1)
+        level = logging.WARNING if self.image_max_bytes == self._configured_image_max else logging.DEBUG
+        self.log.log(level, "the API refused a %d-byte image request as too large; image requests are now at "
+                            "most %d bytes for the rest of this run (batch.image_max_bytes is %d)",
+                     refused_size, lowered, self._configured_image_max)
+        self.image_max_bytes = min(self.image_max_bytes, lowered)
 
     def _skip_image(self, job: Job, image: ImageJob, reason: str, state: str = "skipped") -> bool:
         self.ledger.close_job_with_problem(job.id, state, reason, job.file_id, Problem(
@@ -557,6 +617,12 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
             row = Row(line, {})  # refused while reading: the cells never became a row
         out.append(Rejected(row, reasons[line]))
     return out
+
+
+def _error_for(exc: DataRejected, index: int) -> str:
+    """What the API said about item `index` of a refused request."""
+    said = [f"{e.get('field')}: {e.get('message')}" for e in exc.errors if e.get("index") == index]
+    return "; ".join(said) or str(exc)
 
 
 def _whole_products(items: list[dict], size: int) -> list[dict]:

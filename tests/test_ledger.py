@@ -45,7 +45,7 @@ def test_jobs_drain_in_the_order_written_and_images_after_their_batch(tmp_path):
         if job.kind == "products":
             ledger.products_acknowledged(job.id, [])
         else:
-            ledger.image_acknowledged(job.id, "P", "sha")
+            ledger.images_acknowledged([(job.id, "P", "sha")])
     first_batch = ledger.db.execute("SELECT MIN(id) FROM jobs").fetchone()[0]
     assert order == [("products", None), ("products", None), ("image", first_batch), ("products", None)]
 

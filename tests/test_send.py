@@ -63,3 +63,62 @@ def test_a_batch_refused_whole_without_names_costs_a_bounded_number_of_requests(
     assert report.counts.items_sent == 0 and report.counts.products_refused_by_api == 200
     assert report.requests["400"] <= ISOLATE_REQUESTS + 2, report.requests
     assert sb.state()["products"] == []
+
+
+def photo(path: Path, seed: int, side: int = 160) -> Path:
+    """A real JPEG of noise (noise does not compress: ~50-90 KB at this size)."""
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3)).save(path, "JPEG", quality=95)
+    return path
+
+
+def export_with_photos(folder: Path, products: int) -> Path:
+    (folder / "images").mkdir(parents=True)
+    lines = ["source_product_code,source_variant_code,title,sku,price,qty,image1"]
+    for n in range(products):
+        photo(folder / "images" / f"p{n:03d}.jpg", n)
+        lines.append(f"P{n:03d},P{n:03d},Product {n},P{n:03d},10.00,5,p{n:03d}.jpg")
+    path = folder / "products.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def images_after_their_products(state: dict) -> bool:
+    first_product = {}
+    for entry in state["queue"]:
+        if entry["kind"] == "product":
+            first_product.setdefault(entry["source_product_code"], entry["seq"])
+    return all(e["seq"] > first_product[e["source_product_code"]] for e in state["queue"] if e["kind"] == "image")
+
+
+def test_images_go_several_per_request_in_order_each_after_its_product(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    pipeline = pipeline_for(tmp_path, sb)
+    pipeline.settings.batch.max_items = 10  # four product batches, so images interleave with batches
+    report = pipeline.run_file(export_with_photos(tmp_path / "drop", 40))
+
+    state = sb.state()
+    assert report.counts.images_sent == 40 and len(state["images"]) == 40
+    assert all(e["status"] == "accepted" for e in state["queue"])
+    assert images_after_their_products(state)
+    image_ids = [e["image_id"] for e in state["queue"] if e["kind"] == "image"]
+    assert image_ids == [f"p{n:03d}.jpg" for n in range(40)]  # FIFO: the file's order
+    assert state["stats"]["by_path"]["/v1/images/queue"] <= 8  # was 40: one image per request
+
+
+def test_a_server_body_limit_splits_image_requests_and_the_push_completes(make_sandbox, tmp_path, caplog):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, max_body_bytes=400_000)
+    pipeline = pipeline_for(tmp_path, sb)
+    report = pipeline.run_file(export_with_photos(tmp_path / "drop", 24))
+
+    state = sb.state()
+    assert report.status == "done" and report.counts.images_sent == 24 and len(state["images"]) == 24
+    assert images_after_their_products(state)
+    assert report.requests["413"] >= 1
+    assert pipeline.image_max_bytes < 400_000  # lowered for the rest of the run
+    lowered = [r for r in caplog.records if "too large" in r.getMessage() and r.levelname == "WARNING"]
+    assert len(lowered) == 1  # said once in the log

@@ -57,6 +57,7 @@ class _Stats:
         self.requests = 0
         self.responses_429 = 0
         self.by_status: dict[str, int] = {}
+        self.by_path: dict[str, int] = {}  # requests per path, e.g. how many image requests a push made
 
     def count(self, status: int | str) -> None:
         key = str(status)
@@ -132,7 +133,8 @@ class Sandbox:
             snapshot["stats"] = {"requests": self._stats.requests,
                                  "responses_429": self._stats.responses_429,
                                  "max_requests_per_second": self._observed.max_per_second,
-                                 "by_status": dict(self._stats.by_status)}
+                                 "by_status": dict(self._stats.by_status),
+                                 "by_path": dict(self._stats.by_path)}
             return snapshot
 
     def reset(self) -> None:
@@ -191,6 +193,7 @@ class Sandbox:
                 public: bool) -> tuple[int, dict, dict, Decision | None]:
         with self._lock:
             self._stats.requests += 1
+            self._stats.by_path[request.path] = self._stats.by_path.get(request.path, 0) + 1
             self._observed.arrive()
             decision = self._plan.decide() if self._plan.applies(request.path) else None
             faults = self._plan.faults
