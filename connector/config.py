@@ -34,6 +34,7 @@ class ApiSettings:
     rate: float = 1.0  # requests/s to start with; raised or lowered by x-S2S-RateLimit
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    request_deadline: float = 120.0  # seconds one request (send, wait, read the answer) may take in all
     retry_budget: float = 300.0  # seconds one request may keep retrying before its work waits in the ledger
     retry_after_cap: float = 120.0  # longest Retry-After we honour
 

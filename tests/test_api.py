@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
 import time
+from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
+import requests
 
-from connector.api import ApiClient, ApiError, ApiUnavailable, AuthFailed, DataRejected, RateLimiter, _retry_after
+from connector.api import (
+    ApiClient,
+    ApiError,
+    ApiUnavailable,
+    AuthFailed,
+    DataRejected,
+    RateLimiter,
+    _retry_after,
+    classify,
+)
 from connector.config import ApiSettings
 from connector.logs import setup_logging
 from connector.sandbox import Faults
-from tests.support import FakeTime
+from tests.misbehaving import Misbehaving
+from tests.support import FakeTime, pipeline_for, settings_for
 
 
 def item(code: str, variant: str | None = None, **variant_fields) -> dict:
@@ -207,3 +221,179 @@ def test_a_wrong_url_is_a_setup_error_not_refused_data(make_sandbox):
         client.queue_products([item("P")])
     assert not isinstance(caught.value, DataRejected)
     assert "404" in str(caught.value) and "api.url" in str(caught.value)
+
+
+# -- classify(): every answer judged in one place ------------------------------------------
+
+ACK = b'{"system_products": {"sync_product": 2}}'
+JSON = {"Content-Type": "application/json"}
+HTML = {"Content-Type": "text/html"}
+REFUSED = b'{"error": "validation failed", "errors": [{"index": 3, "field": "price", "message": "x"}, {"index": 1}]}'
+SHAPE = b'{"error": "bad", "errors": [{"index": null, "field": "system_products", "message": "not a list"}]}'
+MIXED = b'{"errors": [{"index": 1, "field": "price"}, {"field": "source_id", "message": "not yours"}]}'
+
+
+@pytest.mark.parametrize("status, headers, body, expect, kind, details", [
+    # the API's own answer, and only it, acknowledges
+    (200, JSON, ACK, "system_products", "acknowledged", {"data": {"system_products": {"sync_product": 2}}}),
+    (200, {}, ACK, "system_products", "acknowledged", {}),  # no Content-Type: the body decides
+    (200, {"Content-Type": "text/plain"}, ACK, "system_products", "acknowledged", {}),
+    (201, JSON, b'{"system_images": {"sync_image": 1}}', "system_images", "acknowledged", {}),
+    (200, JSON, b'{"anything": 1}', None, "acknowledged", {}),
+    (200, HTML, b"<html><body>Proxy login</body></html>", "system_products", "unavailable",
+     {"reason": "HTTP 200 but not the API's answer (no JSON object; text/html, 37 bytes: '<html><body>Proxy login</body></html>')"}),
+    (200, JSON, b"", "system_products", "unavailable", {"reason": "HTTP 200 but not the API's answer (no JSON object; application/json, empty body)"}),
+    (200, JSON, b'{"status": "ok"}', "system_products", "unavailable", {"reason": "HTTP 200 but not the API's answer (JSON without 'system_products'; application/json, 16 bytes: '{\"status\": \"ok\"}')"}),
+    (200, JSON, b'[{"system_products": 1}]', "system_products", "unavailable", {}),
+    (200, JSON, b'{"system_images": {"sync_image": 1}}', "system_products", "unavailable", {}),
+    (204, {}, b"", "system_products", "unavailable", {}),
+    (200, {}, b"\xff\xfe\x00garbage", "system_products", "unavailable", {}),
+    # refused data, with the items named when every error names one
+    (400, JSON, REFUSED, "system_products", "refused", {"indexes": {1, 3}, "past_token": True}),
+    (422, JSON, REFUSED, "system_products", "refused", {"indexes": {1, 3}}),
+    (409, JSON, b'{"errors": [{"index": 0}]}', None, "refused", {"indexes": {0}}),
+    (400, JSON, SHAPE, "system_products", "refused", {"indexes": None}),
+    (400, JSON, MIXED, "system_products", "refused", {"indexes": {1}}),  # and one about the whole request
+    (400, JSON, b'{"errors": [{"index": "2"}, {"message": "no index"}]}', None, "refused", {"indexes": None}),
+    (400, HTML, b"<h1>Bad Request</h1>", "system_products", "refused",
+     {"indexes": None, "errors": [], "reason": "HTTP 400 <h1>Bad Request</h1>"}),
+    (400, {}, b"", None, "refused", {"indexes": None, "reason": "HTTP 400"}),
+    (413, HTML, b"<h1>413 Request Entity Too Large</h1>", "system_products", "too_large", {"indexes": None}),
+    # slow down, or try again later
+    (429, {"Retry-After": "7", "x-S2S-RateLimit": "3"}, b"", None, "retry", {"retry_after": 7.0, "past_token": False}),
+    (429, {"retry-after": "100000"}, b"", None, "retry", {"retry_after": 100000.0}),  # the client caps it
+    (429, {}, b'{"error": "too many"}', None, "retry", {"retry_after": None}),
+    (500, JSON, b'{"error": "boom"}', None, "unavailable", {"retry_after": None, "past_token": True}),
+    (502, HTML, b"<h1>Bad Gateway</h1>", None, "unavailable", {"reason": "HTTP 502 <h1>Bad Gateway</h1>"}),
+    (503, {"Retry-After": "30"}, b"", None, "unavailable", {"retry_after": 30.0}),
+    (504, {}, b"", None, "unavailable", {}),
+    (408, {}, b"", None, "unavailable", {"past_token": False}),
+    # the token
+    (401, JSON, b'{"error": "invalid or expired token"}', None, "renew_token", {"past_token": False}),
+    (403, JSON, b"", None, "renew_token", {}),
+    # no retry helps: the URL, a redirect, a proxy
+    (404, HTML, b"<h1>Not Found</h1>", None, "fatal", {"reason": "unexpected HTTP 404 <h1>Not Found</h1>; check api.url"}),
+    (405, JSON, b'{"error": "GET not allowed"}', None, "fatal", {}),
+    (410, {}, b"", None, "fatal", {}),
+    (301, {"Location": "https://app.stock2shop.com/v1/products/queue?token=abc123"}, b"", None, "fatal",
+     {"reason": "HTTP 301, a redirect to https://app.stock2shop.com/v1/products/queue?token=***; "
+                "check api.url (use the address it names)"}),
+    (302, {}, b"", None, "fatal", {}),
+])
+def test_classify_says_what_to_do_with_each_answer(status, headers, body, expect, kind, details):
+    verdict = classify(status, headers, body, expect)
+    assert verdict.kind == kind
+    for name, value in details.items():
+        assert getattr(verdict, name) == value, name
+
+
+@pytest.mark.parametrize("body", [REFUSED, SHAPE, MIXED, b'{"errors": []}', b"{}", b"<html>", b'{"errors": "x"}'])
+def test_the_verdict_names_the_items_the_exception_names(body):
+    verdict = classify(400, JSON, body, "system_products")
+    assert verdict.indexes == DataRejected("refused", 400, verdict.errors).indexes
+
+
+def test_classify_never_repeats_a_token_the_body_carries():
+    body = b'<html>session expired for /v1/products/queue?token=abc123secret, "token": "abc123secret"</html>'
+    for status in (200, 400, 404, 500):
+        assert "abc123secret" not in classify(status, HTML, body, "system_products").reason
+
+
+# -- over real HTTP: a server that misbehaves --------------------------------------------
+
+def client_of(server: Misbehaving, fake: FakeTime | None = None, **settings) -> ApiClient:
+    api = ApiSettings(url=server.url, username="demo", password="pass-sentinel-123", source_id=1,
+                      **{"rate": 1000.0, "retry_budget": 0.1, **settings})
+    fake = fake or FakeTime()
+    return ApiClient(api, sleep=fake.sleep, clock=fake.monotonic, rng=lambda: 1.0)
+
+
+def test_a_trickling_answer_is_cut_at_the_deadline_and_waits():
+    with Misbehaving("trickle", interval=0.5) as server:
+        client = client_of(server, request_deadline=1.0)
+        started = time.monotonic()
+        with pytest.raises(ApiUnavailable) as caught:
+            client.queue_products([item("P")])
+        elapsed = time.monotonic() - started
+    assert elapsed < 2.5  # without the deadline: 50 s, a byte every 0.5 s
+    assert "api.request_deadline (1 s" in str(caught.value)
+    assert client.requests["error"] == 1 and client.requests["200"] == 1  # the login only
+
+
+@pytest.mark.parametrize("mode, shown", [
+    ("html", "text/html; charset=utf-8, 120 bytes: '<html><p>token ***</p>"),  # what came, redacted
+    ("empty", "application/json, empty body"),
+    ("wrong_json", "JSON without 'system_products'; application/json, 16 bytes"),
+])
+def test_a_200_that_is_not_the_apis_answer_acknowledges_nothing(mode, shown):
+    with Misbehaving(mode) as server:
+        raw = requests.post(server.url + "/v1/products/queue", data=b"{}", timeout=2)
+        assert classify(raw.status_code, raw.headers, raw.content, "system_products").kind == "unavailable"
+        fake = FakeTime()
+        client = client_of(server, fake, retry_budget=5.0)
+        with pytest.raises(ApiUnavailable) as caught:
+            client.queue_products([item("P")])
+    message = str(caught.value)
+    assert "HTTP 200 but not the API's answer" in message and shown in message
+    assert client.requests["200"] >= 2  # retried, as transient trouble is
+    assert fake.now - 1000.0 < 5.0
+
+
+def test_a_proxy_page_instead_of_an_answer_keeps_the_work_in_the_ledger(tmp_path):
+    """End to end: products the API never acknowledged are not in the catalogue; the file waits."""
+    with Misbehaving("html") as server:
+        settings = settings_for(tmp_path, server)
+        settings.api.retry_budget = 2.0
+        drop = tmp_path / "drop"
+        shutil.copytree(Path(__file__).resolve().parents[1] / "examples", drop, ignore=shutil.ignore_patterns("*.py"))
+        pipeline = pipeline_for(tmp_path, server, settings)
+        outcome = pipeline.run_file(drop / "products.csv")
+    assert outcome.status == "waiting", outcome.message
+    assert "wait in the ledger" in outcome.message
+    waiting = pipeline.ledger.next_job(pipeline.endpoint)
+    assert waiting is not None and waiting.kind == "products" and len(waiting.payload) == 9  # the whole batch
+    assert pipeline.ledger.sent_hashes(["TEE-CLASSIC", "00471", "KETTLE-2L"]) == {}  # nothing acknowledged
+    assert server.paths.count("/v1/images/queue") == 0  # no image goes before its product
+
+
+def test_a_refusal_naming_no_item_says_so():
+    with Misbehaving("indexless400") as server:
+        client = client_of(server)
+        with pytest.raises(DataRejected) as caught:
+            client.queue_products([item("A"), item("B")])
+    assert caught.value.status == 400 and caught.value.indexes is None
+    assert caught.value.errors[0]["field"] == "system_products"
+    assert client.requests["400"] == 1  # never retried
+
+
+def test_a_refusal_naming_items_gives_their_indexes_as_the_verdict_does():
+    with Misbehaving("indexed400") as server:
+        client = client_of(server)
+        with pytest.raises(DataRejected) as caught:
+            client.queue_products([item("A"), item("B"), item("C")])
+        raw = requests.post(server.url + "/v1/products/queue", data=b"{}", timeout=2)
+    assert classify(raw.status_code, raw.headers, raw.content).indexes == {0, 2}
+    assert caught.value.indexes == {0, 2}
+    assert [e["index"] for e in caught.value.errors] == [2, 0]
+
+
+def test_5xx_then_the_apis_answer_is_one_acknowledgement():
+    with Misbehaving("flaky", failures=2) as server:
+        client = client_of(server, retry_budget=30.0)
+        assert client.queue_products([item("P")]) == {"system_products": {"sync_product": 1}}
+    assert client.requests["503"] == 2 and client.requests["200"] == 2  # the login and the answer
+    assert server.paths.count("/v1/products/queue") == 3
+
+
+@pytest.mark.parametrize("mode", ["html", "flaky", "garbage"])
+def test_a_token_the_server_echoes_never_reaches_a_message_or_a_log(mode, caplog):
+    sentinel = "S3NT1NEL/tok+en=="  # quoted differently in a URL's query than in a body
+    with Misbehaving(mode, token=sentinel, failures=100) as server:
+        client = client_of(server)
+        with caplog.at_level(logging.DEBUG), pytest.raises(ApiError) as caught:
+            client.queue_products([item("P")])
+    text = str(caught.value) + caplog.text
+    assert client.token == sentinel  # the server really handed it out
+    for form in (sentinel, quote(sentinel, safe=""), quote_plus(sentinel), "pass-sentinel-123"):
+        assert form not in text
+    assert "***" in str(caught.value)  # the echo was there, redacted
