@@ -35,6 +35,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from connector.config import ApiSettings
 from connector.errors import ApiError, ApiUnavailable, AuthFailed, DataRejected, SetupError
 from connector.logs import install_redaction, redact, register_secret
+from connector.wire import encode
 
 log = logging.getLogger("connector.api")
 
@@ -213,17 +214,16 @@ class ApiClient:
     # -- endpoints -------------------------------------------------------------------------
 
     def queue_products(self, items: list[dict]) -> dict:
-        body = json.dumps({"system_products": items}, separators=(",", ":"), ensure_ascii=False).encode()
+        body = encode({"system_products": items})  # the bytes batches were sized by
         return self.call("POST", "/v1/products/queue", body, params={"source_id": self.settings.source_id})
 
     def queue_images(self, items: list[dict]) -> dict:
-        body = json.dumps({"system_images": items}, separators=(",", ":")).encode()
+        body = encode({"system_images": items})
         return self.call("POST", "/v1/images/queue", body)
 
     def authenticate(self) -> None:
         """Log in and keep the token. A new login invalidates the old token for everybody."""
-        body = json.dumps({"system_user_auth": {"username": self.settings.username,
-                                                "password": self.settings.password}}).encode()
+        body = encode({"system_user_auth": {"username": self.settings.username, "password": self.settings.password}})
         try:
             data = self._retrying(lambda: self._once("POST", "/v1/users/authenticate", body, {}, authed=False))
         except (_TokenRefused, DataRejected) as exc:
