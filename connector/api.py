@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+from collections import deque
 import logging
 import math
 import random
@@ -132,26 +133,37 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, expect: str |
 
 
 class RateLimiter:
-    """Spaces requests evenly at `rate` per second (a token bucket of size one).
+    """At most `rate` requests in any one-second window: the API's own measure of its limit.
 
     Starts at the configured rate (1/s: the older docs' advice) and follows the
-    `x-S2S-RateLimit` header, keeping 10 % in hand so clock jitter doesn't earn a 429.
+    `x-S2S-RateLimit` header to the announced rate itself; a request may go once the one sent
+    `rate` requests ago is a full window (plus WINDOW_GUARD for the network between our clock
+    and the server's) in the past. A fractional rate is rounded down (2.5/s: 2 per second), a rate
+    below 1 stretches the window (0.5/s: 1 per 2 s).
     """
+
+    WINDOW_GUARD = 0.025  # s: our send time is not the server's arrival time
 
     def __init__(self, rate: float, *, clock: Callable[[], float], sleep: Callable[[float], None]):
         self.rate = rate
         self.clock = clock
         self.sleep = sleep
-        self._next = 0.0
+        self._sent: deque[float] = deque(maxlen=64)  # the slots booked, oldest first
+        self._not_before = 0.0
         self._lock = threading.Lock()
 
     def wait(self) -> None:
+        """Sleep until a request may go, booking its slot (thread-safe)."""
         with self._lock:
             now = self.clock()
-            delay = self._next - now
-            self._next = max(now, self._next) + 1.0 / self.rate
-        if delay > 0:
-            self.sleep(delay)
+            capacity = max(1, min(int(self.rate), self._sent.maxlen or 1))
+            window = max(1.0, capacity / self.rate)
+            slot = max(now, self._not_before)
+            if len(self._sent) >= capacity:
+                slot = max(slot, self._sent[-capacity] + window + self.WINDOW_GUARD)
+            self._sent.append(slot)
+        if slot > now:
+            self.sleep(slot - now)
 
     def follow(self, header: str | None) -> None:
         try:
@@ -159,14 +171,14 @@ class RateLimiter:
         except ValueError:
             return
         if limit > 0:
-            self.rate = min(limit, self.ceiling) * 0.9
+            self.rate = min(limit, self.ceiling)
 
     ceiling = float("inf")  # the login limiter never goes above the unauthenticated 1/s
 
     def back_off(self, seconds: float) -> None:
         """After a 429: nobody sends before `seconds` from now."""
         with self._lock:
-            self._next = max(self._next, self.clock() + seconds)
+            self._not_before = max(self._not_before, self.clock() + seconds)
 
 
 class ApiClient:

@@ -155,17 +155,33 @@ def test_the_rate_limiter_spaces_requests_and_follows_the_header():
     limiter = RateLimiter(1.0, clock=fake.monotonic, sleep=fake.sleep)
     for _ in range(3):
         limiter.wait()
-    assert fake.sleeps == [1.0, 1.0]
-    limiter.follow("3")
-    limiter.wait()  # this slot was booked at the old rate
-    limiter.wait()
-    assert fake.sleeps[-1] == pytest.approx(1 / 2.7)
+    guard = RateLimiter.WINDOW_GUARD
+    assert fake.sleeps == [pytest.approx(1.0 + guard)] * 2
+    limiter.follow("3")  # the announced rate itself, not a share of it
+    assert limiter.rate == 3.0
     limiter.follow("not a number")
-    assert limiter.rate == pytest.approx(2.7)
+    assert limiter.rate == 3.0
+
+
+@pytest.mark.parametrize("rate", [0.5, 1.0, 2.5, 3.0, 10.0])
+def test_the_limiter_never_puts_more_than_the_rate_in_any_one_second_window(rate):
+    fake = FakeTime()
+    limiter = RateLimiter(rate, clock=fake.monotonic, sleep=fake.sleep)
+    sent = []
+    for n in range(60):
+        limiter.wait()
+        sent.append(fake.now)
+        fake.advance(0.01 if n % 7 else 0.2)  # requests take a while, some longer than others
+    allowed = max(1, int(rate))
+    window = max(1.0, 1 / rate)
+    for i, at in enumerate(sent):
+        assert sum(1 for t in sent[i:] if t < at + window) <= allowed
+    elapsed = sent[-1] - sent[0]
+    assert 59 / elapsed > 0.95 * min(rate, allowed)  # and it goes at the rate: nothing held back
 
 
 def test_real_pacing_never_earns_a_429(make_sandbox):
-    """Real clock: 8 requests at the sandbox's 3/s limit; the header raises us from 1/s to 2.7/s."""
+    """Real clock: 8 requests at the sandbox's 3/s limit; the header raises us from 1/s to 3/s."""
     sb = make_sandbox(rate=3.0)
     api = ApiSettings(url=sb.url, username="demo", password="demo", source_id=1)
     client = ApiClient(api)
