@@ -2,7 +2,8 @@
 
     python bench/bench_push.py [--rows 100000] [--images 2000] [--rate 3] [--only products|images]
 
-Two pushes, each to a fresh in-process sandbox that enforces `--rate` requests/s (the newer
+Two pushes, each to a fresh sandbox in a process of its own (as the real API is on another
+machine: its work does not share this process) that enforces `--rate` requests/s (the newer
 docs' limit) over real HTTP on 127.0.0.1, with the real API client on the real clock:
 
   products  the generated 100,000-row export (bench/make_export.py), no images
@@ -15,7 +16,10 @@ For each it prints the requests made, the floor (requests / rate), the local pla
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +33,24 @@ from connector.api import ApiClient  # noqa: E402
 from connector.config import ApiSettings, Settings  # noqa: E402
 from connector.ledger import Ledger  # noqa: E402
 from connector.pipeline import Pipeline  # noqa: E402
-from connector.sandbox import Sandbox, SandboxConfig  # noqa: E402
+
+import requests as http  # noqa: E402
+
+
+@contextlib.contextmanager
+def sandbox_process(rate: float):
+    """`connector sandbox` on an ephemeral port in its own process; yields its URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "connector.sandbox.cli", "--port", "0", "--rate", str(rate)],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline() if proc.stdout else ""
+        found = re.search(r"(http://127\.0\.0\.1:\d+)", first)
+        if not found:
+            raise RuntimeError(f"the sandbox did not start: {first!r}")
+        yield found.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def photo_export(folder: Path, products: int, seed: int = 7) -> Path:
@@ -53,18 +74,18 @@ def photo_export(folder: Path, products: int, seed: int = 7) -> Path:
 
 
 def push(path: Path, rate: float, images: Path | None) -> dict:
-    with Sandbox(SandboxConfig(rate=rate)) as sb, tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
+    with sandbox_process(rate) as url, tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
         settings = Settings()
         for name in ("inbox", "processing", "archive", "failed", "state"):
             setattr(settings.folders, name, Path(tmp) / name)
         settings.folders.images = images or Path(tmp) / "no-images"
-        settings.api = ApiSettings(url=sb.url, username="demo", password="demo", source_id=1)
+        settings.api = ApiSettings(url=url, username="demo", password="demo", source_id=1)
         pipeline = Pipeline(settings, ApiClient(settings.api), Ledger.open(settings.folders.state))
         started = time.perf_counter()
         report = pipeline.run_file(path, mapping="stock2shop")
         wall = time.perf_counter() - started
         pipeline.close()
-        stats = sb.state()["stats"]
+        stats = http.get(f"{url}/_sandbox/state", timeout=60).json()["stats"]
     planning = sum(report.timings.get(k, 0.0) for k in ("read", "map", "check", "plan"))
     requests = sum(report.requests.values())
     queue = {k: v for k, v in stats["by_path"].items() if "queue" in k}
