@@ -93,13 +93,16 @@ def set_problems(report: dict[str, Any], problems: Iterable[Problem]) -> None:
     stored: list[dict[str, Any]] = []
     kinds: Counter[str] = Counter()
     severities: Counter[str] = Counter()
+    summaries = 0  # stored problems that stand for `count` problems not listed one by one
     for problem in problems:
-        kinds[problem.kind] += 1
-        severities[problem.severity] += 1
+        number = problem.count or 1
+        kinds[problem.kind] += number
+        severities[problem.severity] += number
         if len(stored) < MAX_PROBLEMS:
             stored.append(problem.as_dict())
+            summaries += problem.count is not None
     report["problems"] = stored
-    report["problems_truncated"] = sum(kinds.values()) - len(stored)
+    report["problems_truncated"] = sum(kinds.values()) - (len(stored) - summaries)
     report["problems_by_kind"] = dict(kinds.most_common())
     report["problems_by_severity"] = dict(severities.most_common())
 
