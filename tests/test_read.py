@@ -766,3 +766,11 @@ def test_row_ceiling_refuses_a_workbook_before_its_rows_are_made(tmp_path):
                                         r"limit 20; raise `limits.max_rows`"):
         read_table(path, max_rows=20)
 
+
+def test_row_ceiling_comes_from_the_settings(tmp_path):
+    from connector.config import load_settings
+    from connector.pipeline import _read_options, load_mapping_for
+
+    config = write(tmp_path, "connector.yaml", "limits:\n  max_rows: 1234\n")
+    settings = load_settings(config, {})
+    assert _read_options(load_mapping_for(tmp_path / "p.csv", settings), settings)["max_rows"] == 1234
