@@ -902,12 +902,12 @@ _MIDNIGHT = time(0, 0)
 
 def _cell_text(value: object) -> str:
     """A calamine cell as the text a person sees: 479.0 -> "479", 0.87 -> "0.87", dates ISO."""
+    if isinstance(value, float):  # first: the most common cell after text (callers pass text by)
+        return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, str):
         return value
     if isinstance(value, bool):  # before int: a bool is an int
         return "TRUE" if value else "FALSE"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, int):
         return str(value)
     if isinstance(value, datetime):  # before date: a datetime is a date
