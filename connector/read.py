@@ -381,7 +381,7 @@ def _damage(decoded: _Decoded, line: str, number: int, room: int) -> tuple[int, 
     if decoded.escaped:
         for match in _UTF8_ERROR.finditer(line):
             if len(found) >= room:
-                total += 1 + _UTF8_ERROR.subn("", line[match.end():])[1]  # counted, no list of matches
+                total += 1 + sum(1 for _ in _UTF8_ERROR.finditer(line, match.end()))  # counted, never kept
                 break
             total += 1
             found.append((match.start(), f"invalid UTF-8 byte 0x{ord(match.group()[0]) - 0xDC00:02x}"))
