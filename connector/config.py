@@ -79,6 +79,14 @@ class WatchSettings:
 
 
 @dataclass
+class LimitSettings:
+    # Rows of one file held in memory at once; a bigger file is refused, naming this setting.
+    # A row costs ~4 KB read, mapped and checked (bench/bench_pipeline.py: 415 MiB for 100k
+    # rows), so the default keeps one file within ~2 GB.
+    max_rows: int = 500_000
+
+
+@dataclass
 class Rule:
     """Files whose name matches `pattern` (a case-insensitive glob) use `mapping`."""
 
@@ -92,6 +100,7 @@ class Settings:
     folders: Folders = field(default_factory=Folders)
     batch: BatchSettings = field(default_factory=BatchSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     rules: list[Rule] = field(default_factory=list)
     default_mapping: str = "stock2shop"
     legacy_encoding: str = "cp1252"
@@ -106,7 +115,8 @@ class Settings:
         return self.default_mapping
 
 
-_SECTIONS = {"api": ApiSettings, "folders": Folders, "batch": BatchSettings, "watch": WatchSettings}
+_SECTIONS = {"api": ApiSettings, "folders": Folders, "batch": BatchSettings, "watch": WatchSettings,
+             "limits": LimitSettings}
 _TOP_LEVEL = {"default_mapping", "legacy_encoding", "allow_image_urls", "rules"}
 _ENV = {
     "S2S_API_URL": ("api", "url"),
@@ -259,6 +269,8 @@ def _check_ranges(s: Settings, problems: list[str]) -> None:
         problems.append("batch.max_bytes: must be at least 65536")
     if s.batch.image_max_bytes < 64 * 1024:
         problems.append("batch.image_max_bytes: must be at least 65536")
+    if s.limits.max_rows < 1:
+        problems.append("limits.max_rows: must be 1 or more")
     if s.api.rate <= 0:
         problems.append("api.rate: must be above 0")
     if s.watch.observer not in {"auto", "native", "polling", "none"}:

@@ -46,6 +46,9 @@ class Problem:
     value: str | None = None
     product: str | None = None  # source_product_code, when known
     sheet: str | None = None
+    # A summary standing for this many problems of its kind that are not listed one by one
+    # (the reader lists the first few of a kind in a damaged file); None: just this one.
+    count: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -56,7 +59,7 @@ class Problem:
         return cls(**{k: v for k, v in data.items() if k in _PROBLEM_FIELDS})
 
 
-_PROBLEM_FIELDS = {"kind", "reason", "severity", "line", "column", "value", "product", "sheet"}
+_PROBLEM_FIELDS = {"kind", "reason", "severity", "line", "column", "value", "product", "sheet", "count"}
 
 
 class Rejected(NamedTuple):

@@ -595,6 +595,7 @@ def _read_options(spec, settings: Settings) -> dict:
         "delimiter": source.delimiter,
         "encoding": source.encoding,
         "legacy_encoding": source.legacy_encoding or settings.legacy_encoding,
+        "max_rows": settings.limits.max_rows,
     }
 
 

@@ -10,8 +10,12 @@ workbook cells are turned into text the way a person reads them (479.0 -> "479",
 Types are the mapping's job, never the reader's (DESIGN.md invariant 5).
 
 A problem with the whole file (unreadable, no header, duplicate header names, a hostile
-workbook) raises ReadError with one line for a person; a problem with one record refuses that
-record only and is listed in `Table.problems`.
+workbook, mostly NUL bytes, a quote left open over the rows after it, more rows than
+`max_rows`) raises ReadError with one line for a person; a problem with one record (bad bytes,
+extra values, a last record cut short) refuses that record only and is listed in
+`Table.problems`: the first MAX_LISTED_PER_KIND of each kind, then one Problem per kind whose
+`count` says how many more. Time and memory follow the file's size, never its damage.
+The rules, for a person: docs/read.md.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import io
 import multiprocessing
 import re
 import zipfile
-from collections import Counter
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 
 from connector.errors import ReadError
@@ -36,6 +40,10 @@ DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_SAMPLE_RECORDS = 30  # records looked at to choose the delimiter
 DELIMITER_SAMPLE_CHARS = 256 * 1024
 FIND_HEADER_WITHIN = 50  # rows searched for the header when `find_header` is given
+# Rows of one file held in memory at once (the default of `limits.max_rows`): a row costs
+# ~4 KB once read, mapped and checked (bench/bench_pipeline.py: 415 MiB for 100k rows), so
+# a file stays within ~2 GB; a 1,000,000-row workbook used to peak at 4.9 GB.
+MAX_ROWS = 500_000
 
 # Pre-flight limits for zip workbooks (reference/reliability.md section 3a): calamine does not
 # bound memory, and a 4.8 KB file declaring cell XFD1048576 aborts the whole process.
@@ -69,6 +77,7 @@ def read_table(
     delimiter: str | None = None,
     encoding: str | None = None,
     legacy_encoding: str = "cp1252",
+    max_rows: int | None = MAX_ROWS,
 ) -> Table:
     """Read a CSV/XLSX/XLS/ODS file into a Table of text rows.
 
@@ -78,22 +87,24 @@ def read_table(
     sheet:       workbooks only: a name, a 0-based index, None for the first, "*" for all.
     delimiter, encoding: CSV only; detected when None.
     legacy_encoding: the codepage for CSV files that are not UTF-8/UTF-16.
+    max_rows:    refuse a file with more data rows than this (`limits.max_rows`); None: no limit.
     Raises ReadError for file-level problems; refused records are in Table.problems.
     """
     path = Path(path)
     if header_row < 1:
         raise ReadError(f"{path.name}: header_row must be 1 or more, not {header_row}")
     try:
-        return _read_file(path, header_row, find_header, sheet, delimiter, encoding, legacy_encoding)
+        return _read_file(path, header_row, find_header, sheet, delimiter, encoding, legacy_encoding, max_rows)
     except OSError as exc:
         raise ReadError(f"{path.name}: cannot read the file ({exc.strerror or exc})") from exc
 
 
-def _read_file(path, header_row, find_header, sheet, delimiter, encoding, legacy_encoding) -> Table:
+def _read_file(path, header_row, find_header, sheet, delimiter, encoding, legacy_encoding, max_rows) -> Table:
     kind = _file_kind(path)
     if kind == "csv":
-        return _read_csv(path.name, path.read_bytes(), header_row, find_header, delimiter, encoding, legacy_encoding)
-    return _read_workbook_isolated(path, kind, header_row, find_header, sheet)
+        return _read_csv(path.name, path.read_bytes(), header_row, find_header, delimiter, encoding, legacy_encoding,
+                         max_rows)
+    return _read_workbook_isolated(path, kind, header_row, find_header, sheet, max_rows)
 
 
 # A damaged or hostile workbook can make the spreadsheet library allocate without bound and
@@ -105,13 +116,13 @@ WORKBOOK_MEMORY_LIMIT = 4 * 1024**3  # bytes of address space; a 100k-row x 25-c
 WORKBOOK_TIME_LIMIT = 600.0  # seconds
 
 
-def _read_workbook_isolated(path: Path, kind: str, header_row, find_header, sheet) -> Table:
+def _read_workbook_isolated(path: Path, kind: str, header_row, find_header, sheet, max_rows=None) -> Table:
     if "fork" not in multiprocessing.get_all_start_methods():
-        return _read_workbook(path, kind, header_row, find_header, sheet)
+        return _read_workbook(path, kind, header_row, find_header, sheet, max_rows=max_rows)
     _preflight(path, kind)  # cheap refusals first, with their precise reasons
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_workbook_child, args=(send, path, kind, header_row, find_header, sheet),
+    child = context.Process(target=_workbook_child, args=(send, path, kind, header_row, find_header, sheet, max_rows),
                             name="connector-workbook-reader", daemon=True)
     child.start()
     send.close()
@@ -134,11 +145,12 @@ def _read_workbook_isolated(path: Path, kind: str, header_row, find_header, shee
         raise ReadError(payload)
     header, fmt, sheet_names, problems, rows = payload
     table = Table(header=header, rows=[], format=fmt, sheet=sheet_names, problems=problems)
-    table.rows = [Row(line, dict(zip(header, values)), row_sheet) for line, row_sheet, values in rows]
+    # zip without strict=: a keyword argument costs 15% of zip's time in these per-row loops (B905)
+    table.rows = [Row(line, dict(zip(header, values)), row_sheet) for line, row_sheet, values in rows]  # noqa: B905
     return table
 
 
-def _workbook_child(send, path: Path, kind: str, header_row, find_header, sheet) -> None:
+def _workbook_child(send, path: Path, kind: str, header_row, find_header, sheet, max_rows=None) -> None:
     """In the child: read the workbook under limits and send back plain data (or a refusal)."""
     import faulthandler
 
@@ -150,7 +162,8 @@ def _workbook_child(send, path: Path, kind: str, header_row, find_header, sheet)
     except (ImportError, ValueError, OSError):
         pass  # no limit to be had here: the pre-flight checks still apply
     try:
-        table = _read_workbook(path, kind, header_row, find_header, sheet, preflight=False)  # the parent did it
+        table = _read_workbook(path, kind, header_row, find_header, sheet, preflight=False,  # the parent did it
+                               max_rows=max_rows)
         header = table.header
         # Equal texts stay one object through pickling, so the parent keeps the sharing.
         rows = [(row.line, row.sheet, [row.cells.get(name, "") for name in header]) for row in table.rows]
@@ -212,36 +225,77 @@ def _is_header(cells: list[str], wanted: set[str]) -> bool:
 
 # --------------------------------------------------------------------------- CSV: bytes -> text
 
+# Damaged bytes are reported with their place, but a hostile file can hold millions of them
+# (20 MB of NULs after a power cut): the first few of each kind are listed one by one, the
+# rest only counted, so the reader's time and memory follow the file's size, not the damage.
+MAX_LISTED_PER_KIND = 1000
+MOSTLY_NUL = 0.5  # a CSV more than half NUL bytes is refused as a whole
+UTF16_SAMPLE = 64 * 1024  # bytes looked at to recognise UTF-16 without a byte-order mark
+
+# One invalid UTF-8 sequence as the strict decoder reports it (its "maximal subpart": a lead
+# byte and the continuation bytes that still fitted it, else one byte), written over the lone
+# surrogates that the surrogateescape handler turns each invalid byte into (0x80-0xff ->
+# U+DC80-U+DCFF). Valid UTF-8 never decodes to a lone surrogate, so only bad bytes match.
+_UTF8_ERROR = re.compile(
+    "\udce0[\udca0-\udcbf]?|\udced[\udc80-\udc9f]?|[\udce1-\udcec\udcee\udcef][\udc80-\udcbf]?"
+    "|\udcf0(?:[\udc90-\udcbf][\udc80-\udcbf]?)?|[\udcf1-\udcf3](?:[\udc80-\udcbf][\udc80-\udcbf]?)?"
+    "|\udcf4(?:[\udc80-\udc8f][\udc80-\udcbf]?)?|[\udc80-\udcff]"
+)
+_ESCAPED = re.compile("[\udc80-\udcff]")
+
 
 @dataclass
 class _Decoded:
     text: str
     encoding: str
-    # physical line -> [(1-based column, reason)] for lines holding bytes that are refused
-    bad: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+    escaped: bool = False  # invalid UTF-8 bytes are in the text as surrogate escapes
+    bom_bytes: int = 0  # bytes of a UTF-8 BOM before line 1 (byte columns count them)
+
+    def byte_length(self, text: str) -> int:
+        """How many bytes of the file `text` came from (characters for UTF-16)."""
+        if text.isascii() or _is_utf16(self.encoding):
+            return len(text)
+        utf8 = self.escaped or self.encoding.lower().replace("_", "-").startswith(("utf-8", "utf8"))
+        return len(text.encode("utf-8" if utf8 else self.encoding, "surrogateescape"))
 
 
 def _decode(name: str, data: bytes, encoding: str | None, legacy: str) -> _Decoded:
     """Bytes -> text, never replacing a character silently.
 
-    Explicit encoding: strict. Else a UTF-16 BOM, a UTF-8 BOM, strict UTF-8; then either UTF-8
-    with a few bad records (refused, listed in `bad`) or the legacy codepage (strict).
+    Explicit encoding: strict. Else a UTF-16 BOM, UTF-16 without a BOM (recognised by its NUL
+    bytes), a UTF-8 BOM, strict UTF-8; then either UTF-8 with a few bad records (their bytes
+    kept as surrogate escapes, the records refused later) or the legacy codepage (strict).
+    A file mostly made of NUL bytes is refused here, whatever its encoding.
     """
+    if encoding and _is_utf16(encoding):
+        return _decode_utf16(name, data, encoding)
+    if not encoding and data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return _decode_utf16(name, data, "utf-16")
+    utf16 = None if encoding else _utf16_without_bom(data)
+    if utf16:
+        return _decode_utf16(name, data, utf16, f"UTF-16 without a byte-order mark ({utf16.upper()})")
+    if b"\x00" in data:  # a memchr; counting every file's bytes would cost more than this check
+        _refuse_mostly_nul(name, data.count(0), len(data))
     if encoding:
         return _decode_strict(name, data, encoding)
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return _decode_strict(name, data, "utf-16")
-    utf8 = "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8"
+    bom = data.startswith(b"\xef\xbb\xbf")
+    utf8 = "utf-8-sig" if bom else "utf-8"
     try:
-        return _with_nul_problems(_Decoded(data.decode(utf8), utf8), data)
+        return _Decoded(data.decode(utf8), utf8, bom_bytes=3 * bom)
     except UnicodeDecodeError:
         pass
     if _looks_like_broken_utf8(data):
-        return _with_nul_problems(_decode_utf8_refusing_lines(data, utf8), data)
+        # One pass at C speed, however many bad bytes: each becomes a lone surrogate that
+        # keeps its place, so the records after it parse as written (the bad ones are refused).
+        return _Decoded(data.decode(utf8, "surrogateescape"), utf8, escaped=True, bom_bytes=3 * bom)
     return _decode_strict(name, data, legacy)
 
 
-def _decode_strict(name: str, data: bytes, encoding: str) -> _Decoded:
+def _is_utf16(encoding: str) -> bool:
+    return encoding.lower().replace("_", "-").startswith(("utf-16", "utf16"))
+
+
+def _decode_strict(name: str, data: bytes, encoding: str, label: str = "") -> _Decoded:
     try:
         text = data.decode(encoding)
     except LookupError as exc:
@@ -249,12 +303,46 @@ def _decode_strict(name: str, data: bytes, encoding: str) -> _Decoded:
     except UnicodeDecodeError as exc:
         line, col = _line_and_column(data, exc.start)
         byte = data[exc.start]
+        what = f"the file looks like {label}, but line {line}" if label else f"line {line}"
         raise ReadError(
-            f"{name}: line {line}: byte 0x{byte:02x} at column {col} is not valid {encoding}"
+            f"{name}: {what}: byte 0x{byte:02x} at column {col} is not valid {encoding}"
         ) from exc
-    if encoding.lower().replace("_", "-").startswith(("utf-16", "utf16")):
-        return _with_nul_problems(_Decoded(text, encoding), None)  # NUL columns count characters
-    return _with_nul_problems(_Decoded(text, encoding), data)
+    return _Decoded(text, encoding)
+
+
+def _utf16_without_bom(data: bytes) -> str | None:
+    """"utf-16-le" or "utf-16-be" when the file is UTF-16 text that lacks its byte-order mark.
+
+    Text in UTF-16 holds a NUL in one byte of most pairs (every ASCII character: "s" is
+    73 00 in LE, 00 73 in BE) and almost never in the other; a file zero-filled by a power cut
+    has NULs on both sides and is not mistaken for it. Without this, such a file was read as
+    8-bit text with a "NUL byte" on every line.
+    """
+    sample = data[:UTF16_SAMPLE]
+    pairs = len(sample) // 2
+    if pairs < 4 or 0 not in sample:
+        return None
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    if odd >= 0.3 * pairs and even <= 0.02 * pairs:
+        return "utf-16-le"
+    if even >= 0.3 * pairs and odd <= 0.02 * pairs:
+        return "utf-16-be"
+    return None
+
+
+def _decode_utf16(name: str, data: bytes, encoding: str, label: str = "") -> _Decoded:
+    decoded = _decode_strict(name, data, encoding, label)
+    _refuse_mostly_nul(name, 2 * decoded.text.count("\x00"), len(data))  # U+0000 is two NUL bytes
+    return decoded
+
+
+def _refuse_mostly_nul(name: str, nuls: int, size: int) -> None:
+    """Refuse a file more than half NUL bytes: what a power cut or a full disk leaves."""
+    if nuls and nuls > MOSTLY_NUL * size:
+        raise ReadError(
+            f"{name}: the file is mostly NUL bytes ({nuls:,} of {size:,} bytes): it was probably "
+            f"cut by a power failure or a full disk; export it again"
+        )
 
 
 def _line_and_column(data: bytes, offset: int) -> tuple[int, int]:
@@ -277,59 +365,33 @@ def _looks_like_broken_utf8(data: bytes) -> bool:
     return bool(_UTF8_MULTIBYTE.search(data) or b"\x00" in data or b"\xef\xbb" in data[3:])
 
 
-def _decode_utf8_refusing_lines(data: bytes, utf8: str) -> _Decoded:
-    """Decode line by line; a line with invalid bytes keeps them as escapes and is marked bad."""
-    out: list[str] = []
-    bad: dict[int, list[tuple[int, str]]] = {}
-    for number, line in enumerate(data.splitlines(keepends=True), start=1):
-        try:
-            out.append(line.decode(utf8 if number == 1 else "utf-8"))
-            continue
-        except UnicodeDecodeError:
-            pass
-        bad[number] = _utf8_errors(line)
-        # The record is refused, so its text is never used; surrogate escapes keep the line's
-        # length and its delimiters where they are, so the records after it parse as written.
-        out.append(line.decode("utf-8", errors="surrogateescape"))
-    return _Decoded("".join(out), utf8, bad)
+def _damage(decoded: _Decoded, line: str, number: int, room: int) -> tuple[int, list[tuple[int, str]]]:
+    """The bad bytes of one physical line: (how many, the first `room` as (column, reason)).
 
-
-def _utf8_errors(line: bytes) -> list[tuple[int, str]]:
-    """Each decoding error of one line as (1-based column, reason), as the decoder meets them."""
-    errors = []
-    pos = 0
-    while pos < len(line):
-        try:
-            line[pos:].decode("utf-8")
-            break
-        except UnicodeDecodeError as exc:
-            start = pos + exc.start
-            errors.append((start + 1, f"invalid UTF-8 byte 0x{line[start]:02x} at column {start + 1}"))
-            pos = pos + exc.end
-    return errors
-
-
-def _with_nul_problems(decoded: _Decoded, data: bytes | None) -> _Decoded:
-    """Mark every line holding a NUL (a sign of a damaged file); columns count bytes if known."""
-    if data is not None:
-        if b"\x00" not in data:
-            return decoded
-        lines: list = data.splitlines(keepends=True)
-        nul: object = b"\x00"
-    else:
-        if "\x00" not in decoded.text:
-            return decoded
-        lines = io.StringIO(decoded.text, newline="").readlines()
-        nul = "\x00"
-    for number, line in enumerate(lines, start=1):
-        col = line.find(nul)
-        while col >= 0:
-            decoded.bad.setdefault(number, []).append((col + 1, f"NUL byte at column {col + 1}"))
-            col = line.find(nul, col + 1)
-    if "\x00" in decoded.text:
-        # csv can choke on NUL; the records holding one are refused, so blank them out.
-        decoded.text = decoded.text.replace("\x00", " ")
-    return decoded
+    Invalid UTF-8 first, then NULs, each in column order; columns count the file's bytes
+    (characters in UTF-16). Linear in the line: one regex scan and one count for the totals,
+    and byte columns measured piece by piece from one listed byte to the next.
+    """
+    found: list[tuple[int, str]] = []  # (character index, reason without its column)
+    total = 0
+    if decoded.escaped:
+        for match in _UTF8_ERROR.finditer(line):
+            if len(found) >= room:
+                total += 1 + sum(1 for _ in _UTF8_ERROR.finditer(line, match.end()))  # counted, never kept
+                break
+            total += 1
+            found.append((match.start(), f"invalid UTF-8 byte 0x{ord(match.group()[0]) - 0xDC00:02x}"))
+    total += line.count("\x00")
+    index = line.find("\x00")
+    while index >= 0 and len(found) < room:
+        found.append((index, "NUL byte"))
+        index = line.find("\x00", index + 1)
+    columns: dict[int, int] = {}
+    column, at = 1 + (decoded.bom_bytes if number == 1 else 0), 0
+    for index in sorted({index for index, _ in found}):
+        column += decoded.byte_length(line[at:index])
+        columns[index], at = column, index
+    return total, [(columns[index], f"{reason} at column {columns[index]}") for index, reason in found]
 
 
 # --------------------------------------------------------------------------- CSV: text -> rows
@@ -378,14 +440,17 @@ def _read_csv(
     delimiter: str | None,
     encoding: str | None,
     legacy: str,
+    max_rows: int | None = None,
 ) -> Table:
     if not data.strip():
         raise ReadError(f"{name}: the file is empty")
     decoded = _decode(name, data, encoding, legacy)
     del data  # the text is all we need from here on; a 100k-row file is ~30 MB of bytes
     sep, text = _split_sep_line(decoded.text)
+    decoded.text = ""  # `text` is the one copy kept
     if not text.strip():
         raise ReadError(f"{name}: the file holds no rows")
+    _allow_fields_up_to(len(text))
     line_offset = 1 if sep else 0
     if delimiter:
         usual = 0
@@ -394,22 +459,52 @@ def _read_csv(
     else:
         delimiter, usual = detect_delimiter(text)
     table = Table(header=[], rows=[], format="csv", encoding=decoded.encoding, delimiter=delimiter)
-    reader = csv.reader(_physical_lines(text), delimiter=delimiter)
+    bare_cr = text.count("\r") != text.count("\r\n")
+    lines = _physical_lines(text, bare_cr)
+    problems = _Problems(table.problems)
+    damage: dict[int, tuple[int, list[tuple[int, str]]]] = {}
+    if decoded.escaped or "\x00" in text:
+        lines = _screened(lines, line_offset + 1, decoded, damage, problems)
+    reader = csv.reader(lines, delimiter=delimiter)
+    csv_file = _CsvFile(name, text, bare_cr, delimiter, line_offset, max_rows)
     try:
-        _fill_csv_table(name, table, reader, line_offset, header_row, find_header, usual, decoded.bad)
+        _fill_csv_table(csv_file, table, reader, header_row, find_header, usual, damage, problems)
     except csv.Error as exc:
         raise ReadError(f"{name}: line {line_offset + reader.line_num}: cannot parse the CSV ({exc})") from exc
+    problems.close()
     return table
 
 
-def _physical_lines(text: str):
+def _allow_fields_up_to(size: int) -> None:
+    """Let csv read a cell as long as the whole text (its default stops at 131,072 characters).
+
+    The limit is process-wide, so it is only ever raised, and only as far as the largest
+    file read needs: a 140,000-character description is a value, not a broken file.
+    """
+    if csv.field_size_limit() <= size:
+        csv.field_size_limit(size + 1)
+
+
+@dataclass
+class _CsvFile:
+    """What the CSV loop needs to know about the text beyond its records."""
+
+    name: str
+    text: str
+    bare_cr: bool
+    delimiter: str
+    line_offset: int  # 1 after a `sep=` line
+    max_rows: int | None
+
+
+def _physical_lines(text: str, bare_cr: bool = False):
     """The text's lines with their endings, as csv.reader wants them.
 
     Splitting on LF by hand is faster than io.StringIO and does not copy the whole text into
     a 4-bytes-per-character buffer (82 MiB for a 100k-row export). Text with bare CR line
     endings goes through StringIO, which splits on those too.
     """
-    if text.count("\r") != text.count("\r\n"):
+    if bare_cr:
         yield from io.StringIO(text, newline="")
         return
     find, start, size = text.find, 0, len(text)
@@ -422,8 +517,24 @@ def _physical_lines(text: str):
         start = end + 1
 
 
-def _locate_csv_header(name, reader, line_offset, header_row, find_header) -> tuple[list[str], int, int]:
+def _screened(lines, number: int, decoded: _Decoded, damage: dict, problems: _Problems):
+    """The lines, with the bad bytes of each noted in `damage` (line -> (count, listed)).
+
+    Only files holding a NUL or an invalid UTF-8 byte go through here. csv.reader takes no
+    line beyond the record it is parsing, so `damage` only ever holds the current record's
+    lines: the loop takes them out as it refuses the record.
+    """
+    for line in lines:
+        if "\x00" in line or (decoded.escaped and _ESCAPED.search(line)):
+            damage[number] = _damage(decoded, line, number, problems.room("encoding"))
+            line = line.replace("\x00", " ")  # the record is refused; keep csv off the NULs
+        yield line
+        number += 1
+
+
+def _locate_csv_header(csv_file, reader, header_row, find_header) -> tuple[list[str], int, int]:
     """Read up to the header record; return its cells and the physical lines it starts/ends on."""
+    name, line_offset = csv_file.name, csv_file.line_offset
     wanted = {_match_key(n) for n in find_header} if find_header else None
     limit = FIND_HEADER_WITHIN if wanted else header_row
     previous_end = 0
@@ -431,8 +542,13 @@ def _locate_csv_header(name, reader, line_offset, header_row, find_header) -> tu
         if index > limit:
             break
         start, previous_end = previous_end + 1, reader.line_num
+        if previous_end - start >= MAX_CELL_LINES:
+            _refuse_runaway_cell(csv_file, reader, record, line_offset + start)
         if (wanted and _is_header(record, wanted)) or (not wanted and index == header_row):
             return record, line_offset + start, line_offset + previous_end
+    else:
+        if previous_end:  # the whole file was read: did a quote left open swallow the header?
+            _check_last_record(csv_file, line_offset + start, line_offset + previous_end, header=True)
     if wanted:
         raise ReadError(
             f"{name}: no header row with the columns {', '.join(find_header)} "
@@ -441,12 +557,15 @@ def _locate_csv_header(name, reader, line_offset, header_row, find_header) -> tu
     raise ReadError(f"{name}: no header: the file has fewer than {header_row} rows")
 
 
-def _fill_csv_table(name, table, reader, line_offset, header_row, find_header, usual, bad) -> None:
+def _fill_csv_table(csv_file, table, reader, header_row, find_header, usual, damage, problems) -> None:
     """The CSV loop: header, then one Row per record; refused records become Problems."""
-    cells, header_start, header_end = _locate_csv_header(name, reader, line_offset, header_row, find_header)
-    for line in range(header_start, header_end + 1):
-        if line in bad:
-            raise ReadError(f"{name}: line {line}: the header holds a bad byte: {bad[line][0][1]}")
+    name, line_offset = csv_file.name, csv_file.line_offset
+    cells, header_start, header_end = _locate_csv_header(csv_file, reader, header_row, find_header)
+    for line in sorted(damage):
+        count, listed = damage.pop(line)
+        if line >= header_start:
+            reason = listed[0][1] if listed else f"{count:,} bad bytes"
+            raise ReadError(f"{name}: line {line}: the header holds a bad byte: {reason}")
     header = _name_columns(cells, f"{name}: line {header_end}")
     if len(header) == 1 and usual > 1:
         raise ReadError(
@@ -455,20 +574,25 @@ def _fill_csv_table(name, table, reader, line_offset, header_row, find_header, u
         )
     table.header = header
     width = len(header)
-    rows, problems = table.rows, table.problems
+    rows = table.rows
     previous_end = header_end - line_offset
+    start = header_start
     shared = _SharedText()
-    for record in reader:
+    records = reader if csv_file.max_rows is None else islice(reader, csv_file.max_rows)
+    for record in records:
         start = line_offset + previous_end + 1
         previous_end = reader.line_num
-        if bad and _refuse_bad_bytes(start, line_offset + previous_end, bad, problems):
+        if previous_end + line_offset - start >= MAX_CELL_LINES:
+            _refuse_runaway_cell(csv_file, reader, record, start)
+        if damage:
+            _refuse_bad_bytes(start, damage, problems)
             continue
         count = len(record)
         if count != width:
             if count > width:
                 extra = record[width:]
                 if any(v.strip() for v in extra):
-                    problems.append(_shape_problem(record, width, start))
+                    problems.add(_shape_problem(record, width, start))
                     continue
                 record = record[:width]
             else:
@@ -476,7 +600,112 @@ def _fill_csv_table(name, table, reader, line_offset, header_row, find_header, u
         first = record[0]
         if (not first or first.isspace()) and not "".join(record).strip():
             continue  # blank row
-        rows.append(Row(start, dict(zip(header, shared.cells(record)))))
+        rows.append(Row(start, dict(zip(header, shared.cells(record)))))  # noqa: B905 (strict= costs 15% of zip here)
+    if csv_file.max_rows is not None:
+        _refuse_too_many_rows(csv_file, reader, damage)
+    if start == header_start:
+        _check_last_record(csv_file, header_start, header_end, header=True)
+    else:
+        _check_last_record(csv_file, start, line_offset + previous_end, width=width, rows=rows, problems=problems)
+
+
+# A cell may hold a few lines (a description with paragraphs: 14 at most in the corpus), but
+# a quote left open by mistake makes one "cell" of every line after it: a stray quote on
+# line 3 of a 200-line file once gave "read: 2 rows" and exit 0. A cell over this many lines
+# is taken for such a quote and refuses the file, naming the line where the quote opened.
+MAX_CELL_LINES = 100
+
+_END = "\ue000end of the file\ue000"  # fed after the last line: it lands in a cell left open
+
+
+def _line_breaks(text: str) -> int:
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+def _refuse_runaway_cell(csv_file: _CsvFile, reader, record: list[str], start: int) -> None:
+    """Refuse the file if a cell of this record (starting on line `start`) spans over MAX_CELL_LINES lines."""
+    line = start
+    for cell in record:
+        breaks = _line_breaks(cell)
+        if breaks >= MAX_CELL_LINES:
+            break
+        line += breaks
+    else:
+        return
+    end = csv_file.line_offset + reader.line_num
+    if next(reader, None) is None:  # the last record: is its quote still open at the end?
+        _check_last_record(csv_file, start, end, header=True)
+    raise ReadError(
+        f"{csv_file.name}: line {line}: a quoted value opened on this line runs over {breaks + 1} lines "
+        f"(to line {min(line + breaks, end)}), more than {MAX_CELL_LINES}: a quote is missing or "
+        f"stray, and the rows after it would be read as one value; fix the quote"
+    )
+
+
+def _check_last_record(csv_file: _CsvFile, start: int, end: int, *, header: bool = False, width: int = 0,
+                       rows: list[Row] | None = None, problems: _Problems | None = None) -> None:
+    """The end of the file: a quote still open, or a last record (lines start..end) cut short.
+
+    The rule, for a file whose end was not written (a copy still in progress, a full disk):
+    - a quoted value still open at the end of the file that opened before the last line has
+      swallowed the lines after it: the file is refused, naming the line where it opened;
+    - one that opened on the last line, or a last line with no line end and fewer fields
+      than the header, is a record cut short: that record is refused, the others are read;
+    - a last line with no line end but every field is read as it is (many exports end so).
+    A cut inside the last field cannot be seen: `12` may be a whole price.
+    `header`: the last record is the header (or a line above it): only an open quote counts.
+    """
+    tail = _last_lines(csv_file.text, end - start + 1, csv_file.bare_cr)
+    parsed = next(csv.reader(chain(_physical_lines(tail, csv_file.bare_cr), [_END]),
+                             delimiter=csv_file.delimiter), [])
+    still_open = bool(parsed) and parsed[-1].endswith(_END) and parsed != [_END]
+    if still_open:
+        opened = start + sum(_line_breaks(cell) for cell in parsed[:-1])
+        if header or opened < end:
+            raise ReadError(
+                f"{csv_file.name}: line {opened}: a quoted value opened on this line is still open at the "
+                f"end of the file (line {end}): a quote is missing or stray, and the lines after it would "
+                f"be read as one value; fix the quote"
+            )
+        why = "a quoted value opened on it is never closed"
+    elif header or tail.endswith(("\n", "\r")) or len(parsed) >= width:
+        return
+    else:
+        why = f"it has {len(parsed)} of the header's {width} fields and no line end"
+    if not rows or rows[-1].line != start or problems is None:
+        return  # the last record was blank or already refused
+    rows.pop()
+    problems.add(Problem(kind="cut", line=start, reason=(
+        f"the last record looks cut short ({why}): the file was probably still being written "
+        f"or the disk was full; the record is not read")))
+
+
+def _last_lines(text: str, count: int, bare_cr: bool) -> str:
+    """The last `count` physical lines of the text, with their endings."""
+    if bare_cr:
+        return "".join(deque(_physical_lines(text, True), maxlen=count))
+    at = len(text) - 1 if text.endswith("\n") else len(text)
+    for _ in range(count):
+        at = text.rfind("\n", 0, at)
+        if at < 0:
+            break
+    return text[at + 1:]
+
+
+def _refuse_too_many_rows(csv_file: _CsvFile, reader, damage: dict) -> None:
+    """Refuse the file if records are left after `max_rows` of them: counted, never kept."""
+    more = 0
+    for record in reader:
+        damage.clear()
+        more += any(record)
+    if more:
+        limit = csv_file.max_rows or 0
+        raise ReadError(_too_large(csv_file.name, limit + more, limit))
+
+
+def _too_large(where: str, rows: int, limit: int) -> str:
+    return (f"{where}: the file is too large for this machine: {rows:,} rows, limit {limit:,}; "
+            f"raise `limits.max_rows` in connector.yaml if the machine has the memory for it")
 
 
 class _SharedText:
@@ -501,13 +730,49 @@ class _SharedText:
         return list(map(keep, texts, texts))
 
 
-def _refuse_bad_bytes(start: int, end: int, bad: dict, problems: list[Problem]) -> bool:
-    """If the record spans a line with bad bytes, add a Problem per bad byte and return True."""
-    found = [(n, hit) for n in range(start, end + 1) for hit in bad.get(n, ())]
-    for line, (col, reason) in found:
+class _Problems:
+    """The reader's problems: the first MAX_LISTED_PER_KIND of each kind listed, all counted.
+
+    A damaged file can hold millions (a NUL byte each); past the first ones of a kind, one
+    Problem per kind says how many more there were, with `count` holding the exact number,
+    so the report's totals stay exact while its size and the reader's memory stay bounded.
+    """
+
+    def __init__(self, out: list[Problem]) -> None:
+        self.out = out
+        self.listed: Counter[str] = Counter()
+        self.unlisted: Counter[str] = Counter()
+
+    def room(self, kind: str) -> int:
+        return max(MAX_LISTED_PER_KIND - self.listed[kind], 0)
+
+    def add(self, problem: Problem) -> None:
+        if self.listed[problem.kind] < MAX_LISTED_PER_KIND:
+            self.listed[problem.kind] += 1
+            self.out.append(problem)
+        else:
+            self.unlisted[problem.kind] += 1
+
+    def count(self, kind: str, number: int) -> None:
+        """`number` more problems of `kind` that are not listed one by one."""
+        self.unlisted[kind] += number
+
+    def close(self) -> None:
+        for kind, number in self.unlisted.items():
+            if number:
+                self.out.append(Problem(kind=kind, count=number, reason=(
+                    f"{number:,} more {kind} problems are not listed here (only the first "
+                    f"{MAX_LISTED_PER_KIND:,} of each kind are)")))
+
+
+def _refuse_bad_bytes(start: int, damage: dict, problems: _Problems) -> None:
+    """Refuse the record starting at `start`: a Problem per listed bad byte, the rest counted."""
+    for line in sorted(damage):
+        count, listed = damage.pop(line)
         where = "" if line == start else f" (line {line})"
-        problems.append(Problem(kind="encoding", reason=reason + where, line=start))
-    return bool(found)
+        for _, reason in listed:
+            problems.add(Problem(kind="encoding", reason=reason + where, line=start))
+        problems.count("encoding", count - len(listed))
 
 
 def _shape_problem(record: list[str], width: int, line: int) -> Problem:
@@ -524,7 +789,8 @@ def _shape_problem(record: list[str], width: int, line: int) -> Problem:
 # --------------------------------------------------------------------------- workbooks
 
 
-def _read_workbook(path: Path, kind: str, header_row, find_header, sheet, *, preflight: bool = True) -> Table:
+def _read_workbook(path: Path, kind: str, header_row, find_header, sheet, *, preflight: bool = True,
+                   max_rows: int | None = None) -> Table:
     if preflight:
         _preflight(path, kind)
     from python_calamine import CalamineWorkbook  # imported here: CSV-only runs never load it
@@ -536,7 +802,8 @@ def _read_workbook(path: Path, kind: str, header_row, find_header, sheet, *, pre
             table = Table(header=[], rows=[], format=kind, sheet=", ".join(names))
             for name in names:
                 raw = workbook.get_sheet_by_name(name)
-                _add_sheet(path.name, table, name, raw, header_row, find_header, all_sheets=sheet == "*")
+                _add_sheet(path.name, table, name, raw, header_row, find_header, all_sheets=sheet == "*",
+                           max_rows=max_rows)
             if len(names) > 1:
                 _fill_missing_columns(table)  # sheets whose headers differ
         finally:
@@ -569,7 +836,7 @@ def _choose_sheets(file: str, names: list[str], sheet: str | int | None) -> list
     raise ReadError(f"{file}: no sheet named {sheet!r} (sheets: {', '.join(names)})")
 
 
-def _add_sheet(file, table, name, raw, header_row, find_header, all_sheets) -> None:
+def _add_sheet(file, table, name, raw, header_row, find_header, all_sheets, max_rows=None) -> None:
     """Append one sheet's rows to the table; row numbers are the sheet's own (1-based)."""
     first_col = raw.start[1] if raw.start else 0  # iter_rows pads rows from row 1, not columns
     rows = raw.iter_rows()
@@ -583,6 +850,11 @@ def _add_sheet(file, table, name, raw, header_row, find_header, all_sheets) -> N
         what = f"the columns {', '.join(find_header)}" if find_header else f"row {header_row}"
         raise ReadError(f"{where}: no header row ({what} not found)")
     cells, header_line = found
+    if max_rows is not None:  # before any row is made: the sheet's extent is known up front
+        last_row = raw.end[0] + 1 if raw.end else 0  # 1-based, as iter_rows counts from row 1
+        rows_after = len(table.rows) + max(last_row - header_line, 0)
+        if rows_after > max_rows:
+            raise ReadError(_too_large(f"{file}, sheet {name!r}", rows_after, max_rows))
     header = _name_columns([_cell_text(v) for v in cells], f"{where}, row {header_line}", first_col)
     for column in header:
         if column not in table.header:
@@ -597,7 +869,7 @@ def _add_sheet(file, table, name, raw, header_row, find_header, all_sheets) -> N
             continue
         if len(texts) < width:
             texts += [""] * (width - len(texts))
-        append(Row(number, dict(zip(header, shared.cells(texts))), sheet_name))
+        append(Row(number, dict(zip(header, shared.cells(texts))), sheet_name))  # noqa: B905 (strict= costs 15% of zip here)
 
 
 def _locate_sheet_header(rows, header_row, find_header):
@@ -626,25 +898,24 @@ _MIDNIGHT = time(0, 0)
 
 def _cell_text(value: object) -> str:
     """A calamine cell as the text a person sees: 479.0 -> "479", 0.87 -> "0.87", dates ISO."""
-    kind = type(value)
-    if kind is str:
-        return value  # type: ignore[return-value]
-    if kind is float:
-        return str(int(value)) if value.is_integer() else repr(value)  # type: ignore[union-attr]
-    if kind is bool:
+    if isinstance(value, float):  # first: the most common cell after text (callers pass text by)
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):  # before int: a bool is an int
         return "TRUE" if value else "FALSE"
-    if kind is int:
+    if isinstance(value, int):
         return str(value)
-    if kind is datetime:
-        if value.time() == _MIDNIGHT and value.tzinfo is None:  # type: ignore[union-attr]
-            return value.date().isoformat()  # type: ignore[union-attr]
-        return value.isoformat(timespec="seconds")  # type: ignore[union-attr]
-    if kind is date:
-        return value.isoformat()  # type: ignore[union-attr]
-    if kind is time:
-        return value.strftime("%H:%M:%S")  # type: ignore[union-attr]
-    if kind is timedelta:
-        seconds = int(value.total_seconds())  # type: ignore[union-attr]
+    if isinstance(value, datetime):  # before date: a datetime is a date
+        if value.time() == _MIDNIGHT and value.tzinfo is None:
+            return value.date().isoformat()
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, time):
+        return value.strftime("%H:%M:%S")
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
         return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
     if value is None:
         return ""
@@ -700,7 +971,8 @@ def _check_zip(file: str, archive: zipfile.ZipFile) -> None:
         raise ReadError(f"{file}: refused: the workbook holds {len(infos)} parts (limit {MAX_ZIP_ENTRIES})")
     total = sum(i.file_size for i in infos)
     if total > MAX_UNCOMPRESSED:
-        raise ReadError(f"{file}: refused: the workbook unpacks to {total // 2**20} MB (limit {MAX_UNCOMPRESSED // 2**20} MB)")
+        raise ReadError(f"{file}: refused: the workbook unpacks to {total // 2**20} MB "
+                        f"(limit {MAX_UNCOMPRESSED // 2**20} MB)")
     for info in infos:
         if info.file_size > RATIO_MIN_SIZE and info.file_size > MAX_RATIO * max(info.compress_size, 1):
             raise ReadError(
@@ -751,12 +1023,12 @@ def _scan_references(stream, head: bytes) -> tuple[int, int]:
         block = tail + chunk  # the tail keeps a reference cut by the chunk boundary whole
         rows = _ROW_REF.findall(block) + _DEEP_CELL_REF.findall(block)
         if rows:
-            max_row = max(max_row, max(map(int, rows)))
+            max_row = max(max_row, *map(int, rows))
         wide = _WIDE_CELL_REF.findall(block)
         if wide:
             far = max({col for col, _ in wide}, key=lambda c: (len(c), c))
             max_col = max(max_col, _column_number(far))
-            max_row = max(max_row, max(int(r) for _, r in wide))
+            max_row = max(max_row, *(int(r) for _, r in wide))
         tail = block[-32:]
         chunk = stream.read(_SCAN_CHUNK)
     return max_row, max_col

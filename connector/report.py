@@ -102,9 +102,11 @@ class Problems:
     by_severity: Counter[str] = field(default_factory=Counter)
 
     def add(self, problems: Iterable[Problem]) -> None:
+        """Count every problem; keep the first MAX_PROBLEMS. A problem with `count` stands for that many."""
         for problem in problems:
-            self.by_kind[problem.kind] += 1
-            self.by_severity[problem.severity] += 1
+            number = problem.count or 1
+            self.by_kind[problem.kind] += number
+            self.by_severity[problem.severity] += number
             if len(self.stored) < MAX_PROBLEMS:
                 self.stored.append(problem)
 
@@ -114,7 +116,9 @@ class Problems:
 
     @property
     def truncated(self) -> int:
-        return self.total - len(self.stored)
+        """Problems not listed one by one (a stored summary lists none of the ones it stands for)."""
+        listed = sum(1 for p in self.stored if p.count is None)
+        return self.total - listed
 
 
 @dataclass

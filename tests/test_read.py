@@ -265,7 +265,7 @@ def test_file_level_problems_raise_one_line(tmp_path, content, kwargs, message):
 
 
 def test_missing_file_is_a_read_error(tmp_path):
-    with pytest.raises(ReadError, match="nope.csv: cannot read the file"):
+    with pytest.raises(ReadError, match=r"nope\.csv: cannot read the file"):
         read_table(tmp_path / "nope.csv")
 
 
@@ -412,7 +412,7 @@ def test_mislabelled_workbook_is_refused(tmp_path, name, content, looks):
 
 
 def test_damaged_zip_is_a_read_error(tmp_path):
-    with pytest.raises(ReadError, match="damaged|cannot read"):
+    with pytest.raises(ReadError, match=r"damaged|cannot read"):
         read_table(write(tmp_path, "p.xlsx", b"PK\x03\x04" + b"\x00" * 100))
 
 
@@ -547,3 +547,231 @@ def test_a_workbook_that_exhausts_the_readers_memory_is_refused_and_the_process_
     with pytest.raises(ReadError) as caught:
         read_table(path)
     assert "big.xlsx" in str(caught.value) and "memory" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- hostile CSV files
+
+
+def _strict_utf8_errors(line: bytes) -> list[tuple[int, int]]:
+    """(1-based column, byte) of each error as the strict decoder meets them: the reference."""
+    errors, pos = [], 0
+    while pos < len(line):
+        try:
+            line[pos:].decode("utf-8")
+            break
+        except UnicodeDecodeError as exc:
+            errors.append((pos + exc.start + 1, line[pos + exc.start]))
+            pos += exc.end
+    return errors
+
+
+def test_nul_bytes_are_listed_up_to_a_cap_and_counted_exactly(tmp_path):
+    from connector.read import MAX_LISTED_PER_KIND
+    from connector.report import Report
+
+    # 3,000 records with 2 NULs each and one with 5,000: every one refused, 11,000 NULs in all.
+    body = "".join(f"{i},a\x00b\x00c\n" for i in range(3000)) + "x," + "\x00" * 5000 + "\n"
+    table = read_table(write(tmp_path, "p.csv", "sku,title\n" + body + "ok,fine\n"))
+    assert [r.cells["sku"] for r in table.rows] == ["ok"]
+    listed = [p for p in table.problems if p.count is None]
+    [summary] = [p for p in table.problems if p.count is not None]
+    assert len(listed) == MAX_LISTED_PER_KIND
+    assert (listed[0].line, listed[0].reason) == (2, "NUL byte at column 4")
+    assert (summary.kind, summary.count) == ("encoding", 11_000 - MAX_LISTED_PER_KIND)
+    typed = Report("p.csv")
+    typed.problems.add(table.problems)
+    report = typed.to_json()
+    assert report["problems_by_kind"] == {"encoding": 11_000}
+    assert report["problems_truncated"] == 11_000 - MAX_LISTED_PER_KIND
+
+
+def test_a_million_nul_bytes_cost_no_more_than_the_file(tmp_path):
+    # 1,000,000 NULs in 2 MB: one Problem each used to take ~200 MB and seconds.
+    import time as clock
+    import tracemalloc
+
+    data = b"sku,title\n" + b"".join(b"%d,%s\n" % (i, b"ab\x00" * 100) for i in range(10_000))
+    path = write(tmp_path, "p.csv", data)
+    tracemalloc.start()
+    started = clock.perf_counter()
+    table = read_table(path)
+    seconds = clock.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sum(p.count or 1 for p in table.problems) == 1_000_000
+    assert len(table.problems) <= 1001 and table.rows == []
+    assert peak < 12 * len(data), f"{peak / 2**20:.0f} MiB for a {len(data) / 2**20:.0f} MB file"
+    assert seconds < 5
+
+
+@pytest.mark.parametrize("content, nuls", [(b"\x00" * 300_000, 300_000),
+                                           (b"sku,title\n1,ok\n" + b"\x00" * 100_000, 100_000)])
+def test_file_mostly_nul_bytes_is_refused(tmp_path, content, nuls):
+    with pytest.raises(ReadError) as err:
+        read_table(write(tmp_path, "p.csv", content))
+    assert str(err.value) == (f"p.csv: the file is mostly NUL bytes ({nuls:,} of {len(content):,} bytes): it was "
+                              f"probably cut by a power failure or a full disk; export it again")
+
+
+def test_nul_tail_below_half_refuses_only_its_record(tmp_path):
+    head = "sku,title\n" + "".join(f"{i},product {i}\n" for i in range(1000))
+    table = read_table(write(tmp_path, "p.csv", head.encode() + b"\x00" * 10_000))
+    assert len(table.rows) == 1000
+    assert sum(p.count or 1 for p in table.problems) == 10_000
+    assert {p.line for p in table.problems if p.count is None} == {1002}
+
+
+def _stray_quote_file(rows: int, stray_line: int) -> str:
+    lines = ["sku,title,price"] + [f"S{n},Widget {n},{n}.50" for n in range(2, rows + 1)]
+    lines[stray_line - 1] = f'S{stray_line},"Widget {stray_line},{stray_line}.50'
+    return "\n".join(lines) + "\n"
+
+
+def test_stray_quote_running_to_the_end_refuses_the_file_naming_its_line(tmp_path):
+    with pytest.raises(ReadError) as err:
+        read_table(write(tmp_path, "p.csv", _stray_quote_file(200, 3)))
+    assert str(err.value).startswith("p.csv: line 3: a quoted value opened on this line is still open at the end "
+                                     "of the file (line 200)")
+
+
+def test_stray_quote_in_the_header_refuses_the_file(tmp_path):
+    with pytest.raises(ReadError, match=r"line 1: a quoted value opened on this line is still open"):
+        read_table(write(tmp_path, "p.csv", 'sku,"title,price\n1,a,2\n3,b,4\n'))
+
+
+def test_quoted_value_over_too_many_lines_refuses_the_file(tmp_path):
+    from connector.read import MAX_CELL_LINES
+
+    text = _stray_quote_file(300, 5)
+    lines = text.splitlines()
+    lines[5 + MAX_CELL_LINES + 10] = 'S999,Widget" closed here,1.00'  # a second stray quote closes it
+    with pytest.raises(ReadError) as err:
+        read_table(write(tmp_path, "p.csv", "\n".join(lines) + "\n"))
+    assert str(err.value).startswith(f"p.csv: line 5: a quoted value opened on this line runs over "
+                                     f"{MAX_CELL_LINES + 12} lines (to line {MAX_CELL_LINES + 16})")
+
+
+def test_multiline_descriptions_of_a_few_lines_are_values(tmp_path):
+    body = "\n".join(f"paragraph {n}, with a comma" for n in range(40))
+    text = f'sku,body,price\n1,"{body}",2.50\n2,"two\nlines",3.00\n3,plain,4.00\n'
+    table = read_table(write(tmp_path, "p.csv", text))
+    assert [(r.line, r.cells["price"]) for r in table.rows] == [(2, "2.50"), (42, "3.00"), (44, "4.00")]
+    assert table.rows[0].cells["body"] == body and table.problems == []
+
+
+def test_long_cell_is_read_whole(tmp_path):
+    description = "Long description. " * 7800  # 140,400 characters: over csv's default 131,072
+    text = f"sku;title;description\n1;Hat;{description}\n2;Cap;short\n"
+    table = read_table(write(tmp_path, "p.csv", text))
+    assert table.delimiter == ";"
+    assert [len(r.cells["description"]) for r in table.rows] == [len(description), 5]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"\xff", b"\xe2\x82x", b"\xf0\x90\x80", b"\xed\xa0\x80", b"\xc3", b"\xe0\x80\x80", b"\xf4\x90\x80\x80",
+     b"\xef\xbb", b"\xc0\xaf", b"\xf8\x88\x80\x80\x80", b"\xe1\x80\xe1", b"\xf1\x80\x80\xff\x80"],
+)
+def test_invalid_utf8_is_reported_as_the_strict_decoder_meets_it(tmp_path, bad):
+    line = "2,Caf\u00e9 ".encode() + bad + b" end"
+    table = read_table(write(tmp_path, "p.csv", b"sku,title\n1,\xc3\xa9\n" + line + b"\n3,ok\n"))
+    expected = [f"invalid UTF-8 byte 0x{byte:02x} at column {col}" for col, byte in _strict_utf8_errors(line)]
+    assert [p.reason for p in table.problems] == expected
+    assert [r.cells["sku"] for r in table.rows] == ["1", "3"]
+
+
+def test_random_damage_is_reported_as_the_strict_decoder_meets_it(tmp_path):
+    import random
+
+    rng = random.Random(7)
+    good = "Crème brûlée – 10 € ".encode()
+    for _ in range(30):
+        line = b"".join(rng.choice([good[: rng.randrange(1, 20)], bytes([rng.randrange(128, 256)])])
+                        for _ in range(40)).replace(b"\n", b"").replace(b",", b"")
+        table = read_table(write(tmp_path, "p.csv", b"sku,title\n1,\xc3\xa9\n2," + line + b"\n"))
+        expected = [f"invalid UTF-8 byte 0x{b:02x} at column {c + 2}" for c, b in _strict_utf8_errors(line)]
+        assert [p.reason for p in table.problems] == expected
+
+
+def test_long_line_of_invalid_bytes_is_decoded_in_linear_time(tmp_path):
+    # 400 KB with 100,000 bad bytes: re-decoding the rest of the line after each one took ~10 s.
+    import time as clock
+
+    line = b"ab\xe9 " * 100_000
+    path = write(tmp_path, "p.csv", "sku,title\n1,Caf\u00e9\n".encode() + b"2," + line + b"\n3,ok\n")
+    started = clock.perf_counter()
+    table = read_table(path)
+    assert clock.perf_counter() - started < 2
+    assert [r.cells["sku"] for r in table.rows] == ["1", "3"]
+    assert sum(p.count or 1 for p in table.problems) == 100_000
+    assert table.problems[1].reason == "invalid UTF-8 byte 0xe9 at column 9"
+
+
+@pytest.mark.parametrize(
+    "last, why",
+    [("3,Gadget,12", "it has 3 of the header's 4 fields and no line end"),
+     ('3,Gadget,"A cut desc', "a quoted value opened on it is never closed"),
+     ('3,Gadget,1234.50,"A cut desc', "a quoted value opened on it is never closed"),
+     ('3,Gadget,1234.50,"A stray quote\n', "a quoted value opened on it is never closed")],
+)
+def test_last_record_cut_short_is_refused(tmp_path, last, why):
+    text = "sku,title,price,description\n1,Hat,10.00,ok\n2,Cap,5.00,ok\n" + last
+    table = read_table(write(tmp_path, "p.csv", text))
+    assert [r.cells["sku"] for r in table.rows] == ["1", "2"]
+    [problem] = table.problems
+    assert (problem.kind, problem.line) == ("cut", 4)
+    assert problem.reason == (f"the last record looks cut short ({why}): the file was probably still being "
+                              f"written or the disk was full; the record is not read")
+
+
+@pytest.mark.parametrize("ending", ["", "\n", "\r\n"])
+def test_last_line_without_line_end_is_read_when_whole(tmp_path, ending):
+    text = "sku,title,price\n1,Hat,10.00\n2,Cap,5.00" + ending
+    table = read_table(write(tmp_path, "p.csv", text))
+    assert [r.cells["price"] for r in table.rows] == ["10.00", "5.00"]
+    assert table.problems == []
+
+
+def test_short_last_row_with_a_line_end_is_padded_as_before(tmp_path):
+    table = read_table(write(tmp_path, "p.csv", "sku;title;qty\n1;a;2\n3;c\n"))
+    assert cells(table)[-1] == {"sku": "3", "title": "c", "qty": ""} and table.problems == []
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_is_read(tmp_path, codec):
+    text = "sku\ttitle\tprice\n00123\tCafé\t1 299,50\n00124\tTé\t5,00\n"
+    table = read_table(write(tmp_path, "p.txt", text.encode(codec)))
+    assert (table.encoding, table.delimiter, table.problems) == (codec, "\t", [])
+    assert table.rows[0].cells == {"sku": "00123", "title": "Café", "price": "1 299,50"}
+
+
+def test_cut_utf16_without_bom_says_so(tmp_path):
+    data = "sku,title\n1,Hat\n2,Cap\n".encode("utf-16-le")[:-1]
+    with pytest.raises(ReadError, match=r"p\.csv: the file looks like UTF-16 without a byte-order mark \(UTF-16-LE\)"):
+        read_table(write(tmp_path, "p.csv", data))
+
+
+def test_row_ceiling_refuses_a_csv_naming_the_setting(tmp_path):
+    path = write(tmp_path, "p.csv", "sku,qty\n" + "".join(f"{i},1\n" for i in range(50)))
+    assert len(read_table(path, max_rows=50).rows) == 50
+    with pytest.raises(ReadError) as err:
+        read_table(path, max_rows=40)
+    assert str(err.value) == ("p.csv: the file is too large for this machine: 50 rows, limit 40; "
+                              "raise `limits.max_rows` in connector.yaml if the machine has the memory for it")
+
+
+def test_row_ceiling_refuses_a_workbook_before_its_rows_are_made(tmp_path):
+    path = make_xlsx(tmp_path / "p.xlsx", {"S": [["sku", "qty"]] + [[f"A{i}", i] for i in range(30)]})
+    assert len(read_table(path, max_rows=30).rows) == 30
+    with pytest.raises(ReadError, match=r"p\.xlsx, sheet 'S': the file is too large for this machine: 30 rows, "
+                                        r"limit 20; raise `limits.max_rows`"):
+        read_table(path, max_rows=20)
+
+
+def test_row_ceiling_comes_from_the_settings(tmp_path):
+    from connector.config import load_settings
+    from connector.pipeline import _read_options, load_mapping_for
+
+    config = write(tmp_path, "connector.yaml", "limits:\n  max_rows: 1234\n")
+    settings = load_settings(config, {})
+    assert _read_options(load_mapping_for(tmp_path / "p.csv", settings), settings)["max_rows"] == 1234
