@@ -42,6 +42,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # --- helpers ----------------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def _quick_observer_stop(monkeypatch):
+    """watchdog's inotify emitter holds a move out of the inbox (every claim) for 0.5 s to pair
+    it with a move in, and stopping the observer waits for that; the pairing needs far less."""
+    from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+
+    monkeypatch.setattr(InotifyMoveEventGrouper, "delay", 0.02)
+
+
 class RecordingPipeline:
     """Stands in for connector.pipeline.Pipeline: records what it was given, reads the file as
     the real one would, and answers with the statuses it is told to (default "done").
@@ -246,6 +255,7 @@ def test_200_files_dropped_at_once_are_each_processed_once_oldest_first(tmp_path
         with clock.frozen():  # one quick burst of renames, as a copy tool finishing would make
             for name in names:
                 os.rename(staging / name, settings.folders.inbox / name)
+            time.sleep(0.3)  # real time for watchdog to deliver the burst within one settling wait
         wait_until(lambda: len(pipeline.calls) >= 200, timeout=30, what="200 files")
         clock.run_for(0.3)
     expected = [name for _, name in sorted(zip(ages, names, strict=True))]
@@ -351,7 +361,9 @@ def test_waiting_api_work_keeps_the_file_in_processing_and_claims_nothing_new(tm
             (box / "first.csv").write_bytes(b"1")
             clock.step_until(lambda: pipeline.calls, what="first.csv")
             (box / "second.csv").write_bytes(b"2")
-            wait_until(lambda: health(settings).get("processing_files") == 1, what="health")
+            # health after the answer (while run_file runs, health says it is busy with first.csv)
+            wait_until(lambda: health(settings).get("processing_files") == 1 and health(settings).get("busy") is None,
+                       what="health")
             assert health(settings)["state"] == "degraded"
             assert (settings.folders.processing / "first.csv").exists()
             assert "second.csv" not in pipeline.names()  # second.csv waits its turn
@@ -771,7 +783,7 @@ def _sandbox_env(sandbox, state: Path) -> dict[str, str]:
 def test_sigterm_in_the_middle_of_a_file_stops_the_service_within_10_seconds(tmp_path, make_sandbox):
     from connector.sandbox import Faults
 
-    sandbox = make_sandbox(faults=Faults(latency=3.0))  # every queue request takes 3 s
+    sandbox = make_sandbox(faults=Faults(latency=1.5))  # every queue request takes 1.5 s
     config = _config(tmp_path)
     proc = _start(config, _sandbox_env(sandbox, tmp_path / "state"))
     try:
@@ -780,7 +792,7 @@ def test_sigterm_in_the_middle_of_a_file_stops_the_service_within_10_seconds(tmp
         assert proc.poll() is None, proc.stdout.read()
         (tmp_path / "inbox" / "products.csv").write_bytes((ROOT / "examples" / "products.csv").read_bytes())
         wait_until(lambda: list((tmp_path / "processing").iterdir()), timeout=20, what="the claim")
-        time.sleep(1.0)  # a request is in flight now
+        time.sleep(0.5)  # a request is in flight now
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=10)
@@ -796,14 +808,16 @@ def test_sigterm_in_the_middle_of_a_file_stops_the_service_within_10_seconds(tmp
     assert [p.name.split("__")[0] for p in placed if p.suffix == ".csv"] in (["products.csv"], ["products"])
 
 
-def test_kill_9_in_the_middle_of_a_file_then_restart_ends_with_everything_sent_once(tmp_path, make_sandbox):
+def test_kill_9_in_the_middle_of_a_file_then_restart_ends_with_everything_sent_once(tmp_path, make_sandbox,
+                                                                                     monkeypatch, capsys):
     from connector.ledger import Ledger
     from connector.sandbox import Faults
 
-    sandbox = make_sandbox(faults=Faults(latency=0.4))  # slow answers: there is time to kill mid-file
+    # slow answers, not paced: there is time to kill mid-file, and no more
+    sandbox = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(latency=0.2))
     config = _config(tmp_path)
     with open(config, "a") as f:
-        f.write("batch:\n  max_items: 2\n")  # 15 variants -> several product requests
+        f.write("batch:\n  max_items: 2\napi:\n  rate: 1000\n")  # 15 variants -> several product requests
     export = tmp_path / "inbox" / "products.csv"
     env = _sandbox_env(sandbox, tmp_path / "state")
 
@@ -853,12 +867,14 @@ def test_kill_9_in_the_middle_of_a_file_then_restart_ends_with_everything_sent_o
     counts = report["counts"]
     assert counts["items_sent"] == counts["variants"] > 0 and counts["images_sent"] == counts["images_to_send"] > 0
     # The oracle: the same file pushed without interruption into a fresh sandbox.
-    reference = make_sandbox()
-    push = subprocess.run([sys.executable, "-m", "connector", "push", str(ROOT / "examples" / "products.csv"),
-                           "--config", str(config), "--report-dir", str(tmp_path / "ref-report")],
-                          cwd=ROOT, env={**os.environ, **_sandbox_env(reference, tmp_path / "ref-state")},
-                          capture_output=True, text=True, timeout=60)
-    assert push.returncode == 0, push.stdout + push.stderr
+    from connector.cli import main
+
+    reference = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    for name, value in _sandbox_env(reference, tmp_path / "ref-state").items():
+        monkeypatch.setenv(name, value)
+    code = main(["push", str(ROOT / "examples" / "products.csv"), "--config", str(config),
+                 "--report-dir", str(tmp_path / "ref-report")])
+    assert code == 0, capsys.readouterr()
     assert _stored(sandbox) == _stored(reference)
     skus = [sku for _, sku, _ in _stored(sandbox)]
     assert len(skus) == len(set(skus)) > 0  # no variant twice
