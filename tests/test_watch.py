@@ -295,6 +295,11 @@ def _observers() -> list[BaseObserver]:
     return [t for t in threading.enumerate() if isinstance(t, BaseObserver)]
 
 
+def _new_observer(before: set[BaseObserver]) -> bool:
+    """An observer not in `before` runs (started, not only about to: one cannot be joined yet)."""
+    return any(o.is_alive() for o in set(_observers()) - before)
+
+
 @pytest.mark.parametrize("kind", ["native", "polling"])
 def test_a_killed_observer_is_rebuilt_and_discovery_goes_on(tmp_path, kind):
     settings = make_settings(tmp_path, observer=kind)  # scans every 30 s: only the observer finds files fast
@@ -309,7 +314,7 @@ def test_a_killed_observer_is_rebuilt_and_discovery_goes_on(tmp_path, kind):
         for observer in before:  # kill it from outside, as a crash would
             observer.stop()
             observer.join(2)
-        clock.step_until(lambda: set(_observers()) - before, step=0.005, timeout=5, what="a new observer")
+        clock.step_until(lambda: _new_observer(before), step=0.005, timeout=5, what="a new observer")
         (settings.folders.inbox / "after.csv").write_bytes(b"sku\nA\n")
         # the polling observer lists the inbox every 5 s: allow two polls plus readiness
         clock.step_until(lambda: pipeline.calls, step=0.005, timeout=15, what="a file found by the rebuilt observer")
@@ -613,7 +618,7 @@ def test_an_observer_that_keeps_dying_is_reported_once(tmp_path):
             for observer in before:
                 observer.stop()
                 observer.join(2)
-            clock.step_until(lambda: set(_observers()) - before, what="a new observer")  # noqa: B023 - called at once
+            clock.step_until(lambda: _new_observer(before), what="a new observer")  # noqa: B023 - called at once
         clock.step_until(lambda: health(settings).get("observer_rebuilds") == 2, what="two rebuilds")
         assert clock.monotonic() - 1000.0 < 60
     rebuilt = [r for r in run["records"].events("observer") if r.state == "rebuilt"]
