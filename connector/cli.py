@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from connector import __version__
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings, load_settings, require_credentials
 from connector.errors import ConnectorError, FatalError, RefusedData, RetriableError
 
@@ -129,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--out", type=Path, default=Path("check"), metavar="DIR",
                        help="where <name>.items.json, <name>.report.json and <name>.rejected.csv go (default: ./check)")
 
-    watch = commands.add_parser("watch", parents=[common], help="run as a service: take every file dropped in the inbox",
+    watch = commands.add_parser("watch", parents=[common],
+                                help="run as a service: take every file dropped in the inbox",
                                 description="Watch the inbox folder and push every complete file exactly once, "
                                             "oldest first; archive it with its report, or move it to failed/ "
                                             "when it is refused. Stops cleanly on SIGTERM/Ctrl-C.")
@@ -148,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, clock: Clock = SYSTEM_CLOCK) -> int:
+    """Run one command; returns its exit code. `clock` paces the API client (and the --sandbox
+    API) and times the watch service; tests pass a fake one. Logging and signal handlers are as
+    they were when it returns, so it can be called again in the same process."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "sandbox":
@@ -156,18 +161,40 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args)
 
+    with _logging(args.log_level, args.log_format):
+        return _run(args, parser, clock)
+
+
+@contextlib.contextmanager
+def _logging(level: str, fmt: str) -> Iterator[None]:
+    """Our log handler on the root logger for one command; what was there before comes back after,
+    so `main` can be called again in the same process (tests, embedding)."""
     from connector.logs import setup_logging
 
-    setup_logging(args.log_level, args.log_format)
+    root, urllib3 = logging.getLogger(), logging.getLogger("urllib3")
+    saved = list(root.handlers), root.level, urllib3.level
+    setup_logging(level, fmt)
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        urllib3.setLevel(saved[2])
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, clock: Clock) -> int:
     try:
         settings = load_settings(args.config, os.environ)
         if args.command == "check":
             return _check(args, settings)
-        with _api(settings, args.sandbox):
+        with _api(settings, args.sandbox, clock):
             if args.command == "push":
-                return _push(args, settings)
+                return _push(args, settings, clock)
             if args.command == "watch":
-                return _watch(settings)
+                return _watch(settings, clock)
             if args.command == "status":
                 from connector.status import render_status
 
@@ -184,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # -- commands ------------------------------------------------------------------------------
 
-def _push(args, settings: Settings) -> int:
+def _push(args, settings: Settings, clock: Clock) -> int:
     from connector.lock import StateLock
     from connector.report import summarise, write_report_files
 
@@ -192,7 +219,7 @@ def _push(args, settings: Settings) -> int:
         return _fail(EXIT_USAGE, f"{args.file}: no such file")
     require_credentials(settings)
     with StateLock(settings.folders.state):
-        pipeline = _make_pipeline(settings, full=args.full, progress=_progress_bar())
+        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar())
         try:
             report = pipeline.run_file(args.file, mapping=args.mapping)
         finally:
@@ -240,32 +267,35 @@ def _check(args, settings: Settings) -> int:
     return EXIT_CODES[outcome(report)]
 
 
-def _watch(settings: Settings) -> int:
+def _watch(settings: Settings, clock: Clock) -> int:
     from connector.watch import serve
 
     require_credentials(settings)
-    return serve(settings, lambda: _make_pipeline(settings))
+    serve(settings, lambda: _make_pipeline(settings, clock), clock=clock)
+    return EXIT_OK
 
 
 # -- wiring ----------------------------------------------------------------------------------
 
-def _make_pipeline(settings: Settings, *, full: bool = False, progress=None):
+def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None):
     from connector.api import ApiClient
     from connector.ledger import Ledger
     from connector.pipeline import Pipeline
 
-    return Pipeline(settings, ApiClient(settings.api), Ledger.open(settings.folders.state), full=full, progress=progress)
+    client = ApiClient(settings.api, sleep=clock.sleep, clock=clock.monotonic)
+    return Pipeline(settings, client, Ledger.open(settings.folders.state), full=full, progress=progress)
 
 
 @contextlib.contextmanager
-def _api(settings: Settings, sandbox: bool) -> Iterator[None]:
+def _api(settings: Settings, sandbox: bool, clock: Clock) -> Iterator[None]:
     """With --sandbox: serve the sandbox in-process and point the settings at it."""
     if not sandbox:
         yield
         return
     from connector.sandbox import Sandbox, SandboxConfig
 
-    with Sandbox(SandboxConfig()) as sb, tempfile.TemporaryDirectory(prefix="connector-sandbox-") as tmp:
+    with Sandbox(SandboxConfig(clock=clock.monotonic)) as sb, \
+            tempfile.TemporaryDirectory(prefix="connector-sandbox-") as tmp:
         settings.api.url = sb.url
         settings.api.username, settings.api.password, settings.api.source_id = "demo", "demo", 1
         # Always a ledger of its own: a fresh sandbox knows no products, and work journaled

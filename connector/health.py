@@ -24,17 +24,17 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.common import iso_utc, write_json_atomic
 
 log = logging.getLogger("connector.health")
 
 # A snapshot older than this means the service loop is stuck. The watcher publishes at least
-# every 5 s (watch.HEARTBEAT_S), so this leaves room for a slow share or a paused VM.
+# every 5 s (watch.loop.HEARTBEAT_S), so this leaves room for a slow share or a paused VM.
 STALE_AFTER_S = 180.0
 
 
@@ -42,14 +42,14 @@ class Health:
     """Publishes the latest snapshot to a file and, optionally, to /healthz on 127.0.0.1:`port`."""
 
     def __init__(self, path: Path | None, port: int | None = None, *, log: logging.Logger | None = None,
-                 stale_after: float = STALE_AFTER_S, clock: Callable[[], float] = time.monotonic):
+                 stale_after: float = STALE_AFTER_S, clock: Clock = SYSTEM_CLOCK):
         self.path = path
         self.port = port
         self.log = log or logging.getLogger("connector.health")
         self.stale_after = stale_after
         self.clock = clock
         self._snapshot: dict[str, Any] = {"state": "degraded", "problems": ["starting"]}
-        self._updated = clock()
+        self._updated = clock.monotonic()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -98,7 +98,7 @@ class Health:
     def current(self) -> dict[str, Any]:
         """The last snapshot, or that snapshot marked "stale" when it is older than `stale_after`."""
         with self._lock:
-            snapshot, age = dict(self._snapshot), self.clock() - self._updated
+            snapshot, age = dict(self._snapshot), self.clock.monotonic() - self._updated
         if age <= self.stale_after:
             return snapshot
         problem = f"no health update for {age:.0f} s: the service loop is stuck or stopped"
@@ -106,9 +106,9 @@ class Health:
 
     def update(self, snapshot: dict[str, Any]) -> None:
         """Publish `snapshot`; a health file that cannot be written is logged, never fatal."""
-        snapshot = {**snapshot, "pid": os.getpid(), "updated_at": utc_now(), "health_url": self.url}
+        snapshot = {**snapshot, "pid": os.getpid(), "updated_at": utc_now(self.clock), "health_url": self.url}
         with self._lock:
-            self._snapshot, self._updated = snapshot, self.clock()
+            self._snapshot, self._updated = snapshot, self.clock.monotonic()
         if self.path is None:
             return
         try:
@@ -124,8 +124,9 @@ class Health:
             self._server = None
 
 
-def utc_now(now: float | None = None) -> str:
-    return iso_utc(time.time() if now is None else now)
+def utc_now(clock: Clock = SYSTEM_CLOCK) -> str:
+    """The clock's wall time as `2025-06-14T10:15:02Z` (the format `parse_utc` reads)."""
+    return iso_utc(clock.time())
 
 
 def read_health(path: Path) -> dict[str, Any] | None:
@@ -137,10 +138,10 @@ def read_health(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def is_healthy(path: Path, max_age_s: float = STALE_AFTER_S, *, now: float | None = None) -> bool:
+def is_healthy(path: Path, max_age_s: float = STALE_AFTER_S, *, clock: Clock = SYSTEM_CLOCK) -> bool:
     """True when the health file says "ok" and was written less than `max_age_s` ago, by its
     mtime and by the `updated_at` inside it (a file copied or touched keeps an old `updated_at`)."""
-    now = time.time() if now is None else now
+    now = clock.time()
     try:
         age = now - Path(path).stat().st_mtime
     except OSError:
@@ -158,8 +159,6 @@ def parse_utc(text: Any) -> float | None:
         return float(calendar.timegm(time.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ")))
     except ValueError:
         return None
-
-
 
 
 def main(argv: list[str] | None = None) -> int:

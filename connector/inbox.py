@@ -16,12 +16,13 @@ import errno
 import fnmatch
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from connector.clock import Clock
 from connector.common import fsync_dir, sha256_of
 from connector.config import Folders
 from connector.report import Report, write_report_files
@@ -203,11 +204,11 @@ class Readiness:
 
     So no file is ever taken within `stable_interval` of its last observed change. "empty" is
     "ready" for a zero-byte file when empty files are not allowed; otherwise "wait".
-    `clock` is a monotonic clock in seconds (injected so tests need not sleep).
+    Time is `clock.monotonic()` (injected so tests need not sleep).
     """
 
     def __init__(self, min_age: float, stable_interval: float, *, allow_empty: bool = False,
-                 clock: Callable[[], float]):
+                 clock: Clock):
         self.min_age = min_age
         self.stable_interval = stable_interval
         self.allow_empty = allow_empty
@@ -215,7 +216,7 @@ class Readiness:
         self._seen: dict[Path, _Seen] = {}
 
     def observe(self, candidate: Candidate) -> Verdict:
-        now = self.clock()
+        now = self.clock.monotonic()
         seen = self._seen.get(candidate.path)
         if seen is None:
             seen = self._seen[candidate.path] = _Seen(now, candidate.signature, now, 1)
@@ -238,7 +239,7 @@ class Readiness:
         """Seconds until the earliest tracked file could be ready (0 if now), None if none tracked."""
         if not self._seen:
             return None
-        now = self.clock()
+        now = self.clock.monotonic()
         return min(max(self._ready_at(s) - now, 0.0) for s in self._seen.values())
 
     def tracked(self) -> list[Path]:

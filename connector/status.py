@@ -6,18 +6,19 @@ ledger (SQLite in WAL mode lets a reader in beside the writer).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from connector import inbox
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings
 from connector.health import STALE_AFTER_S, parse_utc, read_health
 
 
-def render_status(settings: Settings, *, now: float | None = None) -> str:
-    """A few short sections of plain text: service, processing/, ledger, archived, failed, last error."""
-    now = time.time() if now is None else now
+def render_status(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> str:
+    """A few short sections of plain text: service, processing/, ledger, archived, failed, last error.
+    Ages are by `clock`'s wall time."""
+    now = clock.time()
     folders = settings.folders
     lines: list[str] = []
     lines += _service(settings.watch.health_file, now)

@@ -1,9 +1,17 @@
-"""Helpers the end-to-end tests share: a clock that moves only when the code sleeps, and
+"""Helpers the tests share: fake clocks that move only when the code sleeps or waits, and
 settings and a pipeline pointed at a sandbox, with every folder in the test's tmp_path."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from connector.api import ApiClient
 from connector.config import ApiSettings, Settings
@@ -14,7 +22,10 @@ from connector.report import Report
 
 
 class FakeTime:
-    """A clock that only moves when the code under test sleeps; records every sleep."""
+    """A clock that only moves when the code under test sleeps; records every sleep.
+
+    For code that takes a clock function and a sleep function (the API client, the sandbox's
+    limits); code that takes a `connector.clock.Clock` gets a `FakeClock`."""
 
     def __init__(self):
         self.now = 1000.0
@@ -32,6 +43,118 @@ class FakeTime:
     def advance(self, seconds: float) -> None:
         """Time passing while nobody sleeps (a test moving the clock)."""
         self.now += seconds
+
+
+class FakeClock:
+    """A `connector.clock.Clock` on which waits end at once, having moved time on by their timeout.
+
+    Nothing really sleeps: a wait only pauses REAL_PAUSE_S (so the test's thread, watchdog's and
+    the pipeline's get to run), and the pipeline's work is waited for at most REAL_RESULT_S of
+    real time per call. A service loop on this clock runs through minutes of its time in a
+    fraction of a second. `frozen()` stops its waits from moving time while a test does several
+    things that must look simultaneous to the code (writing a file, moving the clock by hand);
+    `run_for(seconds)` lets the code's own waits move time on by at least `seconds`.
+    The wall clock starts at the real time, so file mtimes and ages still make sense.
+    """
+
+    REAL_PAUSE_S = 0.001
+    REAL_RESULT_S = 0.05
+    REAL_STEP_S = 0.002
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._t = start
+        self._wall_offset = time.time() - start
+        self._frozen = 0
+        self._lock = threading.Lock()
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self._t
+
+    def time(self) -> float:
+        return self._t + self._wall_offset
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.time(), UTC)
+
+    def advance(self, seconds: float) -> None:
+        """Time passing while nobody waits (a test moving the clock); works while frozen too."""
+        with self._lock:
+            self._t += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self._pass(seconds)
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        if event.wait(self.REAL_PAUSE_S):
+            return True
+        self._pass(timeout)
+        return event.is_set()
+
+    def result(self, future: Future, timeout: float) -> Any:
+        try:
+            return future.result(timeout=min(timeout, self.REAL_RESULT_S))
+        except FuturesTimeout:
+            self._pass(timeout)
+            raise
+
+    def _pass(self, seconds: float) -> None:
+        if self._frozen:
+            time.sleep(self.REAL_PAUSE_S)  # a frozen clock does not move; do not spin either
+        else:
+            self.advance(seconds)
+
+    def freeze(self) -> None:
+        """From now on waits do not move time; only `advance` and the `step_*` helpers do."""
+        with self._lock:
+            self._frozen += 1
+
+    def thaw(self) -> None:
+        with self._lock:
+            self._frozen -= 1
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        self.freeze()
+        try:
+            yield
+        finally:
+            self.thaw()
+
+    def step_until(self, condition: Callable[[], bool], step: float = 0.05, timeout: float = 10.0,
+                   what: str = "condition") -> None:
+        """Move time on by `step` at a time, giving the code REAL_STEP_S of real time after each
+        step, until `condition` holds (AssertionError after `timeout` real seconds). Meant for a
+        frozen clock, so the test alone decides how far time goes."""
+        give_up = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() >= give_up:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            self.advance(step)
+            time.sleep(self.REAL_STEP_S)
+
+    def step_for(self, seconds: float, step: float = 0.05) -> None:
+        """Move time on by `seconds`, `step` at a time, giving the code real time after each step."""
+        target = self._t + seconds
+        while self._t < target:
+            self.advance(min(step, target - self._t))
+            time.sleep(self.REAL_STEP_S)
+
+    def run_for(self, seconds: float, timeout: float = 10.0) -> None:
+        """Let the code under test wait through `seconds` of this clock (real time at most `timeout`)."""
+        target = self._t + seconds
+        wait_real(lambda: self._t >= target, timeout, f"{seconds} s to pass on the fake clock")
+
+
+def wait_real(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll `condition` in real time (every 10 ms) until it holds; AssertionError after `timeout` s."""
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def settings_for(tmp_path: Path, sb) -> Settings:

@@ -1,30 +1,58 @@
-"""The command line as a person uses it: exit codes, one-line messages, reports, --help."""
+"""The command line as a person uses it: exit codes, one-line messages, reports, --help.
+
+The commands run in-process through `main(argv)` on a fake clock, with the test's folder as the
+working directory and its own S2S_* environment; one smoke test runs the installed entry point.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from connector.cli import build_parser
+from connector.cli import build_parser, main
 from connector.sandbox import Faults
+from tests.support import FakeClock
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 TOKEN_SHAPED = re.compile(r"\b[0-9a-f]{40}\b")  # the sandbox's tokens are 40 hex characters
 
 
-def run(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("S2S_")}
-    base["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "connector", *args], cwd=cwd, env={**base, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run(monkeypatch, capsys) -> Callable[..., Result]:
+    """`run(args, cwd, env)`: `connector ARGS` in `cwd` with only `env`'s S2S_* variables, in-process,
+    on a fake clock (the API client's pacing and backoff, and the --sandbox API's limits)."""
+
+    def run(args: list[str], cwd: Path, env: dict | None = None) -> Result:
+        for name in [k for k in os.environ if k.startswith("S2S_")]:
+            monkeypatch.delenv(name)
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = main(args, clock=FakeClock())
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
 
 
 @pytest.fixture
@@ -34,7 +62,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", ["products.csv", "products.xlsx"])
-def test_quick_start_push_to_the_built_in_sandbox(workdir, name):
+def test_quick_start_push_to_the_built_in_sandbox(run, workdir, name):
     result = run(["push", f"examples/{name}", "--sandbox"], workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((workdir / "reports" / f"{name}.report.json").read_text())
@@ -45,12 +73,12 @@ def test_quick_start_push_to_the_built_in_sandbox(workdir, name):
     assert f"{name}: done" in result.stdout
 
 
-def test_strict_push_exits_1_when_rows_were_refused(workdir):
+def test_strict_push_exits_1_when_rows_were_refused(run, workdir):
     result = run(["push", "examples/products.csv", "--sandbox", "--strict"], workdir)
     assert result.returncode == 1
 
 
-def test_check_sends_nothing_and_writes_what_would_be_sent(workdir):
+def test_check_sends_nothing_and_writes_what_would_be_sent(run, workdir):
     result = run(["check", "examples/products.csv", "--out", "out"], workdir)
     assert result.returncode == 0, result.stderr
     items = json.loads((workdir / "out" / "products.csv.items.json").read_text())["system_products"]
@@ -60,13 +88,13 @@ def test_check_sends_nothing_and_writes_what_would_be_sent(workdir):
     assert "products" in result.stdout
 
 
-def test_push_without_credentials_says_what_to_set(workdir):
+def test_push_without_credentials_says_what_to_set(run, workdir):
     result = run(["push", "examples/products.csv"], workdir)
     assert result.returncode == 2
     assert "S2S_USERNAME" in result.stderr and "--sandbox" in result.stderr
 
 
-def test_config_errors_are_listed_at_once_without_the_password(workdir):
+def test_config_errors_are_listed_at_once_without_the_password(run, workdir):
     (workdir / "connector.yaml").write_text(
         "api:\n  password: hunter2-secret\n  rate: fast\n  colour: blue\nbatch:\n  max_items: 900\n", encoding="utf-8")
     result = run(["push", "examples/products.csv"], workdir, env={"S2S_PASSWORD": "hunter2-secret"})
@@ -75,7 +103,7 @@ def test_config_errors_are_listed_at_once_without_the_password(workdir):
     assert "hunter2-secret" not in result.stderr + result.stdout
 
 
-def test_a_broken_mapping_is_a_usage_error(workdir):
+def test_a_broken_mapping_is_a_usage_error(run, workdir):
     (workdir / "bad.yaml").write_text("name: bad\ngroup_by: sku\nvariant:\n  price: {column: price, type: decmal}\n",
                                       encoding="utf-8")
     result = run(["push", "examples/products.csv", "--sandbox", "--mapping", "bad.yaml"], workdir)
@@ -83,12 +111,12 @@ def test_a_broken_mapping_is_a_usage_error(workdir):
     assert "decmal" in result.stdout + result.stderr
 
 
-def test_a_missing_file_is_a_usage_error(workdir):
+def test_a_missing_file_is_a_usage_error(run, workdir):
     result = run(["push", "examples/nope.csv", "--sandbox"], workdir)
     assert result.returncode == 2 and "no such file" in result.stderr
 
 
-def test_an_unreachable_api_leaves_the_work_waiting_with_exit_3(workdir):
+def test_an_unreachable_api_leaves_the_work_waiting_with_exit_3(run, workdir):
     (workdir / "connector.yaml").write_text("api:\n  retry_budget: 2\n", encoding="utf-8")
     env = {"S2S_API_URL": "http://127.0.0.1:9", "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1"}
     result = run(["push", "examples/products.csv"], workdir, env=env)
@@ -98,7 +126,7 @@ def test_an_unreachable_api_leaves_the_work_waiting_with_exit_3(workdir):
     assert status.returncode == 0
 
 
-def test_debug_logs_and_reports_never_show_the_token_or_password(make_sandbox, workdir):
+def test_debug_logs_and_reports_never_show_the_token_or_password(run, make_sandbox, workdir):
     sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, users={"demo": "sentinel-pass-7d1e"},
                       faults=Faults(seed=3, expire_after=2, error_rate=0.2, drop_rate=0.1))
     env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "sentinel-pass-7d1e", "S2S_SOURCE_ID": "1"}
@@ -123,3 +151,24 @@ def test_every_command_explains_itself_and_the_readme_names_it(command):
         for option in action.option_strings:
             if option.startswith("--") and command in {"push", "check"} and option not in {"--help"}:
                 assert option in readme, f"{command} {option} is not in the README"
+
+
+def test_main_leaves_logging_and_signal_handlers_as_it_found_them(run, workdir):
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    sigterm, sigint = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    assert run(["check", "examples/products.csv", "--out", "out", "--log-level", "DEBUG"], workdir).returncode == 0
+    assert run(["status"], workdir).returncode == 0
+    assert root.handlers == handlers and root.level == level
+    assert signal.getsignal(signal.SIGTERM) is sigterm and signal.getsignal(signal.SIGINT) is sigint
+
+
+def test_the_installed_entry_point_runs(workdir):
+    """Smoke test of the console script (or `python -m connector` where it is not installed)."""
+    script = Path(sys.executable).with_name("connector")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "connector"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S2S_")}
+    result = subprocess.run([*command, "check", "examples/products.csv", "--out", "out"], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (workdir / "out" / "products.csv.items.json").exists() and "products" in result.stdout

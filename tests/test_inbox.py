@@ -17,7 +17,7 @@ from connector import inbox
 from connector.config import Folders
 from connector.lock import AlreadyRunning, StateLock
 from connector.model import Row
-from tests.support import FakeTime, report_of
+from tests.support import FakeClock, report_of
 
 PATTERNS = ["*.csv", "*.xlsx", "*.xls", "*.ods"]
 NOW = datetime(2025, 6, 14, 10, 15, 2, tzinfo=UTC)
@@ -125,7 +125,7 @@ def cand(size: int, mtime: int = 1, name: str = "f.csv") -> inbox.Candidate:
 
 
 def test_ready_only_after_two_equal_checks_apart_and_min_age_by_our_clock():
-    clock = FakeTime()
+    clock = FakeClock()
     r = inbox.Readiness(min_age=10, stable_interval=2, clock=clock)
     assert r.observe(cand(5)) == "wait"  # first sight
     clock.advance(2)
@@ -135,7 +135,7 @@ def test_ready_only_after_two_equal_checks_apart_and_min_age_by_our_clock():
 
 
 def test_a_growing_file_restarts_the_stability_window():
-    clock = FakeTime()
+    clock = FakeClock()
     r = inbox.Readiness(min_age=0, stable_interval=2, clock=clock)
     r.observe(cand(5))
     clock.advance(3)
@@ -147,7 +147,7 @@ def test_a_growing_file_restarts_the_stability_window():
 
 
 def test_an_old_mtime_from_the_writer_does_not_make_a_file_ready_early():
-    clock = FakeTime()
+    clock = FakeClock()
     r = inbox.Readiness(min_age=30, stable_interval=0, clock=clock)
     r.observe(cand(5, mtime=1))  # mtime from 1970: the writer's clock means nothing to us
     clock.advance(1)
@@ -156,7 +156,7 @@ def test_an_old_mtime_from_the_writer_does_not_make_a_file_ready_early():
 
 @pytest.mark.parametrize("allow_empty, expected", [(False, "empty"), (True, "ready")])
 def test_zero_byte_files_are_refused_unless_allowed(allow_empty, expected):
-    clock = FakeTime()
+    clock = FakeClock()
     r = inbox.Readiness(min_age=0, stable_interval=1, allow_empty=allow_empty, clock=clock)
     assert r.observe(cand(0)) == "wait"  # a writer may create the file first and fill it later
     clock.advance(1)
@@ -164,7 +164,7 @@ def test_zero_byte_files_are_refused_unless_allowed(allow_empty, expected):
 
 
 def test_due_in_tells_when_the_next_check_can_make_a_file_ready():
-    clock = FakeTime()
+    clock = FakeClock()
     r = inbox.Readiness(min_age=5, stable_interval=2, clock=clock)
     assert r.due_in() is None
     r.observe(cand(5))
@@ -190,7 +190,7 @@ def test_due_in_tells_when_the_next_check_can_make_a_file_ready():
     [(0, 0, "wait"), (9, 0, "wait"), (1, 50, "wait"), (10, 50, "ready")],  # the ERP finished its query
 ])
 def test_readiness_waits_for_quiet_after_the_last_change(steps):
-    clock = FakeTime()
+    clock = FakeClock()
     r = inbox.Readiness(min_age=10, stable_interval=2, clock=clock)
     verdicts = []
     for advance, size, _ in steps:
@@ -202,17 +202,17 @@ def test_readiness_waits_for_quiet_after_the_last_change(steps):
 def test_no_file_is_ever_taken_within_stable_interval_of_its_last_observed_change():
     rng = random.Random(7)
     for _ in range(300):
-        clock = FakeTime()
+        clock = FakeClock()
         min_age, stable = rng.choice([0, 1, 10]), rng.choice([0.5, 2])
         r = inbox.Readiness(min_age=min_age, stable_interval=stable, clock=clock)
-        size, last_change = 1, clock.now
+        size, last_change = 1, clock.monotonic()
         r.observe(cand(size))
         for _ in range(20):
             clock.advance(rng.choice([0.2, 0.5, 1, 3]))
             if rng.random() < 0.3:
-                size, last_change = size + 1, clock.now
+                size, last_change = size + 1, clock.monotonic()
             if r.observe(cand(size)) == "ready":
-                assert clock.now - last_change >= stable
+                assert clock.monotonic() - last_change >= stable
                 break
 
 

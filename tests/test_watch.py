@@ -1,8 +1,11 @@
-"""`connector watch` on real folders with a real watchdog observer and short intervals.
+"""`connector watch` on real folders with a real watchdog observer, on a fake clock.
 
-Most tests run `serve` in a thread with a small recording pipeline (real files, real folders);
-the end-to-end ones run `python -m connector watch` as a process against the sandbox API.
-Every test stops the service itself and is bounded in time.
+Most tests run `serve` in a thread with a small recording pipeline (real files, real folders)
+and a FakeClock: the service's waits end at once, so its seconds pass in milliseconds. Where the
+order of the test's actions and the service's time matters, the test freezes the clock and moves
+it itself (`frozen`, `step_until`, `step_for`). The end-to-end ones run `python -m connector
+watch` as a process against the sandbox API, in real time. Every test stops the service itself
+and is bounded in time.
 """
 
 from __future__ import annotations
@@ -29,14 +32,26 @@ from watchdog.observers.api import BaseObserver
 from connector import watch
 from connector.config import Folders, Settings, WatchSettings
 from connector.health import read_health
+from connector.cli import EXIT_CODES, error_outcome
+from connector.errors import AlreadyRunning
 from connector.lock import StateLock
 from connector.report import Report
-from tests.support import report_of
+from connector.watch.observer import Hints
+from tests.support import FakeClock, report_of, wait_real
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _quick_observer_stop(monkeypatch):
+    """watchdog's inotify emitter holds a move out of the inbox (every claim) for 0.5 s to pair
+    it with a move in, and stopping the observer waits for that; the pairing needs far less."""
+    from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+
+    monkeypatch.setattr(InotifyMoveEventGrouper, "delay", 0.02)
+
 
 class RecordingPipeline:
     """Stands in for connector.pipeline.Pipeline: records what it was given, reads the file as
@@ -105,23 +120,25 @@ def make_settings(root: Path, **watch_options) -> Settings:
     folders = Folders(inbox=root / "inbox", processing=root / "processing", archive=root / "archive",
                       failed=root / "failed", state=root / "state")
     folders.inbox.mkdir(parents=True, exist_ok=True)
-    options = dict(scan_interval=30.0, min_age=0.1, stable_interval=0.2, observer="native",
-                   health_file=folders.state / "health.json")
+    options = {"scan_interval": 30.0, "min_age": 0.1, "stable_interval": 0.2, "observer": "native",
+               "health_file": folders.state / "health.json"}
     options.update(watch_options)
     return Settings(folders=folders, watch=WatchSettings(**options))
 
 
 @contextlib.contextmanager
-def serving(settings: Settings, pipeline, **kwargs) -> Iterator[dict]:
-    """Run serve() in a thread; stop it on exit and check it stopped within 10 s."""
+def serving(settings: Settings, pipeline, *, clock: FakeClock | None = None, **kwargs) -> Iterator[dict]:
+    """Run serve() in a thread on a fake clock (result["clock"]); stop it on exit and check it
+    stopped within 10 s."""
     stop = threading.Event()
     records = Records()
+    clock = clock or FakeClock()
     log = logging.getLogger(f"test.watch.{id(stop)}")
     log.addHandler(records)
     log.setLevel(logging.DEBUG)
-    result: dict = {"stop": stop, "records": records}
+    result: dict = {"stop": stop, "records": records, "clock": clock}
     thread = threading.Thread(target=lambda: result.setdefault(
-        "code", watch.serve(settings, lambda: pipeline, stop=stop, log=log, **kwargs)), daemon=True)
+        "code", watch.serve(settings, lambda: pipeline, stop=stop, log=log, clock=clock, **kwargs)), daemon=True)
     thread.start()
     try:
         yield result
@@ -133,12 +150,14 @@ def serving(settings: Settings, pipeline, **kwargs) -> Iterator[dict]:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """Wait in real time (the service's fake clock runs meanwhile, unless frozen)."""
+    wait_real(condition, timeout, what)
+
+
+def drop(clock: FakeClock, path: Path, data: bytes) -> None:
+    """Write a file in one go, as far as the service's clock can tell."""
+    with clock.frozen():
+        path.write_bytes(data)
 
 
 def archived(settings: Settings) -> list[Path]:
@@ -155,14 +174,16 @@ def test_a_file_written_slowly_in_parts_is_taken_once_after_it_is_complete(tmp_p
     settings = make_settings(tmp_path, stable_interval=1.0, min_age=0.5)
     pipeline = RecordingPipeline()
     parts = [b"sku,title\n"] + [f"SKU{i},Item {i}\n".encode() for i in range(8)]
-    with serving(settings, pipeline):
-        with open(settings.folders.inbox / "slow.csv", "wb") as f:
+    with serving(settings, pipeline) as run:
+        clock = run["clock"]
+        with clock.frozen(), open(settings.folders.inbox / "slow.csv", "wb") as f:
             for part in parts:  # pauses a tenth of stable_interval: never mistaken for the end
                 f.write(part)
                 f.flush()
-                time.sleep(0.1)
+                clock.advance(0.1)
+                time.sleep(0.01)  # real time for the service to look at the growing file
         wait_until(lambda: pipeline.calls, what="the file to be taken")
-        time.sleep(0.5)
+        clock.run_for(0.5)
     assert pipeline.calls == [("slow.csv", b"".join(parts))]
     assert len(archived(settings)) == 1
 
@@ -171,18 +192,20 @@ def test_an_excel_style_save_is_taken_once_and_an_open_workbook_waits(tmp_path):
     settings = make_settings(tmp_path)
     pipeline = RecordingPipeline()
     box = settings.folders.inbox
-    with serving(settings, pipeline):
-        (box / "~$book.xlsx").write_bytes(b"owner")  # someone has book.xlsx open
-        (box / "book.xlsx").write_bytes(b"version 1")
-        # Excel's save: write a temp file with no extension, delete the original, rename the temp.
-        (box / "8A3F2C10").write_bytes(b"version 2")
-        (box / "book.xlsx").unlink()
-        os.rename(box / "8A3F2C10", box / "book.xlsx")
-        time.sleep(1.0)
+    with serving(settings, pipeline) as run:
+        clock = run["clock"]
+        with clock.frozen():
+            (box / "~$book.xlsx").write_bytes(b"owner")  # someone has book.xlsx open
+            (box / "book.xlsx").write_bytes(b"version 1")
+            # Excel's save: write a temp file with no extension, delete the original, rename the temp.
+            (box / "8A3F2C10").write_bytes(b"version 2")
+            (box / "book.xlsx").unlink()
+            os.rename(box / "8A3F2C10", box / "book.xlsx")
+        clock.run_for(1.0)
         assert pipeline.calls == []  # still open in Excel
         (box / "~$book.xlsx").unlink()  # Excel closed
         wait_until(lambda: pipeline.calls, what="the workbook to be taken")
-        time.sleep(0.5)
+        clock.run_for(0.5)
     assert pipeline.calls == [("book.xlsx", b"version 2")]
 
 
@@ -190,13 +213,15 @@ def test_office_owner_files_and_temp_files_are_left_alone(tmp_path):
     settings = make_settings(tmp_path)
     pipeline = RecordingPipeline()
     box = settings.folders.inbox
-    with serving(settings, pipeline):
-        (box / "~$other.xlsx").write_bytes(b"owner")
-        (box / "export.csv.tmp").write_bytes(b"half")
-        (box / "upload.part").write_bytes(b"half")
-        (box / "good.csv").write_bytes(b"sku\nA\n")
+    with serving(settings, pipeline) as run:
+        clock = run["clock"]
+        with clock.frozen():
+            (box / "~$other.xlsx").write_bytes(b"owner")
+            (box / "export.csv.tmp").write_bytes(b"half")
+            (box / "upload.part").write_bytes(b"half")
+            (box / "good.csv").write_bytes(b"sku\nA\n")
         wait_until(lambda: pipeline.calls, what="good.csv")
-        time.sleep(0.5)
+        clock.run_for(0.5)
     assert pipeline.names() == ["good.csv"]
     assert sorted(p.name for p in box.iterdir()) == ["export.csv.tmp", "upload.part", "~$other.xlsx"]
 
@@ -222,17 +247,20 @@ def test_200_files_dropped_at_once_are_each_processed_once_oldest_first(tmp_path
     names = [f"export-{i:03d}.csv" for i in range(200)]
     ages = list(range(200))
     random.Random(4).shuffle(ages)  # mtime order differs from name order
-    for name, age in zip(names, ages):
+    for name, age in zip(names, ages, strict=True):
         path = staging / name
         path.write_bytes(name.encode())
         os.utime(path, (1_000_000 + age, 1_000_000 + age))
-    with serving(settings, pipeline):
-        time.sleep(0.3)
-        for name in names:  # one quick burst of renames, as a copy tool finishing would make
-            os.rename(staging / name, settings.folders.inbox / name)
+    with serving(settings, pipeline) as run:
+        clock = run["clock"]
+        clock.run_for(0.3)
+        with clock.frozen():  # one quick burst of renames, as a copy tool finishing would make
+            for name in names:
+                os.rename(staging / name, settings.folders.inbox / name)
+            time.sleep(0.3)  # real time for watchdog to deliver the burst within one settling wait
         wait_until(lambda: len(pipeline.calls) >= 200, timeout=30, what="200 files")
-        time.sleep(0.3)
-    expected = [name for _, name in sorted(zip(ages, names))]
+        clock.run_for(0.3)
+    expected = [name for _, name in sorted(zip(ages, names, strict=True))]
     assert pipeline.names() == expected
     assert len(archived(settings)) == 200
     assert list(settings.folders.processing.iterdir()) == []
@@ -241,8 +269,8 @@ def test_200_files_dropped_at_once_are_each_processed_once_oldest_first(tmp_path
 def test_a_zero_byte_file_goes_to_failed_with_a_reason(tmp_path):
     settings = make_settings(tmp_path)
     pipeline = RecordingPipeline()
-    with serving(settings, pipeline):
-        (settings.folders.inbox / "empty.csv").write_bytes(b"")
+    with serving(settings, pipeline) as run:
+        drop(run["clock"], settings.folders.inbox / "empty.csv", b"")
         wait_until(lambda: list(settings.folders.failed.rglob("*.error.json")), what="the error report")
     assert pipeline.calls == []
     error = json.loads(next(settings.folders.failed.rglob("*.error.json")).read_text())
@@ -253,11 +281,11 @@ def test_done_file_mode_waits_for_the_done_file_and_archives_both(tmp_path):
     settings = make_settings(tmp_path, done_file=True)
     pipeline = RecordingPipeline()
     box = settings.folders.inbox
-    with serving(settings, pipeline):
-        (box / "orders.csv").write_bytes(b"sku\nA\n")
-        time.sleep(0.8)
+    with serving(settings, pipeline) as run:
+        drop(run["clock"], box / "orders.csv", b"sku\nA\n")
+        run["clock"].run_for(0.8)
         assert pipeline.calls == []
-        (box / "orders.csv.done").write_bytes(b"")
+        drop(run["clock"], box / "orders.csv.done", b"")
         wait_until(lambda: archived(settings), what="the archive")
         wait_until(lambda: list(settings.folders.archive.rglob("*.done")), what="the done file archived")
     assert list(box.iterdir()) == []
@@ -269,21 +297,31 @@ def _observers() -> list[BaseObserver]:
     return [t for t in threading.enumerate() if isinstance(t, BaseObserver)]
 
 
+def _new_observer(before: set[BaseObserver]) -> bool:
+    """An observer not in `before` runs (started, not only about to: one cannot be joined yet)."""
+    return any(o.is_alive() for o in set(_observers()) - before)
+
+
 @pytest.mark.parametrize("kind", ["native", "polling"])
 def test_a_killed_observer_is_rebuilt_and_discovery_goes_on(tmp_path, kind):
     settings = make_settings(tmp_path, observer=kind)  # scans every 30 s: only the observer finds files fast
     pipeline = RecordingPipeline()
-    with serving(settings, pipeline) as run:
+    # Time moves only in small steps: the polling observer lists the inbox every 5 s of real
+    # time, and meanwhile the service's clock must not reach the next scan.
+    clock = FakeClock()
+    clock.freeze()
+    with serving(settings, pipeline, clock=clock) as run:
         wait_until(lambda: health(settings).get("observer_state") == "running", what="the observer")
         before = set(_observers())
         for observer in before:  # kill it from outside, as a crash would
             observer.stop()
             observer.join(2)
-        wait_until(lambda: set(_observers()) - before, timeout=5, what="a new observer")
+        clock.step_until(lambda: _new_observer(before), step=0.005, timeout=5, what="a new observer")
         (settings.folders.inbox / "after.csv").write_bytes(b"sku\nA\n")
         # the polling observer lists the inbox every 5 s: allow two polls plus readiness
-        wait_until(lambda: pipeline.calls, timeout=15, what="a file found by the rebuilt observer")
+        clock.step_until(lambda: pipeline.calls, step=0.005, timeout=15, what="a file found by the rebuilt observer")
         assert run["records"].events("observer")[-1].state == "rebuilt"
+        assert clock.monotonic() - 1000.0 < 30, "found by a scan, not by the observer"
 
 
 def test_an_inbox_that_vanishes_and_returns_keeps_the_service_up_with_one_log_line(tmp_path):
@@ -291,15 +329,16 @@ def test_an_inbox_that_vanishes_and_returns_keeps_the_service_up_with_one_log_li
     pipeline = RecordingPipeline()
     box = settings.folders.inbox
     with serving(settings, pipeline) as run:
-        (box / "first.csv").write_bytes(b"1")
+        drop(run["clock"], box / "first.csv", b"1")
         wait_until(lambda: pipeline.calls, what="the first file")
         box.rmdir()
         wait_until(lambda: "inbox unavailable" in " ".join(health(settings).get("problems", [])), what="degraded health")
-        time.sleep(1.5)  # several scans fail meanwhile
+        run["clock"].run_for(1.5)  # several scans fail meanwhile
         assert len(run["records"].events("inbox_unavailable")) == 1
         assert health(settings)["state"] == "degraded"
-        box.mkdir()
-        (box / "second.csv").write_bytes(b"2")
+        with run["clock"].frozen():
+            box.mkdir()
+            (box / "second.csv").write_bytes(b"2")
         wait_until(lambda: len(pipeline.calls) == 2, timeout=8, what="a file in the recreated inbox")
         wait_until(lambda: health(settings).get("state") == "ok", what="health ok again")
         assert len(run["records"].events("inbox_available")) == 1
@@ -310,10 +349,11 @@ def test_a_missing_inbox_at_start_up_is_waited_for(tmp_path):
     settings = make_settings(tmp_path, scan_interval=0.3)
     settings.folders.inbox.rmdir()
     pipeline = RecordingPipeline()
-    with serving(settings, pipeline):
+    with serving(settings, pipeline) as run:
         wait_until(lambda: health(settings).get("state") == "degraded", what="degraded health")
-        settings.folders.inbox.mkdir()
-        (settings.folders.inbox / "late.csv").write_bytes(b"x")
+        with run["clock"].frozen():
+            settings.folders.inbox.mkdir()
+            (settings.folders.inbox / "late.csv").write_bytes(b"x")
         wait_until(lambda: pipeline.calls, timeout=8, what="the file")
 
 
@@ -323,13 +363,17 @@ def test_waiting_api_work_keeps_the_file_in_processing_and_claims_nothing_new(tm
     pipeline = RecordingPipeline(statuses=lambda name: answers.pop(0) if name == "first.csv" else "done")
     box = settings.folders.inbox
     with serving(settings, pipeline, retry_base=0.3, retry_cap=0.6) as run:
-        (box / "first.csv").write_bytes(b"1")
-        wait_until(lambda: pipeline.calls, what="first.csv")
-        (box / "second.csv").write_bytes(b"2")
-        wait_until(lambda: health(settings).get("processing_files") == 1, what="health")
-        assert health(settings)["state"] == "degraded"
-        assert (settings.folders.processing / "first.csv").exists()
-        assert "second.csv" not in pipeline.names()  # second.csv waits its turn
+        clock = run["clock"]
+        with clock.frozen():  # the retries wait until the checks below are done
+            (box / "first.csv").write_bytes(b"1")
+            clock.step_until(lambda: pipeline.calls, what="first.csv")
+            (box / "second.csv").write_bytes(b"2")
+            # health after the answer (while run_file runs, health says it is busy with first.csv)
+            wait_until(lambda: health(settings).get("processing_files") == 1 and health(settings).get("busy") is None,
+                       what="health")
+            assert health(settings)["state"] == "degraded"
+            assert (settings.folders.processing / "first.csv").exists()
+            assert "second.csv" not in pipeline.names()  # second.csv waits its turn
         wait_until(lambda: len(pipeline.calls) == 4, timeout=8, what="the retries and second.csv")
         wait_until(lambda: health(settings).get("state") == "ok", what="health ok again")
     assert pipeline.names() == ["first.csv", "first.csv", "first.csv", "second.csv"]
@@ -342,9 +386,13 @@ def test_pending_ledger_work_at_start_up_is_retried_before_anything_is_claimed(t
     settings = make_settings(tmp_path)
     pipeline = RecordingPipeline(drains=[False, True])
     (settings.folders.inbox / "new.csv").write_bytes(b"new")
-    with serving(settings, pipeline, retry_base=0.5, retry_cap=1):
+    clock = FakeClock()
+    clock.freeze()
+    with serving(settings, pipeline, clock=clock, retry_base=0.5, retry_cap=1):
         wait_until(lambda: pipeline.drains == 1, what="the first drain")
+        clock.step_for(0.4)
         assert pipeline.calls == []  # the retry comes 0.5 s later; new.csv waits for it
+        clock.thaw()
         wait_until(lambda: pipeline.calls, what="new.csv after the ledger drained")
     assert pipeline.drains == 2
 
@@ -352,9 +400,9 @@ def test_pending_ledger_work_at_start_up_is_retried_before_anything_is_claimed(t
 def test_refused_files_go_to_failed_and_duplicates_to_the_archive(tmp_path):
     settings = make_settings(tmp_path)
     pipeline = RecordingPipeline(statuses=lambda name: {"bad.csv": "refused", "again.csv": "duplicate"}.get(name, "done"))
-    with serving(settings, pipeline):
+    with serving(settings, pipeline) as run:
         for name in ("bad.csv", "again.csv"):
-            (settings.folders.inbox / name).write_bytes(name.encode())
+            drop(run["clock"], settings.folders.inbox / name, name.encode())
         wait_until(lambda: len(pipeline.calls) == 2, what="both files")
         wait_until(lambda: list(settings.folders.failed.rglob("bad__*.csv")) and list(settings.folders.archive.rglob("again__*.csv")),
                    what="both placed")
@@ -373,7 +421,7 @@ def test_an_unexpected_error_sets_one_file_aside_and_after_3_attempts_sends_it_t
     with serving(settings, pipeline, retry_base=0.2, retry_cap=0.4) as run:
         wait_until(lambda: list(settings.folders.failed.rglob("bad__*.csv.error.json")), what="bad.csv in failed/")
         wait_until(lambda: archived(settings), what="good.csv archived")
-        (box / "later.csv").write_bytes(b"later")
+        drop(run["clock"], box / "later.csv", b"later")
         wait_until(lambda: len(archived(settings)) == 2, what="a file claimed after bad.csv failed")
         wait_until(lambda: health(settings).get("failed_files") == 1, what="health to count it")
     assert pipeline.names().count("bad.csv") == 3
@@ -396,7 +444,7 @@ def test_a_file_that_cannot_be_read_right_now_waits_in_processing_while_others_g
     (box / "locked.csv").write_bytes(b"locked")
     with serving(settings, pipeline, retry_base=0.2, retry_cap=0.4) as run:
         wait_until(lambda: (settings.folders.processing / "locked.csv").exists() and pipeline.calls, what="the claim")
-        (box / "other.csv").write_bytes(b"other")
+        drop(run["clock"], box / "other.csv", b"other")
         wait_until(lambda: archived(settings), what="other.csv taken meanwhile")
         problems = " ".join(health(settings)["problems"])
         assert "locked.csv cannot be read right now: the share is busy" in problems and "API work" not in problems
@@ -414,9 +462,9 @@ def test_a_broken_mapping_keeps_files_where_they_are_and_claims_nothing_until_fi
     pipeline = RecordingPipeline(statuses=lambda name: "done" if fixed.is_set() else "mapping")
     box = settings.folders.inbox
     with serving(settings, pipeline, retry_base=0.2, retry_cap=0.4) as run:
-        (box / "first.csv").write_bytes(b"1")
+        drop(run["clock"], box / "first.csv", b"1")
         wait_until(lambda: "mapping broken" in " ".join(health(settings).get("problems", [])), what="degraded")
-        (box / "second.csv").write_bytes(b"2")
+        drop(run["clock"], box / "second.csv", b"2")
         wait_until(lambda: pipeline.names().count("first.csv") >= 3, what="retries with backoff")
         assert (settings.folders.processing / "first.csv").exists() and (box / "second.csv").exists()
         assert "second.csv" not in pipeline.names()
@@ -432,10 +480,10 @@ def test_claims_resume_when_the_file_that_showed_a_broken_mapping_is_taken_away(
     settings = make_settings(tmp_path)
     pipeline = RecordingPipeline(statuses=lambda name: "mapping" if name == "odd.csv" else "done")
     box = settings.folders.inbox
-    with serving(settings, pipeline, retry_base=0.2, retry_cap=0.4):
-        (box / "odd.csv").write_bytes(b"odd")
+    with serving(settings, pipeline, retry_base=0.2, retry_cap=0.4) as run:
+        drop(run["clock"], box / "odd.csv", b"odd")
         wait_until(lambda: "mapping broken" in " ".join(health(settings).get("problems", [])), what="degraded")
-        (box / "next.csv").write_bytes(b"next")
+        drop(run["clock"], box / "next.csv", b"next")
         wait_until(lambda: pipeline.names().count("odd.csv") >= 2, what="a retry")
         assert (box / "next.csv").exists()
         (settings.folders.processing / "odd.csv").unlink()  # the operator takes it away
@@ -457,7 +505,7 @@ def test_a_file_that_cannot_be_claimed_is_named_in_health_and_logged_once(tmp_pa
         with serving(settings, pipeline) as run:
             wait_until(lambda: "orders.csv" in " ".join(health(settings).get("problems", [])), what="the problem in health")
             scans = health(settings)["last_scan_at"]
-            time.sleep(1.2)  # several scans and claim attempts
+            run["clock"].run_for(1.2)  # several scans and claim attempts
             assert health(settings)["state"] == "degraded" and health(settings)["last_scan_at"] >= scans
             assert "another filesystem" in " ".join(health(settings)["problems"])
         assert len(run["records"].events("claim_problem")) == 1
@@ -476,7 +524,7 @@ def test_a_stale_office_owner_file_is_reported_and_the_workbook_keeps_waiting(tm
     with serving(settings, pipeline) as run:
         wait_until(lambda: "book.xlsx waits for its Office owner file ~$book.xlsx" in
                    " ".join(health(settings).get("problems", [])), what="the stale owner file in health")
-        time.sleep(1.0)  # more scans
+        run["clock"].run_for(1.0)  # more scans
         assert pipeline.calls == [] and len(run["records"].events("owner_file_stale")) == 1
         owner.unlink()
         wait_until(lambda: pipeline.calls, what="the workbook once the owner file is gone")
@@ -490,8 +538,8 @@ def test_health_says_what_a_long_file_is_busy_with_and_stays_fresh(tmp_path):
     gate = threading.Event()
     pipeline = RecordingPipeline(gate=gate)
     health_file = settings.watch.health_file
-    with serving(settings, pipeline, heartbeat=0.2):
-        (settings.folders.inbox / "long.csv").write_bytes(b"many images")
+    with serving(settings, pipeline, heartbeat=0.2) as run:
+        drop(run["clock"], settings.folders.inbox / "long.csv", b"many images")
         wait_until(lambda: (health(settings).get("busy") or {}).get("with") == "long.csv", what="busy in health")
         writes = set()
         give_up = time.monotonic() + 3
@@ -507,14 +555,14 @@ def test_health_says_what_a_long_file_is_busy_with_and_stays_fresh(tmp_path):
 def test_healthz_turns_503_stale_when_no_update_came_for_too_long(tmp_path):
     from connector.health import Health
 
-    clock = {"t": 100.0}
-    h = Health(None, 0, stale_after=60, clock=lambda: clock["t"])
+    clock = FakeClock()
+    h = Health(None, 0, stale_after=60, clock=clock)
     h.start()
     try:
         h.update({"state": "ok", "problems": []})
         with urllib.request.urlopen(h.url, timeout=5) as reply:
             assert reply.status == 200
-        clock["t"] += 61  # the service loop hung: nothing published since
+        clock.advance(61)  # the service loop hung: nothing published since
         with pytest.raises(urllib.error.HTTPError) as stale:
             urllib.request.urlopen(h.url, timeout=5)
         body = json.loads(stale.value.read())
@@ -529,11 +577,13 @@ def test_healthz_turns_503_stale_when_no_update_came_for_too_long(tmp_path):
     (600, "ok", False),  # a fresh mtime (copied, touched) with an old updated_at is not healthy
 ])
 def test_the_health_file_check_looks_at_updated_at(tmp_path, updated_ago, state, healthy):
-    from connector.health import is_healthy, utc_now
+    from connector.health import is_healthy
+    from connector.report import iso_utc
 
+    clock = FakeClock()
     path = tmp_path / "health.json"
-    path.write_text(json.dumps({"state": state, "updated_at": utc_now(time.time() - updated_ago)}))
-    assert is_healthy(path, 180) is healthy
+    path.write_text(json.dumps({"state": state, "updated_at": iso_utc(clock.time() - updated_ago)}))
+    assert is_healthy(path, 180, clock=clock) is healthy
 
 
 def test_failed_files_are_counted_at_start_up_and_then_kept_count_of(tmp_path):
@@ -547,27 +597,32 @@ def test_failed_files_are_counted_at_start_up_and_then_kept_count_of(tmp_path):
         inbox.place(f.processing / name, report_of("refused", {}, message="old"), f,
                     datetime.now(UTC))
     pipeline = RecordingPipeline(statuses=lambda name: "refused")
-    with serving(settings, pipeline):
+    clock = FakeClock()
+    clock.freeze()  # time moves only as the test says: the recount is due after FAILED_RECOUNT_S
+    with serving(settings, pipeline, clock=clock):
         wait_until(lambda: health(settings).get("failed_files") == 2, what="the start-up count")
         (f.failed / "dropped-by-hand.csv").write_bytes(b"x")  # not walked again every cycle
         (f.inbox / "bad.csv").write_bytes(b"bad")
-        wait_until(lambda: health(settings).get("failed_files") == 3, what="the refused file counted")
-        time.sleep(0.7)  # more cycles
+        clock.step_until(lambda: health(settings).get("failed_files") == 3, what="the refused file counted")
+        clock.step_for(0.7)  # more cycles
         assert health(settings)["failed_files"] == 3
 
 
 def test_an_observer_that_keeps_dying_is_reported_once(tmp_path):
     settings = make_settings(tmp_path)
     pipeline = RecordingPipeline()
-    with serving(settings, pipeline, heartbeat=0.2) as run:
+    clock = FakeClock()
+    clock.freeze()  # the two deaths come within OBSERVER_STABLE_S of each other, by the service's clock
+    with serving(settings, pipeline, clock=clock, heartbeat=0.2) as run:
         wait_until(lambda: health(settings).get("observer_state") == "running", what="the observer")
         for _ in range(2):
             before = set(_observers())
             for observer in before:
                 observer.stop()
                 observer.join(2)
-            wait_until(lambda: set(_observers()) - before, timeout=5, what="a new observer")
-        wait_until(lambda: health(settings).get("observer_rebuilds") == 2, what="two rebuilds")
+            clock.step_until(lambda: _new_observer(before), what="a new observer")  # noqa: B023 - called at once
+        clock.step_until(lambda: health(settings).get("observer_rebuilds") == 2, what="two rebuilds")
+        assert clock.monotonic() - 1000.0 < 60
     rebuilt = [r for r in run["records"].events("observer") if r.state == "rebuilt"]
     assert len(rebuilt) == 1 and rebuilt[0].levelno == logging.WARNING
 
@@ -595,13 +650,19 @@ def test_a_second_instance_refuses_to_start(tmp_path):
     result: dict = {}
     with StateLock(settings.folders.state):
         started = time.monotonic()
-        thread = threading.Thread(target=lambda: result.setdefault(
-            "code", watch.serve(settings, lambda: pipeline, stop=stop, log=log)), daemon=True)
+        def run() -> None:
+            try:
+                watch.serve(settings, lambda: pipeline, stop=stop, log=log)
+            except AlreadyRunning as exc:
+                result["error"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
         thread.start()
         thread.join(5)
         stop.set()  # a broken lock would have let it run: make it end so the test fails, not hangs
         thread.join(10)
-    assert not thread.is_alive() and result["code"] == 2 and time.monotonic() - started < 5
+    assert not thread.is_alive() and isinstance(result.get("error"), AlreadyRunning) and time.monotonic() - started < 5
+    assert EXIT_CODES[error_outcome(result["error"])] == 2
     message = records.events("already_running")[0].getMessage()
     assert str(settings.folders.state) in message and str(os.getpid()) in message
     assert pipeline.calls == [] and pipeline.drains == 0
@@ -695,7 +756,7 @@ def test_backoff_doubles_up_to_its_cap_and_resets():
 
 def test_a_handler_error_never_reaches_the_observer(tmp_path):
     wake = threading.Event()
-    hints = watch._Hints(tmp_path, wake)
+    hints = Hints(tmp_path, wake)
 
     class Broken:
         event_type = "created"
@@ -735,7 +796,7 @@ def _sandbox_env(sandbox, state: Path) -> dict[str, str]:
 def test_sigterm_in_the_middle_of_a_file_stops_the_service_within_10_seconds(tmp_path, make_sandbox):
     from connector.sandbox import Faults
 
-    sandbox = make_sandbox(faults=Faults(latency=3.0))  # every queue request takes 3 s
+    sandbox = make_sandbox(faults=Faults(latency=1.5))  # every queue request takes 1.5 s
     config = _config(tmp_path)
     proc = _start(config, _sandbox_env(sandbox, tmp_path / "state"))
     try:
@@ -744,7 +805,7 @@ def test_sigterm_in_the_middle_of_a_file_stops_the_service_within_10_seconds(tmp
         assert proc.poll() is None, proc.stdout.read()
         (tmp_path / "inbox" / "products.csv").write_bytes((ROOT / "examples" / "products.csv").read_bytes())
         wait_until(lambda: list((tmp_path / "processing").iterdir()), timeout=20, what="the claim")
-        time.sleep(1.0)  # a request is in flight now
+        time.sleep(0.5)  # a request is in flight now
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=10)
@@ -760,14 +821,16 @@ def test_sigterm_in_the_middle_of_a_file_stops_the_service_within_10_seconds(tmp
     assert [p.name.split("__")[0] for p in placed if p.suffix == ".csv"] in (["products.csv"], ["products"])
 
 
-def test_kill_9_in_the_middle_of_a_file_then_restart_ends_with_everything_sent_once(tmp_path, make_sandbox):
+def test_kill_9_in_the_middle_of_a_file_then_restart_ends_with_everything_sent_once(tmp_path, make_sandbox,
+                                                                                     monkeypatch, capsys):
     from connector.ledger import Ledger
     from connector.sandbox import Faults
 
-    sandbox = make_sandbox(faults=Faults(latency=0.4))  # slow answers: there is time to kill mid-file
+    # slow answers, not paced: there is time to kill mid-file, and no more
+    sandbox = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(latency=0.2))
     config = _config(tmp_path)
     with open(config, "a") as f:
-        f.write("batch:\n  max_items: 2\n")  # 15 variants -> several product requests
+        f.write("batch:\n  max_items: 2\napi:\n  rate: 1000\n")  # 15 variants -> several product requests
     export = tmp_path / "inbox" / "products.csv"
     env = _sandbox_env(sandbox, tmp_path / "state")
 
@@ -817,12 +880,14 @@ def test_kill_9_in_the_middle_of_a_file_then_restart_ends_with_everything_sent_o
     counts = report["counts"]
     assert counts["items_sent"] == counts["variants"] > 0 and counts["images_sent"] == counts["images_to_send"] > 0
     # The oracle: the same file pushed without interruption into a fresh sandbox.
-    reference = make_sandbox()
-    push = subprocess.run([sys.executable, "-m", "connector", "push", str(ROOT / "examples" / "products.csv"),
-                           "--config", str(config), "--report-dir", str(tmp_path / "ref-report")],
-                          cwd=ROOT, env={**os.environ, **_sandbox_env(reference, tmp_path / "ref-state")},
-                          capture_output=True, text=True, timeout=60)
-    assert push.returncode == 0, push.stdout + push.stderr
+    from connector.cli import main
+
+    reference = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    for name, value in _sandbox_env(reference, tmp_path / "ref-state").items():
+        monkeypatch.setenv(name, value)
+    code = main(["push", str(ROOT / "examples" / "products.csv"), "--config", str(config),
+                 "--report-dir", str(tmp_path / "ref-report")])
+    assert code == 0, capsys.readouterr()
     assert _stored(sandbox) == _stored(reference)
     skus = [sku for _, sku, _ in _stored(sandbox)]
     assert len(skus) == len(set(skus)) > 0  # no variant twice

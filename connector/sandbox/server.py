@@ -425,6 +425,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "Stock2ShopSandbox/1"
     timeout = 30  # an idle keep-alive connection is closed after this many seconds
+    # Headers and body go out in two writes; with Nagle's algorithm the body waits for the
+    # client's delayed ACK of the headers (~40 ms on Linux) on every keep-alive request.
+    disable_nagle_algorithm = True
     server: _Server
 
     def setup(self) -> None:

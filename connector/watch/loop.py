@@ -1,6 +1,8 @@
-"""`connector watch`: a long-running service that takes dropped exports, one at a time.
+"""The service loop: discover ready files, claim them one at a time, run them, keep health fresh.
 
-    code = serve(settings, lambda: Pipeline(settings, client, ledger))
+    watcher = Watcher(settings, pipeline, worker, stop=stop, clock=clock, log=log, retry_base=5.0,
+                      retry_cap=300.0, health=health, observer_kind="native", ledger=ledger)
+    watcher.run()      # until `stop` is set
 
 Discovery: a full listing of the inbox at start-up and every `scan_interval` is the truth;
 watchdog events only make a path be looked at sooner (reference/filedrop.md: events are lost on
@@ -16,276 +18,44 @@ with one file (it cannot be read right now, an unexpected error, it cannot be fi
 that file aside with its own backoff while other files go on; an unexpected error that repeats
 INTERNAL_ATTEMPTS times sends the file to failed/. Health is published after every cycle and
 every HEARTBEAT_S while waiting or busy with a long file.
+
+Every reading of time and every wait goes through the injected `Clock`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import queue
-import signal
 import threading
-import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-
 from connector import inbox
+from connector.clock import Clock
 from connector.config import Settings
 from connector.errors import FatalError
 from connector.health import Health, utc_now
-from connector.lock import AlreadyRunning, StateLock
 from connector.logs import redact
 from connector.report import Report
+from connector.watch.observer import ObserverSupervisor
+from connector.watch.worker import WAKE_SLICE_S, Abandoned, Worker, wait_for
 
 if TYPE_CHECKING:
     from connector.pipeline import Pipeline
 
-EXIT_OK = 0
-EXIT_ALREADY_RUNNING = 2
-SHUTDOWN_GRACE_S = 6.0  # the current request may finish within this; the ledger covers the rest
 MIN_WAIT_S = 0.05  # never spin
-WAKE_SLICE_S = 0.25  # how often a wait looks at the stop event
 SUPERVISE_S = 1.0  # how often an idle service checks that its observer still runs
 SETTLE_S = 0.2  # a burst of hints is over when none came for this long ...
 SETTLE_MAX_S = 2.0  # ... or after this long in any case
 HEALTH_REFRESH_S = 10.0  # the health file is rewritten when something changed, or this often
 HEARTBEAT_S = 5.0  # how often health is looked at while waiting or busy with one long file
-OBSERVER_STABLE_S = 60.0  # a rebuilt observer counts as running steadily after this long
 INTERNAL_ATTEMPTS = 3  # an unexpected error on the same file this often: it goes to failed/
 FAILED_RECOUNT_S = 300.0  # failed/ is walked at start-up and at most this often; counted in between
 OWNER_STALE_S = 3600.0  # an Office owner file this old is probably left over from a crash
 PROBLEMS_SHOWN = 5  # per kind of problem in health; the rest are counted
 
-# Filesystems on which inotify/ReadDirectoryChangesW see nothing written by other machines
-# (reference/filedrop.md section 6, items 1 and 10), so the observer must poll.
-NETWORK_FILESYSTEMS = frozenset({
-    "cifs", "smb", "smb2", "smb3", "smbfs", "nfs", "nfs4", "afs", "ncpfs", "9p", "ceph", "glusterfs",
-    "lustre", "gpfs", "davfs", "vboxsf", "virtiofs", "fakeowner", "grpcfuse", "osxfs", "vmhgfs",
-    "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "fuse.rclone", "fuse.davfs2", "fuse.s3fs",
-    "fuse.vmhgfs-fuse", "fuse.grpcfuse", "fuse.osxfs", "fuse.gcsfuse", "fuse.juicefs",
-})
-
-
-# --- choosing the observer -------------------------------------------------------------------
-
-def filesystem_type(path: Path, mounts_text: str) -> str | None:
-    """The fstype of the mount holding `path`, from /proc/mounts text (longest mount point wins).
-
-    >>> filesystem_type(Path("/mnt/erp/inbox"), "//srv/erp /mnt/erp cifs rw 0 0\\n/dev/vda / ext4 rw 0 0")
-    'cifs'
-    """
-    target = str(path)
-    best, best_type = "", None
-    for line in mounts_text.splitlines():
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        point = _unescape_mount(parts[1])
-        inside = target == point or target.startswith(point.rstrip("/") + "/") or point == "/"
-        if inside and len(point) >= len(best):
-            best, best_type = point, parts[2]
-    return best_type
-
-
-def _unescape_mount(text: str) -> str:
-    # /proc/mounts writes space, tab, newline and backslash as octal escapes (\040 ...)
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        text = text.replace(code, char)
-    return text
-
-
-def is_network_path(path: Path, *, mounts_text: str | None = None) -> tuple[bool, str]:
-    """(True, why) when `path` lives on a network or VM-shared filesystem, as far as we can tell."""
-    text = str(path)
-    if os.name == "nt":  # pragma: no cover - Windows
-        if text.startswith(("\\\\", "//")):
-            return True, "a UNC path"
-        return _windows_remote_drive(text)
-    if mounts_text is None:
-        try:
-            mounts_text = Path("/proc/mounts").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False, "filesystem unknown (no /proc/mounts)"
-    try:
-        resolved = Path(os.path.realpath(path))
-    except OSError:
-        resolved = path
-    fstype = filesystem_type(resolved, mounts_text)
-    if fstype is None:
-        return False, "filesystem unknown"
-    return fstype.lower() in NETWORK_FILESYSTEMS, f"filesystem {fstype}"
-
-
-def _windows_remote_drive(text: str) -> tuple[bool, str]:  # pragma: no cover - Windows
-    import ctypes
-
-    drive = os.path.splitdrive(os.path.abspath(text))[0] + "\\"
-    remote = ctypes.windll.kernel32.GetDriveTypeW(drive) == 4  # DRIVE_REMOTE
-    return remote, f"drive {drive} is {'a mapped network drive' if remote else 'local'}"
-
-
-def choose_observer(setting: str, inbox_dir: Path, *, mounts_text: str | None = None) -> tuple[str, str]:
-    """(kind, reason): kind is native, polling or none. `auto` polls on network filesystems."""
-    if setting != "auto":
-        return setting, f"watch.observer is {setting}"
-    network, why = is_network_path(inbox_dir, mounts_text=mounts_text)
-    if network:
-        return "polling", f"{why}: change notifications do not cross the network, so polling"
-    return "native", why
-
-
-# --- the observer, supervised ----------------------------------------------------------------
-
-def related_paths(path: Path) -> set[Path]:
-    """The paths an event on `path` may have made ready: itself, the workbook whose `~$` owner
-    file it is (closing Excel deletes it), the data file whose `.done` file it is."""
-    name = path.name
-    related = {path}
-    if name.startswith("~$") and len(name) > 2:
-        related.add(path.with_name(name[2:]))
-    if name.lower().endswith(inbox.DONE_SUFFIX) and len(name) > len(inbox.DONE_SUFFIX):
-        related.add(path.with_name(name[: -len(inbox.DONE_SUFFIX)]))
-    return related
-
-
-class _Hints(FileSystemEventHandler):
-    """Collects "look at this path sooner" hints. Never raises: an exception here would kill
-    watchdog's dispatcher thread (reference/filedrop.md section 6, item 5)."""
-
-    def __init__(self, root: Path, wake: threading.Event):
-        self.root = root
-        self.wake = wake
-        self.root_lost = False
-        self._paths: set[Path] = set()
-        self._lock = threading.Lock()
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        try:
-            kind = event.event_type
-            if kind == "deleted" and event.is_directory and Path(os.fsdecode(event.src_path)) == self.root:
-                self.root_lost = True
-                self.wake.set()
-            elif kind in ("created", "modified", "moved", "closed", "deleted"):
-                path = Path(os.fsdecode(event.dest_path if kind == "moved" else event.src_path))
-                if path.parent == self.root:
-                    with self._lock:
-                        self._paths.update(related_paths(path))
-                    self.wake.set()
-        except Exception:  # noqa: BLE001 - see the class docstring
-            pass
-
-    def take(self) -> set[Path]:
-        with self._lock:
-            paths, self._paths = self._paths, set()
-        return paths
-
-
-class ObserverSupervisor:
-    """Keeps one watchdog observer running on the inbox; rebuilds it when it dies or its folder
-    was removed and recreated. Logs one line per change of state, not per check: an observer that
-    keeps dying is "rebuilt" (one warning) until it has run for OBSERVER_STABLE_S without a
-    rebuild, then "running" again (one line)."""
-
-    def __init__(self, kind: str, inbox_dir: Path, wake: threading.Event, *, poll_interval: float,
-                 log: logging.Logger, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self._rebuilt_at = 0.0
-        self.kind = kind
-        self.inbox_dir = inbox_dir
-        self.wake = wake
-        self.poll_interval = poll_interval
-        self.log = log
-        self.hints = _Hints(inbox_dir, wake)
-        self.state = "stopped"
-        self.rebuilds = 0  # restarts of an observer that had died or lost its folder
-        self.starts = 0
-        self._observer: Any = None
-        self._identity: tuple[int, int] | None = None
-
-    def ensure(self) -> None:
-        """Start or rebuild the observer when needed. Cheap when all is well."""
-        if self.kind == "none":
-            self._set_state("off", "no observer (watch.observer: none); scans only")
-            return
-        try:
-            st = os.stat(self.inbox_dir)
-            identity = (st.st_dev, st.st_ino)
-        except OSError:
-            self._stop_observer()
-            self._set_state("waiting", "observer waiting for the inbox to exist")
-            return
-        if self._observer is not None and self._alive() and identity == self._identity and not self.hints.root_lost:
-            if self.state == "rebuilt" and self.clock() - self._rebuilt_at >= OBSERVER_STABLE_S:
-                self._set_state("running", f"the {self.kind} observer on {self.inbox_dir} runs steadily again")
-            return
-        was_running = self._observer is not None
-        self._stop_observer()
-        try:
-            self._observer = self._build()
-            self._observer.schedule(self.hints, str(self.inbox_dir), recursive=False)
-            self._observer.start()
-        except Exception as exc:  # noqa: BLE001 - inotify limits, permissions, a vanishing share
-            self._observer = None
-            self._set_state("failed", f"cannot start the {self.kind} observer on {self.inbox_dir}: {exc}; scans only")
-            return
-        self._identity = identity
-        self.hints.root_lost = False
-        self.starts += 1
-        if was_running:
-            self.rebuilds += 1
-            self._rebuilt_at = self.clock()
-            self._set_state("rebuilt", f"the {self.kind} observer on {self.inbox_dir} had stopped or lost its "
-                                       "folder; rebuilt it (said once until it runs steadily again)")
-        else:
-            self._set_state("running", f"{self.kind} observer watching {self.inbox_dir}")
-
-    def take_hints(self) -> set[Path]:
-        return self.hints.take()
-
-    def stop(self) -> None:
-        self._stop_observer()
-
-    def _build(self) -> Any:
-        if self.kind == "polling":
-            from watchdog.observers.polling import PollingObserver
-
-            return PollingObserver(timeout=self.poll_interval)
-        from watchdog.observers import Observer
-
-        return Observer()
-
-    def _alive(self) -> bool:
-        observer = self._observer
-        emitters = list(observer.emitters)
-        return observer.is_alive() and bool(emitters) and all(e.is_alive() for e in emitters)
-
-    def _stop_observer(self) -> None:
-        observer, self._observer = self._observer, None
-        if observer is None:
-            return
-        try:
-            observer.stop()
-            observer.join(timeout=2)
-        except Exception:  # noqa: BLE001 - a dead observer may fail to stop; it is dropped anyway
-            pass
-
-    def _set_state(self, state: str, message: str) -> None:
-        if state == self.state:
-            return
-        self.state = state
-        level = logging.WARNING if state in ("failed", "waiting", "rebuilt") else logging.INFO
-        self.log.log(level, "%s", message, extra={"event": "observer", "observer": self.kind, "state": state})
-
-
-# --- the service -----------------------------------------------------------------------------
 
 class Backoff:
     """Exponential delays: base, 2*base, 4*base ... up to cap; `reset` after a success."""
@@ -301,39 +71,6 @@ class Backoff:
     def reset(self) -> None:
         self._next = self.base
 
-
-class _Abandoned(Exception):
-    """Stop was asked while the pipeline was busy and the grace period ran out."""
-
-
-class _Worker:
-    """One daemon thread that makes the pipeline and runs every call on it.
-
-    The ledger's SQLite connection belongs to the thread that opened it, so the pipeline is
-    built and used on this one thread. Being a daemon thread, a request still in flight when
-    the grace period ends does not hold the process open; its work is already in the ledger.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[Callable[..., Any], tuple, Future] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="pipeline", daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        future: Future = Future()
-        self._jobs.put((fn, args, future))
-        return future
-
-    def shutdown(self) -> None:
-        self._jobs.put(None)
-
-    def _loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, args, future = job
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
-                future.set_exception(exc)
 
 
 @dataclass
@@ -360,10 +97,9 @@ class Watcher:
     its own backoff while the others go on.
     """
 
-    def __init__(self, settings: Settings, pipeline: Pipeline, worker: _Worker, *, stop: threading.Event,
-                 clock: Callable[[], float], log: logging.Logger, retry_base: float, retry_cap: float,
-                 health: Health, observer_kind: str, ledger: Any = None, heartbeat: float = HEARTBEAT_S,
-                 wall: Callable[[], float] = time.time):
+    def __init__(self, settings: Settings, pipeline: Pipeline, worker: Worker, *, stop: threading.Event,
+                 clock: Clock, log: logging.Logger, retry_base: float, retry_cap: float,
+                 health: Health, observer_kind: str, ledger: Any = None, heartbeat: float = HEARTBEAT_S):
         self.settings = settings
         self.w = settings.watch
         self.folders = settings.folders
@@ -372,7 +108,6 @@ class Watcher:
         self.ledger = ledger  # a read-side handle of our own, for health (the pipeline's is the worker's)
         self.stop = stop
         self.clock = clock
-        self.wall = wall
         self.log = log
         self.health = health
         self.heartbeat = heartbeat
@@ -380,7 +115,8 @@ class Watcher:
         self.readiness = inbox.Readiness(self.w.min_age, self.w.stable_interval,
                                          allow_empty=self.w.allow_empty, clock=clock)
         poll = min(self.w.scan_interval, 5.0)
-        self.observer = ObserverSupervisor(observer_kind, self.folders.inbox, self.wake, poll_interval=poll, log=log)
+        self.observer = ObserverSupervisor(observer_kind, self.folders.inbox, self.wake, poll_interval=poll, log=log,
+                                            clock=clock)
         self.retry_base, self.retry_cap = retry_base, retry_cap
         self.retry = Backoff(retry_base, retry_cap)
         self.inbox_retry = Backoff(min(1.0, self.w.scan_interval), self.w.scan_interval)
@@ -393,7 +129,7 @@ class Watcher:
         self.open_since: dict[Path, float] = {}  # workbooks held by an owner file, first seen (our clock)
         self.stale_owners: dict[Path, str] = {}  # those held so long the owner file is probably stale
         self.inbox_problem: str | None = None
-        self.next_scan = clock()
+        self.next_scan = clock.monotonic()
         self.last_scan_at: str | None = None
         self.files_done = 0
         self.busy: dict[str, str] | None = None
@@ -401,7 +137,7 @@ class Watcher:
         self._failed_counted_at: float | None = None
         self._published: dict[str, Any] | None = None
         self._published_at = 0.0
-        self._beat_at = time.monotonic()
+        self._beat_at = clock.monotonic()
 
     # the loop
 
@@ -457,7 +193,7 @@ class Watcher:
             self.mapping_problem = self.mapping_file = None
         if pending and first:
             self.log.info("resuming %d file(s) left in processing/", len(pending), extra={"event": "resume"})
-        now = self.clock()
+        now = self.clock.monotonic()
         for path in pending:
             trouble = self.troubles.get(path.name)
             if trouble is not None and trouble.next_try > now:
@@ -470,13 +206,14 @@ class Watcher:
     def _drain(self) -> None:
         try:
             drained = self._call(self.pipeline.drain, busy="work waiting in the ledger")
-        except _Abandoned:
+        except Abandoned:
             raise
         except FatalError as exc:
             self.fatal = exc
             drained = False
         except Exception as exc:  # noqa: BLE001
-            self.log.error("unexpected error while sending waiting work:\n%s", _trace(exc), extra={"event": "drain_error"})
+            self.log.error("unexpected error while sending waiting work:\n%s", _trace(exc),
+                           extra={"event": "drain_error"})
             drained = False
         else:
             self.fatal = None
@@ -488,7 +225,7 @@ class Watcher:
         """Check the inbox (fully when a scan is due, else only hinted and tracked paths);
         return the files ready to claim, oldest first, at most max_files_per_cycle."""
         w = self.w
-        now = self.clock()
+        now = self.clock.monotonic()
         hinted = self.observer.take_hints()
         if now >= self.next_scan:
             found = self._scan()
@@ -522,7 +259,7 @@ class Watcher:
                 self.log.warning("inbox %s is unavailable (%s); the service stays up and looks again",
                                  self.folders.inbox, reason, extra={"event": "inbox_unavailable"})
             self.inbox_problem = reason
-            self.next_scan = self.clock() + self.inbox_retry.next()
+            self.next_scan = self.clock.monotonic() + self.inbox_retry.next()
             return None
         if self.inbox_problem is not None:
             self.log.info("inbox %s is available again", self.folders.inbox, extra={"event": "inbox_available"})
@@ -535,14 +272,14 @@ class Watcher:
         for path in [p for p in self.claim_problems if p not in present]:
             del self.claim_problems[path]  # gone from the inbox (or held open now): nothing to claim
         self._note_open_workbooks(listing.open_workbooks)
-        self.next_scan = self.clock() + self.w.scan_interval
-        self.last_scan_at = utc_now()
+        self.next_scan = self.clock.monotonic() + self.w.scan_interval
+        self.last_scan_at = utc_now(self.clock)
         return found
 
     def _note_open_workbooks(self, held: list[inbox.OpenWorkbook]) -> None:
         """Workbooks keep waiting while their `~$` owner file exists; one left for over an hour
         (by our clock or by its mtime) is probably left over from a crash: say so once."""
-        now, wall = self.clock(), self.wall()
+        now, wall = self.clock.monotonic(), self.clock.time()
         current = {h.path: h for h in held}
         for path in [p for p in self.open_since if p not in current]:
             del self.open_since[path]
@@ -576,7 +313,8 @@ class Watcher:
             self.claim_problems[cand.path] = result.problem
             return result
         if self.claim_problems.pop(cand.path, None) is not None and result.path is not None:
-            self.log.info("%s can be claimed again", cand.path.name, extra={"event": "claim_ok", "file": cand.path.name})
+            self.log.info("%s can be claimed again", cand.path.name,
+                          extra={"event": "claim_ok", "file": cand.path.name})
         if result.changed:
             self.log.info("%s changed while it was being claimed: its writer is still at it; put back in the "
                           "inbox", cand.path.name, extra={"event": "claim_changed", "file": cand.path.name})
@@ -588,10 +326,10 @@ class Watcher:
     def _process(self, path: Path) -> str:
         """run_file + place for one file in processing/: "placed", "file" (set aside on its own)
         or "blocked" (API trouble or a broken mapping: nothing new may be claimed)."""
-        started = self.clock()
+        started = self.clock.monotonic()
         try:
             outcome = self._call(self.pipeline.run_file, path, busy=path.name)
-        except _Abandoned:
+        except Abandoned:
             raise
         except FatalError as exc:  # the setup is wrong (credentials, TLS, URL): nothing can go until fixed
             self.fatal = exc
@@ -600,7 +338,7 @@ class Watcher:
         except Exception as exc:  # noqa: BLE001 - the pipeline promises not to raise; if it does, count it
             return self._internal_error(path, exc)
         self.fatal = None
-        seconds = round(self.clock() - started, 3)
+        seconds = round(self.clock.monotonic() - started, 3)
         kind = outcome.error_kind
         if outcome.status == "waiting" and kind == "io":
             return self._unreadable(path, outcome)
@@ -618,7 +356,7 @@ class Watcher:
 
     def _place(self, path: Path, outcome: Report, seconds: float) -> str:
         try:
-            placed = inbox.place(path, outcome, self.folders, datetime.now(UTC))
+            placed = inbox.place(path, outcome, self.folders, self.clock.now())
         except OSError as exc:
             return self._set_aside(path, "place", f"was processed ({outcome.status}) but cannot be filed away: {exc}")
         self.troubles.pop(path.name, None)
@@ -658,7 +396,7 @@ class Watcher:
             trouble = self.troubles[path.name] = _Trouble(kind, "", Backoff(self.retry_base, self.retry_cap))
         trouble.attempts = trouble.attempts + 1 if attempts is None else attempts
         delay = trouble.backoff.next()
-        trouble.next_try = self.clock() + delay
+        trouble.next_try = self.clock.monotonic() + delay
         if message != trouble.message:
             self.log.warning("%s %s; it stays in processing/, other files go on, tried again in %.0f s",
                              path.name, message, delay, extra={"event": "file_set_aside", "file": path.name,
@@ -691,7 +429,7 @@ class Watcher:
         claimed = result.path
         outcome = inbox.refuse_empty(claimed)
         try:
-            placed = inbox.place(claimed, outcome, self.folders, datetime.now(UTC))
+            placed = inbox.place(claimed, outcome, self.folders, self.clock.now())
         except OSError as exc:
             self._set_aside(claimed, "place", f"cannot be moved to failed/: {exc}")
             return
@@ -703,12 +441,12 @@ class Watcher:
         """Run a pipeline call on the worker; a stop request is honoured within the grace period
         even mid-request. Abandoning is safe: the work is in the ledger before it is sent.
         While it runs, health says what the service is busy with, every `heartbeat` seconds."""
-        self.busy = {"with": busy, "since": utc_now()} if busy else None
+        self.busy = {"with": busy, "since": utc_now(self.clock)} if busy else None
         if busy:
             self._publish()
         try:
             return wait_for(self.worker.submit(fn, *args), self.stop, on_stop=self._ask_pipeline_to_stop,
-                            on_tick=self._beat)
+                            on_tick=self._beat, clock=self.clock)
         finally:
             self.busy = None
 
@@ -722,14 +460,14 @@ class Watcher:
     def _beat(self) -> None:
         """Publish health every `heartbeat` seconds from inside a wait, changed or not, so its
         `updated_at` shows the loop is alive (cheap between beats)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - self._beat_at >= self.heartbeat:
             self._beat_at = now
             self._publish(force=True)
 
     def _pause(self, seconds: float) -> None:
         """Wait `seconds` (or until stop), keeping the observer supervised and health fresh."""
-        self._wait(time.monotonic() + seconds, on_hint=False)
+        self._wait(self.clock.monotonic() + seconds, on_hint=False)
 
     def _sleep_until_next(self) -> None:
         """Wait for the next scan, the next readiness check, a set-aside file's next try or a
@@ -739,39 +477,39 @@ class Watcher:
         files dropped together is looked at together (and so taken oldest first). The observer
         is checked on the way, so a dead one is rebuilt without waiting for the next scan.
         """
-        now = self.clock()
+        now = self.clock.monotonic()
         timeout = max(self.next_scan - now, 0.0)
         due = self.readiness.due_in()
         if due is not None:
             timeout = min(timeout, due)
         if self.troubles:
             timeout = min(timeout, max(min(t.next_try for t in self.troubles.values()) - now, 0.0))
-        self._wait(time.monotonic() + max(timeout, MIN_WAIT_S), on_hint=True)
+        self._wait(self.clock.monotonic() + max(timeout, MIN_WAIT_S), on_hint=True)
 
     def _wait(self, deadline: float, *, on_hint: bool) -> None:
         """Wait until `deadline` (monotonic) or stop, or a hint when `on_hint`; meanwhile keep the
         observer supervised and health fresh."""
-        next_supervision = time.monotonic() + SUPERVISE_S
+        next_supervision = self.clock.monotonic() + SUPERVISE_S
         while not self.stop.is_set():
-            left = deadline - time.monotonic()
+            left = deadline - self.clock.monotonic()
             if left <= 0:
                 return
             if on_hint:
-                if self.wake.wait(min(left, WAKE_SLICE_S)):
+                if self.clock.wait(self.wake, min(left, WAKE_SLICE_S)):
                     self._settle()
                     return
             else:
-                self.stop.wait(min(left, WAKE_SLICE_S))
-            if time.monotonic() >= next_supervision:
+                self.clock.wait(self.stop, min(left, WAKE_SLICE_S))
+            if self.clock.monotonic() >= next_supervision:
                 self.observer.ensure()
-                next_supervision = time.monotonic() + SUPERVISE_S
+                next_supervision = self.clock.monotonic() + SUPERVISE_S
             self._beat()
 
     def _settle(self) -> None:
-        give_up = time.monotonic() + SETTLE_MAX_S
-        while time.monotonic() < give_up and not self.stop.is_set():
+        give_up = self.clock.monotonic() + SETTLE_MAX_S
+        while self.clock.monotonic() < give_up and not self.stop.is_set():
             self.wake.clear()
-            if not self.wake.wait(SETTLE_S):
+            if not self.clock.wait(self.wake, SETTLE_S):
                 return
 
     # health
@@ -783,7 +521,7 @@ class Watcher:
             self.failed_files = inbox.count_files(self.folders.failed)
         except OSError:
             pass
-        self._failed_counted_at = time.monotonic()
+        self._failed_counted_at = self.clock.monotonic()
 
     def problems(self) -> list[str]:
         """What a person should know, one line each; empty when all is well."""
@@ -806,7 +544,7 @@ class Watcher:
         return problems
 
     def snapshot(self) -> dict[str, Any]:
-        if self._failed_counted_at is None or time.monotonic() - self._failed_counted_at >= FAILED_RECOUNT_S:
+        if self._failed_counted_at is None or self.clock.monotonic() - self._failed_counted_at >= FAILED_RECOUNT_S:
             self._count_failed()
         problems = self.problems()
         ledger = self.ledger
@@ -829,7 +567,7 @@ class Watcher:
     def _publish(self, *, force: bool = False) -> None:
         try:
             snapshot = self.snapshot()
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if not force and snapshot == self._published and now - self._published_at < HEALTH_REFRESH_S:
                 return
             self._published, self._published_at = snapshot, now
@@ -846,27 +584,9 @@ def _trace(exc: BaseException) -> str:
 def _capped(lines: list[str]) -> list[str]:
     if len(lines) <= PROBLEMS_SHOWN:
         return lines
-    return lines[:PROBLEMS_SHOWN] + [f"... and {len(lines) - PROBLEMS_SHOWN} more like these"]
+    return [*lines[:PROBLEMS_SHOWN], f"... and {len(lines) - PROBLEMS_SHOWN} more like these"]
 
 
-def wait_for(future: Future, stop: threading.Event, on_stop: Callable[[], None] | None = None,
-             on_tick: Callable[[], None] | None = None) -> Any:
-    """The future's result; raises _Abandoned when `stop` is set and it does not finish within
-    SHUTDOWN_GRACE_S of being noticed (at most WAKE_SLICE_S after it was set). `on_tick` runs
-    every WAKE_SLICE_S while waiting (the health heartbeat of a long file)."""
-    while True:
-        try:
-            return future.result(timeout=WAKE_SLICE_S)
-        except FuturesTimeout:
-            if on_tick is not None and not stop.is_set():
-                on_tick()
-            if stop.is_set():
-                if on_stop is not None:
-                    on_stop()
-                try:
-                    return future.result(timeout=SHUTDOWN_GRACE_S)
-                except FuturesTimeout:
-                    raise _Abandoned() from None
 
 
 def _ask(ledger: Any, method: str) -> Any:
@@ -885,108 +605,3 @@ def _summary(outcome: Report) -> str:
     c = asdict(outcome.counts)
     keys = ("products", "variants", "items_sent", "items_unchanged", "images_sent", "rows_refused")
     return ", ".join(f"{k.replace('_', ' ')} {c[k]}" for k in keys)
-
-
-# --- entry point -----------------------------------------------------------------------------
-
-def serve(settings: Settings, make_pipeline: Callable[[], Pipeline], *, stop: threading.Event | None = None,
-          clock: Callable[[], float] = time.monotonic, log: logging.Logger | None = None,
-          retry_base: float = 5.0, retry_cap: float = 300.0, heartbeat: float = HEARTBEAT_S) -> int:
-    """Run the file-drop service until `stop` is set (or SIGTERM/SIGINT); returns an exit code.
-
-    0 after a clean stop; 2 when another process holds the state folder (one line logged).
-    `make_pipeline` is called once, after the state lock is taken. `retry_base`/`retry_cap` bound
-    the backoff between attempts to send waiting work, to read a mapping again and to retry a
-    file set aside; `heartbeat` is how often health is refreshed while waiting or busy.
-    """
-    log = log or logging.getLogger("connector.watch")
-    stop = stop or threading.Event()
-    restore = _install_signal_handlers(stop)
-    try:
-        with StateLock(settings.folders.state):
-            return _serve_locked(settings, make_pipeline, stop=stop, clock=clock, log=log,
-                                 retry_base=retry_base, retry_cap=retry_cap, heartbeat=heartbeat)
-    except AlreadyRunning as exc:
-        log.error("%s", exc, extra={"event": "already_running"})
-        return EXIT_ALREADY_RUNNING
-    finally:
-        restore()
-
-
-def _serve_locked(settings: Settings, make_pipeline: Callable[[], Pipeline], *, stop: threading.Event,
-                  clock: Callable[[], float], log: logging.Logger, retry_base: float, retry_cap: float,
-                  heartbeat: float) -> int:
-    folders = settings.folders
-    for folder in (folders.processing, folders.archive, folders.failed):
-        folder.mkdir(parents=True, exist_ok=True)
-    kind, why = choose_observer(settings.watch.observer, folders.inbox)
-    log.info("watching %s every %.0f s with the %s observer (%s)", folders.inbox, settings.watch.scan_interval,
-             kind, why, extra={"event": "start", "observer": kind})
-    _warn_if_not_same_filesystem(folders.inbox, folders.processing, log)
-    health = Health(settings.watch.health_file, settings.watch.health_port, log=log)
-    health.start()
-    worker = _Worker()
-    ledger = None
-    try:
-        pipeline = wait_for(worker.submit(make_pipeline), stop)
-        ledger = _open_ledger(folders.state, log)
-        watcher = Watcher(settings, pipeline, worker, stop=stop, clock=clock, log=log, retry_base=retry_base,
-                          retry_cap=retry_cap, health=health, observer_kind=kind, ledger=ledger, heartbeat=heartbeat)
-        try:
-            watcher.run()
-        finally:
-            watcher.observer.stop()
-        closing = worker.submit(pipeline.close)
-        try:
-            closing.result(timeout=2.0)
-        except Exception:  # noqa: BLE001 - closing is best effort; SQLite needs no close to stay sound
-            pass
-        log.info("stopped after %d file(s)", watcher.files_done, extra={"event": "stop"})
-    except _Abandoned:
-        log.warning("stopped while a request was still in flight; its work is in the ledger and "
-                    "resumes at the next start", extra={"event": "stop_abandoned"})
-    finally:
-        worker.shutdown()
-        health.stop()
-        if ledger is not None:
-            ledger.close()
-    return EXIT_OK
-
-
-def _open_ledger(state_dir: Path, log: logging.Logger) -> Any:
-    """Our own ledger handle for health figures (SQLite in WAL mode allows a second reader)."""
-    try:
-        from connector.ledger import Ledger
-
-        return Ledger.open(state_dir)
-    except Exception as exc:  # noqa: BLE001 - health figures are optional
-        log.warning("cannot open the ledger for health figures: %s", exc)
-        return None
-
-
-def _warn_if_not_same_filesystem(inbox_dir: Path, processing: Path, log: logging.Logger) -> None:
-    try:
-        if os.stat(inbox_dir).st_dev != os.stat(processing).st_dev:
-            log.warning("inbox %s and processing %s are on different filesystems: files cannot be claimed "
-                        "by an atomic rename; put processing/ on the same share as the inbox",
-                        inbox_dir, processing, extra={"event": "config_warning"})
-    except OSError:
-        pass  # the inbox is checked again on every scan
-
-
-def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
-    """SIGTERM/SIGINT (SIGBREAK on Windows) set `stop`; only possible on the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    names = ("SIGTERM", "SIGINT", "SIGBREAK")
-    previous = {}
-    for name in names:
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            previous[sig] = signal.signal(sig, lambda _signum, _frame: stop.set())
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore

@@ -1,0 +1,131 @@
+"""`connector watch`: the service's lifetime around the loop.
+
+    serve(settings, lambda: Pipeline(settings, client, ledger))
+
+`serve` takes the state folder's lock, turns SIGTERM/SIGINT into a stop request (restoring the
+previous handlers on the way out), starts health and the pipeline's worker thread, opens a
+read-side ledger handle for health figures, runs the `Watcher` until stopped, and closes it all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from connector.clock import SYSTEM_CLOCK, Clock
+from connector.config import Settings
+from connector.health import Health
+from connector.lock import AlreadyRunning, StateLock
+from connector.watch.loop import HEARTBEAT_S, Watcher
+from connector.watch.observer import choose_observer
+from connector.watch.worker import Abandoned, Worker, wait_for
+
+if TYPE_CHECKING:
+    from connector.pipeline import Pipeline
+
+def serve(settings: Settings, make_pipeline: Callable[[], Pipeline], *, stop: threading.Event | None = None,
+          clock: Clock = SYSTEM_CLOCK, log: logging.Logger | None = None,
+          retry_base: float = 5.0, retry_cap: float = 300.0, heartbeat: float = HEARTBEAT_S) -> None:
+    """Run the file-drop service until `stop` is set (or SIGTERM/SIGINT).
+
+    Raises AlreadyRunning when another process holds the state folder (one line logged), and
+    any FatalError from making the pipeline (a damaged ledger): cli.py turns them into exit codes.
+    `make_pipeline` is called once, after the state lock is taken. `retry_base`/`retry_cap` bound
+    the backoff between attempts to send waiting work, to read a mapping again and to retry a
+    file set aside; `heartbeat` is how often health is refreshed while waiting or busy.
+    """
+    log = log or logging.getLogger("connector.watch")
+    stop = stop or threading.Event()
+    restore = _install_signal_handlers(stop)
+    try:
+        with StateLock(settings.folders.state):
+            _serve_locked(settings, make_pipeline, stop=stop, clock=clock, log=log,
+                          retry_base=retry_base, retry_cap=retry_cap, heartbeat=heartbeat)
+    except AlreadyRunning as exc:
+        log.error("%s", exc, extra={"event": "already_running"})
+        raise
+    finally:
+        restore()
+
+
+def _serve_locked(settings: Settings, make_pipeline: Callable[[], Pipeline], *, stop: threading.Event,
+                  clock: Clock, log: logging.Logger, retry_base: float, retry_cap: float,
+                  heartbeat: float) -> None:
+    folders = settings.folders
+    for folder in (folders.processing, folders.archive, folders.failed):
+        folder.mkdir(parents=True, exist_ok=True)
+    kind, why = choose_observer(settings.watch.observer, folders.inbox)
+    log.info("watching %s every %.0f s with the %s observer (%s)", folders.inbox, settings.watch.scan_interval,
+             kind, why, extra={"event": "start", "observer": kind})
+    _warn_if_not_same_filesystem(folders.inbox, folders.processing, log)
+    health = Health(settings.watch.health_file, settings.watch.health_port, log=log, clock=clock)
+    health.start()
+    worker = Worker()
+    ledger = None
+    try:
+        pipeline = wait_for(worker.submit(make_pipeline), stop, clock=clock)
+        ledger = _open_ledger(folders.state, log)
+        watcher = Watcher(settings, pipeline, worker, stop=stop, clock=clock, log=log, retry_base=retry_base,
+                          retry_cap=retry_cap, health=health, observer_kind=kind, ledger=ledger, heartbeat=heartbeat)
+        try:
+            watcher.run()
+        finally:
+            watcher.observer.stop()
+        closing = worker.submit(pipeline.close)
+        try:
+            clock.result(closing, 2.0)
+        except Exception:  # noqa: BLE001 - closing is best effort; SQLite needs no close to stay sound
+            pass
+        log.info("stopped after %d file(s)", watcher.files_done, extra={"event": "stop"})
+    except Abandoned:
+        log.warning("stopped while a request was still in flight; its work is in the ledger and "
+                    "resumes at the next start", extra={"event": "stop_abandoned"})
+    finally:
+        worker.shutdown()
+        health.stop()
+        if ledger is not None:
+            ledger.close()
+
+
+def _open_ledger(state_dir: Path, log: logging.Logger) -> Any:
+    """Our own ledger handle for health figures (SQLite in WAL mode allows a second reader)."""
+    try:
+        from connector.ledger import Ledger
+
+        return Ledger.open(state_dir)
+    except Exception as exc:  # noqa: BLE001 - health figures are optional
+        log.warning("cannot open the ledger for health figures: %s", exc)
+        return None
+
+
+def _warn_if_not_same_filesystem(inbox_dir: Path, processing: Path, log: logging.Logger) -> None:
+    try:
+        if os.stat(inbox_dir).st_dev != os.stat(processing).st_dev:
+            log.warning("inbox %s and processing %s are on different filesystems: files cannot be claimed "
+                        "by an atomic rename; put processing/ on the same share as the inbox",
+                        inbox_dir, processing, extra={"event": "config_warning"})
+    except OSError:
+        pass  # the inbox is checked again on every scan
+
+
+def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
+    """SIGTERM/SIGINT (SIGBREAK on Windows) set `stop`; only possible on the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    names = ("SIGTERM", "SIGINT", "SIGBREAK")
+    previous = {}
+    for name in names:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, lambda _signum, _frame: stop.set())
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
