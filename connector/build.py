@@ -18,12 +18,11 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from .cells import MAX_NUMBER_CHARS, CellError, parse_code, text_steps
 from .mapping import (
     FAMILIES,
-    MAX_NUMBER_CHARS,
     PRODUCT_FIELDS,
     VARIANT_FIELDS,
-    CellError,
     FamilySpec,
     FieldSpec,
     Mapping,
@@ -31,7 +30,6 @@ from .mapping import (
     cell_parser,
     convert,
     number_failure,
-    parse_code,
 )
 from .model import Built, ImageRef, Problem, Product, Row
 
@@ -66,41 +64,6 @@ class _Header:
 
 def _loose(name: str) -> str:
     return " ".join(name.replace("\ufeff", "").replace("\u00a0", " ").split()).casefold()
-
-
-def _text_steps(spec: FieldSpec) -> Callable[[str], str] | None:
-    """The text transforms of a field, in their documented order, as one function (None: none)."""
-    steps: list[Callable[[str], str]] = []
-    for pattern, repl in spec.replace:
-        steps.append(lambda s, p=pattern, r=repl: p.sub(r, s))
-    for pick in spec.pick:
-        steps.append(pick.apply)
-    if spec.upper:
-        steps.append(str.upper)
-    if spec.lower:
-        steps.append(str.lower)
-    if spec.map:
-        table = {k.casefold(): v for k, v in spec.map}
-        steps.append(lambda s: table.get(s.casefold(), s))
-    if spec.zero_pad:
-        steps.append(lambda s, n=spec.zero_pad: s.zfill(n) if s.isdigit() else s)
-    if spec.prefix or spec.suffix:
-        steps.append(lambda s, a=spec.prefix, b=spec.suffix: f"{a}{s}{b}")
-    if spec.split:
-        steps.append(lambda s, sep=spec.split: ",".join(dict.fromkeys(p.strip() for p in s.split(sep) if p.strip())))
-    if not steps:
-        return None
-    if len(steps) == 1:
-        return steps[0]
-
-    def run(s: str) -> str:
-        for step in steps:
-            if not s:
-                break
-            s = step(s)
-        return s
-
-    return run
 
 
 def _raw_getter(spec: FieldSpec, header: _Header) -> tuple[Getter, str | None]:
@@ -179,7 +142,7 @@ def bind_field(spec: FieldSpec, kind: str, source: SourceOptions, header: _Heade
         return _bind_unit(spec, kind, source, header)
     raw, column = _raw_getter(spec, header)
     conv = _converter(spec, kind, source)
-    steps = _text_steps(spec)
+    steps = text_steps(spec.transforms)
     strip = spec.strip
     label = spec.label
 
