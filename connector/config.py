@@ -450,7 +450,11 @@ def _tidy(node: Any) -> Any:
         return [_tidy(n) for n in node]
     if not isinstance(node, dict):
         return node
-    return {k: _tidy(v) for k, v in node.items() if not (k == "title" and isinstance(v, str))}
+    return {
+        k: " ".join(v.split()) if k == "description" and isinstance(v, str) else _tidy(v)
+        for k, v in node.items()
+        if not (k == "title" and isinstance(v, str))
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -698,7 +698,7 @@ def _tidy(node: Any) -> Any:
             continue
         if key == "default" and value is None:
             continue
-        out[key] = _tidy(value)
+        out[key] = " ".join(value.split()) if key == "description" and isinstance(value, str) else _tidy(value)
     return out
 
 

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from connector.config import SCHEMA_PATH, ConfigError, json_schema, load_settings
+from connector.config import SCHEMA_PATH, ConfigError, Settings, json_schema, load_settings
 from connector.config import main as config_main
 
 SECRET = "hunter2-secret"
@@ -101,3 +101,18 @@ def test_the_schema_accepts_the_documented_settings_and_refuses_a_typo():
     assert list(validator.iter_errors(good)) == []
     assert list(validator.iter_errors({"api": {"pasword": "x"}}))
     assert json_schema()["$defs"]["ApiSettings"]["properties"]["password"]["writeOnly"] is True
+
+
+def test_the_readme_lists_every_setting_with_its_default():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Configuration", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    documented = yaml.safe_load(block)
+    defaults = Settings()
+    assert set(documented) == set(Settings.model_fields) - {"config_path"}
+    for section in ("api", "folders", "batch", "watch"):
+        model = getattr(defaults, section)
+        assert set(documented[section]) == set(type(model).model_fields), section
+        for key, value in documented[section].items():
+            default = getattr(model, key)
+            shown = str(default) if isinstance(default, Path) else default
+            assert value == shown, f"README: {section}.{key} is {value!r}, the default is {shown!r}"
