@@ -494,3 +494,17 @@ def test_transforms_run_in_the_registry_order_whatever_the_yaml_order():
     spec = dict(mapping.product)["title"]
     assert [name for name, _ in spec.transforms] == ["replace", "upper", "suffix"]
     assert text_steps(spec.transforms)("banana") == "BBNBNB!"
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        ({"missing_columns": "ignor"}, 'missing_columns: "ignor" is not allowed; did you mean "ignore"? (valid choices: warn, ignore, error)'),
+        ({"active": {"column": "S", "default": "delet"}}, 'active.default: "delet" is not allowed; did you mean "delete"?'),
+        ({"source": {"delimiter": ":"}}, 'source.delimiter: ":" is not allowed (valid choices: ",", ";", "\\t", "|")'),
+        ({"product": {"title": {"column": "t", "upper": "yes"}}}, "product.title.upper: must be true or false"),
+        ({"variant": {**MINIMAL["variant"], "qty": {"column": "q", "split": ","}}}, "variant.qty.split: only text fields can use split"),
+    ],
+)
+def test_choices_and_flags_are_checked_from_the_definition(extra, says):
+    assert any(says in p for p in problems_of({**MINIMAL, **extra}))
