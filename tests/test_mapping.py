@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -508,3 +509,9 @@ def test_transforms_run_in_the_registry_order_whatever_the_yaml_order():
 )
 def test_choices_and_flags_are_checked_from_the_definition(extra, says):
     assert any(says in p for p in problems_of({**MINIMAL, **extra}))
+
+
+def test_the_docs_list_the_transforms_in_the_order_they_run():
+    section = (ROOT / "docs" / "mapping.md").read_text().split("### Transforms", 1)[1].split("###", 1)[0]
+    listed = [n for pair in re.findall(r"^\| `([a-z_]+)`(?: / `([a-z_]+)`)? \|", section, re.MULTILINE) for n in pair if n]
+    assert [n for n in listed if n in TRANSFORMS] == list(TRANSFORMS)
