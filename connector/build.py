@@ -18,20 +18,19 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from .cells import MAX_NUMBER_CHARS, CellError, parse_code, text_steps
 from .mapping import (
     FAMILIES,
-    MAX_NUMBER_CHARS,
     PRODUCT_FIELDS,
     VARIANT_FIELDS,
-    CellError,
     FamilySpec,
     FieldSpec,
     Mapping,
+    SkipRule,
     SourceOptions,
     cell_parser,
     convert,
     number_failure,
-    parse_code,
 )
 from .model import Built, ImageRef, Problem, Product, Row
 
@@ -47,7 +46,7 @@ class _Header:
     def __init__(self, columns: Iterable[str]):
         self.columns = list(columns)
         self.exact = set(self.columns)
-        self.loose = {}
+        self.loose: dict[str, str] = {}
         for c in self.columns:
             self.loose.setdefault(_loose(c), c)
         self.missing: dict[str, str] = {}  # column -> where in the mapping it is named
@@ -68,48 +67,16 @@ def _loose(name: str) -> str:
     return " ".join(name.replace("\ufeff", "").replace("\u00a0", " ").split()).casefold()
 
 
-def _text_steps(spec: FieldSpec) -> Callable[[str], str] | None:
-    """The text transforms of a field, in their documented order, as one function (None: none)."""
-    steps: list[Callable[[str], str]] = []
-    for pattern, repl in spec.replace:
-        steps.append(lambda s, p=pattern, r=repl: p.sub(r, s))
-    for pick in spec.pick:
-        steps.append(pick.apply)
-    if spec.upper:
-        steps.append(str.upper)
-    if spec.lower:
-        steps.append(str.lower)
-    if spec.map:
-        table = {k.casefold(): v for k, v in spec.map}
-        steps.append(lambda s: table.get(s.casefold(), s))
-    if spec.zero_pad:
-        steps.append(lambda s, n=spec.zero_pad: s.zfill(n) if s.isdigit() else s)
-    if spec.prefix or spec.suffix:
-        steps.append(lambda s, a=spec.prefix, b=spec.suffix: f"{a}{s}{b}")
-    if spec.split:
-        steps.append(lambda s, sep=spec.split: ",".join(dict.fromkeys(p.strip() for p in s.split(sep) if p.strip())))
-    if not steps:
-        return None
-    if len(steps) == 1:
-        return steps[0]
-
-    def run(s: str) -> str:
-        for step in steps:
-            if not s:
-                break
-            s = step(s)
-        return s
-
-    return run
-
-
 def _raw_getter(spec: FieldSpec, header: _Header) -> tuple[Getter, str | None]:
     """How to get the field's raw text from a row's cells, and the column to name in problems."""
     if spec.value is not None:
         const = spec.value
         return (lambda cells: const), None
     if spec.template is not None:
-        parts = [(True, header.find(p, spec.where) or "\0missing") if is_col else (False, p) for is_col, p in spec.template.parts]
+        parts = [
+            (True, header.find(p, spec.where) or "\0missing") if is_col else (False, p)
+            for is_col, p in spec.template.parts
+        ]
 
         def from_template(cells: dict[str, str]) -> str:
             out, any_value = [], False
@@ -155,6 +122,7 @@ def _converter(spec: FieldSpec, kind: str, source: SourceOptions) -> Callable[[s
 
         return to_float
     if kind == "int":
+
         def to_int(text: str) -> int:
             if text.isdigit() and text.isascii() and len(text) <= MAX_NUMBER_CHARS:
                 return int(text)
@@ -179,7 +147,7 @@ def bind_field(spec: FieldSpec, kind: str, source: SourceOptions, header: _Heade
         return _bind_unit(spec, kind, source, header)
     raw, column = _raw_getter(spec, header)
     conv = _converter(spec, kind, source)
-    steps = _text_steps(spec)
+    steps = text_steps(spec.transforms)
     strip = spec.strip
     label = spec.label
 
@@ -267,7 +235,9 @@ def _bind_unit(spec: FieldSpec, kind: str, source: SourceOptions, header: _Heade
     assert unit is not None
     plain = replace(spec, unit=None)
     by_unit = {
-        name.casefold(): bind_field(replace(plain, multiply=(spec.multiply or Decimal(1)) * factor), kind, source, header)
+        name.casefold(): bind_field(
+            replace(plain, multiply=(spec.multiply or Decimal(1)) * factor), kind, source, header
+        )
         for name, factor in unit.factors
     }
     default = by_unit[unit.default.casefold()] if unit.default else None
@@ -288,7 +258,10 @@ def _bind_unit(spec: FieldSpec, kind: str, source: SourceOptions, header: _Heade
         if not word:
             why = f'has no unit (column "{shown_column}" is blank; valid units: {listed})'
         else:
-            why = f'has the unit "{word}" (column "{shown_column}"), which the mapping does not list (valid units: {listed})'
+            why = (
+                f'has the unit "{word}" (column "{shown_column}"), '
+                f"which the mapping does not list (valid units: {listed})"
+            )
         raise CellError(f'{spec.label} "{_short(text)}" {why}', shown_column, word)
 
     return get
@@ -315,7 +288,7 @@ def _bind_family(fam: FamilySpec, kind: str, source: SourceOptions, header: _Hea
 class _Bound:
     """A mapping bound to one header: every function a row needs."""
 
-    skips: list[tuple[Any, str, str]]  # (rule, column key, column shown)
+    skips: list[tuple[SkipRule, str | None, str]]  # (rule, column key or None when missing, column shown)
     group: Getter
     group_column: str | None
     status: Getter | None
@@ -357,7 +330,9 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
     for opt in mapping.options:
         name_col = _raw_getter(opt.name, header)[1]
         value_col = _raw_getter(opt.value, header)[1]
-        options.append((bind_field(opt.name, "str", src, header), bind_field(opt.value, "str", src, header), name_col, value_col))
+        options.append(
+            (bind_field(opt.name, "str", src, header), bind_field(opt.value, "str", src, header), name_col, value_col)
+        )
     families = []
     for key, (section, _, kind, name_key, value_key) in FAMILIES.items():
         fam = getattr(mapping, key)
@@ -365,26 +340,38 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
             families.append((section, key, name_key, value_key, _bind_family(fam, kind, src, header)))
     image_columns: list[str] = []
     if mapping.images is not None:
-        spec = mapping.images
-        if spec.columns_pattern is not None:
-            image_columns = [c for c in header.columns if spec.columns_pattern.search(c)]
-        for c in spec.columns:
+        images = mapping.images
+        if images.columns_pattern is not None:
+            image_columns = [c for c in header.columns if images.columns_pattern.search(c)]
+        for c in images.columns:
             found = header.find(c, "images.columns")
             if found is not None:
                 image_columns.append(found)
     fill_columns = [c for c in (header.find(name, "fill_down") for name in mapping.fill_down) if c is not None]
     parent_rule = parent_key = parent_link = None
     if mapping.parents is not None:
-        spec = mapping.parents
-        parent_rule = (spec.rows, header.find(spec.rows.column, f"{spec.where}.rows"))
-        parent_key = header.find(spec.key, f"{spec.where}.key")
-        link = spec.children_by or spec.children_in or ""
-        parent_link = header.find(link, f"{spec.where}.{'children_by' if spec.children_by else 'children_in'}")
+        parents = mapping.parents
+        parent_rule = (parents.rows, header.find(parents.rows.column, f"{parents.where}.rows"))
+        parent_key = header.find(parents.key, f"{parents.where}.key")
+        link = parents.children_by or parents.children_in or ""
+        parent_link = header.find(link, f"{parents.where}.{'children_by' if parents.children_by else 'children_in'}")
     return _Bound(
-        skips=skips, group=group, group_column=columns_of["source_product_code"], status=status,
-        status_column=status_column, product=product, variant=variant, options=options,
-        families=families, image_columns=image_columns, columns_of=columns_of, missing=header.missing,
-        fill_columns=fill_columns, parent_rule=parent_rule, parent_key=parent_key, parent_link=parent_link,
+        skips=skips,
+        group=group,
+        group_column=columns_of["source_product_code"],
+        status=status,
+        status_column=status_column,
+        product=product,
+        variant=variant,
+        options=options,
+        families=families,
+        image_columns=image_columns,
+        columns_of=columns_of,
+        missing=header.missing,
+        fill_columns=fill_columns,
+        parent_rule=parent_rule,
+        parent_key=parent_key,
+        parent_link=parent_link,
     )
 
 
@@ -403,7 +390,7 @@ class _Run:
         self.failed: set[str] = set()
         self.problems: list[Problem] = []
         self.skipped = 0
-        self.statuses = {w: s for w, s in mapping.active.values} if mapping.active else {}
+        self.statuses = dict(mapping.active.values) if mapping.active else {}
         self.family: _Family | None = None  # parent rows and their children (mapping.parents)
         self.image_rows: dict[str, list[tuple[Row, _Bound]]] = {}  # skipped rows whose images are kept
         self.variant_at: dict[tuple[str, str], int] = {}  # (product, variant code) -> item index, for same_variant: sum
@@ -435,20 +422,42 @@ class _Run:
         if parent is not None:
             code = parent.code
             if code is None:  # the parent row itself was refused for having no code
-                self.fail(row, None, [CellError(f"its parent row on line {parent.row.line} has no product code", None, None, "required")])
+                self.fail(
+                    row,
+                    None,
+                    [
+                        CellError(
+                            f"its parent row on line {parent.row.line} has no product code", None, None, "required"
+                        )
+                    ],
+                )
                 return
             parent.used = True
         else:
             code = self.value(b.group, cells, errors)
         if not code:
             if not errors:
-                errors.append(CellError(f'the row has no product code (column "{b.group_column}" is blank)', b.group_column, "", "required"))
+                errors.append(
+                    CellError(
+                        f'the row has no product code (column "{b.group_column}" is blank)',
+                        b.group_column,
+                        "",
+                        "required",
+                    )
+                )
             self.fail(row, None, errors)
             return
         self.lines.setdefault(code, []).append(row.line)
         state = self.status(b, cells, errors)
         if state == "ignore":
-            self.skip(row, "ignored", f'not sent: column "{b.status_column}" says ignore', b.status_column, cells.get(b.status_column or "", ""), code)
+            self.skip(
+                row,
+                "ignored",
+                f'not sent: column "{b.status_column}" says ignore',
+                b.status_column,
+                cells.get(b.status_column or "", ""),
+                code,
+            )
             return
         item, variant_code = self.item(row, b, code, state, errors, parent.product if parent else None)
         if errors:
@@ -459,7 +468,9 @@ class _Run:
             product = self.products[code] = Product(code=code, items=[], lines=[])
             self.seen_images[code] = set()
             if parent is not None and state == "active" and self.mapping.images is not None:
-                self.images(parent.row, parent.bound, product, None, None)  # the parent's pictures first: its main image
+                self.images(
+                    parent.row, parent.bound, product, None, None
+                )  # the parent's pictures first: its main image
         if self.mapping.same_variant == "sum" and variant_code is not None:
             at = self.variant_at.setdefault((code, variant_code), len(product.items))
             if at < len(product.items):
@@ -479,7 +490,9 @@ class _Run:
                 reason = f'skipped: column "{shown}" {rule.describe()}'
                 code = self.keep_images_of(row, b) if rule.keep_images else None
                 if code is not None:
-                    reason = f'not a variant: column "{shown}" {rule.describe()}; its images are kept for product {code}'
+                    reason = (
+                        f'not a variant: column "{shown}" {rule.describe()}; its images are kept for product {code}'
+                    )
                 self.skip(row, "filter", reason, shown, value, code)
                 return True
         return False
@@ -498,7 +511,10 @@ class _Run:
         return code
 
     def attach_kept_images(self) -> None:
-        """Images of skipped rows go to their products, after the products' own (a product sent as a delete gets none)."""
+        """Images of skipped rows go to their products, after the products' own.
+
+        A product sent as a delete gets none.
+        """
         for code, rows in self.image_rows.items():
             product = self.products.get(code)
             if product is None or code in self.failed or not product.items:
@@ -529,7 +545,14 @@ class _Run:
         """Parent rows no child row pointed at: nothing to sell, so nothing is sent for them."""
         for parent in self.family.parents if self.family else ():
             if not parent.used and not parent.errors:
-                self.skip(parent.row, "parent", "not sent: a parent row with no variant rows in the file", None, None, parent.code)
+                self.skip(
+                    parent.row,
+                    "parent",
+                    "not sent: a parent row with no variant rows in the file",
+                    None,
+                    None,
+                    parent.code,
+                )
 
     def value(self, get: Getter, cells: dict[str, str], errors: list[CellError]) -> Any:
         try:
@@ -541,18 +564,28 @@ class _Run:
     def status(self, b: _Bound, cells: dict[str, str], errors: list[CellError]) -> str:
         if b.status is None:
             return "active"
+        active = self.mapping.active
+        assert active is not None  # b.status is bound only from mapping.active
         word = self.value(b.status, cells, errors)
         if not word:
-            return self.mapping.active.default
+            return active.default
         state = self.statuses.get(word.lower())
         if state is None:
-            listed = ", ".join(w for w, _ in self.mapping.active.values)
-            errors.append(CellError(f'status "{word}" is not listed in the mapping (valid choices: {listed})', b.status_column, word, "status"))
+            listed = ", ".join(w for w, _ in active.values)
+            why = f'status "{word}" is not listed in the mapping (valid choices: {listed})'
+            errors.append(CellError(why, b.status_column, word, "status"))
             return "active"
         return state
 
-    def item(self, row: Row, b: _Bound, code: str, state: str, errors: list[CellError],
-             parent_product: dict[str, Any] | None = None) -> tuple[dict, str | None]:
+    def item(
+        self,
+        row: Row,
+        b: _Bound,
+        code: str,
+        state: str,
+        errors: list[CellError],
+        parent_product: dict[str, Any] | None = None,
+    ) -> tuple[dict, str | None]:
         cells = row.cells
         product = _fill(b.product, cells, errors)
         variant = _fill(b.variant, cells, errors)
@@ -563,7 +596,7 @@ class _Run:
             if listed:
                 if section == "product":
                     shape = (key, tuple((d[name_key], d[value_key]) for d in listed))
-                    listed = self.share(shape, lambda: listed)
+                    listed = self.shared.setdefault(shape, listed)  # one list for every variant of the product
                 (product if section == "product" else variant)[key] = listed
         if parent_product:
             product.update(parent_product)  # the parent row's product fields win over the child's
@@ -574,13 +607,16 @@ class _Run:
                 why = f'column "{column}" is blank' if column else "the mapping does not say where it comes from"
                 errors.append(CellError(f"{name} is required ({why})", column, "", "required"))
         product["variants"] = variant
-        source = self.share(("source", code, active), lambda: {
-            "source_id": self.source_id,
-            "product_active": "true" if active else "false",
-            "source_product_code": code,
-            "sync_token": "0",
-            "fetch_token": "0",
-        })
+        source = self.share(
+            ("source", code, active),
+            lambda: {
+                "source_id": self.source_id,
+                "product_active": "true" if active else "false",
+                "source_product_code": code,
+                "sync_token": "0",
+                "fetch_token": "0",
+            },
+        )
         item = {"source": source, "product": product}
         return item, variant.get("source_variant_code")
 
@@ -596,19 +632,28 @@ class _Run:
                 errors.append(exc)
                 continue
             if name is None:
-                errors.append(CellError(f'option value "{value}" has no option name (column "{name_col}" is blank)', name_col, "", "options"))
+                errors.append(
+                    CellError(
+                        f'option value "{value}" has no option name (column "{name_col}" is blank)',
+                        name_col,
+                        "",
+                        "options",
+                    )
+                )
                 continue
             present.append((name, value))
         if present:
             names = tuple(n for n, _ in present)
-            product["options"] = self.share(("options", names),
-                                            lambda: [{"name": n, "position": i} for i, n in enumerate(names, 1)])
+            product["options"] = self.share(
+                ("options", names), lambda: [{"name": n, "position": i} for i, n in enumerate(names, 1)]
+            )
             for i, (_, v) in enumerate(present, 1):
                 variant[_SLOTS[i]] = v
 
     def images(self, row: Row, b: _Bound, product: Product, item: dict | None, variant_code: str | None) -> None:
         seen = self.seen_images[product.code]
         spec = self.mapping.images
+        assert spec is not None  # called only when the mapping has images
         for column in b.image_columns:
             cell = row.cells.get(column, "").strip()
             if not cell:
@@ -621,13 +666,17 @@ class _Run:
                 if name and name not in seen:
                     seen.add(name)
                     product.images.append(ImageRef(name, row.line, column, variant_code))
-        for template in spec.patterns if item is not None else ():
+        if item is None:  # a row kept only for its images has no mapped values to fill a pattern
+            return
+        for template in spec.patterns:
             for name in _pattern_names(template, row.cells, item, spec.max):
                 if name not in seen:
                     seen.add(name)
                     product.images.append(ImageRef(name, row.line, None, variant_code))
 
-    def skip(self, row: Row, kind: str, reason: str, column: str | None, value: str | None, code: str | None = None) -> None:
+    def skip(
+        self, row: Row, kind: str, reason: str, column: str | None, value: str | None, code: str | None = None
+    ) -> None:
         self.skipped += 1
         self.problems.append(Problem(kind, reason, "skipped", row.line, column, value, code, row.sheet))
 
@@ -635,7 +684,9 @@ class _Run:
         if code is not None:
             self.failed.add(code)
         for exc in errors:
-            self.problems.append(Problem(exc.kind, exc.reason, "error", row.line, exc.column, exc.value, code, row.sheet))
+            self.problems.append(
+                Problem(exc.kind, exc.reason, "error", row.line, exc.column, exc.value, code, row.sheet)
+            )
 
 
 _REQUIRED = ("source_variant_code", "sku", "title")
@@ -657,8 +708,9 @@ def _fill(getters: list[tuple[str, Getter]], cells: dict[str, str], errors: list
     return out
 
 
-def _family_values(entries: list[tuple[str, Getter]], cells: dict[str, str], errors: list[CellError],
-                   name_key: str, value_key: str) -> list[dict[str, Any]]:
+def _family_values(
+    entries: list[tuple[str, Getter]], cells: dict[str, str], errors: list[CellError], name_key: str, value_key: str
+) -> list[dict[str, Any]]:
     """A column family's non-blank values of one row, as [{name_key: name, value_key: value}]."""
     return [{name_key: name, value_key: v} for name, v in _fill(entries, cells, errors).items()]
 
@@ -706,7 +758,9 @@ def _pattern_names(template: Any, cells: dict[str, str], item: dict, most: int) 
     counted = any(is_col and part == "n" for is_col, part in template.parts)
     out = []
     for n in range(1, most + 1 if counted else 2):
-        out.append("".join((str(n) if part == "n" else values[part]) if is_col else part for is_col, part in template.parts))
+        out.append(
+            "".join((str(n) if part == "n" else values[part]) if is_col else part for is_col, part in template.parts)
+        )
     return out
 
 
@@ -822,7 +876,14 @@ class _Family:
             errors: list[CellError] = []
             code = run.value(b.group, row.cells, errors) or None
             if code is None and not errors:
-                errors.append(CellError(f'the parent row has no product code (column "{b.group_column}" is blank)', b.group_column, "", "required"))
+                errors.append(
+                    CellError(
+                        f'the parent row has no product code (column "{b.group_column}" is blank)',
+                        b.group_column,
+                        "",
+                        "required",
+                    )
+                )
             parent = _Parent(row, b, code, run.product_fields(b, row.cells, errors), errors)
             family.parents.append(parent)
             family.by_row[(row.sheet, row.line)] = parent
@@ -873,7 +934,13 @@ def _missing(run: _Run, b: _Bound, mapping: Mapping, sheet: str | None) -> bool:
         if mapping.missing_columns == "ignore" and not fatal:
             continue
         run.problems.append(
-            Problem("column", f'column "{column}" (named at {where} in the mapping) is not in the file', "error" if fatal else "warning", column=column, sheet=sheet)
+            Problem(
+                "column",
+                f'column "{column}" (named at {where} in the mapping) is not in the file',
+                "error" if fatal else "warning",
+                column=column,
+                sheet=sheet,
+            )
         )
     return any(p.kind == "column" and p.severity == "error" for p in run.problems)
 

@@ -2,110 +2,197 @@
 
     settings = load_settings(Path("connector.yaml"), os.environ)
 
+The settings are defined once, as the pydantic models below: their fields, types, bounds,
+choices and descriptions give the defaults, the validation and the published JSON Schema
+(`python -m connector.config --schema` writes connector/schema/config.schema.json; a test fails
+when the committed file differs). Every problem is reported at once with its place in the file,
+"did you mean" for a misspelt key and the valid choices:
+
+    api.pasword: unknown setting; did you mean "password"? (valid choices: url, username, ...)
+
 Relative folders are resolved against the config file's folder, or against the current
 directory when there is no config file. Environment variables win over the file:
 S2S_API_URL, S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID, S2S_STATE_DIR.
-The password is kept out of every repr and message.
+The password is kept out of every repr and message, YAML syntax errors included.
 """
 
 from __future__ import annotations
 
+import argparse
 import codecs
+import difflib
 import fnmatch
+import json
+import re
+import sys
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import SkipJsonSchema
 
 from connector.errors import ConfigError
 
 DEFAULT_API_URL = "https://app.stock2shop.com"
 DEFAULT_PATTERNS = ["*.csv", "*.xlsx", "*.xls", "*.ods"]
+HIDDEN = "(hidden)"
 
 
-@dataclass
-class ApiSettings:
-    url: str = DEFAULT_API_URL
-    username: str = ""
-    password: str = field(default="", repr=False)
-    source_id: int | None = None
-    rate: float = 1.0  # requests/s to start with; raised or lowered by x-S2S-RateLimit
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    request_deadline: float = 120.0  # seconds one request (send, wait, read the answer) may take in all
-    retry_budget: float = 300.0  # seconds one request may keep retrying before its work waits in the ledger
-    retry_after_cap: float = 120.0  # longest Retry-After we honour
+# --------------------------------------------------------------------------- the definition
 
 
-@dataclass
-class Folders:
-    inbox: Path = Path("inbox")
-    processing: Path = Path("processing")
-    archive: Path = Path("archive")
-    failed: Path = Path("failed")
-    state: Path = Path("state")
-    images: Path | None = None  # None: an `images/` folder beside the file being processed
-    mappings: Path = Path("mappings")
+class _Section(BaseModel):
+    # numbers in YAML are text where text is wanted (a username of digits); unknown keys are errors
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
-@dataclass
-class BatchSettings:
-    max_items: int = 500  # Stock2Shop's own agent sends 500 per request
+class ApiSettings(_Section):
+    """The Stock2Shop API and how hard to push it."""
+
+    url: str = Field(default=DEFAULT_API_URL, description="The API's address, http:// or https://.")
+    username: str = Field(default="", description="The Stock2Shop user (or S2S_USERNAME).")
+    password: str = Field(
+        default="",
+        repr=False,
+        description="The user's password (or S2S_PASSWORD); never shown.",
+        json_schema_extra={"writeOnly": True},
+    )
+    source_id: int | None = Field(
+        default=None, description="The Stock2Shop source the products belong to (or S2S_SOURCE_ID)."
+    )
+    rate: float = Field(
+        default=1.0, gt=0, description="Requests per second to start with; raised or lowered by x-S2S-RateLimit."
+    )
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a connection.")
+    read_timeout: float = Field(default=60.0, gt=0, description="Seconds to wait for a response.")
+    request_deadline: float = Field(
+        default=120.0, gt=0,
+        description="Seconds one request (send, wait, read the answer) may take in all; a server that trickles "
+                    "its answer is cut off here and the request retried.",
+    )
+    retry_budget: float = Field(
+        default=300.0, ge=0, description="Seconds one request may keep retrying before its work waits in the ledger."
+    )
+    retry_after_cap: float = Field(default=120.0, ge=0, description="The longest Retry-After honoured, in seconds.")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} must start with http:// or https://")
+        return url
+
+
+class Folders(_Section):
+    """Where files are dropped, worked on and filed away; relative to connector.yaml's folder."""
+
+    inbox: Path = Field(default=Path("inbox"), description="Where the ERP drops its exports.")
+    processing: Path = Field(default=Path("processing"), description="Files being worked on.")
+    archive: Path = Field(default=Path("archive"), description="Files whose work is acknowledged, with their reports.")
+    failed: Path = Field(default=Path("failed"), description="Files refused for a data reason, with the reason.")
+    state: Path = Field(default=Path("state"), description="The ledger and health file (or S2S_STATE_DIR).")
+    images: Path | None = Field(default=None, description="Image folder (default: an images/ folder beside each file).")
+    mappings: Path = Field(
+        default=Path("mappings"), description="Your own mappings, searched before the built-in ones."
+    )
+
+
+class BatchSettings(_Section):
+    """How products are grouped into requests."""
+
+    max_items: int = Field(
+        default=500, ge=1, le=500, description="Items per request; Stock2Shop's own agent sends 500."
+    )
     # 2 MiB: below the ~2.7 MB body the image endpoint must already take (a 2 MB image in
     # base64), so a product batch is never the largest body the server sees from us.
-    max_bytes: int = 2 * 1024 * 1024
-    # Images go several per request up to this much JSON. 3 MiB: just above the largest body the
-    # image endpoint must already take (one 2 MB image in base64, ~2.8 MB), so the default never
-    # asks more of the server than a single large image does; 50-350 KB photos go ~10-40 at once.
-    # A 413 lowers it for the rest of the run.
-    image_max_bytes: int = 3 * 1024 * 1024
+    max_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024, description="Bytes per request body.")
+    # 3 MiB: just above the largest body the image endpoint must already take (one 2 MB image in
+    # base64, ~2.8 MB), so the default never asks more of the server than a single large image
+    # does; 50-340 KB photos go ~10-40 at once. A 413 lowers it for the rest of the run.
+    image_max_bytes: int = Field(
+        default=3 * 1024 * 1024, ge=64 * 1024,
+        description="Bytes of JSON per image request: images go several at once, up to this.",
+    )
 
 
-@dataclass
-class WatchSettings:
-    scan_interval: float = 30.0
-    min_age: float = 10.0  # seconds since we first saw the file, by our clock
-    stable_interval: float = 2.0  # size and mtime must be unchanged across checks this far apart
-    observer: str = "auto"  # auto | native | polling | none
-    patterns: list[str] = field(default_factory=lambda: list(DEFAULT_PATTERNS))
-    done_file: bool = False  # take `x.csv` only when `x.csv.done` exists
-    max_files_per_cycle: int = 50
-    allow_empty: bool = False
-    reprocess_duplicates: bool = False
-    health_port: int | None = None  # /healthz on 127.0.0.1
-    health_file: Path | None = None  # default: <state>/health.json
+class WatchSettings(_Section):
+    """How `connector watch` notices files and decides they are complete."""
+
+    scan_interval: float = Field(
+        default=30.0, gt=0, description="Seconds between scans of the inbox (the scan is the truth)."
+    )
+    min_age: float = Field(default=10.0, ge=0, description="Seconds since the file was first seen, by our clock.")
+    stable_interval: float = Field(
+        default=2.0, ge=0, description="Size and mtime must be unchanged across checks this far apart (seconds)."
+    )
+    observer: Literal["auto", "native", "polling", "none"] = Field(
+        default="auto", description="File-system events: auto, native, polling, or none (scans only)."
+    )
+    patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_PATTERNS), description="File names taken (globs).")
+    done_file: bool = Field(default=False, description="Take x.csv only when x.csv.done exists.")
+    max_files_per_cycle: int = Field(default=50, ge=1, description="Files claimed per scan.")
+    allow_empty: bool = Field(default=False, description="Process a file with no rows instead of refusing it.")
+    reprocess_duplicates: bool = Field(
+        default=False, description="Process a file again when its content was seen before."
+    )
+    health_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve /healthz on 127.0.0.1 at this port (0: any free port)."
+    )
+    health_file: Path | None = Field(
+        default=None, description="Where health is written (default: <state>/health.json)."
+    )
 
 
-@dataclass
-class LimitSettings:
-    # Rows of one file held in memory at once; a bigger file is refused, naming this setting.
-    # A row costs ~4 KB read, mapped and checked (bench/bench_pipeline.py: 415 MiB for 100k
-    # rows), so the default keeps one file within ~2 GB.
-    max_rows: int = 500_000
+class LimitSettings(_Section):
+    """What one file may cost this machine."""
+
+    # A row costs ~4 KB read, mapped and checked (bench/bench_pipeline.py: 415 MiB for 100k rows),
+    # so the default keeps one file within ~2 GB.
+    max_rows: int = Field(
+        default=500_000, ge=1,
+        description="Rows of one file held in memory at once; a bigger file is refused, naming this setting.",
+    )
 
 
-@dataclass
-class Rule:
+class Rule(_Section):
     """Files whose name matches `pattern` (a case-insensitive glob) use `mapping`."""
 
-    pattern: str
-    mapping: str
+    pattern: str = Field(description="A file name glob, e.g. pastel_*.csv (case-insensitive).")
+    mapping: str = Field(description="A mapping name (mappings/NAME.yaml) or a path.")
 
 
-@dataclass
-class Settings:
-    api: ApiSettings = field(default_factory=ApiSettings)
-    folders: Folders = field(default_factory=Folders)
-    batch: BatchSettings = field(default_factory=BatchSettings)
-    watch: WatchSettings = field(default_factory=WatchSettings)
-    limits: LimitSettings = field(default_factory=LimitSettings)
-    rules: list[Rule] = field(default_factory=list)
-    default_mapping: str = "stock2shop"
-    legacy_encoding: str = "cp1252"
-    allow_image_urls: bool = False
-    config_path: Path | None = None
+class Settings(_Section):
+    """connector.yaml: the settings of the connector. Environment variables win over the file."""
+
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    folders: Folders = Field(default_factory=Folders)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    rules: list[Rule] = Field(
+        default_factory=list, description="The first rule matching a file's name picks its mapping."
+    )
+    default_mapping: str = Field(default="stock2shop", description="The mapping of a file no rule matches.")
+    legacy_encoding: str = Field(
+        default="cp1252", description="Text encoding of CSV files that are not UTF-8 or UTF-16."
+    )
+    allow_image_urls: bool = Field(default=False, description="Fetch http(s) image URLs named in a file.")
+    config_path: SkipJsonSchema[Path | None] = Field(
+        default=None, exclude=True
+    )  # where the settings came from, not a setting
+
+    @field_validator("legacy_encoding")
+    @classmethod
+    def _encoding(cls, name: str) -> str:
+        try:
+            codecs.lookup(name)
+        except LookupError:
+            raise ValueError(f"{name!r} is not a known encoding (e.g. cp1252, cp1250, latin-1)") from None
+        return name
 
     def mapping_for(self, file_name: str) -> str:
         """The mapping named by the first rule matching `file_name`, else the default."""
@@ -115,9 +202,7 @@ class Settings:
         return self.default_mapping
 
 
-_SECTIONS = {"api": ApiSettings, "folders": Folders, "batch": BatchSettings, "watch": WatchSettings,
-             "limits": LimitSettings}
-_TOP_LEVEL = {"default_mapping", "legacy_encoding", "allow_image_urls", "rules"}
+# Environment variable: its place in the settings.
 _ENV = {
     "S2S_API_URL": ("api", "url"),
     "S2S_USERNAME": ("api", "username"),
@@ -125,6 +210,19 @@ _ENV = {
     "S2S_SOURCE_ID": ("api", "source_id"),
     "S2S_STATE_DIR": ("folders", "state"),
 }
+
+
+def _keys(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """The settings a block takes, in the definition's order (config_path is not one)."""
+    return {name: info for name, info in model.model_fields.items() if not info.exclude}
+
+
+def _secret(info: FieldInfo | None) -> bool:
+    extra = info.json_schema_extra if info is not None else None
+    return isinstance(extra, dict) and extra.get("writeOnly") is True
+
+
+# --------------------------------------------------------------------------- loading
 
 
 def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
@@ -135,12 +233,15 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
     explicit = path is not None
     path = path or Path("connector.yaml")
     raw: dict[str, Any] = {}
-    problems: list[str] = []
     if path.exists():
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"{path}: not valid YAML: {_short(exc)}"]) from None
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"{path}: not valid YAML: not UTF-8 text (byte {exc.start})"]) from None
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: not valid YAML: {_redact(_yaml_problem(exc), text, env)}"]) from None
         if not isinstance(loaded, dict):
             raise ConfigError([f"{path}: the top level must be a mapping of sections"])
         raw = loaded
@@ -148,33 +249,181 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
         raise ConfigError([f"{path}: no such config file"])
     base = path.resolve().parent if path.exists() else Path.cwd()
 
-    settings = Settings(config_path=path.resolve() if path.exists() else None)
-    for key, value in raw.items():
-        if key in _SECTIONS:
-            _apply_section(getattr(settings, key), key, value, problems)
-        elif key == "rules":
-            settings.rules = _rules(value, problems)
-        elif key in _TOP_LEVEL:
-            _set(settings, key, value, key, problems)
-        else:
-            problems.append(f"{key}: unknown setting (known: {', '.join(sorted([*_SECTIONS, *_TOP_LEVEL]))})")
-
-    for name, (section, attr) in _ENV.items():
-        if env.get(name):
-            _set(getattr(settings, section), attr, env[name], name, problems)
+    problems: list[str] = []
+    doc, from_env = _with_env(raw, env)
+    settings = None
+    try:
+        settings = Settings.model_validate(doc)
+    except ValidationError as exc:
+        problems.extend(_problem(err, doc, from_env) for err in exc.errors())
+    if settings is None:
+        settings = Settings()
+    settings.config_path = path.resolve() if path.exists() else None
 
     folders = settings.folders
-    for f in fields(Folders):
-        value = getattr(folders, f.name)
+    for name in _keys(Folders):
+        value = getattr(folders, name)
         if value is not None:
             value = Path(value).expanduser()
-            setattr(folders, f.name, value if value.is_absolute() else base / value)
+            setattr(folders, name, value if value.is_absolute() else base / value)
     if settings.watch.health_file is None:
         settings.watch.health_file = folders.state / "health.json"
-    _check_ranges(settings, problems)
+    problems.extend(_check_rules(doc.get("rules"), settings))
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _with_env(raw: dict[str, Any], env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, str], str]]:
+    """The document with the environment's values on top, and which places came from which variable.
+
+    A blank value (`key:` with nothing after it) keeps the setting's default, as an absent key does.
+    """
+    doc: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and key in ("api", "folders", "batch", "watch"):
+            model = _keys(Settings)[key].annotation
+            assert isinstance(model, type) and issubclass(model, BaseModel)
+            known = _keys(model)
+            value = {k: v for k, v in value.items() if v is not None or _optional(known.get(k))}
+        if value is not None or key not in _keys(Settings):
+            doc[key] = value
+    from_env: dict[tuple[str, str], str] = {}
+    for name, (section, key) in _ENV.items():
+        if env.get(name) and isinstance(doc.get(section, {}), dict):
+            doc[section] = {**doc.get(section, {}), key: env[name]}
+            from_env[(section, key)] = name
+    return doc, from_env
+
+
+def _optional(info: FieldInfo | None) -> bool:
+    return info is None or type(None) in typing.get_args(info.annotation)
+
+
+# What a person is told for pydantic's error types; the value is quoted before it.
+_MESSAGES = {
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "list_type": "must be a list",
+    "path_type": "must be a folder path",
+    "model_type": "must be a mapping of settings",
+    "dict_type": "must be a mapping of settings",
+    "model_attributes_type": "must be a mapping of settings",
+}
+
+
+def _problem(err: Any, doc: dict[str, Any], from_env: dict[tuple[str, str], str]) -> str:
+    """One pydantic error as `place: what is wrong`, with did-you-mean and the valid choices; secrets hidden."""
+    loc = tuple(err["loc"])
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    if loc[:2] in from_env:
+        where = f"{from_env[loc[:2]]} ({where})"
+    model, info = _field_at(loc)
+    kind, value = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        valid = tuple(_keys(model)) if model is not None else ()
+        return f"{where}: unknown setting{_did_you_mean(loc[-1], valid)} {_choices(valid)}"
+    if kind == "missing":
+        return f"{where}: is required"
+    shown = HIDDEN if _secret(info) else repr(value)
+    if kind == "literal_error":
+        choices = typing.get_args(info.annotation) if info is not None else ()
+        return f"{where}: {shown} is not allowed{_did_you_mean(value, choices)} {_choices(choices)}"
+    if kind in ("greater_than", "greater_than_equal", "less_than_equal", "less_than") and info is not None:
+        return f"{where}: {shown} must be {_bounds(info)}"
+    if kind == "value_error":
+        reason = str(err["ctx"]["error"])
+        return f"{where}: {HIDDEN if _secret(info) else reason}"
+    return f"{where}: {shown} is not valid: {_MESSAGES.get(kind, err['msg'])}"
+
+
+def _field_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, FieldInfo | None]:
+    """The model holding the last key of `loc`, and that key's definition (None where there is none)."""
+    model: type[BaseModel] | None = Settings
+    info: FieldInfo | None = None
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        info = _keys(model).get(str(part))
+        if info is None:
+            return model, None
+        inner = info.annotation
+        args = [a for a in typing.get_args(inner) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+        elif args:
+            model = args[0]
+        elif part != loc[-1]:
+            model = None
+    return model, info
+
+
+def _bounds(info: FieldInfo) -> str:
+    low = high = None
+    above = False
+    for meta in info.metadata:
+        if getattr(meta, "gt", None) is not None:
+            low, above = meta.gt, True
+        low = getattr(meta, "ge", low)
+        high = getattr(meta, "le", high)
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    if above:
+        return f"above {low}"
+    return f"at least {low}" if low is not None else f"at most {high}"
+
+
+def _check_rules(rules: Any, settings: Settings) -> list[str]:
+    """Each rule's mapping exists: the same lookup every file gets."""
+    from connector.mapping import MappingError, find_mapping
+
+    problems: list[str] = []
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        if isinstance(rule, dict) and isinstance(rule.get("mapping"), str):
+            try:
+                find_mapping(rule["mapping"], [settings.folders.mappings, builtin_mappings()])
+            except MappingError as exc:
+                problems.extend(f"rules[{i}].mapping: {p}" for p in exc.problems)
+    return problems
+
+
+def _did_you_mean(given: Any, valid: tuple[Any, ...]) -> str:
+    close = difflib.get_close_matches(str(given), [str(v) for v in valid], n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def _choices(valid: tuple[Any, ...]) -> str:
+    return f"(valid choices: {', '.join(str(v) for v in valid)})"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without the quoted lines of the file that PyYAML's own message carries."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    context = getattr(exc, "context", None)
+    return f"{where}{problem}" + (f" ({context})" if context else "")
+
+
+# `password: value` on a line of the file, for redacting a file that does not parse.
+_SECRET_LINE = re.compile(r"^\s*[\"']?password[\"']?\s*:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def _redact(message: str, text: str, env: Mapping[str, str]) -> str:
+    """The message with every configured secret replaced: S2S_PASSWORD and any `password:` value in the file."""
+    # the value as written and without YAML's marks around it (quotes, an alias's *, brackets)
+    written = [m.group(1) for m in _SECRET_LINE.finditer(text)]
+    secrets = {*written, *(w.strip(" \t\"'*&!|>[]{},") for w in written)}
+    secrets |= {env[name] for name, place in _ENV.items() if env.get(name) and _secret(_field_at(place)[1])}
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        message = message.replace(secret, HIDDEN)
+    return message
 
 
 def builtin_mappings() -> Path:
@@ -198,99 +447,57 @@ def require_credentials(settings: Settings) -> None:
         raise ConfigError([f"{m} is not set (or run with --sandbox to try the built-in sandbox API)" for m in missing])
 
 
-def _apply_section(target: Any, section: str, value: Any, problems: list[str]) -> None:
-    if not isinstance(value, dict):
-        problems.append(f"{section}: must be a mapping of settings")
-        return
-    known = {f.name for f in fields(target)}
-    for key, item in value.items():
-        if key not in known:
-            problems.append(f"{section}.{key}: unknown setting (known: {', '.join(sorted(known))})")
-        else:
-            _set(target, key, item, f"{section}.{key}", problems)
+# --------------------------------------------------------------------------- the published JSON Schema
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "config.schema.json"
 
 
-def _set(target: Any, attr: str, value: Any, where: str, problems: list[str]) -> None:
-    """Coerce `value` to the type of `target.attr` and set it, or record why not."""
-    current = getattr(target, attr)
-    kind = {f.name: f.type for f in fields(target)}[attr]
-    try:
-        if value is None:
-            coerced = None if "None" in str(kind) else current
-        elif "Path" in str(kind):
-            coerced = Path(str(value))
-        elif "bool" in str(kind):
-            coerced = _bool(value)
-        elif "float" in str(kind):
-            coerced = float(value)
-        elif "int" in str(kind):
-            coerced = int(str(value).strip())
-        elif "list" in str(kind):
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ValueError("must be a list of text")
-            coerced = list(value)
-        else:
-            coerced = str(value)
-    except (TypeError, ValueError) as exc:
-        shown = "(hidden)" if attr == "password" else repr(value)
-        problems.append(f"{where}: {shown} is not valid: {exc}")
-        return
-    setattr(target, attr, coerced)
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of connector.yaml, generated from the definition."""
+    schema = Settings.model_json_schema(ref_template="#/$defs/{model}")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://stock2shop-connector.local/schema/config.schema.json",
+        **_tidy(schema),
+        "title": "connector.yaml",
+    }
 
 
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"true", "yes", "1", "on"}:
-        return True
-    if text in {"false", "no", "0", "off"}:
-        return False
-    raise ValueError("must be true or false")
+def _tidy(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_tidy(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    return {
+        k: " ".join(v.split()) if k == "description" and isinstance(v, str) else _tidy(v)
+        for k, v in node.items()
+        if not (k == "title" and isinstance(v, str))
+    }
 
 
-def _rules(value: Any, problems: list[str]) -> list[Rule]:
-    rules: list[Rule] = []
-    if not isinstance(value, list):
-        problems.append("rules: must be a list of {pattern: GLOB, mapping: NAME}")
-        return rules
-    for i, item in enumerate(value):
-        if not isinstance(item, dict) or set(item) != {"pattern", "mapping"}:
-            problems.append(f"rules[{i}]: must have exactly `pattern` and `mapping`")
-            continue
-        rules.append(Rule(str(item["pattern"]), str(item["mapping"])))
-    return rules
+def main(argv: list[str] | None = None) -> int:
+    """`--schema`: write config.schema.json from the definition; `--check`: fail when the file differs."""
+    parser = argparse.ArgumentParser(prog="python -m connector.config", description=main.__doc__)
+    parser.add_argument("--schema", action="store_true", help=f"write {SCHEMA_PATH.name} from the definition")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when the committed schema is not the generated one"
+    )
+    parser.add_argument("--out", type=Path, default=SCHEMA_PATH, help="where to write (default: %(default)s)")
+    args = parser.parse_args(argv)
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if args.check:
+        current = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
+        if current != text:
+            print(f"{args.out} is out of date: run python -m connector.config --schema", file=sys.stderr)
+            return 1
+        return 0
+    if not args.schema:
+        parser.print_help()
+        return 2
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
 
 
-def _check_ranges(s: Settings, problems: list[str]) -> None:
-    if not 1 <= s.batch.max_items <= 500:
-        problems.append("batch.max_items: must be between 1 and 500")
-    if s.batch.max_bytes < 64 * 1024:
-        problems.append("batch.max_bytes: must be at least 65536")
-    if s.batch.image_max_bytes < 64 * 1024:
-        problems.append("batch.image_max_bytes: must be at least 65536")
-    if s.limits.max_rows < 1:
-        problems.append("limits.max_rows: must be 1 or more")
-    if s.api.rate <= 0:
-        problems.append("api.rate: must be above 0")
-    if s.watch.observer not in {"auto", "native", "polling", "none"}:
-        problems.append("watch.observer: must be one of auto, native, polling, none")
-    if s.watch.scan_interval <= 0 or s.watch.min_age < 0 or s.watch.stable_interval < 0:
-        problems.append("watch: scan_interval must be above 0, min_age and stable_interval at least 0")
-    if not s.api.url.startswith(("http://", "https://")):
-        problems.append(f"api.url: {s.api.url!r} must start with http:// or https://")
-    try:
-        codecs.lookup(s.legacy_encoding)
-    except LookupError:
-        problems.append(f"legacy_encoding: {s.legacy_encoding!r} is not a known encoding (e.g. cp1252, cp1250, latin-1)")
-    from connector.mapping import MappingError, find_mapping  # the same lookup every file gets
-
-    for i, rule in enumerate(s.rules):
-        try:
-            find_mapping(rule.mapping, [s.folders.mappings, builtin_mappings()])
-        except MappingError as exc:
-            problems.extend(f"rules[{i}].mapping: {p}" for p in exc.problems)
-
-
-def _short(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:300]
+if __name__ == "__main__":
+    sys.exit(main())

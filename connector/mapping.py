@@ -10,158 +10,100 @@ whole file up front and raises `MappingError` listing every problem with its YAM
 (`variant.price.type: unknown type "decmal"; did you mean "decimal"? (valid choices: ...)`),
 so a support person fixes a mapping in one pass. The reference is `docs/mapping.md`.
 
-This module owns the language: the spec dataclasses, validation, and the cell types
-(`parse_*`), which `build` binds to a file's header and runs per row.
+The language is defined once, as the pydantic models of the "definition" section below
+(their keys, choices, flags and descriptions; the types and transforms come from the
+registries in `cells`). From that definition come both the validation here and the published
+JSON Schema (`python -m connector.mapping --schema` writes connector/schema/mapping.schema.json;
+a test fails when the committed file differs). Validation walks the YAML with that definition
+rather than calling pydantic's own validator, because pydantic stops at a failing union branch
+and its messages have no YAML path, "did you mean" or valid choices; the walk also compiles
+the document into the spec dataclasses `build` runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import codecs
 import difflib
 import hashlib
+import json
 import math
 import re
+import sys
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from pydantic.fields import FieldInfo
 
-from connector.errors import CellError, MappingError
+from . import cells
+from .errors import MappingError
+from .cells import (  # re-exported: the cell types were defined here before cells.py
+    DEFAULT_FALSE,
+    DEFAULT_TRUE,
+    MAX_NUMBER_CHARS,
+    TRANSFORMS,
+    TYPES,
+    CellError,
+    CellOptions,
+    PickStep,
+    bool_parser,
+    decimal_parser,
+    int_parser,
+    parse_code,
+    parse_date,
+    parse_gtin,
+    parse_text,
+    type_choices,
+)
 
-# --------------------------------------------------------------------------- cell types
-
-TYPES = ("text", "code", "gtin", "decimal", "int", "bool", "date")
-DEFAULT_TRUE = ("true", "yes", "y", "1", "t")
-DEFAULT_FALSE = ("false", "no", "n", "0", "f")
-DECIMAL_SEPARATORS = (".", ",")
-THOUSANDS_SEPARATORS = ("", " ", ".", ",", "'")
-# Excel turns long digit strings into `6.00988E+12`; the lost digits cannot be recovered.
-_SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
-# A number cell longer than this is not a price or a quantity but a pasted-in mistake; longer
-# digit strings also make int() refuse (over 4,300 digits) and Decimal lose precision.
-MAX_NUMBER_CHARS = 40
-_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2007": " "})
-# What the reader gives for a date cell (2016-06-24, or with a time), and ISO text dates.
-_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?)?$")
-
-
-def parse_text(text: str) -> str:
-    return text
-
-
-def parse_code(text: str) -> str:
-    """A code is kept exactly as written (`00123` stays `00123`), but never scientific notation."""
-    if _SCIENTIFIC.match(text):
-        raise CellError("is in scientific notation, so its digits were lost (export the column as text)")
-    return text
-
-
-def parse_gtin(text: str) -> str:
-    """A GTIN barcode: digits only, 8, 12, 13 or 14 long, with a valid check digit."""
-    if _SCIENTIFIC.match(text):
-        raise CellError("is in scientific notation, so its digits were lost (export the column as text)")
-    if not (text.isascii() and text.isdigit()):
-        raise CellError("is not a barcode (digits only)")
-    if len(text) not in (8, 12, 13, 14):
-        raise CellError(f"is not a barcode ({len(text)} digits; a GTIN has 8, 12, 13 or 14)")
-    digits = [ord(c) - 48 for c in text]
-    body = digits[-2::-1]
-    total = sum(d * 3 if i % 2 == 0 else d for i, d in enumerate(body))
-    if (10 - total % 10) % 10 != digits[-1]:
-        raise CellError("is not a barcode (the check digit is wrong)")
-    return text
-
-
-def parse_date(text: str) -> str:
-    """An ISO date (`2016-06-24`, optionally with a time) that exists on the calendar; sent as written.
-
-    Workbook date cells arrive from the reader in this form; `2016-06-31` is an error.
-    """
-    m = _ISO_DATE.match(text)
-    if m is None:
-        raise CellError("is not a date (write it as YYYY-MM-DD)")
-    year, month, day = (int(g) for g in m.groups()[:3])
-    try:
-        date(year, month, day)
-    except ValueError:
-        raise CellError("is not a date on the calendar") from None
-    hour, minute, second = (int(g or 0) for g in m.groups()[3:])
-    if hour > 23 or minute > 59 or second > 59:
-        raise CellError("is not a time of day")
-    return text
-
-
-def decimal_parser(decimal: str = ".", thousands: str = "") -> Callable[[str], Decimal]:
-    """A parser for numbers written with these separators; ambiguous values are errors.
-
-    decimal_parser(",", " ")("1 299,50") == Decimal("1299.50")
-    decimal_parser(".", "")("1,299")  -> CellError (is "," a decimal or a thousands mark?)
-    """
-    d, t = re.escape(decimal), re.escape(thousands)
-    plain = re.compile(rf"^([+-]?)(\d*)(?:{d}(\d+))?$")
-    grouped = re.compile(rf"^([+-]?)(\d{{1,3}}(?:{t}\d{{3}})+)(?:{d}(\d+))?$") if thousands else None
-    other = "," if decimal == "." else "."
-    seps = f'decimal separator "{decimal}"' + (f', thousands "{thousands}"' if thousands else "")
-
-    def parse(text: str) -> Decimal:
-        _check_length(text)
-        s = text.translate(_SPACES) if thousands == " " else text
-        m = plain.match(s)
-        if m is None and grouped is not None:
-            m = grouped.match(s)
-        if m is not None and (m.group(2) or m.group(3)):
-            sign, whole, frac = m.groups()
-            whole = whole.replace(thousands, "") if thousands else whole
-            return Decimal(f"{sign}{whole or '0'}.{frac}" if frac else f"{sign}{whole}")
-        if _SCIENTIFIC.match(s):
-            raise CellError(f"is in scientific notation ({seps})")
-        if other in s and thousands != other and (plain.match(s.replace(other, "")) or plain.match(s.replace(other, decimal))):
-            raise CellError(
-                f'is ambiguous: "{other}" is not the decimal separator ("{decimal}") '
-                f"and not the thousands separator of this mapping"
-            )
-        raise CellError(f"is not a number ({seps})")
-
-    return parse
-
-
-def _check_length(text: str) -> None:
-    if len(text) > MAX_NUMBER_CHARS:
-        raise CellError(f"is too long for a number ({len(text)} characters; at most {MAX_NUMBER_CHARS})")
-
-
-def int_parser(decimal: str = ".", thousands: str = "") -> Callable[[str], int]:
-    """Whole numbers; `479.0` is 479, `4.5` is an error."""
-    parse_decimal = decimal_parser(decimal, thousands)
-
-    def parse(text: str) -> int:
-        if text.isdigit() and text.isascii() and len(text) <= MAX_NUMBER_CHARS:
-            return int(text)
-        value = parse_decimal(text)
-        if value != value.to_integral_value():
-            raise CellError("is not a whole number")
-        return int(value)
-
-    return parse
-
-
-def bool_parser(true_values: tuple[str, ...] = DEFAULT_TRUE, false_values: tuple[str, ...] = DEFAULT_FALSE):
-    """Listed spellings only (case-insensitive); anything else is an error, never `false`."""
-    table = {v.lower(): True for v in true_values} | {v.lower(): False for v in false_values}
-    listed = ", ".join([*true_values, *false_values])
-
-    def parse(text: str) -> bool:
-        try:
-            return table[text.lower()]
-        except KeyError:
-            raise CellError(f"is not a yes/no value (use one of: {listed})") from None
-
-    return parse
-
+__all__ = [
+    "DEFAULT_FALSE",
+    "DEFAULT_TRUE",
+    "FAMILIES",
+    "MAX_NUMBER_CHARS",
+    "PRODUCT_FIELDS",
+    "TYPES",
+    "VARIANT_FIELDS",
+    "ActiveSpec",
+    "CellError",
+    "FamilySpec",
+    "FieldSpec",
+    "ImagesSpec",
+    "Mapping",
+    "MappingDoc",
+    "MappingError",
+    "OptionSpec",
+    "ParentsSpec",
+    "PickStep",
+    "SkipRule",
+    "SourceOptions",
+    "Template",
+    "UnitSpec",
+    "bool_parser",
+    "cell_parser",
+    "convert",
+    "decimal_parser",
+    "find_mapping",
+    "int_parser",
+    "json_schema",
+    "load_mapping",
+    "number_failure",
+    "parse_code",
+    "parse_date",
+    "parse_gtin",
+    "parse_mapping",
+    "parse_template",
+    "parse_text",
+    "scale",
+]
 
 # --------------------------------------------------------------------------- spec
 
@@ -193,31 +135,6 @@ class Template:
 
 
 @dataclass(frozen=True)
-class PickStep:
-    """Take one part of a packed cell: the value of `key` in `size=XS,color=Black`, or item `index`.
-
-    PickStep(key="size")                     "size=XS,color=Black" -> "XS"
-    PickStep(index=-1, separator="/")        "Default/Men/Tops"    -> "Tops"
-    """
-
-    key: str | None = None
-    index: int | None = None  # 1-based; negative counts from the end
-    separator: str = ","
-    equals: str = "="
-
-    def apply(self, text: str) -> str:
-        parts = text.split(self.separator)
-        if self.key is None:
-            i = self.index - 1 if self.index > 0 else self.index  # type: ignore[operator]
-            return parts[i].strip() if -len(parts) <= i < len(parts) else ""
-        for part in parts:
-            name, eq, value = part.partition(self.equals)
-            if eq and name.strip() == self.key:
-                return value.strip()
-        return ""
-
-
-@dataclass(frozen=True)
 class UnitSpec:
     """A number whose unit is in another column: the value is multiplied by its unit's factor.
 
@@ -242,19 +159,12 @@ class FieldSpec:
     type: str = "text"
     default: str | None = None
     strip: bool = True
-    replace: tuple[tuple[re.Pattern, str], ...] = ()
-    upper: bool = False
-    lower: bool = False
-    map: tuple[tuple[str, str], ...] = ()
-    zero_pad: int | None = None
-    prefix: str = ""
-    suffix: str = ""
-    split: str | None = None
+    # (name, compiled option) of the `cells.TRANSFORMS` the field uses, in the order they run
+    transforms: tuple[tuple[str, Any], ...] = ()
     multiply: Decimal | None = None
     round: int | None = None
     true_values: tuple[str, ...] = DEFAULT_TRUE
     false_values: tuple[str, ...] = DEFAULT_FALSE
-    pick: tuple[PickStep, ...] = ()
     fallback: FieldSpec | None = None  # used when this field comes out blank
     unit: UnitSpec | None = None  # numbers whose unit is named in another column
 
@@ -370,46 +280,419 @@ class Mapping:
         return bool(self.images and self.images.allow_urls)
 
 
-# What each target field takes and gives. Output kinds: str, float (JSON number), int, flag ("true"/"false").
-PRODUCT_FIELDS = dict.fromkeys(("title", "body_html", "vendor", "product_type", "collection", "tags"), ("text", "str"))
-VARIANT_FIELDS = {
-    "source_variant_code": ("code", "str"),
-    "sku": ("code", "str"),
-    "barcode": ("code", "str"),
-    "price": ("decimal", "float"),
-    "qty": ("int", "int"),
-    "grams": ("int", "int"),
-    "inventory_management": ("bool", "flag"),
+# --------------------------------------------------------------------------- the definition
+
+# The fields a mapping fills. Each: (default type, output kind, description). Output kinds:
+# str, float (JSON number), int, flag ("true"/"false"); `cells.type_choices(kind)` says which
+# types fit.
+_PRODUCT_TARGETS = {
+    "title": ("text", "str", "The product's title."),
+    "body_html": ("text", "str", "The product's description (HTML)."),
+    "vendor": ("text", "str", "The brand or supplier."),
+    "product_type": ("text", "str", "The product type."),
+    "collection": ("text", "str", "The collection."),
+    "tags": ("text", "str", "Tags, sent comma-separated (see split)."),
 }
+_VARIANT_TARGETS = {
+    "source_variant_code": ("code", "str", "Required. The variant's code in the ERP; unique in the file."),
+    "sku": ("code", "str", "Required. The variant's SKU."),
+    "barcode": ("code", "str", "The barcode (type gtin checks EAN/UPC check digits)."),
+    "price": ("decimal", "float", "The price, a number (type decimal or int)."),
+    "qty": ("int", "int", "The quantity on hand, a whole number."),
+    "grams": ("int", "int", "The weight in grams, a whole number (see multiply, round, unit)."),
+    "inventory_management": ("bool", "flag", 'Whether stock is tracked: "true" or "false".'),
+}
+PRODUCT_FIELDS = {k: (t, kind) for k, (t, kind, _) in _PRODUCT_TARGETS.items()}
+VARIANT_FIELDS = {k: (t, kind) for k, (t, kind, _) in _VARIANT_TARGETS.items()}
 FAMILIES = {  # key: (section, default type, output kind, API name key, API value key)
     "meta": ("product", "text", "str", "key", "value"),
     "price_tiers": ("variant", "decimal", "float", "tier", "price"),
     "qty_availability": ("variant", "int", "int", "description", "qty"),
 }
-OUTPUT_TYPES = {"str": TYPES, "float": ("decimal", "int"), "int": ("int", "decimal"), "flag": ("bool",)}
-ACTIVE_STATES = ("active", "delete", "ignore")
+_FAMILY_DOCS = {
+    "meta": "Columns matched by a pattern (or listed) become product meta, key: value.",
+    "price_tiers": "Columns matched by a pattern (or listed) become price tiers, tier: price.",
+    "qty_availability": "Columns matched by a pattern (or listed) become quantities per warehouse.",
+}
+OUTPUT_TYPES = {kind: type_choices(kind) for kind in ("str", "float", "int", "flag")}
+ActiveState = Literal["active", "delete", "ignore"]
+SameVariant = Literal["error", "sum"]
+MissingColumns = Literal["warn", "ignore", "error"]
+Delimiter = Literal[",", ";", "\t", "|"]
+DecimalSeparator = Literal[".", ","]
+ThousandsSeparator = Literal["", " ", ".", ",", "'"]
+ACTIVE_STATES: tuple[str, ...] = typing.get_args(ActiveState)
+SAME_VARIANT: tuple[str, ...] = typing.get_args(SameVariant)
+MISSING_COLUMNS: tuple[str, ...] = typing.get_args(MissingColumns)
+DELIMITERS: tuple[str, ...] = typing.get_args(Delimiter)
+DECIMAL_SEPARATORS: tuple[str, ...] = typing.get_args(DecimalSeparator)
+THOUSANDS_SEPARATORS: tuple[str, ...] = typing.get_args(ThousandsSeparator)
+# The types that take multiply, round and unit.
+NUMBER_TYPES = tuple(t.name for t in cells.CELL_TYPES.values() if "multiply" in t.options)
 
-TOP_KEYS = (
-    "name", "description", "source", "skip_rows", "group_by", "active", "product", "variant",
-    "options", "images", "missing_columns", "parents", "fill_down", "same_variant",
-)
-SOURCE_KEYS = ("header_row", "find_header", "sheet", "delimiter", "encoding", "legacy_encoding", "decimal", "thousands")
-FIELD_KEYS = (
-    "column", "value", "template", "type", "default", "strip", "replace", "upper", "lower", "map",
-    "zero_pad", "prefix", "suffix", "split", "multiply", "round", "true_values", "false_values",
-    "pick", "fallback", "unit",
-)
-FAMILY_KEYS = ("columns", "entries", *[k for k in FIELD_KEYS if k not in ("column", "value", "template", "fallback", "unit")])
-UNIT_KEYS = ("column", "factors", "default")
-IMAGE_KEYS = ("columns", "separator", "pattern", "max", "folder", "allow_urls", "strip_leading_slash")
-PARENT_KEYS = ("rows", "key", "children_by", "children_in")
-CHILDREN_IN_KEYS = ("column", "separator", "pick")
-PICK_KEYS = ("key", "index", "separator", "equals")
-SAME_VARIANT = ("error", "sum")
-SKIP_KEYS = ("column", "matches", "equals", "blank", "keep_images")
-ACTIVE_KEYS = ("column", "template", "value", "active", "delete", "ignore", "default", "strip")
-DELIMITERS = (",", ";", "\t", "|")
-MISSING_COLUMNS = ("warn", "ignore", "error")
+
+# The default of a key a mapping may leave out. Typed Any so that a model says what the key
+# holds when it is there (`key: str`), not `str | None`, which would publish `null` as valid.
+ABSENT: Any = None
+
+
+def _literal(values: tuple[Any, ...]) -> Any:
+    return Literal[values]  # Literal[("a", "b")] is Literal["a", "b"]
+
+
+Scalar = Annotated[str | float | bool, WithJsonSchema({"type": ["string", "number", "boolean"]})]
+Column = Annotated[str, Field(min_length=1, description="A column name, as in the file's header.")]
+Regex = Annotated[str, Field(description="A regular expression (in quotes).")]
+Spellings = Annotated[
+    str | list[str | float],
+    WithJsonSchema(
+        {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": ["string", "number"]}, "minItems": 1}]}
+    ),
+]
+
+
+def _one_of_required(*keys: str, any_: bool = False) -> dict[str, Any]:
+    return {"anyOf" if any_ else "oneOf": [{"required": [k]} for k in keys]}
+
+
+class _Block(BaseModel):
+    """A YAML block: its keys are the model's fields (aliases where a key is a Python keyword)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class _FieldBase(_Block):
+    model_config = ConfigDict(json_schema_extra=_one_of_required("column", "value", "template"))
+
+
+class _FamilyBase(_Block):
+    model_config = ConfigDict(json_schema_extra=_one_of_required("columns", "entries", any_=True))
+
+
+class ReplaceDoc(_Block):
+    pattern: Regex
+    with_: Scalar = Field("", alias="with", description="The new text; \\1 or \\g<name> names a group.")
+
+
+class PickStepDoc(_Block):
+    """Take one part of a packed cell: the value of `key` in a key=value list, or item `index` of a list."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_required("key", "index"))
+    key: str = Field(ABSENT, min_length=1, description="The key whose value is taken: size in size=XS,color=Black.")
+    index: int = Field(
+        ABSENT, json_schema_extra={"not": {"const": 0}}, description="The item taken: 1 the first, -1 the last."
+    )
+    separator: str = Field(",", min_length=1, description='Between the items or pairs (default ",").')
+    equals: str = Field("=", min_length=1, description='Between a key and its value (default "=").')
+
+
+Pick = PickStepDoc | Annotated[list[PickStepDoc], Field(min_length=1)]
+
+
+class UnitDoc(_Block):
+    """The number's unit is named in another column: the value is multiplied by the factor of the row's unit
+    (e.g. weight in GRAM or KILOGRAM into grams). A unit not listed, or a blank unit without default, refuses
+    the row naming the unit's cell. Needs type decimal or int."""
+
+    column: Column = Field(description="The column naming each row's unit, e.g. weight-unit.")
+    factors: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        min_length=1,
+        description="Unit as written (matched ignoring upper/lower case): its size in the field's unit, "
+        "e.g. {GRAM: 1, KILOGRAM: 1000}.",
+    )
+    default: str | float = Field(ABSENT, description="The unit of a value whose unit cell is blank; one of factors.")
+
+
+# What a transform's YAML value looks like, by the `shape` its registry entry names.
+SHAPES: dict[str, Any] = {
+    "flag": bool,
+    "scalar": Scalar,
+    "length": Annotated[int, Field(ge=1, le=64)],
+    "separator": Annotated[str, Field(min_length=1)],
+    "table": dict[str, Scalar],
+    "replace": ReplaceDoc | list[ReplaceDoc],
+    "pick": Pick,
+}
+_TYPE_DOC = "How the cell is read. " + "; ".join(f"{t.name}: {t.description}" for t in cells.CELL_TYPES.values()) + "."
+
+
+def _cell_keys() -> dict[str, Any]:
+    """The keys a field and a column family share: type, default, strip, the transforms, type options."""
+    keys: dict[str, Any] = {
+        "type": (_literal(TYPES), Field(ABSENT, description=_TYPE_DOC)),
+        "default": (Scalar, Field(ABSENT, description="Used when the cell (after transforms) is blank.")),
+        "strip": (bool, Field(True, description="Trim spaces around the value (default true).")),
+    }
+    for name, t in TRANSFORMS.items():
+        keys[name] = (SHAPES[t.shape], Field(ABSENT, description=t.description))
+    keys |= {
+        "multiply": (
+            float | str,
+            Field(ABSENT, description="Multiply a number (kg -> grams). Needs type decimal or int."),
+        ),
+        "round": (int, Field(ABSENT, ge=0, le=10, description="Round to this many decimals, halves up.")),
+        "true_values": (Spellings, Field(ABSENT, description="Spellings read as yes (type bool).")),
+        "false_values": (Spellings, Field(ABSENT, description="Spellings read as no (type bool).")),
+    }
+    return keys
+
+
+if TYPE_CHECKING:  # the models below are built from the registries; for mypy they are models
+    FieldDoc: TypeAlias = BaseModel
+    FamilyDoc: TypeAlias = BaseModel
+else:
+    FieldDoc = create_model(
+        "FieldDoc",
+        __base__=_FieldBase,
+        __module__=__name__,
+        __doc__="One value per row: from a column, a constant or a template, then transforms and a type.",
+        column=(Column, Field(ABSENT, description="The column the value comes from.")),
+        value=(Scalar, Field(ABSENT, description="A constant.")),
+        template=(str, Field(ABSENT, description='Column names in braces, e.g. "{Brand} {Name}".')),
+        **_cell_keys(),
+        fallback=("FieldRef", Field(ABSENT, description="Where the value comes from when this field is blank.")),
+        unit=(UnitDoc, Field(ABSENT)),
+    )
+
+FieldRef = Annotated[str | FieldDoc, Field(description="A column name, or {column | value | template, ...}.")]
+
+
+class EntryDoc(_Block):
+    name: Scalar
+    value: FieldRef
+
+
+if not TYPE_CHECKING:
+    FamilyDoc = create_model(
+        "FamilyDoc",
+        __base__=_FamilyBase,
+        __module__=__name__,
+        __doc__="Columns matched by a pattern, or listed, into a list of (name, value).",
+        columns=(Regex, Field(ABSENT, description="A regular expression; its named group names each entry.")),
+        entries=(list[EntryDoc], Field(ABSENT, description="Listed entries: {name, value}.")),
+        **_cell_keys(),
+    )
+
+FamilyRef = Annotated[
+    str | list[EntryDoc] | FamilyDoc,
+    Field(
+        description='A pattern matching the columns (e.g. "^price_(?P<tier>.+)$"), a list of entries, '
+        "or both with a type."
+    ),
+]
+
+
+class SourceDoc(_Block):
+    """How to read the file."""
+
+    header_row: int = Field(1, ge=1, description="The row that holds the column names (rows above it are ignored).")
+    find_header: str | Annotated[list[str], Field(min_length=1)] = Field(
+        ABSENT, description="Instead of a number: the header is the first row containing these column names."
+    )
+    sheet: str | int | None = Field(ABSENT, description="Workbook sheet, by name or number (default: the first).")
+    delimiter: Delimiter | None = Field(ABSENT, description="CSV separator (default: detect).")
+    encoding: str | None = Field(ABSENT, description="CSV text encoding, e.g. utf-8, cp1252, utf-16 (default: detect).")
+    legacy_encoding: str | None = Field(
+        ABSENT, description="Used when the file is not UTF-8 or UTF-16 (default: cp1252)."
+    )
+    decimal: DecimalSeparator = Field(".", description="Decimal separator of numbers.")
+    thousands: ThousandsSeparator | None = Field("", description="Thousands separator (default: none).")
+
+
+class SkipRuleDoc(_Block):
+    """A test on one column: the cell matches a pattern, equals a value (or one of several), or is blank."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_required("matches", "equals", "blank"))
+    column: str
+    matches: Regex = Field(ABSENT, description="A regular expression found in the cell.")
+    equals: Scalar | list[Scalar] = Field(ABSENT, description="The cell is this value, or one of these.")
+    blank: bool = Field(ABSENT, description="true: the cell is blank; false: it is not.")
+
+
+class SkipRowDoc(SkipRuleDoc):
+    keep_images: bool = Field(
+        False,
+        description="The skipped row is not a variant, but its images belong to its product (group_by), "
+        "e.g. Shopify's image-only rows.",
+    )
+
+
+class ActiveDoc(_Block):
+    """`product_active` from a status column: listed spellings mean active, delete or ignore."""
+
+    column: Column = Field(ABSENT)
+    template: str = Field(ABSENT)
+    value: Scalar = Field(ABSENT)
+    strip: bool = Field(True)
+    active: Spellings = Field(ABSENT, description='Spellings that mean active (default: "true", "active").')
+    delete: Spellings = Field(ABSENT, description='Spellings that mean delete (default: "false", "delete").')
+    ignore: Spellings = Field(ABSENT, description='Spellings that mean the row is not sent (default: "ignore").')
+    default: ActiveState = Field("active", description="The state of a blank cell.")
+
+
+class OptionDoc(_Block):
+    name: Scalar | FieldDoc = Field(description="A constant name, or {column: ...}.")
+    value: FieldRef
+
+
+class ImagesDoc(_Block):
+    """Which image files belong to each row."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_required("columns", "pattern", any_=True))
+    columns: str | list[Column] = Field(
+        ABSENT, description="Columns holding image names or URLs, or a pattern matching them."
+    )
+    separator: str = Field(ABSENT, min_length=1, description="Between several names in one cell.")
+    pattern: str | list[str] = Field(
+        ABSENT, description='File names from columns, e.g. "{sku}.jpg", or a list of them.'
+    )
+    max: int = Field(5, ge=1, le=50, description="At most this many images per product.")
+    folder: str = Field(ABSENT, description="The image folder, relative to the export's folder.")
+    allow_urls: bool = Field(False, description="Fetch http(s) image URLs.")
+    strip_leading_slash: bool = Field(
+        False, description="Names starting with / (Magento media paths) are read inside the image folder."
+    )
+
+
+class ChildrenInDoc(_Block):
+    column: Column
+    separator: str = Field("|", min_length=1, description='Between the children (default "|").')
+    pick: Pick = Field(ABSENT, description="How to find the child's key in one entry, e.g. {key: sku}.")
+
+
+class ParentsDoc(_Block):
+    """Parent and child rows: a parent row gives the product's fields and is not sent; its children are the variants."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_required("children_by", "children_in"))
+    rows: SkipRuleDoc = Field(description="Which rows are parents, e.g. {column: Type, equals: variable}.")
+    key: Column = Field(description="The column that names a row for its parent or children (e.g. SKU).")
+    children_by: Column = Field(ABSENT, description="A child's column holding its parent's key (WooCommerce Parent).")
+    children_in: Column | ChildrenInDoc = Field(
+        ABSENT, description="The parent's column listing its children (Magento configurable_variations)."
+    )
+
+
+def _section(name: str, targets: dict[str, tuple[str, str, str]], required: tuple[str, ...]) -> Any:
+    keys: dict[str, Any] = {
+        k: (FieldRef, Field(... if k in required else None, description=d)) for k, (_, _, d) in targets.items()
+    }
+    keys |= {
+        k: (FamilyRef, Field(ABSENT, description=_FAMILY_DOCS[k])) for k, f in FAMILIES.items() if f[0] == name.lower()
+    }
+    return create_model(name, __base__=_Block, __module__=__name__, **keys)
+
+
+if TYPE_CHECKING:
+    ProductDoc: TypeAlias = BaseModel
+    VariantDoc: TypeAlias = BaseModel
+else:
+    ProductDoc = _section("Product", _PRODUCT_TARGETS, ())
+    VariantDoc = _section("Variant", _VARIANT_TARGETS, ("source_variant_code", "sku"))
+
+
+class MappingDoc(_Block):
+    """How the rows of an ERP export become Stock2Shop products. Reference: docs/mapping.md."""
+
+    name: str = Field(ABSENT, description="The mapping's name in reports (default: the file name).")
+    description: str = Field(ABSENT, description="Free text for people.")
+    source: SourceDoc = Field(ABSENT)
+    skip_rows: list[SkipRowDoc] = Field(ABSENT, description="Rows to leave out on purpose, reported as skipped.")
+    group_by: FieldRef = Field(description="Required. Rows with the same value are one product (source_product_code).")
+    active: Column | ActiveDoc = Field(
+        ABSENT, description="Where product_active comes from (default: every row is active)."
+    )
+    product: ProductDoc = Field(ABSENT, description="Product fields.")
+    variant: VariantDoc = Field(description="Required. Variant fields.")
+    options: list[OptionDoc] = Field(ABSENT, description="Up to three options per product, each a name and a value.")
+    images: ImagesDoc = Field(ABSENT)
+    missing_columns: MissingColumns = Field(
+        "warn", description="What to do when a column the mapping names is not in the file."
+    )
+    parents: ParentsDoc = Field(ABSENT)
+    fill_down: str | list[Column] = Field(
+        ABSENT, description="Columns whose blank cells take the value of the same product's previous row (Shopify)."
+    )
+    same_variant: SameVariant = Field(
+        "error",
+        description="Rows repeating a variant code: error (default), or sum their qty and qty_availability "
+        "(a row per lot or bin).",
+    )
+
+
+if not TYPE_CHECKING:
+    FieldDoc.model_rebuild()
+
+
+@cache
+def _keys(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """A block's YAML keys (aliases where set), in the definition's order."""
+    return {info.alias or name: info for name, info in model.model_fields.items()}
+
+
+def _choices_of(annotation: Any) -> tuple[Any, ...] | None:
+    """The values a Literal annotation (or Literal | None) allows; None when it is not a Literal."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _choices_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _allows_none(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(
+        annotation
+    )
+
+
+def _bounds(model: type[BaseModel], key: str) -> tuple[int | None, int | None]:
+    """The ge/le bounds the definition sets on a whole-number key."""
+    low = high = None
+    info = _keys(model)[key]
+    for meta in info.metadata:
+        low = getattr(meta, "ge", low)
+        high = getattr(meta, "le", high)
+    return low, high
+
+
+# --------------------------------------------------------------------------- the published JSON Schema
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "mapping.schema.json"
+SCHEMA_ID = "https://stock2shop-connector.local/schema/mapping.schema.json"
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a mapping, generated from the definition (what editors complete and check)."""
+    schema = MappingDoc.model_json_schema(ref_template="#/$defs/{model}")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        **_tidy(schema),
+        "title": "Connector mapping",
+    }
+
+
+def _tidy(node: Any) -> Any:
+    """Drop what pydantic adds for Python's sake: titles, null defaults, and `null` where YAML leaves a key out."""
+    if isinstance(node, list):
+        return [_tidy(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key == "default" and value is None:
+            continue
+        out[key] = " ".join(value.split()) if key == "description" and isinstance(value, str) else _tidy(value)
+    return out
+
+
+def schema_text(schema: dict[str, Any]) -> str:
+    """The schema as committed: indented, keys in the definition's order, a newline at the end."""
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
 # --------------------------------------------------------------------------- finding and loading
@@ -470,14 +753,19 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 # --------------------------------------------------------------------------- validation
 
 
-def _choices(valid: tuple[str, ...] | list[str]) -> str:
-    return f"(valid choices: {', '.join(valid)})"
+def _choices(valid: tuple[Any, ...] | list[Any]) -> str:
+    """`(valid choices: a, b)`; choices that are blank or punctuation are shown in quotes."""
+    plain = all(isinstance(v, str) and v.replace("_", "").replace("-", "").isalnum() for v in valid)
+    return f"(valid choices: {', '.join(str(v) if plain else json.dumps(v) for v in valid)})"
+
+
+def _did_you_mean(given: Any, valid: tuple[Any, ...]) -> str:
+    close = difflib.get_close_matches(str(given), [str(v) for v in valid], n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
 
 
 def _unknown(where: str, key: Any, valid: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
-    hint = f'; did you mean "{close[0]}"?' if close else ""
-    return f"{_join(where, str(key))}: unknown key{hint} {_choices(valid)}"
+    return f"{_join(where, str(key))}: unknown key{_did_you_mean(key, valid)} {_choices(valid)}"
 
 
 def _join(where: str, key: str) -> str:
@@ -485,7 +773,12 @@ def _join(where: str, key: str) -> str:
 
 
 class _Validator:
-    """Walks the YAML document, building the spec and recording every problem with its path."""
+    """Walks the YAML document with the definition, building the spec and recording every problem with its path.
+
+    `block` checks a block against its model (unknown keys, choices, true/false); the methods
+    named after the blocks check what a model cannot say (patterns compile, a constant fits
+    its field's type, a unit is listed once) and build the spec dataclasses.
+    """
 
     def __init__(self) -> None:
         self.problems: list[str] = []
@@ -494,10 +787,43 @@ class _Validator:
     def bad(self, where: str, what: str) -> None:
         self.problems.append(f"{where}: {what}")
 
-    def keys(self, raw: dict, where: str, valid: tuple[str, ...]) -> None:
-        for key in raw:
-            if key not in valid:
+    def block(self, raw: dict, where: str, model: type[BaseModel], own: tuple[str, ...] = ()) -> None:
+        """Check a block's keys, and the values of its choice and true/false keys, against `model`.
+
+        Keys in `own` are left to the caller (a choice whose valid values depend on the field).
+        """
+        known = _keys(model)
+        valid = tuple(known)
+        for key, value in raw.items():
+            info = known.get(key) if isinstance(key, str) else None
+            if info is None:
                 self.problems.append(_unknown(where, key, valid))
+            elif key not in own:
+                self.value(value, _join(where, key), info.annotation)
+
+    def value(self, value: Any, where: str, annotation: Any) -> None:
+        if value is None and _allows_none(annotation):
+            return
+        choices = _choices_of(annotation)
+        if choices is not None:
+            if isinstance(value, bool) or value not in choices:
+                self.bad(where, f'"{value}" is not allowed{_did_you_mean(value, choices)} {_choices(choices)}')
+        elif annotation is bool and not isinstance(value, bool):
+            self.bad(where, "must be true or false")
+
+    def whole(self, raw: Any, where: str, model: type[BaseModel], key: str, what: str) -> int | None:
+        """A whole number within the definition's bounds, else a problem: `0 must be <what> from 1 to 64`."""
+        low, high = _bounds(model, key)
+        if (
+            isinstance(raw, int)
+            and not isinstance(raw, bool)
+            and (low is None or raw >= low)
+            and (high is None or raw <= high)
+        ):
+            return raw
+        span = f" from {low}" + (f" to {high}" if high is not None else "") if low is not None else ""
+        self.bad(where, f"{raw!r} must be {what}{span}")
+        return None
 
     # -- the document
 
@@ -508,7 +834,7 @@ class _Validator:
         if not isinstance(raw, dict):
             self.bad("(top level)", "must be a set of keys such as group_by, product, variant")
             return None
-        self.keys(raw, "", TOP_KEYS)
+        self.block(raw, "", MappingDoc)
         self.source = self.source_options(raw.get("source"))
         if "group_by" not in raw:
             self.bad("group_by", "is required: the column (or template) that gives the product code")
@@ -526,8 +852,6 @@ class _Validator:
         for key in ("source_variant_code", "sku"):
             if key not in named:
                 self.bad(f"variant.{key}", "is required: every variant needs it")
-        if raw.get("missing_columns", "warn") not in MISSING_COLUMNS:
-            self.bad("missing_columns", f'"{raw["missing_columns"]}" is not allowed {_choices(MISSING_COLUMNS)}')
         desc = raw.get("description", "")
         return Mapping(
             name=str(raw.get("name") or name),
@@ -544,25 +868,23 @@ class _Validator:
             qty_availability=families.get("qty_availability"),
             images=self.images(raw["images"], "images") if raw.get("images") is not None else None,
             skip_rows=self.skip_rows(raw.get("skip_rows"), "skip_rows"),
-            missing_columns=str(raw.get("missing_columns", "warn")),
+            missing_columns=self.known(raw.get("missing_columns"), MISSING_COLUMNS),
             description=desc if isinstance(desc, str) else "",
             parents=self.parents(raw["parents"], "parents") if raw.get("parents") is not None else None,
             fill_down=self.column_list(raw.get("fill_down"), "fill_down"),
-            same_variant=self.choice(raw.get("same_variant", "error"), "same_variant", SAME_VARIANT),
+            same_variant=self.known(raw.get("same_variant"), SAME_VARIANT),
         )
 
     def source_options(self, raw: Any) -> SourceOptions:
         if raw is None:
             return SourceOptions()
         if not isinstance(raw, dict):
-            self.bad("source", "must be a set of read options " + _choices(SOURCE_KEYS))
+            self.bad("source", "must be a set of read options " + _choices(tuple(_keys(SourceDoc))))
             return SourceOptions()
-        self.keys(raw, "source", SOURCE_KEYS)
+        self.block(raw, "source", SourceDoc)
         opts: dict[str, Any] = {}
-        header_row = raw.get("header_row", 1)
-        if not isinstance(header_row, int) or isinstance(header_row, bool) or header_row < 1:
-            self.bad("source.header_row", f"{header_row!r} must be a row number from 1")
-        else:
+        header_row = self.whole(raw.get("header_row", 1), "source.header_row", SourceDoc, "header_row", "a row number")
+        if header_row is not None:
             opts["header_row"] = header_row
         find = raw.get("find_header")
         if find is not None:
@@ -577,11 +899,7 @@ class _Validator:
             self.bad("source.sheet", "must be a sheet name or a sheet number")
         else:
             opts["sheet"] = sheet
-        delimiter = raw.get("delimiter")
-        if delimiter is not None and delimiter not in DELIMITERS:
-            self.bad("source.delimiter", f"{delimiter!r} is not allowed (valid choices: , ; \\t |, or leave it out to detect)")
-        else:
-            opts["delimiter"] = delimiter
+        opts["delimiter"] = self.known(raw.get("delimiter"), DELIMITERS, None)
         for key in ("encoding", "legacy_encoding"):
             enc = raw.get(key)
             if enc is None:
@@ -591,15 +909,8 @@ class _Validator:
                 opts[key] = str(enc)
             except LookupError:
                 self.bad(f"source.{key}", f'"{enc}" is not a known text encoding (for example utf-8, cp1252, utf-16)')
-        decimal = raw.get("decimal", ".")
-        thousands = raw.get("thousands", "")
-        thousands = "" if thousands is None else thousands
-        if decimal not in DECIMAL_SEPARATORS:
-            self.bad("source.decimal", f'"{decimal}" is not allowed {_choices(["." , ","])}')
-            decimal = "."
-        if thousands not in THOUSANDS_SEPARATORS:
-            self.bad("source.thousands", f'"{thousands}" is not allowed (valid choices: "", " ", ".", ",", "\'")')
-            thousands = ""
+        decimal = self.known(raw.get("decimal"), DECIMAL_SEPARATORS)
+        thousands = self.known(raw.get("thousands"), THOUSANDS_SEPARATORS)
         if thousands == decimal:
             self.bad("source.thousands", f'"{thousands}" cannot also be the decimal separator')
             thousands = ""
@@ -612,8 +923,7 @@ class _Validator:
         if not isinstance(raw, dict):
             self.bad(where, f"must be a set of fields {_choices(tuple(table))}")
             return ()
-        families = tuple(k for k, f in FAMILIES.items() if f[0] == where)
-        self.keys(raw, where, (*table, *families))
+        self.block(raw, where, ProductDoc if where == "product" else VariantDoc, own=tuple(raw))
         out = []
         for key, spec in raw.items():
             if key in table:
@@ -630,12 +940,15 @@ class _Validator:
         elif isinstance(raw, (bool, int, float)) and bare == "value":
             raw = {"value": raw}
         if not isinstance(raw, dict):
-            self.bad(where, "must be a column name or a set of keys " + _choices(FIELD_KEYS))
+            self.bad(where, "must be a column name or a set of keys " + _choices(tuple(_keys(FieldDoc))))
             return FieldSpec(where=where, label=label, value="")
-        self.keys(raw, where, FIELD_KEYS)
+        self.block(raw, where, FieldDoc, own=("type",))
         sources = [k for k in ("column", "value", "template") if k in raw]
         if len(sources) != 1:
-            self.bad(where, "needs exactly one of column, value, template" + (f" (found {', '.join(sources)})" if sources else ""))
+            self.bad(
+                where,
+                "needs exactly one of column, value, template" + (f" (found {', '.join(sources)})" if sources else ""),
+            )
         spec: dict[str, Any] = {"where": where, "label": label}
         if "column" in raw:
             spec["column"] = self.text(raw["column"], f"{where}.column", nonempty=True)
@@ -654,54 +967,26 @@ class _Validator:
         return field_spec
 
     def transforms(self, raw: dict, where: str, type_: str, kind: str) -> dict[str, Any]:
-        """Type, default and the named transforms shared by fields, families and options."""
+        """Type, default, the transforms (`cells.TRANSFORMS`) and the type's options, shared by fields and families."""
         out: dict[str, Any] = {}
         type_ = raw.get("type", type_)
         if type_ not in TYPES:
-            close = difflib.get_close_matches(str(type_), TYPES, n=1)
-            hint = f'; did you mean "{close[0]}"?' if close else ""
-            self.bad(f"{where}.type", f'unknown type "{type_}"{hint} {_choices(TYPES)}')
+            self.bad(f"{where}.type", f'unknown type "{type_}"{_did_you_mean(type_, TYPES)} {_choices(TYPES)}')
             type_ = "text"
         elif type_ not in OUTPUT_TYPES[kind]:
             self.bad(f"{where}.type", f'"{type_}" does not fit this field {_choices(OUTPUT_TYPES[kind])}')
         out["type"] = type_
         if "default" in raw and raw["default"] is not None:
             out["default"] = self.scalar(raw["default"], f"{where}.default")
-        for key in ("strip", "upper", "lower"):
-            if key in raw:
-                if not isinstance(raw[key], bool):
-                    self.bad(f"{where}.{key}", "must be true or false")
-                else:
-                    out[key] = raw[key]
-        if "pick" in raw:
-            out["pick"] = self.pick(raw["pick"], f"{where}.pick")
-        if "replace" in raw:
-            out["replace"] = self.replace(raw["replace"], f"{where}.replace")
-        if "map" in raw:
-            table = raw["map"]
-            if not isinstance(table, dict):
-                self.bad(f"{where}.map", "must be a table of cell value: new value")
-            else:
-                out["map"] = tuple(
-                    (self.scalar(k, f"{where}.map") or "", self.scalar(v, f"{where}.map.{k}") or "") for k, v in table.items()
-                )
-        if "zero_pad" in raw:
-            n = raw["zero_pad"]
-            if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 64:
-                self.bad(f"{where}.zero_pad", f"{n!r} must be a length from 1 to 64")
-            else:
-                out["zero_pad"] = n
-        for key in ("prefix", "suffix"):
-            if key in raw:
-                out[key] = self.scalar(raw[key], f"{where}.{key}") or ""
-        if "split" in raw:
-            sep = raw["split"]
-            if not isinstance(sep, str) or not sep:
-                self.bad(f"{where}.split", "must be the separator text, for example \"|\" or \";\"")
-            elif kind != "str":
-                self.bad(f"{where}.split", "only text fields can be split into a list")
-            else:
-                out["split"] = sep
+        if isinstance(raw.get("strip"), bool):
+            out["strip"] = raw["strip"]
+        chain = []
+        for name, transform in TRANSFORMS.items():
+            if name in raw:
+                option = self.transform(transform, raw[name], f"{where}.{name}", kind)
+                if option is not None:
+                    chain.append((name, option))
+        out["transforms"] = tuple(chain)
         if "multiply" in raw:
             m = raw["multiply"]
             if isinstance(m, bool) or not isinstance(m, (int, float, str)):
@@ -717,19 +1002,47 @@ class _Validator:
                     else:
                         self.bad(f"{where}.multiply", f"{m!r} is not a finite number")
         if "round" in raw:
-            r = raw["round"]
-            if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r <= 10:
-                self.bad(f"{where}.round", f"{r!r} must be a number of decimal places from 0 to 10")
-            else:
-                out["round"] = r
-        if ("multiply" in raw or "round" in raw) and type_ not in ("decimal", "int"):
-            self.bad(where, f'multiply and round need type decimal or int (this field is "{type_}")')
+            out["round"] = self.whole(raw["round"], f"{where}.round", FieldDoc, "round", "a number of decimal places")
+        if ("multiply" in raw or "round" in raw) and type_ not in NUMBER_TYPES:
+            self.bad(where, f'multiply and round need type {" or ".join(NUMBER_TYPES)} (this field is "{type_}")')
         for key, default in (("true_values", DEFAULT_TRUE), ("false_values", DEFAULT_FALSE)):
             if key in raw:
-                if type_ != "bool":
-                    self.bad(f"{where}.{key}", f'only applies to type bool (this field is "{type_}")')
+                if key not in cells.CELL_TYPES[type_].options:
+                    takes = [t.name for t in cells.CELL_TYPES.values() if key in t.options]
+                    self.bad(f"{where}.{key}", f'only applies to type {" or ".join(takes)} (this field is "{type_}")')
                 out[key] = self.spellings(raw[key], f"{where}.{key}") or default
         return out
+
+    def transform(self, transform: cells.Transform, raw: Any, where: str, kind: str) -> Any:
+        """A transform's option as `cells` runs it, checked by the shape of YAML value it takes (None: none)."""
+        if transform.text_only and kind != "str":
+            self.bad(where, f"only text fields can use {transform.name}")
+            return None
+        shape = transform.shape
+        if shape == "flag":
+            return raw if isinstance(raw, bool) else None  # `block` reported anything else
+        if shape == "scalar":
+            return self.scalar(raw, where) or None
+        if shape == "length":
+            return self.whole(raw, where, FieldDoc, transform.name, "a length")
+        if shape == "separator":
+            if not isinstance(raw, str) or not raw:
+                self.bad(where, 'must be the separator text, for example "|" or ";"')
+                return None
+            return raw
+        if shape == "table":
+            if not isinstance(raw, dict):
+                self.bad(where, "must be a table of cell value: new value")
+                return None
+            return (
+                tuple((self.scalar(k, where) or "", self.scalar(v, f"{where}.{k}") or "") for k, v in raw.items())
+                or None
+            )
+        if shape == "replace":
+            return self.replace(raw, where) or None
+        if shape == "pick":
+            return self.pick(raw, where) or None
+        raise ValueError(f"transform {transform.name}: no shape {shape!r} in mapping.SHAPES")
 
     def check_constant(self, spec: FieldSpec, key: str, text: str | None, kind: str) -> None:
         """A constant or default must itself be a valid value of the field's type."""
@@ -748,7 +1061,7 @@ class _Validator:
         if not isinstance(raw, dict) or "column" not in raw or "factors" not in raw:
             self.bad(where, "must be {column: <the unit's column>, factors: {UNIT: number, ...}}")
             return None
-        self.keys(raw, where, UNIT_KEYS)
+        self.block(raw, where, UnitDoc)
         if type_ not in ("decimal", "int"):
             self.bad(where, f'needs type decimal or int (this field is "{type_}")')
         column = self.text(raw["column"], f"{where}.column", nonempty=True)
@@ -764,7 +1077,11 @@ class _Validator:
                 self.bad(f"{where}.factors", "a unit name must not be blank")
                 continue
             try:
-                factor = Decimal(str(value)) if not isinstance(value, bool) and isinstance(value, (int, float, str)) else None
+                factor = (
+                    Decimal(str(value))
+                    if not isinstance(value, bool) and isinstance(value, (int, float, str))
+                    else None
+                )
             except InvalidOperation:
                 factor = None
             if factor is None or not factor.is_finite() or factor <= 0:
@@ -812,7 +1129,11 @@ class _Validator:
         for item in raw:
             if isinstance(item, bool):
                 # YAML reads a bare yes/no/on/off as true/false, losing the spelling
-                self.bad(where, f'write {str(item).lower()}-like words in quotes ("yes", "no", "on", "off"): YAML reads them as true/false')
+                self.bad(
+                    where,
+                    f'write {str(item).lower()}-like words in quotes ("yes", "no", "on", "off"): '
+                    "YAML reads them as true/false",
+                )
             elif isinstance(item, (str, int, float)):
                 out.append(str(item))
             else:
@@ -837,7 +1158,7 @@ class _Validator:
             if not isinstance(item, dict) or "pattern" not in item:
                 self.bad(at, 'must be {pattern: "regular expression", with: "new text"}')
                 continue
-            self.keys(item, at, ("pattern", "with"))
+            self.block(item, at, ReplaceDoc)
             pattern = self.regex(item["pattern"], f"{at}.pattern")
             if pattern is not None:
                 out.append((pattern, self.scalar(item.get("with", ""), f"{at}.with") or ""))
@@ -863,12 +1184,14 @@ class _Validator:
         if not isinstance(raw, dict):
             self.bad(where, 'must be {columns: "^pattern_(?P<name>.+)$"} or entries: [{name, value}]')
             return None
-        self.keys(raw, where, FAMILY_KEYS)
+        self.block(raw, where, FamilyDoc, own=("type",))
         pattern = self.regex(raw["columns"], f"{where}.columns") if "columns" in raw else None
         if "columns" not in raw and "entries" not in raw:
             self.bad(where, "needs columns (a pattern) or entries (a list of {name, value})")
         cell_raw = {k: v for k, v in raw.items() if k not in ("columns", "entries")}
-        cell = FieldSpec(where=where, label=where.rsplit(".", 1)[-1], column="", **self.transforms(cell_raw, where, type_, kind))
+        cell = FieldSpec(
+            where=where, label=where.rsplit(".", 1)[-1], column="", **self.transforms(cell_raw, where, type_, kind)
+        )
         self.check_constant(cell, "default", cell.default, kind)
         entries = []
         listed = raw.get("entries", [])
@@ -880,7 +1203,7 @@ class _Validator:
             if not isinstance(item, dict) or "name" not in item or "value" not in item:
                 self.bad(at, "must be {name: ..., value: <column or field>}")
                 continue
-            self.keys(item, at, ("name", "value"))
+            self.block(item, at, EntryDoc)
             name = self.scalar(item["name"], f"{at}.name") or ""
             entries.append((name, self.field(item["value"], f"{at}.value", name, cell.type, kind)))
         return FamilySpec(where=where, pattern=pattern, entries=tuple(entries), cell=cell)
@@ -897,7 +1220,7 @@ class _Validator:
             if not isinstance(item, dict) or "name" not in item or "value" not in item:
                 self.bad(at, "must be {name: <constant or {column: ...}>, value: <column>}")
                 continue
-            self.keys(item, at, ("name", "value"))
+            self.block(item, at, OptionDoc)
             name = self.field(item["name"], f"{at}.name", "option name", "text", "str", bare="value")
             label = f"option {name.value}" if name.value is not None else "option value"
             out.append(OptionSpec(name=name, value=self.field(item["value"], f"{at}.value", label, "text", "str")))
@@ -909,7 +1232,7 @@ class _Validator:
         if not isinstance(raw, dict):
             self.bad(where, "must be {column: Status, active: [...], delete: [...], ignore: [...]}")
             return None
-        self.keys(raw, where, ACTIVE_KEYS)
+        self.block(raw, where, ActiveDoc, own=("strip",))
         field_raw = {k: raw[k] for k in ("column", "template", "value", "strip") if k in raw}
         spec = self.field(field_raw, where, "status", "text", "str")
         listed = {"active": ["true", "active"], "delete": ["false", "delete"], "ignore": ["ignore"]}
@@ -923,10 +1246,7 @@ class _Validator:
                 if word.lower() in values and values[word.lower()] != state:
                     self.bad(f"{where}.{state}", f'"{word}" is already listed under {values[word.lower()]}')
                 values[word.lower()] = state
-        default = raw.get("default", "active")
-        if default not in ACTIVE_STATES:
-            self.bad(f"{where}.default", f'"{default}" is not allowed {_choices(ACTIVE_STATES)}')
-            default = "active"
+        default = self.known(raw.get("default"), ACTIVE_STATES)
         return ActiveSpec(field=spec, values=tuple(values.items()), default=default)
 
     def skip_rows(self, raw: Any, where: str) -> tuple[SkipRule, ...]:
@@ -941,17 +1261,17 @@ class _Validator:
             if not isinstance(item, dict) or "column" not in item:
                 self.bad(at, "must be {column: ..., matches: pattern} (or equals: value, or blank: true)")
                 continue
-            self.keys(item, at, SKIP_KEYS)
-            keep = item.get("keep_images", False)
-            if not isinstance(keep, bool):
-                self.bad(f"{at}.keep_images", "must be true or false")
-                keep = False
+            self.block(item, at, SkipRowDoc)
+            keep = item.get("keep_images") is True
             tests = [k for k in ("matches", "equals", "blank") if k in item]
             if len(tests) != 1:
                 self.bad(at, "needs exactly one of matches, equals, blank")
                 continue
-            rule: dict[str, Any] = {"where": at, "column": self.text(item["column"], f"{at}.column", nonempty=True),
-                                    "keep_images": keep}
+            rule: dict[str, Any] = {
+                "where": at,
+                "column": self.text(item["column"], f"{at}.column", nonempty=True),
+                "keep_images": keep,
+            }
             if "matches" in item:
                 rule["matches"] = self.regex(item["matches"], f"{at}.matches")
                 if rule["matches"] is None:
@@ -959,19 +1279,18 @@ class _Validator:
             elif "equals" in item:
                 eq = item["equals"] if isinstance(item["equals"], list) else [item["equals"]]
                 rule["equals"] = tuple(self.scalar(e, f"{at}.equals") or "" for e in eq)
-            else:
-                if not isinstance(item["blank"], bool):
-                    self.bad(f"{at}.blank", "must be true or false")
-                    continue
+            elif isinstance(item["blank"], bool):  # `block` reported anything else
                 rule["blank"] = item["blank"]
+            else:
+                continue
             out.append(SkipRule(**rule))
         return tuple(out)
 
     def images(self, raw: Any, where: str) -> ImagesSpec | None:
         if not isinstance(raw, dict):
-            self.bad(where, "must be {columns: [...]} or {pattern: \"{sku}.jpg\"}")
+            self.bad(where, 'must be {columns: [...]} or {pattern: "{sku}.jpg"}')
             return None
-        self.keys(raw, where, IMAGE_KEYS)
+        self.block(raw, where, ImagesDoc)
         spec: dict[str, Any] = {}
         columns = raw.get("columns")
         if isinstance(columns, str):
@@ -993,13 +1312,11 @@ class _Validator:
         if "separator" in raw:
             sep = raw["separator"]
             if not isinstance(sep, str) or not sep:
-                self.bad(f"{where}.separator", "must be the separator text, for example \",\" or \"|\"")
+                self.bad(f"{where}.separator", 'must be the separator text, for example "," or "|"')
             else:
                 spec["separator"] = sep
-        n = raw.get("max", 5)
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 50:
-            self.bad(f"{where}.max", f"{n!r} must be a number from 1 to 50")
-        else:
+        n = self.whole(raw.get("max", 5), f"{where}.max", ImagesDoc, "max", "a number")
+        if n is not None:
             spec["max"] = n
         folder = raw.get("folder")
         if folder is not None:
@@ -1010,11 +1327,7 @@ class _Validator:
             else:
                 spec["folder"] = folder
         for key in ("allow_urls", "strip_leading_slash"):
-            flag = raw.get(key, False)
-            if not isinstance(flag, bool):
-                self.bad(f"{where}.{key}", "must be true or false")
-            else:
-                spec[key] = flag
+            spec[key] = raw.get(key) is True  # `block` reported anything but true or false
         return ImagesSpec(**spec)
 
     def pick(self, raw: Any, where: str) -> tuple[PickStep, ...]:
@@ -1026,7 +1339,7 @@ class _Validator:
             if not isinstance(item, dict) or ("key" in item) == ("index" in item):
                 self.bad(at, 'must be {key: name} (a key=value list) or {index: N, separator: ","} (a list)')
                 continue
-            self.keys(item, at, PICK_KEYS)
+            self.block(item, at, PickStepDoc)
             step: dict[str, Any] = {}
             if "key" in item:
                 step["key"] = self.text(item["key"], f"{at}.key", nonempty=True)
@@ -1056,20 +1369,23 @@ class _Validator:
             return ()
         return tuple(raw)
 
-    def choice(self, raw: Any, where: str, valid: tuple[str, ...]) -> str:
-        if raw not in valid:
-            self.bad(where, f'"{raw}" is not allowed {_choices(valid)}')
-            return valid[0]
-        return str(raw)
+    @staticmethod
+    def known(raw: Any, valid: tuple[Any, ...], absent: Any = ...) -> Any:
+        """A choice `block` has checked: the value, else the first valid one (or `absent`)."""
+        if raw in valid and not isinstance(raw, bool):
+            return raw
+        return valid[0] if absent is ... else absent
 
     def parents(self, raw: Any, where: str) -> ParentsSpec | None:
         if not isinstance(raw, dict):
             self.bad(where, "must be {rows: {column, equals}, key: column, children_by: column} (or children_in)")
             return None
-        self.keys(raw, where, PARENT_KEYS)
+        self.block(raw, where, ParentsDoc)
         rules = self.skip_rows([raw["rows"]], f"{where}.rows") if "rows" in raw else ()
         if isinstance(raw.get("rows"), dict) and "keep_images" in raw["rows"]:
-            self.bad(f"{where}.rows[0].keep_images", "only applies to skip_rows (a parent row's images are always kept)")
+            self.bad(
+                f"{where}.rows[0].keep_images", "only applies to skip_rows (a parent row's images are always kept)"
+            )
         if "rows" not in raw:
             self.bad(f"{where}.rows", "is required: which rows are parents, e.g. {column: Type, equals: variable}")
         # skip_rows names its one rule "<where>[0]"; a parents block has a single rule
@@ -1078,13 +1394,20 @@ class _Validator:
             self.bad(f"{where}.key", "is required: the column that names a row (e.g. SKU)")
         key = self.text(raw.get("key", "?"), f"{where}.key", nonempty=True)
         if ("children_by" in raw) == ("children_in" in raw):
-            self.bad(where, "needs exactly one of children_by (the child's column naming its parent) "
-                            "and children_in (the parent's column listing its children)")
+            self.bad(
+                where,
+                "needs exactly one of children_by (the child's column naming its parent) "
+                "and children_in (the parent's column listing its children)",
+            )
             return None
         if not rules:
             return None
         rule = rules[0]
-        spec: dict[str, Any] = {"where": where, "rows": SkipRule(**{**rule.__dict__, "where": f"{where}.rows"}), "key": key}
+        spec: dict[str, Any] = {
+            "where": where,
+            "rows": SkipRule(**{**rule.__dict__, "where": f"{where}.rows"}),
+            "key": key,
+        }
         if "children_by" in raw:
             spec["children_by"] = self.text(raw["children_by"], f"{where}.children_by", nonempty=True)
             return ParentsSpec(**spec)
@@ -1095,7 +1418,7 @@ class _Validator:
         if not isinstance(listing, dict) or "column" not in listing:
             self.bad(at, 'must be {column: name, separator: "|", pick: {key: sku}}')
             return None
-        self.keys(listing, at, CHILDREN_IN_KEYS)
+        self.block(listing, at, ChildrenInDoc)
         spec["children_in"] = self.text(listing["column"], f"{at}.column", nonempty=True)
         sep = listing.get("separator", "|")
         if not isinstance(sep, str) or not sep:
@@ -1138,20 +1461,9 @@ def parse_template(text: str) -> Template:
 
 
 def cell_parser(spec: FieldSpec, source: SourceOptions) -> Callable[[str], Any]:
-    """The function that turns a cell's text into a value of the field's type."""
-    if spec.type == "code":
-        return parse_code
-    if spec.type == "gtin":
-        return parse_gtin
-    if spec.type == "decimal":
-        return decimal_parser(source.decimal, source.thousands)
-    if spec.type == "int":
-        return int_parser(source.decimal, source.thousands)
-    if spec.type == "bool":
-        return bool_parser(spec.true_values, spec.false_values)
-    if spec.type == "date":
-        return parse_date
-    return parse_text
+    """The function that turns a cell's text into a value of the field's type (`cells.CELL_TYPES`)."""
+    options = CellOptions(source.decimal, source.thousands, spec.true_values, spec.false_values)
+    return cells.cell_parser(spec.type, options)
 
 
 def scale(value: Any, spec: FieldSpec) -> Any:
@@ -1195,3 +1507,34 @@ def convert(value: Any, kind: str, spec: FieldSpec) -> Any:
     if isinstance(value, Decimal):
         return f"{value:f}"
     return str(value)
+
+
+# --------------------------------------------------------------------------- python -m connector.mapping --schema
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`--schema`: write the JSON Schema generated from the definition; `--check`: fail when the file differs."""
+    parser = argparse.ArgumentParser(prog="python -m connector.mapping", description=main.__doc__)
+    parser.add_argument("--schema", action="store_true", help=f"write {SCHEMA_PATH.name} from the definition")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when the committed schema is not the generated one"
+    )
+    parser.add_argument("--out", type=Path, default=SCHEMA_PATH, help="where to write (default: %(default)s)")
+    args = parser.parse_args(argv)
+    text = schema_text(json_schema())
+    if args.check:
+        current = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
+        if current != text:
+            print(f"{args.out} is out of date: run python -m connector.mapping --schema", file=sys.stderr)
+            return 1
+        return 0
+    if not args.schema:
+        parser.print_help()
+        return 2
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

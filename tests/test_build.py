@@ -620,7 +620,7 @@ def test_rows_repeating_a_variant_add_up_only_when_the_mapping_says_so(same_vari
     spec = {"same_variant": same_variant, "variant": {"source_variant_code": "sku", "sku": "sku", "qty": "qty"}}
     rows = rows_of(row(qty="5", lot="L1"), row(qty="7", lot="L2"))
     built = build_products(rows, mapping_of(spec), source_id=9)
-    kept, problems, _ = check_products(built.products)
+    _kept, problems, _ = check_products(built.products)
     assert built.products[0].items[0]["product"]["variants"]["qty"] == qty
     assert bool([p for p in problems if p.severity == "error"]) == bool(errors)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
+from connector.cells import CELL_TYPES, TRANSFORMS, text_steps
 from connector.mapping import (
     CellError,
     MappingError,
@@ -17,12 +19,15 @@ from connector.mapping import (
     decimal_parser,
     find_mapping,
     int_parser,
+    json_schema,
     load_mapping,
     parse_code,
     parse_gtin,
     parse_mapping,
     parse_template,
+    schema_text,
 )
+from connector.mapping import main as mapping_main
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "mappings"
@@ -453,3 +458,60 @@ def test_system_presets_report_missing_columns_and_stock2shop_says_why_it_does_n
     assert mapping.missing_columns == "ignore"
     header = path.read_text().split("missing_columns:", 1)[0]
     assert "a menu, not a fixed export" in header  # the documented reason sits right above it
+
+
+# --------------------------------------------------------------------------- one definition: registry, schema, docs
+
+
+def test_the_committed_schema_is_the_one_the_definition_generates():
+    assert SCHEMA.read_text(encoding="utf-8") == schema_text(json_schema()), (
+        "connector/schema/mapping.schema.json differs from the definition in connector/mapping.py: "
+        "run `python -m connector.mapping --schema` and commit the result"
+    )
+
+
+def test_schema_check_command_agrees(tmp_path, capsys):
+    assert mapping_main(["--check"]) == 0
+    stale = tmp_path / "mapping.schema.json"
+    stale.write_text("{}\n")
+    assert mapping_main(["--check", "--out", str(stale)]) == 1
+    assert "python -m connector.mapping --schema" in capsys.readouterr().err
+
+
+def test_every_type_and_transform_is_in_the_schema_and_the_docs():
+    schema = json.loads(SCHEMA.read_text())
+    field = schema["$defs"]["FieldDoc"]["properties"]
+    docs = (ROOT / "docs" / "mapping.md").read_text()
+    assert field["type"]["enum"] == list(CELL_TYPES)
+    for name, transform in TRANSFORMS.items():
+        assert field[name]["description"] == transform.description
+        assert f"`{name}`" in docs, f"docs/mapping.md does not describe the transform {name}"
+    for name in CELL_TYPES:
+        assert f"| `{name}` |" in docs, f"docs/mapping.md does not describe the type {name}"
+
+
+def test_transforms_run_in_the_registry_order_whatever_the_yaml_order():
+    mapping = parse_mapping({**MINIMAL, "product": {"title": {"column": "t", "suffix": "!", "upper": True, "replace": {"pattern": "a", "with": "b"}}}})
+    spec = dict(mapping.product)["title"]
+    assert [name for name, _ in spec.transforms] == ["replace", "upper", "suffix"]
+    assert text_steps(spec.transforms)("banana") == "BBNBNB!"
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        ({"missing_columns": "ignor"}, 'missing_columns: "ignor" is not allowed; did you mean "ignore"? (valid choices: warn, ignore, error)'),
+        ({"active": {"column": "S", "default": "delet"}}, 'active.default: "delet" is not allowed; did you mean "delete"?'),
+        ({"source": {"delimiter": ":"}}, 'source.delimiter: ":" is not allowed (valid choices: ",", ";", "\\t", "|")'),
+        ({"product": {"title": {"column": "t", "upper": "yes"}}}, "product.title.upper: must be true or false"),
+        ({"variant": {**MINIMAL["variant"], "qty": {"column": "q", "split": ","}}}, "variant.qty.split: only text fields can use split"),
+    ],
+)
+def test_choices_and_flags_are_checked_from_the_definition(extra, says):
+    assert any(says in p for p in problems_of({**MINIMAL, **extra}))
+
+
+def test_the_docs_list_the_transforms_in_the_order_they_run():
+    section = (ROOT / "docs" / "mapping.md").read_text().split("### Transforms", 1)[1].split("###", 1)[0]
+    listed = [n for pair in re.findall(r"^\| `([a-z_]+)`(?: / `([a-z_]+)`)? \|", section, re.MULTILINE) for n in pair if n]
+    assert [n for n in listed if n in TRANSFORMS] == list(TRANSFORMS)
