@@ -19,20 +19,16 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from connector import __version__
 from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings, load_settings, require_credentials
 from connector.errors import ConnectorError, FatalError, RefusedData, RetriableError
 
-if TYPE_CHECKING:
-    from connector.report import Report
-
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_WAITING, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
 # What happened -> the exit code. The only place outcomes become exit codes: a report's
-# status, or its error kind where the kind says more (a broken mapping is the setup's fault).
+# `outcome()`, or the branch of the exception tree that ended a command.
 EXIT_CODES: dict[str, int] = {
     "done": EXIT_OK,
     "duplicate": EXIT_OK,
@@ -49,18 +45,6 @@ EXIT_CODES: dict[str, int] = {
     RefusedData.__name__: EXIT_REFUSED,
     "internal": EXIT_INTERNAL,
 }
-
-
-def outcome(report: Report, *, strict: bool = False) -> str:
-    """The key of EXIT_CODES that says how a file's run ended."""
-    if report.error_kind in ("mapping", "setup"):
-        return report.error_kind
-    c = report.counts
-    if report.status == "done" and c.items_to_send and not c.items_sent and c.products_refused_by_api:
-        return "refused_by_api"
-    if report.status == "done" and strict and (report.rejected or c.products_refused_by_api):
-        return "rows_refused"
-    return report.status
 
 
 def error_outcome(exc: BaseException) -> str:
@@ -231,7 +215,7 @@ def _push(args, settings: Settings, clock: Clock) -> int:
     print(summarise(report))
     print(f"report: {report_path}")
     print(report.message)
-    return EXIT_CODES[outcome(report, strict=args.strict)]
+    return EXIT_CODES[report.outcome(strict=args.strict)]
 
 
 def _check(args, settings: Settings) -> int:
@@ -264,7 +248,7 @@ def _check(args, settings: Settings) -> int:
     write_report_files(report, args.out / args.file.name)
     print(summarise(report))
     print(f"items that would be sent, report and rejected rows: {args.out}/")
-    return EXIT_CODES[outcome(report)]
+    return EXIT_CODES[report.outcome()]
 
 
 def _watch(settings: Settings, clock: Clock) -> int:

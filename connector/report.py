@@ -153,6 +153,22 @@ class Report:
     header: list[str] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
 
+    def outcome(self, *, strict: bool = False) -> str:
+        """How the file's run ended, as one word: the key of cli.EXIT_CODES.
+
+        Its status, or its error kind where that says more (a broken mapping is the setup's
+        fault), "refused_by_api" when the API refused every item it was sent, and with
+        `strict` "rows_refused" when any row or item was refused.
+        """
+        if self.error_kind in ("mapping", "setup"):
+            return self.error_kind
+        c = self.counts
+        if self.status == "done" and c.items_to_send and not c.items_sent and c.products_refused_by_api:
+            return "refused_by_api"
+        if self.status == "done" and strict and (self.rejected or c.products_refused_by_api):
+            return "rows_refused"
+        return self.status
+
     def fail(self, status: Status, kind: str, message: str | list[str]) -> Report:
         """Mark the file as not pushed (refused or waiting) and say why; returns self."""
         self.status, self.error_kind, self.error_message = status, kind, message

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from connector import cli
-from connector.cli import EXIT_CODES, error_outcome, main, outcome
+from connector.cli import EXIT_CODES, error_outcome, main
 from connector.errors import (
     AlreadyRunning,
     ApiUnavailable,
@@ -56,7 +56,7 @@ def report(status, *, kind=None, to_send=0, sent=0, refused_by_api=0, rejected=0
     (report("waiting"), False, "waiting", 3),
 ])
 def test_every_outcome_has_one_exit_code(made, strict, expected_outcome, code):
-    assert outcome(made, strict=strict) == expected_outcome
+    assert made.outcome(strict=strict) == expected_outcome
     assert EXIT_CODES[expected_outcome] == code
 
 

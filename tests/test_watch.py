@@ -30,10 +30,10 @@ import pytest
 from watchdog.observers.api import BaseObserver
 
 from connector import watch
-from connector.config import Folders, Settings, WatchSettings
-from connector.health import read_health
 from connector.cli import EXIT_CODES, error_outcome
+from connector.config import Folders, Settings, WatchSettings
 from connector.errors import AlreadyRunning
+from connector.health import read_health
 from connector.lock import StateLock
 from connector.report import Report
 from connector.watch.observer import Hints
@@ -57,7 +57,8 @@ class RecordingPipeline:
     """Stands in for connector.pipeline.Pipeline: records what it was given, reads the file as
     the real one would, and answers with the statuses it is told to (default "done").
 
-    Besides the four statuses, an answer may be "io" (waiting: the file cannot be read right now),
+    Besides the four statuses, an answer may be "all_refused" (done, but the API refused every item),
+    "io" (waiting: the file cannot be read right now),
     "mapping" (refused: the mapping is broken) or "raise" (an unexpected exception).
     With `gate`, run_file waits (at most 10 s) until the gate is set: a long file.
     """
@@ -81,12 +82,15 @@ class RecordingPipeline:
         if self.gate is not None:
             self.gate.wait(10)
         status = self.statuses(Path(path).name)
-        report = {"file": Path(path).name, "counts": {"products": 1}}
+        report = {"file": Path(path).name, "counts": {"products": 1, "items_to_send": 1, "items_sent": 1}}
         if status == "raise":
             raise RuntimeError(f"boom while reading {path.name} from https://api.example/v1?token=SECRET-TOKEN-1")
         if status == "io":
             report["error"] = {"kind": "io", "message": "the share is busy"}
             return report_of("waiting", report, message=f"{path.name}: cannot be read right now")
+        if status == "all_refused":  # the API refused every item it was sent
+            report["counts"] = {"products": 2, "items_to_send": 4, "items_sent": 0, "products_refused_by_api": 2}
+            return report_of("done", report, message=f"{path.name}: done")
         if status == "mapping":
             report["error"] = {"kind": "mapping", "message": "mappings/shop.yaml: columns.sku: no such column"}
             return report_of("refused", report, message=f"{path.name}: refused: mappings/shop.yaml: columns.sku")
@@ -901,3 +905,51 @@ def _stored(sandbox) -> list[tuple[str, str, str]]:
     images = [("image", json.dumps({k: i[k] for k in sorted(i) if k in ("sha256", "size", "source_product_code")}), "")
               for i in state["images"]]
     return sorted(variants + images)
+
+
+def test_a_file_the_api_refused_whole_shows_in_health_until_items_go_again(tmp_path):
+    settings = make_settings(tmp_path)
+    pipeline = RecordingPipeline(statuses=lambda name: "all_refused" if name.startswith("wrong") else "done")
+    box = settings.folders.inbox
+    with serving(settings, pipeline) as run:
+        drop(run["clock"], box / "wrong-source.csv", b"x")
+        wait_until(lambda: any("refused every item" in p for p in health(settings).get("problems", [])),
+                   what="health to say the API refused every item")
+        assert health(settings)["state"] == "degraded"
+        assert run["records"].events("all_refused")
+    settings2 = make_settings(tmp_path / "second")
+    pipeline2 = RecordingPipeline(statuses=lambda name: "all_refused" if name.startswith("wrong") else "done")
+    with serving(settings2, pipeline2) as run:
+        drop(run["clock"], settings2.folders.inbox / "wrong.csv", b"x")
+        wait_until(lambda: archived(settings2), what="the refused file archived")
+        drop(run["clock"], settings2.folders.inbox / "good.csv", b"y")  # a later file whose items went
+        wait_until(lambda: health(settings2).get("files_done") == 2, what="health after the good file")
+        assert not any("refused every item" in p for p in health(settings2).get("problems", []))
+
+
+def test_a_file_the_service_died_on_three_times_goes_to_failed_not_round_again(tmp_path):
+    """What a service killed mid-file (out of memory) leaves: the file in processing/ and its
+    start count in state/attempts.json; the next start sends it to failed/ instead of dying again."""
+    settings = make_settings(tmp_path)
+    settings.folders.processing.mkdir(parents=True)
+    (settings.folders.processing / "huge.csv").write_bytes(b"sku\n1\n")
+    settings.folders.state.mkdir(parents=True, exist_ok=True)
+    (settings.folders.state / "attempts.json").write_text(json.dumps({"huge.csv": 3}))
+    pipeline = RecordingPipeline()
+    with serving(settings, pipeline) as run:
+        wait_until(lambda: list(settings.folders.failed.rglob("huge__*.csv.error.json")), what="huge.csv in failed/")
+        assert run["records"].events("file_killed_too_often")
+    assert pipeline.names() == []  # not run a fourth time
+    error = json.loads(next(settings.folders.failed.rglob("huge__*.csv.error.json")).read_text())["error"]
+    assert error["attempts"] == 3 and "too much memory" in error["message"] and "limits.max_rows" in error["message"]
+    assert json.loads((settings.folders.state / "attempts.json").read_text()) == {}
+
+
+def test_a_file_run_to_the_end_leaves_no_start_count_behind(tmp_path):
+    from connector.watch.loop import Attempts
+
+    attempts = Attempts(tmp_path / "attempts.json")
+    assert attempts.begin("a.csv") == 1
+    assert Attempts(tmp_path / "attempts.json").begin("a.csv") == 2  # a restart after a death counts it
+    Attempts(tmp_path / "attempts.json").end("a.csv")
+    assert Attempts(tmp_path / "attempts.json").counts == {}

@@ -16,7 +16,9 @@ left in the ledger, a FatalError from the pipeline) or a broken mapping (a "refu
 "mapping"); the file stays in processing/ and is tried again with exponential backoff. Trouble
 with one file (it cannot be read right now, an unexpected error, it cannot be filed away) sets
 that file aside with its own backoff while other files go on; an unexpected error that repeats
-INTERNAL_ATTEMPTS times sends the file to failed/. Health is published after every cycle and
+INTERNAL_ATTEMPTS times sends the file to failed/, and so does a file during which the service
+was killed KILLED_ATTEMPTS times (out of memory, most likely): the count survives restarts in
+`<state>/attempts.json`. Health is published after every cycle and
 every HEARTBEAT_S while waiting or busy with a long file.
 
 Every reading of time and every wait goes through the injected `Clock`.
@@ -24,6 +26,7 @@ Every reading of time and every wait goes through the injected `Clock`.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import traceback
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from connector import inbox
 from connector.clock import Clock
+from connector.common import write_json_atomic
 from connector.config import Settings
 from connector.errors import FatalError
 from connector.health import Health, utc_now
@@ -52,6 +56,7 @@ SETTLE_MAX_S = 2.0  # ... or after this long in any case
 HEALTH_REFRESH_S = 10.0  # the health file is rewritten when something changed, or this often
 HEARTBEAT_S = 5.0  # how often health is looked at while waiting or busy with one long file
 INTERNAL_ATTEMPTS = 3  # an unexpected error on the same file this often: it goes to failed/
+KILLED_ATTEMPTS = 3  # the service died this often while running the same file: it goes to failed/
 FAILED_RECOUNT_S = 300.0  # failed/ is walked at start-up and at most this often; counted in between
 OWNER_STALE_S = 3600.0  # an Office owner file this old is probably left over from a crash
 PROBLEMS_SHOWN = 5  # per kind of problem in health; the rest are counted
@@ -138,6 +143,8 @@ class Watcher:
         self._published: dict[str, Any] | None = None
         self._published_at = 0.0
         self._beat_at = clock.monotonic()
+        self.attempts = Attempts(self.folders.state / "attempts.json")
+        self.all_refused: dict[str, str] = {}  # files whose every item the API refused, and why to look
 
     # the loop
 
@@ -327,16 +334,23 @@ class Watcher:
         """run_file + place for one file in processing/: "placed", "file" (set aside on its own)
         or "blocked" (API trouble or a broken mapping: nothing new may be claimed)."""
         started = self.clock.monotonic()
+        killed = self.attempts.begin(path.name) - 1  # runs of this file that never came back
+        if killed >= KILLED_ATTEMPTS:
+            return self._killed_too_often(path, killed)
         try:
             outcome = self._call(self.pipeline.run_file, path, busy=path.name)
         except Abandoned:
+            self.attempts.end(path.name)  # a stop asked for, not a death
             raise
         except FatalError as exc:  # the setup is wrong (credentials, TLS, URL): nothing can go until fixed
+            self.attempts.end(path.name)
             self.fatal = exc
             self.api_waiting = True
             return "blocked"
         except Exception as exc:  # noqa: BLE001 - the pipeline promises not to raise; if it does, count it
+            self.attempts.end(path.name)
             return self._internal_error(path, exc)
+        self.attempts.end(path.name)
         self.fatal = None
         seconds = round(self.clock.monotonic() - started, 3)
         kind = outcome.error_kind
@@ -362,11 +376,29 @@ class Watcher:
         self.troubles.pop(path.name, None)
         self.failed_files += outcome.status == "refused"
         self.files_done += 1
+        if outcome.outcome() == "refused_by_api":
+            self.all_refused[path.name] = f"see {placed}.report.json"
+            self.log.error("%s: the API refused every item it was sent (another account's source id, or data it "
+                           "will not take); nothing of it is in Stock2Shop. See %s.report.json", path.name, placed,
+                           extra={"event": "all_refused", "file": path.name})
+        elif outcome.counts.items_sent:
+            self.all_refused.clear()  # the API takes our items again
         self.log.info("finished %s: %s in %.1f s (%s) -> %s", path.name, outcome.status, seconds,
                       _summary(outcome), placed,
                       extra={"event": "file_finished", "file": path.name, "status": outcome.status,
                              "seconds": seconds, "placed_as": str(placed), "counts": asdict(outcome.counts)})
         return "placed"
+
+    def _killed_too_often(self, path: Path, killed: int) -> str:
+        """The service died `killed` times while running this file: it goes to failed/, not round again."""
+        self.attempts.end(path.name)
+        text = (f"{path.name}: refused: the service stopped without warning {killed} times while processing it "
+                "(killed, most likely for using too much memory). Split the file, lower limits.max_rows so it is "
+                "refused early with a clear message, or give the service more memory; then drop it again.")
+        report = Report(file=path.name).fail("refused", "internal", text)
+        report.message, report.attempts = text, killed
+        self.log.error("%s", text, extra={"event": "file_killed_too_often", "file": path.name})
+        return self._place(path, report, 0.0)
 
     def _unreadable(self, path: Path, outcome: Report) -> str:
         return self._set_aside(path, "io", f"cannot be read right now: {outcome.error_message or outcome.message}")
@@ -536,6 +568,8 @@ class Watcher:
             problems.append("API work waiting in the ledger (sending resumes with backoff)")
         if self.mapping_problem:
             problems.append(f"mapping broken, nothing new is taken until it is fixed: {self.mapping_problem}")
+        problems += _capped([f"{name}: the API refused every item it was sent ({why})"
+                             for name, why in sorted(self.all_refused.items())])
         problems += _capped([f"processing/{name} {t.message}" for name, t in sorted(self.troubles.items())])
         problems += _capped(sorted(self.claim_problems.values()))
         problems += _capped([f"{path.name} waits for its Office owner file {owner}, present for over "
@@ -574,6 +608,41 @@ class Watcher:
             self.health.update(snapshot)
         except Exception:
             self.log.exception("cannot publish health")
+
+
+class Attempts:
+    """How often each file in processing/ was started and not finished, kept on disk.
+
+    `begin` before a file runs and `end` after it ran (whatever its outcome): a count that
+    grows across restarts means the service died while running that file.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.counts: dict[str, int] = self._load()
+
+    def begin(self, name: str) -> int:
+        self.counts[name] = self.counts.get(name, 0) + 1
+        self._save()
+        return self.counts[name]
+
+    def end(self, name: str) -> None:
+        if self.counts.pop(name, None) is not None:
+            self._save()
+
+    def _load(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): int(v) for k, v in data.items() if isinstance(v, int)} if isinstance(data, dict) else {}
+
+    def _save(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, self.counts, mode=0o600)
+        except OSError:
+            pass  # best effort: without it a killing file is retried, as before
 
 
 def _trace(exc: BaseException) -> str:
