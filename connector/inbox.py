@@ -143,11 +143,6 @@ def list_inbox(inbox: Path, patterns: Iterable[str], *, done_file: bool = False)
     return Listing(found, held)
 
 
-def list_candidates(inbox: Path, patterns: Iterable[str], *, done_file: bool = False) -> list[Candidate]:
-    """The candidates of `list_inbox`, for callers that do not care about open workbooks."""
-    return list_inbox(inbox, patterns, done_file=done_file).candidates
-
-
 def _entry_mtime(entry: os.DirEntry) -> float | None:
     try:
         return entry.stat(follow_symlinks=False).st_mtime

@@ -81,7 +81,7 @@ def test_listing_skips_what_is_not_a_plain_export(tmp_path):
     os.symlink(tmp_path / "elsewhere.csv", box / "link.csv")
     write(tmp_path / "elsewhere.csv")
     os.mkfifo(box / "pipe.csv")
-    names = sorted(c.path.name for c in inbox.list_candidates(box, PATTERNS))
+    names = sorted(c.path.name for c in inbox.list_inbox(box, PATTERNS).candidates)
     assert names == ["good.csv"]
 
 
@@ -103,13 +103,13 @@ def test_done_file_mode_takes_only_files_with_their_done_file(tmp_path):
     write(box / "orders.csv")
     write(box / "prices.csv")
     write(box / "orders.csv.done", b"")
-    names = [c.path.name for c in inbox.list_candidates(box, PATTERNS, done_file=True)]
+    names = [c.path.name for c in inbox.list_inbox(box, PATTERNS, done_file=True).candidates]
     assert names == ["orders.csv"]
 
 
 def test_listing_a_missing_inbox_raises_instead_of_reporting_no_files(tmp_path):
     with pytest.raises(FileNotFoundError):
-        inbox.list_candidates(tmp_path / "gone", PATTERNS)
+        inbox.list_inbox(tmp_path / "gone", PATTERNS)
 
 
 def test_order_is_oldest_first_then_name_and_the_cap_comes_after_sorting(tmp_path):
