@@ -324,6 +324,10 @@ def _fail_with(exc: Exception) -> int:
         return _fail(code, f"{exc} (any journaled work stays in the ledger; fix this and run again)")
     if isinstance(exc, ConnectorError):
         return _fail(code, str(exc))
+    if isinstance(exc, OSError):  # a disk full, a folder read-only: the path and the system's own reason
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(EXIT_USAGE, f"{where}{exc.strerror or exc} (fix this and run again; any journaled work "
+                                 "stays in the ledger)")
     logging.getLogger("connector").debug("unexpected error", exc_info=True)
     return _fail(code, f"unexpected error: {type(exc).__name__}: {redact(str(exc))} "
                        "(journaled work stays in the ledger; run with --log-level DEBUG for details)")

@@ -108,3 +108,32 @@ def test_a_push_the_api_refuses_whole_exits_1_so_a_cron_job_notices(sandbox, tmp
     assert written["counts"]["items_to_send"] > 0 and written["counts"]["items_sent"] == 0, written["counts"]
     assert written["counts"]["products_refused_by_api"] > 0
     assert code == 1, capsys.readouterr()
+
+
+def test_a_damaged_ledger_stops_a_push_with_its_path_and_what_to_do(sandbox, tmp_path, monkeypatch, capsys):
+    shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("*.py"))
+    monkeypatch.chdir(tmp_path)
+    for key, value in {"S2S_API_URL": sandbox.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo",
+                       "S2S_SOURCE_ID": "1"}.items():
+        monkeypatch.setenv(key, value)
+    assert main(["push", "examples/products.csv"]) == 0
+    capsys.readouterr()
+    ledger = tmp_path / "state" / "ledger.sqlite"
+    for extra in ("-wal", "-shm"):
+        Path(f"{ledger}{extra}").unlink(missing_ok=True)
+    ledger.write_bytes(b"")  # emptied: a power cut on a full disk
+    assert main(["push", "examples/products.csv"]) == 2
+    err = capsys.readouterr().err
+    assert str(ledger) in err and "backup" in err and "journaled work stays in the ledger" not in err
+
+
+def test_a_report_folder_that_cannot_be_written_names_it_and_the_reason(sandbox, tmp_path, monkeypatch, capsys):
+    shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("*.py"))
+    monkeypatch.chdir(tmp_path)
+    for key, value in {"S2S_API_URL": sandbox.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo",
+                       "S2S_SOURCE_ID": "1"}.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "reports").write_text("a file where the report folder should be")
+    assert main(["push", "examples/products.csv"]) == 2
+    err = capsys.readouterr().err
+    assert "reports" in err and "unexpected" not in err
