@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import Problem, Product
+from .model import Problem, Product, Severity
 
 MAX_OPTIONS = 3
 # Product fields other than the title that should agree across a product's rows; the
@@ -40,7 +40,14 @@ def check_products(products: list[Product]) -> tuple[list[Product], list[Problem
 def _check_product(product: Product, problems: list[Problem]) -> None:
     code = product.code
 
-    def add(kind: str, reason: str, line: int | None, column: str | None = None, value: Any = None, severity: str = "error") -> None:
+    def add(
+        kind: str,
+        reason: str,
+        line: int | None,
+        column: str | None = None,
+        value: Any = None,
+        severity: Severity = "error",
+    ) -> None:
         shown = None if value is None else str(value)
         problems.append(Problem(kind, reason, severity, line, column, shown, code))
 
@@ -48,7 +55,8 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
     first_shared: dict[str, tuple[Any, int]] = {}
     first_names: tuple[tuple[str, ...], int] | None = None
     combos: dict[tuple, int] = {}
-    for item, line in zip(product.items, product.lines):
+    # build.py appends to items and lines together, so they are the same length
+    for item, line in zip(product.items, product.lines, strict=True):
         source, body = item["source"], item["product"]
         variant = body.get("variants") or {}
         active = source.get("product_active") != "false"
@@ -62,29 +70,45 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
             if first_title is None:
                 first_title = (title, line)
             elif title != first_title[0]:
-                add("conflict", f'title "{title}" differs from "{first_title[0]}" on line {first_title[1]} (one title per product)', line, "title", title)
+                reason = (
+                    f'title "{title}" differs from "{first_title[0]}" on line {first_title[1]} (one title per product)'
+                )
+                add("conflict", reason, line, "title", title)
         for name in SHARED_FIELDS:
             value = body.get(name)
             if value is None:
                 continue
             seen = first_shared.setdefault(name, (value, line))
             if seen[0] != value:
-                add("conflict", f"{name} differs from line {seen[1]}; the last row sent wins", line, name, _short(value), "warning")
+                reason = f"{name} differs from line {seen[1]}; the last row sent wins"
+                add("conflict", reason, line, name, _short(value), "warning")
         options = body.get("options") or []
         names = tuple(o.get("name", "") for o in options)
         if len(names) > MAX_OPTIONS:
-            add("options", f"has {len(names)} options ({', '.join(names)}); Stock2Shop allows at most {MAX_OPTIONS}", line, "options")
+            reason = f"has {len(names)} options ({', '.join(names)}); Stock2Shop allows at most {MAX_OPTIONS}"
+            add("options", reason, line, "options")
         if first_names is None:
             first_names = (names, line)
         elif names != first_names[0]:
-            add("options", f"fills options ({_names(names)}) but line {first_names[1]} fills ({_names(first_names[0])}); every variant of a product needs the same options", line, "options")
+            reason = (
+                f"fills options ({_names(names)}) but line {first_names[1]} fills ({_names(first_names[0])}); "
+                "every variant of a product needs the same options"
+            )
+            add("options", reason, line, "options")
         combo = (names, tuple(variant.get(f"option{i}") for i in range(1, len(names) + 1)))
         if combo in combos:
             if names:
-                shown = ", ".join(f"{n} {v}" for n, v in zip(*combo))
-                add("options", f"repeats the options of line {combos[combo]} ({shown}); each variant needs its own combination", line, "options", shown)
+                shown = ", ".join(f"{n} {v}" for n, v in zip(*combo, strict=True))  # one value per name
+                reason = (
+                    f"repeats the options of line {combos[combo]} ({shown}); each variant needs its own combination"
+                )
+                add("options", reason, line, "options", shown)
             else:
-                add("options", f"is a second variant without options (line {combos[combo]} is the first); give the variants options or their own product codes", line, "options")
+                reason = (
+                    f"is a second variant without options (line {combos[combo]} is the first); "
+                    "give the variants options or their own product codes"
+                )
+                add("options", reason, line, "options")
         else:
             combos[combo] = line
         _check_numbers(variant, line, add)
@@ -105,14 +129,15 @@ def _check_numbers(variant: dict[str, Any], line: int, add: Any) -> None:
             add("range", f'price tier "{tier["tier"]}" {tier["price"]} is below 0', line, "price_tiers", tier["price"])
     for stock in variant.get("qty_availability") or ():
         if stock["qty"] < 0:
-            add("range", f'qty at "{stock["description"]}" {stock["qty"]} is below 0; Stock2Shop stores it as 0', line, "qty_availability", stock["qty"], "warning")
+            reason = f'qty at "{stock["description"]}" {stock["qty"]} is below 0; Stock2Shop stores it as 0'
+            add("range", reason, line, "qty_availability", stock["qty"], "warning")
 
 
 def _check_duplicate_variants(products: list[Product], problems: list[Problem]) -> None:
     """A source_variant_code may appear once in a file; every product using it twice is held."""
     first: dict[str, tuple[str, int]] = {}
     for product in products:
-        for item, line in zip(product.items, product.lines):
+        for item, line in zip(product.items, product.lines, strict=True):  # appended together in build.py
             svc = (item["product"].get("variants") or {}).get("source_variant_code")
             if not svc:
                 continue
@@ -121,13 +146,11 @@ def _check_duplicate_variants(products: list[Product], problems: list[Problem]) 
                 first[svc] = (product.code, line)
                 continue
             where = f"line {seen[1]}" + (f" (product {seen[0]})" if seen[0] != product.code else "")
-            problems.append(
-                Problem("duplicate", f'source_variant_code "{svc}" is also on {where}; each variant code may appear once in a file', "error", line, "source_variant_code", svc, product.code)
-            )
+            reason = f'source_variant_code "{svc}" is also on {where}; each variant code may appear once in a file'
+            problems.append(Problem("duplicate", reason, "error", line, "source_variant_code", svc, product.code))
             if seen[0] != product.code:
-                problems.append(
-                    Problem("duplicate", f'source_variant_code "{svc}" is also used by product {product.code} on line {line}', "error", seen[1], "source_variant_code", svc, seen[0])
-                )
+                reason = f'source_variant_code "{svc}" is also used by product {product.code} on line {line}'
+                problems.append(Problem("duplicate", reason, "error", seen[1], "source_variant_code", svc, seen[0]))
 
 
 def _names(names: tuple[str, ...]) -> str:

@@ -187,7 +187,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, clock: Clock
     except KeyboardInterrupt:
         print("interrupted; journaled work stays in the ledger and is sent on the next run", file=sys.stderr)
         return EXIT_WAITING
-    except Exception as exc:  # one line, never a traceback, never a secret
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback, never a secret
         return _fail_with(exc)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE

@@ -214,7 +214,7 @@ def _decode(data: bytes, fmt: str) -> None:
             raise ImageError("the image has too many pixels (a possible decompression bomb)") from None
         except Image.UnidentifiedImageError:
             raise ImageError(f"the image could not be decoded: its {fmt} header is damaged") from None
-        except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError... on bad data
+        except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError... on bad data
             raise ImageError(f"the image could not be decoded: {_short(exc)}") from None
 
 

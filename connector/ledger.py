@@ -24,7 +24,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal
 
 from connector.common import iso_utc, write_json_atomic
 from connector.errors import LedgerError
@@ -280,7 +281,8 @@ class Ledger:
         """End a job unsent and say why in the file's report, in one transaction."""
         with self._transaction():
             self.db.execute(
-                "UPDATE jobs SET state = ?, last_error = ?, done_at = ? WHERE id = ?", (state, reason, self.clock(), job_id)
+                "UPDATE jobs SET state = ?, last_error = ?, done_at = ? WHERE id = ?",
+                (state, reason, self.clock(), job_id),
             )
             self.db.execute("INSERT INTO problems (file_id, problem) VALUES (?, ?)",
                             (file_id, json.dumps(problem.as_dict(), ensure_ascii=False)))
@@ -361,7 +363,8 @@ class Ledger:
                                 (now, job_id))
             self.db.executemany(
                 "INSERT INTO sent (source_product_code, source_variant_code, hash, at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (source_product_code, source_variant_code) DO UPDATE SET hash = excluded.hash, at = excluded.at",
+                " ON CONFLICT (source_product_code, source_variant_code)"
+                " DO UPDATE SET hash = excluded.hash, at = excluded.at",
                 [(p, v, h, now) for p, v, h in hashes],
             )
             self._event("success", f"job {job_id} acknowledged")
@@ -386,7 +389,8 @@ class Ledger:
             chunk = codes[start:start + 500]
             marks = ",".join("?" * len(chunk))
             for p, v, h in self.db.execute(
-                f"SELECT source_product_code, source_variant_code, hash FROM sent WHERE source_product_code IN ({marks})",
+                "SELECT source_product_code, source_variant_code, hash FROM sent"
+                f" WHERE source_product_code IN ({marks})",
                 chunk,
             ):
                 out[(p, v)] = h
@@ -401,7 +405,9 @@ class Ledger:
 
     def backlog(self) -> dict:
         """Work waiting in the ledger (for every endpoint)."""
-        counts = dict(self.db.execute("SELECT kind, COUNT(*) FROM jobs WHERE state = 'pending' GROUP BY kind").fetchall())
+        counts = dict(
+            self.db.execute("SELECT kind, COUNT(*) FROM jobs WHERE state = 'pending' GROUP BY kind").fetchall()
+        )
         oldest = self.db.execute("SELECT MIN(created_at) FROM jobs WHERE state = 'pending'").fetchone()[0]
         return {
             "batches": counts.get("products", 0),
@@ -453,7 +459,9 @@ class _Transaction:
         except sqlite3.Error as exc:
             raise _ledger_error(self.path, exc, "cannot be written") from None
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         if exc_type is None:
             try:
                 self.db.execute("COMMIT")

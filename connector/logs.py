@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 
 _TOKEN_IN_URL = re.compile(r"(token=)[^&\s'\"]+", re.IGNORECASE)
 _TOKEN_IN_PATH = re.compile(r"(/valid_token/)[^/?\s'\"]+", re.IGNORECASE)
@@ -36,10 +37,14 @@ def redact(text: str) -> str:
     return text
 
 
+# The record factory that was in place before `install_redaction` wrapped it; None until then.
+_previous_factory: Callable[..., logging.LogRecord] | None = None
+
+
 def install_redaction() -> None:
     """Redact every log record as it is made, so no handler (ours, a test runner's, a
     library's) ever sees a token or a registered secret. Safe to call more than once."""
-    global _previous_factory
+    global _previous_factory  # noqa: PLW0603 - one slot set once: the simplest install-once guard
     if _previous_factory is not None:
         return
     _previous_factory = previous = logging.getLogRecordFactory()
@@ -48,7 +53,7 @@ def install_redaction() -> None:
         record = previous(*args, **kwargs)
         try:
             message = record.getMessage()
-        except Exception:  # a malformed record is the logging module's problem to report
+        except Exception:  # noqa: BLE001 - a record factory must never raise; a malformed record is logging's to report
             return record
         cleaned = redact(message)
         if cleaned != message:
@@ -56,9 +61,6 @@ def install_redaction() -> None:
         return record
 
     logging.setLogRecordFactory(make_record)
-
-
-_previous_factory = None
 
 
 class RedactFilter(logging.Filter):

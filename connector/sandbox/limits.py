@@ -91,11 +91,12 @@ class Tokens:
 
     def user(self, token: str | None) -> str | None:
         """The username a live token belongs to, else None (expired tokens are forgotten)."""
-        info = self._live.get(token or "")
+        key = token or ""
+        info = self._live.get(key)
         if info is None:
             return None
         if self._lifetime is not None and self._clock() - info.issued >= self._lifetime:
-            del self._live[token]
+            del self._live[key]
             return None
         return info.username
 

@@ -92,6 +92,8 @@ class Sandbox:
             raise RuntimeError("the sandbox is already running")
         self._server = _Server((host, port), _Handler, self)
         bound_host, bound_port = self._server.server_address[:2]
+        if not isinstance(bound_host, str):  # typeshed allows bytes; an AF_INET(6) socket reports str
+            bound_host = str(bound_host)
         shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
         self.url = f"http://{shown}:{bound_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -180,6 +182,7 @@ class Sandbox:
         route, not_found = _find_route(method, path)
         public = route.public if route else True
         rate_header = self._rate_header(public)
+        extra: dict[str, str]
         if too_big:
             status, payload, extra = 413, {"error": f"request body over {self.config.max_body_bytes} bytes"}, {}
         else:
@@ -217,7 +220,8 @@ class Sandbox:
             return (*not_found, {})
         if not public:
             request.user = self._tokens.user(token)
-            if request.user is None or (decision and not self._tokens.use(token, faults.expire_after)):
+            # user() is None for a missing token, so `token is None` only tells mypy what holds already
+            if request.user is None or token is None or (decision and not self._tokens.use(token, faults.expire_after)):
                 return 401, {"error": "invalid or expired token"}, {}
         if decision and decision.error_status:
             return decision.error_status, {"error": f"sandbox fault: HTTP {decision.error_status}"}, {}
@@ -332,7 +336,7 @@ class Sandbox:
             total, page = search(docs, body)
         except QueryError as exc:
             return _shape_error("query", str(exc))
-        hits = [{"_id": str(doc.get("id")), "_score": None, "_source": {}} for doc in page]
+        hits: list[dict[str, Any]] = [{"_id": str(doc.get("id")), "_score": None, "_source": {}} for doc in page]
         return 200, {"took": 0, "timed_out": False, "hits": {"total": total, "max_score": None, "hits": hits},
                      key: page, "took_s2s": 0}
 
@@ -391,6 +395,7 @@ def _items(raw: bytes, wrapper: str) -> tuple[list, Reply | None]:
     body, problem = _json_object(raw, wrapper)
     if problem:
         return [], _shape_error(wrapper, problem)
+    assert body is not None  # _json_object returns a body exactly when there is no problem
     items = body.get(wrapper)
     if not isinstance(items, list):
         return [], _shape_error(wrapper, f"body must be {{{wrapper!r}: [item, ...]}}; "

@@ -114,12 +114,11 @@ class Store:
         code, variant_code, image_id = (normal["source_product_code"], normal["source_variant_code"],
                                         normal["image_id"])
         product = self.products.get(code)
-        reason = None
         if product is None:
-            reason = f"product {code!r} does not exist"
-        elif variant_code and variant_code not in product["_variants"]:
+            self.log("image", code, variant_code, image_id, "failed", "none", f"product {code!r} does not exist")
+            return
+        if variant_code and variant_code not in product["_variants"]:
             reason = f"variant {variant_code!r} of product {code!r} does not exist"
-        if reason:
             self.log("image", code, variant_code, image_id, "failed", "none", reason)
             return
         data = normal["data"]
