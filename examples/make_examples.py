@@ -46,7 +46,8 @@ def rows() -> list[list[str]]:
             out.append(["TEE-CLASSIC", code, "Classic Cotton Tee", tee, "Kalahari Apparel", "T-Shirts",
                         "Summer", "cotton,basics", code, gtin13(f"600123400{n:03d}"), "189.00", str(10 * n),
                         "220", "true", "true", "Colour", colour, "Size", size,
-                        "139.00", "189.00", str(6 * n), str(4 * n), "Kalahari", f"tee-{colour.lower()}.jpg", "tee-back.jpg"])
+                        "139.00", "189.00", str(6 * n), str(4 * n), "Kalahari", f"tee-{colour.lower()}.jpg",
+                        "tee-back.jpg"])
     out.append(["00471", "00471", "Enamel Camp Mug 350ml", "<p>Enamel on steel.</p>", "Veld Outdoor", "Kitchen",
                 "Camping", "enamel,mug", "00471", gtin13("600123401001"), "79.95", "240", "310", "true", "true",
                 "", "", "", "", "55.00", "79.95", "200", "40", "Veld", "mug.jpg", ""])
@@ -88,7 +89,7 @@ def write_xlsx(path: Path) -> None:
     ws.append(HEADER)
     for row in rows():
         cells = []
-        for name, value in zip(HEADER, row):
+        for name, value in zip(HEADER, row, strict=True):  # every row has a cell per column
             try:
                 cells.append(float(value) if name in numeric and value else value)
             except ValueError:

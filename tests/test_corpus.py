@@ -200,7 +200,7 @@ def test_corpus_file_through_its_preset_to_the_sandbox(make_sandbox, tmp_path, c
     if case.refused_lines:
         assert sorted({row.line for row, _ in plan.rejected}) == list(case.refused_lines)
     for bad in facts.get("bad_lines", []):  # the byte facts found on that line is named
-        reason = dict((row.line, r) for row, r in plan.rejected)[bad["line"]]
+        reason = {row.line: r for row, r in plan.rejected}[bad["line"]]
         assert bad["problems"][0].split(" at ")[0].lower() in reason.lower(), reason
     if case.file_refused:
         assert outcome.status == "refused", outcome.message
@@ -249,7 +249,7 @@ def _check_cells(facts: dict, stored: dict[str, dict]) -> None:
     """
     header = facts.get("header") or []
     for row in facts.get("cells") or []:
-        values = dict(zip(header, (c["value"] for c in row)))
+        values = dict(zip(header, (c["value"] for c in row), strict=False))
         product = stored.get(values.get("sku", ""))
         if product is None:
             continue

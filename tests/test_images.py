@@ -68,7 +68,7 @@ def png_header_only(width: int, height: int) -> bytes:
 
 def product_with(*names: str, variants: list[str | None] | None = None) -> Product:
     variants = variants or [None] * len(names)
-    refs = [ImageRef(name=n, line=i + 2, column="image1", source_variant_code=v) for i, (n, v) in enumerate(zip(names, variants))]
+    refs = [ImageRef(name=n, line=i + 2, column="image1", source_variant_code=v) for i, (n, v) in enumerate(zip(names, variants, strict=True))]
     return Product(code="P1", items=[], lines=[2], images=refs)
 
 

@@ -245,7 +245,7 @@ def _xlsx(path: Path, header, rows) -> Path:
     numeric = {"price", "qty", "grams", "price_wholesale", "price_retail", "qty_jhb", "qty_cpt"}
     for row in rows:
         cells = []
-        for name, value in zip(header, row):
+        for name, value in zip(header, row, strict=False):  # rows read from a CSV may be short
             try:
                 cells.append(float(value) if name in numeric and value else value)
             except ValueError:
@@ -264,7 +264,7 @@ def _xls(path: Path, header, rows) -> Path:
         sheet.write(0, c, name)
     numeric = {"price", "qty", "grams", "price_wholesale", "price_retail", "qty_jhb", "qty_cpt"}
     for r, row in enumerate(rows, start=1):
-        for c, (name, value) in enumerate(zip(header, row)):
+        for c, (name, value) in enumerate(zip(header, row, strict=False)):  # rows read from a CSV may be short
             try:
                 sheet.write(r, c, float(value) if name in numeric and value else value)
             except ValueError:
