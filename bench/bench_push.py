@@ -28,13 +28,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import requests as http  # noqa: E402
+
 from bench.bench_read import export_files  # noqa: E402
 from connector.api import ApiClient  # noqa: E402
 from connector.config import ApiSettings, Settings  # noqa: E402
 from connector.ledger import Ledger  # noqa: E402
 from connector.pipeline import Pipeline  # noqa: E402
-
-import requests as http  # noqa: E402
 
 
 @contextlib.contextmanager

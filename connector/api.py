@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import email.utils
 import json
-from collections import deque
 import logging
 import math
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal

@@ -44,7 +44,6 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 from pydantic.fields import FieldInfo
 
 from . import cells
-from .errors import MappingError
 from .cells import (  # re-exported: the cell types were defined here before cells.py
     DEFAULT_FALSE,
     DEFAULT_TRUE,
@@ -63,6 +62,7 @@ from .cells import (  # re-exported: the cell types were defined here before cel
     parse_text,
     type_choices,
 )
+from .errors import MappingError
 
 __all__ = [
     "DEFAULT_FALSE",

@@ -367,11 +367,14 @@ class Pipeline:
         waiting = self.ledger.pending_products(self.endpoint)
         out, unchanged = [], 0
         for product in products:
-            items = product.items if product.code in waiting else [it for it in product.items if _changed_since(
+            if product.code in waiting:
+                out.append(product)
+                continue
+            kept = [(it, line) for it, line in zip(product.items, product.lines, strict=True) if _changed_since(
                 sent.get((product.code, it["product"]["variants"]["source_variant_code"])), it)]
-            unchanged += len(product.items) - len(items)
-            if items:
-                out.append(Product(product.code, items, product.lines, product.images))
+            unchanged += len(product.items) - len(kept)
+            if kept:
+                out.append(Product(product.code, [it for it, _ in kept], [line for _, line in kept], product.images))
         return out, unchanged
 
     def _batches(self, products: list[Product], plan: Plan) -> list[list[dict]]:
@@ -630,7 +633,7 @@ def _whole_products(items: list[dict], size: int) -> list[dict]:
     """The first `size` items, cut back to a product boundary (a product too big for `size` is cut)."""
     if size >= len(items):
         return items
-    code = lambda i: items[i]["source"]["source_product_code"]  # noqa: E731
+    code = lambda i: items[i]["source"]["source_product_code"]
     cut = size
     while cut > 0 and code(cut) == code(cut - 1):
         cut -= 1

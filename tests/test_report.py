@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.model import Problem, Row
 from connector.common import write_json_atomic
-from connector.model import Rejected
+from connector.model import Problem, Rejected, Row
 from connector.report import (
     MAX_PROBLEMS,
     Report,
