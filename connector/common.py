@@ -81,3 +81,31 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def schema_command(argv: list[str] | None, *, prog: str, text: str, path: Path) -> int:
+    """`--schema` writes a published JSON Schema (`text`) to `path`; `--check` exits 1 when it differs.
+
+    The one command behind `python -m connector.mapping` and `python -m connector.config`.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog=prog, description="write or check the JSON Schema made from the definition")
+    parser.add_argument("--schema", action="store_true", help=f"write {path.name} from the definition")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when the committed schema is not the generated one")
+    parser.add_argument("--out", type=Path, default=path, help="where to write (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.check:
+        current = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
+        if current != text:
+            print(f"{args.out} is out of date: run {prog} --schema", file=sys.stderr)
+            return 1
+        return 0
+    if not args.schema:
+        parser.print_help()
+        return 2
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0

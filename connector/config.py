@@ -18,7 +18,6 @@ The password is kept out of every repr and message, YAML syntax errors included.
 
 from __future__ import annotations
 
-import argparse
 import codecs
 import difflib
 import fnmatch
@@ -476,27 +475,11 @@ def _tidy(node: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`--schema`: write config.schema.json from the definition; `--check`: fail when the file differs."""
-    parser = argparse.ArgumentParser(prog="python -m connector.config", description=main.__doc__)
-    parser.add_argument("--schema", action="store_true", help=f"write {SCHEMA_PATH.name} from the definition")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 when the committed schema is not the generated one"
-    )
-    parser.add_argument("--out", type=Path, default=SCHEMA_PATH, help="where to write (default: %(default)s)")
-    args = parser.parse_args(argv)
+    """`--schema`: write the JSON Schema generated from the definition; `--check`: fail when the file differs."""
+    from connector.common import schema_command
+
     text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
-    if args.check:
-        current = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
-        if current != text:
-            print(f"{args.out} is out of date: run python -m connector.config --schema", file=sys.stderr)
-            return 1
-        return 0
-    if not args.schema:
-        parser.print_help()
-        return 2
-    args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out}")
-    return 0
+    return schema_command(argv, prog="python -m connector.config", text=text, path=SCHEMA_PATH)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ the document into the spec dataclasses `build` runs.
 
 from __future__ import annotations
 
-import argparse
 import codecs
 import difflib
 import hashlib
@@ -1514,26 +1513,9 @@ def convert(value: Any, kind: str, spec: FieldSpec) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """`--schema`: write the JSON Schema generated from the definition; `--check`: fail when the file differs."""
-    parser = argparse.ArgumentParser(prog="python -m connector.mapping", description=main.__doc__)
-    parser.add_argument("--schema", action="store_true", help=f"write {SCHEMA_PATH.name} from the definition")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 when the committed schema is not the generated one"
-    )
-    parser.add_argument("--out", type=Path, default=SCHEMA_PATH, help="where to write (default: %(default)s)")
-    args = parser.parse_args(argv)
-    text = schema_text(json_schema())
-    if args.check:
-        current = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
-        if current != text:
-            print(f"{args.out} is out of date: run python -m connector.mapping --schema", file=sys.stderr)
-            return 1
-        return 0
-    if not args.schema:
-        parser.print_help()
-        return 2
-    args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out}")
-    return 0
+    from connector.common import schema_command
+
+    return schema_command(argv, prog="python -m connector.mapping", text=schema_text(json_schema()), path=SCHEMA_PATH)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,15 @@ from connector.report import Report
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+def in_workdir(sandbox, tmp_path: Path, monkeypatch, *, source_id: str) -> None:
+    """The example export in tmp_path as the current folder, the credentials pointing at `sandbox`."""
+    shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("*.py"))
+    monkeypatch.chdir(tmp_path)
+    for key, value in {"S2S_API_URL": sandbox.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo",
+                       "S2S_SOURCE_ID": source_id}.items():
+        monkeypatch.setenv(key, value)
+
+
 def report(status, *, kind=None, to_send=0, sent=0, refused_by_api=0, rejected=0):
     r = Report("f.csv", status=status, error_kind=kind)
     r.counts.items_to_send, r.counts.items_sent, r.counts.products_refused_by_api = to_send, sent, refused_by_api
@@ -98,11 +107,7 @@ def test_a_data_refusal_says_whether_it_named_the_bad_items():
 
 
 def test_a_push_the_api_refuses_whole_exits_1_so_a_cron_job_notices(sandbox, tmp_path, monkeypatch, capsys):
-    shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("*.py"))
-    monkeypatch.chdir(tmp_path)
-    for key, value in {"S2S_API_URL": sandbox.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo",
-                       "S2S_SOURCE_ID": "99"}.items():  # another account's source: every item is refused
-        monkeypatch.setenv(key, value)
+    in_workdir(sandbox, tmp_path, monkeypatch, source_id="99")  # another account's source: every item is refused
     code = main(["push", "examples/products.csv"])
     written = json.loads((tmp_path / "reports" / "products.csv.report.json").read_text())
     assert written["counts"]["items_to_send"] > 0 and written["counts"]["items_sent"] == 0, written["counts"]
@@ -111,11 +116,7 @@ def test_a_push_the_api_refuses_whole_exits_1_so_a_cron_job_notices(sandbox, tmp
 
 
 def test_a_damaged_ledger_stops_a_push_with_its_path_and_what_to_do(sandbox, tmp_path, monkeypatch, capsys):
-    shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("*.py"))
-    monkeypatch.chdir(tmp_path)
-    for key, value in {"S2S_API_URL": sandbox.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo",
-                       "S2S_SOURCE_ID": "1"}.items():
-        monkeypatch.setenv(key, value)
+    in_workdir(sandbox, tmp_path, monkeypatch, source_id="1")
     assert main(["push", "examples/products.csv"]) == 0
     capsys.readouterr()
     ledger = tmp_path / "state" / "ledger.sqlite"
@@ -128,11 +129,7 @@ def test_a_damaged_ledger_stops_a_push_with_its_path_and_what_to_do(sandbox, tmp
 
 
 def test_a_report_folder_that_cannot_be_written_names_it_and_the_reason(sandbox, tmp_path, monkeypatch, capsys):
-    shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("*.py"))
-    monkeypatch.chdir(tmp_path)
-    for key, value in {"S2S_API_URL": sandbox.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo",
-                       "S2S_SOURCE_ID": "1"}.items():
-        monkeypatch.setenv(key, value)
+    in_workdir(sandbox, tmp_path, monkeypatch, source_id="1")
     (tmp_path / "reports").write_text("a file where the report folder should be")
     assert main(["push", "examples/products.csv"]) == 2
     err = capsys.readouterr().err
