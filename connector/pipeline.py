@@ -116,10 +116,13 @@ class Pipeline:
             self.drain()
             return self._outcome(known["id"])
         known = self.ledger.find_file(report.sha256, self.endpoint, spec.sha256)
-        if known and known["status"] == "done":
+        if known and known["status"] == "done" and not self.full:  # `full`: every item again, whatever was sent
             if known["name"] == path.name and known["mtime_ns"] == mtime_ns:
-                return self._outcome(known["id"])  # finished just before a crash: its own report
-            if not (self.full or self.settings.watch.reprocess_duplicates):
+                earlier = self._outcome(known["id"])  # finished just before a crash: its own report
+                earlier.message = (f"{path.name}: already pushed on {iso_utc(known['finished_at'] or 0)}; nothing "
+                                   "sent now (this is the report of that push; --full sends every item again)")
+                return earlier
+            if not self.settings.watch.reprocess_duplicates:
                 return self._duplicate(report, known)
 
         try:

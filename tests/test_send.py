@@ -122,3 +122,17 @@ def test_a_server_body_limit_splits_image_requests_and_the_push_completes(make_s
     assert pipeline.image_max_bytes < 400_000  # lowered for the rest of the run
     lowered = [r for r in caplog.records if "too large" in r.getMessage() and r.levelname == "WARNING"]
     assert len(lowered) == 1  # said once in the log
+
+
+def test_the_same_file_again_sends_nothing_and_with_full_sends_every_item_again(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    path = export(tmp_path / "stock.csv", 5)
+    first = pipeline_for(tmp_path, sb).run_file(path)
+    assert first.counts.items_sent == 10
+    queued = len(sb.state()["queue"])
+    again = pipeline_for(tmp_path, sb).run_file(path)
+    assert "already pushed on" in again.message and "nothing sent now" in again.message
+    assert len(sb.state()["queue"]) == queued  # nothing went
+    full = pipeline_for(tmp_path, sb, full=True).run_file(path)
+    assert full.status == "done" and full.counts.items_sent == 10
+    assert len(sb.state()["queue"]) == queued + 10
