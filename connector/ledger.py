@@ -290,7 +290,8 @@ class Ledger:
     def refuse_items(self, job_id: int, file_id: int, problems: list[Problem], remaining: list[dict]) -> None:
         """Record the API's refusals and keep only the items still to send, in one transaction.
 
-        With nothing remaining the job ends as failed.
+        With nothing remaining the job ends: done when part of it was acknowledged (the images
+        of those products may then go), failed when the API refused every item of it.
         """
         with self._transaction():
             self.db.executemany("INSERT INTO problems (file_id, problem) VALUES (?, ?)",
@@ -298,8 +299,10 @@ class Ledger:
             if remaining:
                 self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (encode_text(remaining), job_id))
             else:
-                self.db.execute("UPDATE jobs SET state = 'failed', last_error = ?, done_at = ? WHERE id = ?",
-                                ("every item was refused by the API", self.clock(), job_id))
+                self.db.execute(
+                    "UPDATE jobs SET state = CASE WHEN COALESCE(acked, 0) > 0 THEN 'done' ELSE 'failed' END,"
+                    " last_error = ?, done_at = ? WHERE id = ?",
+                    ("the API refused some of its items", self.clock(), job_id))
 
     def refused_products(self, file_id: int) -> set[str]:
         """Products of a file the API refused while it was being sent."""
@@ -403,12 +406,13 @@ class Ledger:
 
     # -- what `status` and the health file show -------------------------------------------
 
-    def backlog(self) -> dict:
-        """Work waiting in the ledger (for every endpoint)."""
-        counts = dict(
-            self.db.execute("SELECT kind, COUNT(*) FROM jobs WHERE state = 'pending' GROUP BY kind").fetchall()
-        )
-        oldest = self.db.execute("SELECT MIN(created_at) FROM jobs WHERE state = 'pending'").fetchone()[0]
+    def backlog(self, endpoint: str | None = None) -> dict:
+        """Work waiting in the ledger: for one endpoint, or (None) for every endpoint."""
+        where = "jobs.state = 'pending'" + ("" if endpoint is None else " AND files.endpoint = ?")
+        args = () if endpoint is None else (endpoint,)
+        join = "FROM jobs JOIN files ON files.id = jobs.file_id WHERE " + where
+        counts = dict(self.db.execute(f"SELECT kind, COUNT(*) {join} GROUP BY kind", args).fetchall())
+        oldest = self.db.execute(f"SELECT MIN(jobs.created_at) {join}", args).fetchone()[0]
         return {
             "batches": counts.get("products", 0),
             "images": counts.get("image", 0),

@@ -224,11 +224,14 @@ class Pipeline:
                         pieces.extendleft([chunk[half:], chunk[:half]])
                         continue
                 later = [it for p in pieces for it in p]
-                kept = self._drop_refused(job, chunk, later, exc)
+                kept = self._drop_refused(job, chunk, later, exc)  # `later` loses the refused products too
                 if budget <= 0:  # no more narrowing down: the rest goes (or is refused) in one request
                     pieces = deque([kept + later] if kept or later else [])
-                elif kept:
-                    pieces.appendleft(kept)
+                else:
+                    left = {id(it) for it in later}
+                    pieces = deque(kept_piece for p in pieces if (kept_piece := [it for it in p if id(it) in left]))
+                    if kept:
+                        pieces.appendleft(kept)
                 continue
             except ApiUnavailable as exc:
                 self.ledger.attempt(job.id, str(exc))
@@ -243,7 +246,8 @@ class Pipeline:
     def _drop_refused(self, job: Job, chunk: list[dict], later: list[dict], exc: DataRejected) -> list[dict]:
         """Record the API's refusals of `chunk`; keep in the ledger what is left of it and `later`.
 
-        Returns the items of `chunk` whose products the API did not refuse (to send again).
+        Returns the items of `chunk` whose products the API did not refuse (to send again), and
+        takes the refused products' items out of `later` too, so no product goes half.
         """
         problems, refused_codes = [], set()
         for error in exc.errors:
@@ -260,6 +264,7 @@ class Pipeline:
             problems = [Problem(kind="api", product=code, reason=f"refused by the API{alone}: {exc}")
                         for code in sorted(refused_codes)]
         kept = [it for it in chunk if it["source"]["source_product_code"] not in refused_codes]
+        later[:] = [it for it in later if it["source"]["source_product_code"] not in refused_codes]  # never half
         self.ledger.refuse_items(job.id, job.file_id, problems, kept + later)
         self._refused_cache.pop(job.file_id, None)
         return kept
@@ -399,7 +404,7 @@ class Pipeline:
         if report.status == "done":
             report.message = f"{report.file}: done"
             return report
-        backlog = self.ledger.backlog()
+        backlog = self.ledger.backlog(self.endpoint)
         report.status, report.backlog = "waiting", backlog
         report.message = (f"{report.file}: API unavailable; {backlog['batches']} batches and {backlog['images']} "
                           "images wait in the ledger and will be sent on the next run")
@@ -430,7 +435,7 @@ class Pipeline:
                 self._reports[file_id] = report
 
     def _pending_count(self) -> int:
-        backlog = self.ledger.backlog()
+        backlog = self.ledger.backlog(self.endpoint)
         return backlog["batches"] + backlog["images"]
 
     def _unavailable(self, report: Report, exc: Exception) -> Report:

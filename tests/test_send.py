@@ -136,3 +136,21 @@ def test_the_same_file_again_sends_nothing_and_with_full_sends_every_item_again(
     full = pipeline_for(tmp_path, sb, full=True).run_file(path)
     assert full.status == "done" and full.counts.items_sent == 10
     assert len(sb.state()["queue"]) == queued + 10
+
+
+def test_images_of_the_good_products_go_when_the_last_product_of_a_batch_is_refused_unnamed(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(anonymous_errors=True))
+    store_one_option_product(sb, "P009")  # the batch's last product clashes; the API names nothing
+    folder = tmp_path / "drop"
+    (folder / "images").mkdir(parents=True)
+    lines = [HEADER + ",image1"]
+    for n in range(10):
+        photo(folder / "images" / f"p{n:03d}.jpg", n, side=40)
+        for size in ("S", "M"):
+            lines.append(f"P{n:03d},P{n:03d}-{size},Product {n},P{n:03d}-{size},10.00,5,Colour,Black,Size,{size},"
+                         f"p{n:03d}.jpg")
+    (folder / "stock.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = pipeline_for(tmp_path, sb).run_file(folder / "stock.csv")
+    assert report.counts.items_sent == 18 and report.counts.products_refused_by_api == 1
+    assert report.counts.images_sent == 9  # every good product's picture; not the refused one's
+    assert sorted(i["source_product_code"] for i in sb.state()["images"]) == [f"P{n:03d}" for n in range(9)]
