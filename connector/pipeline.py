@@ -100,8 +100,8 @@ class Pipeline:
         already pushed with the same mapping is a duplicate (unless `full`, or settings
         allow reprocessing); the very file pushed before a crash gets its own report back.
         """
-        report = Report(file=Path(path).name, started_at=self.clock())
         path = Path(path)
+        report = Report(file=path.name, started_at=self.clock())
         self._baseline = Counter(self.client.requests)
         try:
             report.sha256, report.size, mtime_ns = file_identity(path)
@@ -223,51 +223,23 @@ class Pipeline:
                         half = len(_whole_products(chunk, len(chunk) // 2))
                         pieces.extendleft([chunk[half:], chunk[:half]])
                         continue
-                later = [it for p in pieces for it in p]
-                kept = self._drop_refused(job, chunk, later, exc)  # `later` loses the refused products too
-                if budget <= 0:  # no more narrowing down: the rest goes (or is refused) in one request
-                    pieces = deque([kept + later] if kept or later else [])
-                else:
-                    left = {id(it) for it in later}
-                    pieces = deque(kept_piece for p in pieces if (kept_piece := [it for it in p if id(it) in left]))
-                    if kept:
-                        pieces.appendleft(kept)
+                refused, problems = _refusals(chunk, exc)
+                pieces.appendleft(chunk)  # what is left of the chunk and of later pieces: never half a product
+                pieces = deque(kept for p in pieces if (kept := [it for it in p if _code(it) not in refused]))
+                if budget <= 0 and pieces:  # no more narrowing down: the rest goes (or is refused) in one request
+                    pieces = deque([_flat(pieces)])
+                self.ledger.refuse_items(job.id, job.file_id, problems, _flat(pieces))
+                self._refused_cache.pop(job.file_id, None)
                 continue
             except ApiUnavailable as exc:
                 self.ledger.attempt(job.id, str(exc))
                 self.log.warning("API unavailable, work kept in the ledger: %s", exc)
                 return False
             self.ledger.products_acknowledged(job.id, [
-                (it["source"]["source_product_code"], it["product"]["variants"]["source_variant_code"], item_hash(it))
+                (_code(it), it["product"]["variants"]["source_variant_code"], item_hash(it))
                 for it in chunk
-            ], remaining=[it for p in pieces for it in p])
+            ], remaining=_flat(pieces))
         return True
-
-    def _drop_refused(self, job: Job, chunk: list[dict], later: list[dict], exc: DataRejected) -> list[dict]:
-        """Record the API's refusals of `chunk`; keep in the ledger what is left of it and `later`.
-
-        Returns the items of `chunk` whose products the API did not refuse (to send again), and
-        takes the refused products' items out of `later` too, so no product goes half.
-        """
-        problems, refused_codes = [], set()
-        for error in exc.errors:
-            index = error.get("index")
-            if isinstance(index, int) and 0 <= index < len(chunk):
-                code = chunk[index]["source"]["source_product_code"]
-                refused_codes.add(code)
-                problems.append(Problem(
-                    kind="api", product=code, value=str(error.get("field") or ""),
-                    reason=f"refused by the API: {error.get('field')}: {error.get('message')}"))
-        if not refused_codes:  # the API named no item (and it could not be narrowed down further)
-            refused_codes = {it["source"]["source_product_code"] for it in chunk}
-            alone = "" if len(refused_codes) == 1 else f" (one of {len(refused_codes)} products sent together)"
-            problems = [Problem(kind="api", product=code, reason=f"refused by the API{alone}: {exc}")
-                        for code in sorted(refused_codes)]
-        kept = [it for it in chunk if it["source"]["source_product_code"] not in refused_codes]
-        later[:] = [it for it in later if it["source"]["source_product_code"] not in refused_codes]  # never half
-        self.ledger.refuse_items(job.id, job.file_id, problems, kept + later)
-        self._refused_cache.pop(job.file_id, None)
-        return kept
 
     def _send_images(self) -> bool:
         """Queue the next image jobs in one request, in ledger order, up to `image_max_bytes` of JSON.
@@ -431,8 +403,6 @@ class Pipeline:
             used.subtract(self._baseline)
             report.requests = +used
             self.ledger.finish_file(file_id, report)
-            if file_id in self._reports:
-                self._reports[file_id] = report
 
     def _pending_count(self) -> int:
         backlog = self.ledger.backlog(self.endpoint)
@@ -631,6 +601,33 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
     return out
 
 
+def _refusals(chunk: list[dict], exc: DataRejected) -> tuple[set[str], list[Problem]]:
+    """The products of `chunk` the API refused, and a problem for each; all of them when it named none."""
+    problems, refused = [], set()
+    for error in exc.errors:
+        index = error.get("index")
+        if isinstance(index, int) and 0 <= index < len(chunk):
+            code = _code(chunk[index])
+            refused.add(code)
+            problems.append(Problem(
+                kind="api", product=code, value=str(error.get("field") or ""),
+                reason=f"refused by the API: {error.get('field')}: {error.get('message')}"))
+    if not refused:  # the API named no item (and it could not be narrowed down further)
+        refused = {_code(it) for it in chunk}
+        alone = "" if len(refused) == 1 else f" (one of {len(refused)} products sent together)"
+        problems = [Problem(kind="api", product=code, reason=f"refused by the API{alone}: {exc}")
+                    for code in sorted(refused)]
+    return refused, problems
+
+
+def _code(item: dict) -> str:
+    return item["source"]["source_product_code"]
+
+
+def _flat(pieces: deque[list[dict]]) -> list[dict]:
+    return [it for piece in pieces for it in piece]
+
+
 def _error_for(exc: DataRejected, index: int) -> str:
     """What the API said about item `index` of a refused request."""
     said = [f"{e.get('field')}: {e.get('message')}" for e in exc.errors if e.get("index") == index]
@@ -641,15 +638,14 @@ def _whole_products(items: list[dict], size: int) -> list[dict]:
     """The first `size` items, cut back to a product boundary (a product too big for `size` is cut)."""
     if size >= len(items):
         return items
-    code = lambda i: items[i]["source"]["source_product_code"]
     cut = size
-    while cut > 0 and code(cut) == code(cut - 1):
+    while cut > 0 and _code(items[cut]) == _code(items[cut - 1]):
         cut -= 1
     return items[:cut] if cut > 0 else items[:max(size, 1)]
 
 
 def _product_count(items: list[dict]) -> int:
-    return len({it["source"]["source_product_code"] for it in items})
+    return len({_code(it) for it in items})
 
 
 def _changed_since(acknowledged_hash: str | None, item: dict) -> bool:
