@@ -168,11 +168,9 @@ class Ledger:
 
     def _migrate(self) -> None:
         """Bring a ledger written by an earlier version up to this schema (columns only added)."""
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(files)")}
-        if "started_at" not in columns:
-            self.db.execute("ALTER TABLE files ADD COLUMN started_at REAL")
-        if "acked" not in {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}:
-            self.db.execute("ALTER TABLE jobs ADD COLUMN acked INTEGER")
+        for table, column, kind in (("files", "started_at", "REAL"), ("jobs", "acked", "INTEGER")):
+            if column not in {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     # -- files ---------------------------------------------------------------------------
 
@@ -206,7 +204,7 @@ class Ledger:
                 "INSERT INTO files (sha256, name, size, mtime_ns, mapping_sha256, endpoint, status, report, rejected,"
                 " started_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'journaled', ?, ?, ?, ?)",
                 (report.sha256, report.file, report.size, mtime_ns, report.mapping_sha256, endpoint,
-                 json.dumps(data, ensure_ascii=False), json.dumps(rejected, ensure_ascii=False),
+                 encode_text(data), encode_text(rejected),
                  report.started_at, now),
             ).lastrowid
             assert file_id is not None
@@ -218,7 +216,7 @@ class Ledger:
                 ).lastrowid)
             self.db.executemany(
                 "INSERT INTO jobs (file_id, kind, payload, after_job, created_at) VALUES (?, 'image', ?, ?, ?)",
-                [(file_id, json.dumps(job), batch_ids[index] if index is not None else None, now)
+                [(file_id, encode_text(job), batch_ids[index] if index is not None else None, now)
                  for index, job in images],
             )
         return file_id
@@ -228,7 +226,7 @@ class Ledger:
         with self._transaction():
             self.db.execute(
                 "UPDATE files SET status = ?, report = ?, finished_at = ? WHERE id = ?",
-                (report.status, json.dumps(report.to_json(), ensure_ascii=False), report.finished_at or self.clock(),
+                (report.status, encode_text(report.to_json()), report.finished_at or self.clock(),
                  file_id),
             )
 
@@ -240,7 +238,7 @@ class Ledger:
                 "INSERT INTO files (sha256, name, size, endpoint, status, report, started_at, created_at, finished_at)"
                 " VALUES (?, ?, ?, ?, 'refused', ?, ?, ?, ?)",
                 (report.sha256 or "", report.file, report.size or 0, endpoint,
-                 json.dumps(report.to_json(), ensure_ascii=False), report.started_at, now, now),
+                 encode_text(report.to_json()), report.started_at, now, now),
             ).lastrowid
             assert file_id is not None
             return file_id
@@ -285,7 +283,7 @@ class Ledger:
                 (state, reason, self.clock(), job_id),
             )
             self.db.execute("INSERT INTO problems (file_id, problem) VALUES (?, ?)",
-                            (file_id, json.dumps(problem.as_dict(), ensure_ascii=False)))
+                            (file_id, encode_text(problem.as_dict())))
 
     def refuse_items(self, job_id: int, file_id: int, problems: list[Problem], remaining: list[dict]) -> None:
         """Record the API's refusals and keep only the items still to send, in one transaction.
@@ -295,7 +293,7 @@ class Ledger:
         """
         with self._transaction():
             self.db.executemany("INSERT INTO problems (file_id, problem) VALUES (?, ?)",
-                                [(file_id, json.dumps(p.as_dict(), ensure_ascii=False)) for p in problems])
+                                [(file_id, encode_text(p.as_dict())) for p in problems])
             if remaining:
                 self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (encode_text(remaining), job_id))
             else:
