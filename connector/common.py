@@ -7,6 +7,7 @@ name things the same way, and no stage imports another stage for a helper.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import json
 import os
@@ -109,3 +110,41 @@ def schema_command(argv: list[str] | None, *, prog: str, text: str, path: Path) 
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
+
+
+# -- the messages and schemas of the two definitions (mapping.py and config.py) -----------------
+
+
+def did_you_mean(given: Any, valid: tuple[Any, ...] | list[Any]) -> str:
+    """`; did you mean "x"?` for the closest valid choice, or "" when none is close."""
+    close = difflib.get_close_matches(str(given), [str(v) for v in valid], n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def valid_choices(valid: tuple[Any, ...] | list[Any]) -> str:
+    """`(valid choices: a, b)`; choices that are blank or punctuation are shown in quotes."""
+    plain = all(isinstance(v, str) and v.replace("_", "").replace("-", "").isalnum() for v in valid)
+    return f"(valid choices: {', '.join(str(v) if plain else json.dumps(v) for v in valid)})"
+
+
+def published_schema(schema: dict[str, Any], *, schema_id: str, title: str,
+                     drop_null_defaults: bool = False) -> dict[str, Any]:
+    """A model's JSON Schema as published for editors: draft 2020-12, our id and title, and
+    without what pydantic adds for Python's sake (titles; with `drop_null_defaults`, null defaults)."""
+
+    def tidy(node: Any) -> Any:
+        if isinstance(node, list):
+            return [tidy(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key == "title" and isinstance(value, str):
+                continue
+            if drop_null_defaults and key == "default" and value is None:
+                continue
+            out[key] = " ".join(value.split()) if key == "description" and isinstance(value, str) else tidy(value)
+        return out
+
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": schema_id, **tidy(schema),
+            "title": title}

@@ -19,7 +19,6 @@ The password is kept out of every repr and message, YAML syntax errors included.
 from __future__ import annotations
 
 import codecs
-import difflib
 import fnmatch
 import json
 import re
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 
+from connector.common import did_you_mean, published_schema, valid_choices
 from connector.errors import ConfigError
 
 DEFAULT_API_URL = "https://app.stock2shop.com"
@@ -327,13 +327,13 @@ def _problem(err: Any, doc: dict[str, Any], from_env: dict[tuple[str, str], str]
     kind, value = err["type"], err.get("input")
     if kind == "extra_forbidden":
         valid = tuple(_keys(model)) if model is not None else ()
-        return f"{where}: unknown setting{_did_you_mean(loc[-1], valid)} {_choices(valid)}"
+        return f"{where}: unknown setting{did_you_mean(loc[-1], valid)} {valid_choices(valid)}"
     if kind == "missing":
         return f"{where}: is required"
     shown = HIDDEN if _secret(info) else repr(value)
     if kind == "literal_error":
         choices = typing.get_args(info.annotation) if info is not None else ()
-        return f"{where}: {shown} is not allowed{_did_you_mean(value, choices)} {_choices(choices)}"
+        return f"{where}: {shown} is not allowed{did_you_mean(value, choices)} {valid_choices(choices)}"
     if kind in ("greater_than", "greater_than_equal", "less_than_equal", "less_than") and info is not None:
         return f"{where}: {shown} must be {_bounds(info)}"
     if kind == "value_error":
@@ -392,15 +392,6 @@ def _check_rules(rules: Any, settings: Settings) -> list[str]:
     return problems
 
 
-def _did_you_mean(given: Any, valid: tuple[Any, ...]) -> str:
-    close = difflib.get_close_matches(str(given), [str(v) for v in valid], n=1, cutoff=0.6)
-    return f'; did you mean "{close[0]}"?' if close else ""
-
-
-def _choices(valid: tuple[Any, ...]) -> str:
-    return f"(valid choices: {', '.join(str(v) for v in valid)})"
-
-
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """Where and what, without the quoted lines of the file that PyYAML's own message carries."""
     mark = getattr(exc, "problem_mark", None)
@@ -453,25 +444,9 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "config.schema.json"
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of connector.yaml, generated from the definition."""
-    schema = Settings.model_json_schema(ref_template="#/$defs/{model}")
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://stock2shop-connector.local/schema/config.schema.json",
-        **_tidy(schema),
-        "title": "connector.yaml",
-    }
-
-
-def _tidy(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_tidy(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    return {
-        k: " ".join(v.split()) if k == "description" and isinstance(v, str) else _tidy(v)
-        for k, v in node.items()
-        if not (k == "title" and isinstance(v, str))
-    }
+    return published_schema(Settings.model_json_schema(ref_template="#/$defs/{model}"),
+                            schema_id="https://stock2shop-connector.local/schema/config.schema.json",
+                            title="connector.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,6 @@ the document into the spec dataclasses `build` runs.
 from __future__ import annotations
 
 import codecs
-import difflib
 import hashlib
 import json
 import math
@@ -61,6 +60,7 @@ from .cells import (  # re-exported: the cell types were defined here before cel
     parse_text,
     type_choices,
 )
+from .common import did_you_mean, published_schema, valid_choices
 from .errors import MappingError
 
 __all__ = [
@@ -664,29 +664,9 @@ SCHEMA_ID = "https://stock2shop-connector.local/schema/mapping.schema.json"
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a mapping, generated from the definition (what editors complete and check)."""
-    schema = MappingDoc.model_json_schema(ref_template="#/$defs/{model}")
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
-        **_tidy(schema),
-        "title": "Connector mapping",
-    }
+    return published_schema(MappingDoc.model_json_schema(ref_template="#/$defs/{model}"), schema_id=SCHEMA_ID,
+                            title="Connector mapping", drop_null_defaults=True)
 
-
-def _tidy(node: Any) -> Any:
-    """Drop what pydantic adds for Python's sake: titles, null defaults, and `null` where YAML leaves a key out."""
-    if isinstance(node, list):
-        return [_tidy(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {}
-    for key, value in node.items():
-        if key == "title" and isinstance(value, str):
-            continue
-        if key == "default" and value is None:
-            continue
-        out[key] = " ".join(value.split()) if key == "description" and isinstance(value, str) else _tidy(value)
-    return out
 
 
 def schema_text(schema: dict[str, Any]) -> str:
@@ -752,19 +732,8 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 # --------------------------------------------------------------------------- validation
 
 
-def _choices(valid: tuple[Any, ...] | list[Any]) -> str:
-    """`(valid choices: a, b)`; choices that are blank or punctuation are shown in quotes."""
-    plain = all(isinstance(v, str) and v.replace("_", "").replace("-", "").isalnum() for v in valid)
-    return f"(valid choices: {', '.join(str(v) if plain else json.dumps(v) for v in valid)})"
-
-
-def _did_you_mean(given: Any, valid: tuple[Any, ...]) -> str:
-    close = difflib.get_close_matches(str(given), [str(v) for v in valid], n=1, cutoff=0.6)
-    return f'; did you mean "{close[0]}"?' if close else ""
-
-
 def _unknown(where: str, key: Any, valid: tuple[str, ...]) -> str:
-    return f"{_join(where, str(key))}: unknown key{_did_you_mean(key, valid)} {_choices(valid)}"
+    return f"{_join(where, str(key))}: unknown key{did_you_mean(key, valid)} {valid_choices(valid)}"
 
 
 def _join(where: str, key: str) -> str:
@@ -806,7 +775,7 @@ class _Validator:
         choices = _choices_of(annotation)
         if choices is not None:
             if isinstance(value, bool) or value not in choices:
-                self.bad(where, f'"{value}" is not allowed{_did_you_mean(value, choices)} {_choices(choices)}')
+                self.bad(where, f'"{value}" is not allowed{did_you_mean(value, choices)} {valid_choices(choices)}')
         elif annotation is bool and not isinstance(value, bool):
             self.bad(where, "must be true or false")
 
@@ -878,7 +847,7 @@ class _Validator:
         if raw is None:
             return SourceOptions()
         if not isinstance(raw, dict):
-            self.bad("source", "must be a set of read options " + _choices(tuple(_keys(SourceDoc))))
+            self.bad("source", "must be a set of read options " + valid_choices(tuple(_keys(SourceDoc))))
             return SourceOptions()
         self.block(raw, "source", SourceDoc)
         opts: dict[str, Any] = {}
@@ -920,7 +889,7 @@ class _Validator:
         if raw is None:
             return ()
         if not isinstance(raw, dict):
-            self.bad(where, f"must be a set of fields {_choices(tuple(table))}")
+            self.bad(where, f"must be a set of fields {valid_choices(tuple(table))}")
             return ()
         self.block(raw, where, ProductDoc if where == "product" else VariantDoc, own=tuple(raw))
         out = []
@@ -939,7 +908,7 @@ class _Validator:
         elif isinstance(raw, (bool, int, float)) and bare == "value":
             raw = {"value": raw}
         if not isinstance(raw, dict):
-            self.bad(where, "must be a column name or a set of keys " + _choices(tuple(_keys(FieldDoc))))
+            self.bad(where, "must be a column name or a set of keys " + valid_choices(tuple(_keys(FieldDoc))))
             return FieldSpec(where=where, label=label, value="")
         self.block(raw, where, FieldDoc, own=("type",))
         sources = [k for k in ("column", "value", "template") if k in raw]
@@ -970,10 +939,10 @@ class _Validator:
         out: dict[str, Any] = {}
         type_ = raw.get("type", type_)
         if type_ not in TYPES:
-            self.bad(f"{where}.type", f'unknown type "{type_}"{_did_you_mean(type_, TYPES)} {_choices(TYPES)}')
+            self.bad(f"{where}.type", f'unknown type "{type_}"{did_you_mean(type_, TYPES)} {valid_choices(TYPES)}')
             type_ = "text"
         elif type_ not in OUTPUT_TYPES[kind]:
-            self.bad(f"{where}.type", f'"{type_}" does not fit this field {_choices(OUTPUT_TYPES[kind])}')
+            self.bad(f"{where}.type", f'"{type_}" does not fit this field {valid_choices(OUTPUT_TYPES[kind])}')
         out["type"] = type_
         if "default" in raw and raw["default"] is not None:
             out["default"] = self.scalar(raw["default"], f"{where}.default")
@@ -1092,7 +1061,8 @@ class _Validator:
             factors.append((unit_name.strip(), factor))
         default = self.scalar(raw.get("default"), f"{where}.default")
         if default is not None and not any(n.casefold() == default.casefold() for n, _ in factors):
-            self.bad(f"{where}.default", f'"{default}" is not one of the units {_choices([n for n, _ in factors])}')
+            units = valid_choices([n for n, _ in factors])
+            self.bad(f"{where}.default", f'"{default}" is not one of the units {units}')
             default = None
         return UnitSpec(column=column, factors=tuple(factors), default=default) if factors else None
 
