@@ -475,6 +475,8 @@ class _Run:
             at = self.variant_at.setdefault((code, variant_code), len(product.items))
             if at < len(product.items):
                 _add_quantities(product.items[at]["product"]["variants"], item["product"]["variants"])
+                if self.mapping.totals:
+                    apply_totals(product.items[at]["product"]["variants"], self.mapping.totals)
                 if state == "active" and self.mapping.images is not None:
                     self.images(row, b, product, item, variant_code)
                 return
@@ -600,6 +602,8 @@ class _Run:
                 (product if section == "product" else variant)[key] = listed
         if parent_product:
             product.update(parent_product)  # the parent row's product fields win over the child's
+        if self.mapping.totals:
+            apply_totals(variant, self.mapping.totals)
         active = state != "delete"
         for name in _REQUIRED if active else _REQUIRED_TO_DELETE:
             if name not in (product if name == "title" else variant):
@@ -726,6 +730,25 @@ def _add_quantities(into: dict[str, Any], other: dict[str, Any]) -> None:
                 stock[s["description"]]["qty"] += s["qty"]
             else:
                 into["qty_availability"].append(dict(s))
+
+
+def apply_totals(variant: dict[str, Any], totals: tuple[tuple[str, str], ...]) -> None:
+    """Set each total field of a variant to the sum of its family's values (`qty: {sum: qty_availability}`).
+
+    A family with no value leaves the field out (blank, as a blank cell would), never 0. Run
+    again whenever the family changes (continuation rows, same_variant: sum, a merge).
+
+    >>> v = {"qty_availability": [{"description": "JHB", "qty": 3}, {"description": "CPT", "qty": 4}]}
+    >>> apply_totals(v, (("qty", "qty_availability"),)); v["qty"]
+    7
+    """
+    for name, family in totals:
+        value_key = FAMILIES[family][4]
+        entries = variant.get(family) or ()
+        if entries:
+            variant[name] = sum(entry[value_key] for entry in entries)
+        else:
+            variant.pop(name, None)
 
 
 def _skips(rule: Any, value: str) -> bool:
