@@ -118,9 +118,12 @@ class Pipeline:
         known = self.ledger.find_file(report.sha256, self.endpoint, spec.sha256)
         if known and known["status"] == "done" and not self.full:  # `full`: every item again, whatever was sent
             if known["name"] == path.name and known["mtime_ns"] == mtime_ns:
-                earlier = self._outcome(known["id"])  # finished just before a crash: its own report
-                earlier.message = (f"{path.name}: already pushed on {iso_utc(known['finished_at'] or 0)}; nothing "
-                                   "sent now (this is the report of that push; --full sends every item again)")
+                # the very file again (or finished just before a crash): its own report, marked as
+                # that push's, so nobody reads its figures as what happened now
+                earlier = self._outcome(known["id"])
+                earlier.already_pushed = iso_utc(known["finished_at"] or 0)
+                earlier.message = (f"{path.name}: already pushed on {earlier.already_pushed}: nothing to send "
+                                   "(--full sends every item again)")
                 return earlier
             if not self.settings.watch.reprocess_duplicates:
                 return self._duplicate(report, known)

@@ -149,6 +149,9 @@ class Report:
     duplicate_of: dict[str, Any] | None = None
     backlog: dict[str, Any] | None = None
     placed_as: str | None = None
+    # When the very file was pushed before (same content, name, date, mapping): when that push
+    # finished. The counts, timings and problems are then that push's; nothing was sent now.
+    already_pushed: str | None = None
     connector_version: str = __version__
     header: list[str] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
@@ -201,6 +204,9 @@ class Report:
         for key in ("message", "duplicate_of", "backlog", "placed_as"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
+        if self.already_pushed:
+            out["already_pushed"] = {"finished_at": self.already_pushed, "note": "nothing was sent now; the "
+                                     "counts, timings and problems are those of that push"}
         return out
 
     def to_ledger(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -233,6 +239,7 @@ class Report:
         report.message = data.get("message") or ""
         report.duplicate_of, report.backlog = data.get("duplicate_of"), data.get("backlog")
         report.placed_as = data.get("placed_as")
+        report.already_pushed = (data.get("already_pushed") or {}).get("finished_at")
         report.header = list(rejected.get("header") or [])
         report.rejected = [Rejected(Row(line, cells, sheet), reason)
                            for line, sheet, cells, reason in rejected.get("rows") or []]
@@ -281,7 +288,19 @@ def neutralise(text: str) -> str:
 
 
 def summarise(report: Report) -> str:
-    """A few lines for a terminal: file, status, what was sent, problems by kind, time."""
+    """A few lines for a terminal: file, status, what was sent, problems by kind, time.
+
+    A file pushed before says so first; that push's figures follow, marked as that push's.
+    """
+    if report.already_pushed:
+        earlier = _summary_lines(report)
+        earlier[0] = f"  that push ({report.already_pushed}): {earlier[0].split(': ', 1)[1]}"
+        return "\n".join([f"{report.file}: already pushed on {report.already_pushed}: nothing to send",
+                          *earlier[:1], *("  " + line for line in earlier[1:])])
+    return "\n".join(_summary_lines(report))
+
+
+def _summary_lines(report: Report) -> list[str]:
     c, read = report.counts, report.read
     source = ", ".join(str(v) for v in (read.format, read.encoding, _delimiter_name(read.delimiter), read.sheet) if v)
     total = report.timings.get("total")
@@ -296,7 +315,7 @@ def summarise(report: Report) -> str:
         lines.append(f"  sent: {c.items_sent} items, {c.images_sent} images; unchanged: {c.items_unchanged} items")
     by_kind = report.problems.by_kind.most_common()
     lines.append("  problems: " + (", ".join(f"{n} {kind}" for kind, n in by_kind) if by_kind else "none"))
-    return "\n".join(lines)
+    return lines
 
 
 def _unique(names: list[str], taken: list[str]) -> list[str]:

@@ -172,3 +172,28 @@ def test_the_installed_entry_point_runs(workdir):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (workdir / "out" / "products.csv.items.json").exists() and "products" in result.stdout
+
+
+def test_the_same_file_again_says_already_pushed_and_full_sends_every_item_again(run, make_sandbox, workdir):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1"}
+    first = run(["push", "examples/products.csv"], workdir, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    queued = len(sb.state()["queue"])
+
+    again = run(["push", "examples/products.csv"], workdir, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert re.search(r"^products\.csv: already pushed on \d{4}-\d\d-\d\dT[\d:]+Z: nothing to send$", again.stdout, re.M)
+    # the earlier figures are shown as that push's, never as what happened now
+    assert not re.search(r"^products\.csv: done", again.stdout, re.M)
+    assert re.search(r"^  that push \(.+\): done", again.stdout, re.M)
+    assert len(sb.state()["queue"]) == queued  # nothing went
+    report = json.loads((workdir / "reports" / "products.csv.report.json").read_text())
+    assert report["already_pushed"]["finished_at"] and "nothing was sent now" in report["already_pushed"]["note"]
+
+    full = run(["push", "examples/products.csv", "--full"], workdir, env=env)
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert "already pushed" not in full.stdout and "products.csv: done" in full.stdout
+    new = sb.state()["queue"][queued:]
+    assert sum(e["kind"] == "product" for e in new) == 9  # every item of the file again
+    assert sum(e["kind"] == "image" for e in new) == 4
