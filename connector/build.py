@@ -304,6 +304,7 @@ class _Bound:
     parent_rule: tuple[Any, str | None] | None  # (rule, column) that marks parent rows
     parent_key: str | None  # the column naming a row for its parent or children
     parent_link: str | None  # the column holding a child's parent (children_by) or a parent's children
+    continuation_keys: list[str]  # continuation_rows: the key columns found (all blank: a continuation row)
 
 
 def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
@@ -355,6 +356,16 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
         parent_key = header.find(parents.key, f"{parents.where}.key")
         link = parents.children_by or parents.children_in or ""
         parent_link = header.find(link, f"{parents.where}.{'children_by' if parents.children_by else 'children_in'}")
+    continuation_keys: list[str] = []
+    if mapping.continuation_key is not None:
+        named = mapping.continuation_key or (
+            *_chain_columns(mapping.group_by),
+            *_chain_columns(dict(mapping.variant).get("source_variant_code")),
+        )
+        for name in dict.fromkeys(named):
+            key_column = header.find(name, "continuation_rows.key")
+            if key_column is not None:
+                continuation_keys.append(key_column)
     return _Bound(
         skips=skips,
         group=group,
@@ -372,6 +383,7 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
         parent_rule=parent_rule,
         parent_key=parent_key,
         parent_link=parent_link,
+        continuation_keys=continuation_keys,
     )
 
 
@@ -390,6 +402,8 @@ class _Run:
         self.failed: set[str] = set()
         self.problems: list[Problem] = []
         self.skipped = 0
+        self.folded: dict[tuple[str | None, int], str] = {}  # rows folded into another row's item: why
+        self.skipped_by: dict[tuple[str | None, int], str] = {}  # rows skipped: the rule that skipped each
         self.statuses = dict(mapping.active.values) if mapping.active else {}
         self.family: _Family | None = None  # parent rows and their children (mapping.parents)
         self.image_rows: dict[str, list[tuple[Row, _Bound]]] = {}  # skipped rows whose images are kept
@@ -405,20 +419,35 @@ class _Run:
             found = self.shared[key] = make()
         return found
 
-    def row(self, row: Row, b: _Bound) -> None:
+    def record(self, row: Row, b: _Bound, extras: list[Row]) -> None:
+        """One record: its row and the continuation rows under it, which share the row's fate."""
+        fate = self.row(row, b, extras)
+        if not extras or fate in ("item", "folded"):
+            return
+        if fate == "skipped":
+            rule = self.skipped_by[(row.sheet, row.line)]
+            for extra in extras:
+                self.skip(extra, "continuation", f"skipped with line {row.line}, the row it continues", None,
+                          None, rule=rule)
+        elif fate == "refused":  # refused without a product (its product's rows are held back whole)
+            for extra in extras:
+                self.fail(extra, None, [CellError(f"continues line {row.line}, which was refused", None, None,
+                                                  "continuation")])
+
+    def row(self, row: Row, b: _Bound, extras: list[Row] | tuple[()] = ()) -> str:
+        """Map one row (with its continuation rows); returns its fate: item, folded, skipped, refused, held."""
         cells = row.cells
         if self.skipped_by_rule(row, b):
-            return
+            return "skipped"
         errors: list[CellError] = []
         parent = None
         if self.family is not None:
             role, parent = self.family.role(row, b)
             if role == "parent":
-                self.parent_row(row, parent)
-                return
+                return self.parent_row(row, parent)
             if role == "orphan":
                 self.fail(row, None, [parent])
-                return
+                return "refused"
         if parent is not None:
             code = parent.code
             if code is None:  # the parent row itself was refused for having no code
@@ -431,7 +460,7 @@ class _Run:
                         )
                     ],
                 )
-                return
+                return "refused"
             parent.used = True
         else:
             code = self.value(b.group, cells, errors)
@@ -446,8 +475,7 @@ class _Run:
                     )
                 )
             self.fail(row, None, errors)
-            return
-        self.lines.setdefault(code, []).append(row.line)
+            return "refused"
         state = self.status(b, cells, errors)
         if state == "ignore":
             self.skip(
@@ -457,12 +485,20 @@ class _Run:
                 b.status_column,
                 cells.get(b.status_column or "", ""),
                 code,
+                rule=f'active: column "{b.status_column}" says ignore',
             )
-            return
-        item, variant_code = self.item(row, b, code, state, errors, parent.product if parent else None)
-        if errors:
+            return "skipped"
+        lines = self.lines.setdefault(code, [])
+        lines.append(row.line)
+        lines.extend(extra.line for extra in extras)
+        extra_errors: list[tuple[Row, list[CellError]]] = []
+        item, variant_code = self.item(row, b, code, state, errors, parent.product if parent else None,
+                                       extras, extra_errors)
+        if errors or extra_errors:
             self.fail(row, code, errors)
-            return
+            for extra, its_errors in extra_errors:
+                self.fail(extra, code, its_errors)
+            return "held"
         product = self.products.get(code)
         if product is None:
             product = self.products[code] = Product(code=code, items=[], lines=[])
@@ -471,6 +507,8 @@ class _Run:
                 self.images(
                     parent.row, parent.bound, product, None, None
                 )  # the parent's pictures first: its main image
+        for extra in extras:
+            self.folded[(extra.sheet, extra.line)] = "continuation"
         if self.mapping.same_variant == "sum" and variant_code is not None:
             at = self.variant_at.setdefault((code, variant_code), len(product.items))
             if at < len(product.items):
@@ -478,12 +516,16 @@ class _Run:
                 if self.mapping.totals:
                     apply_totals(product.items[at]["product"]["variants"], self.mapping.totals)
                 if state == "active" and self.mapping.images is not None:
-                    self.images(row, b, product, item, variant_code)
-                return
+                    for one in (row, *extras):
+                        self.images(one, b, product, item, variant_code)
+                self.folded[(row.sheet, row.line)] = "same_variant"
+                return "folded"
         product.items.append(item)
         product.lines.append(row.line)
         if state == "active" and self.mapping.images is not None:
-            self.images(row, b, product, item, variant_code)
+            for one in (row, *extras):
+                self.images(one, b, product, item, variant_code)
+        return "item"
 
     def skipped_by_rule(self, row: Row, b: _Bound) -> bool:
         for rule, key, shown in b.skips:
@@ -495,7 +537,8 @@ class _Run:
                     reason = (
                         f'not a variant: column "{shown}" {rule.describe()}; its images are kept for product {code}'
                     )
-                self.skip(row, "filter", reason, shown, value, code)
+                self.skip(row, "filter", reason, shown, value, code, rule=f"{rule.where}: column \"{shown}\" "
+                                                                         f"{rule.describe()}")
                 return True
         return False
 
@@ -526,12 +569,15 @@ class _Run:
             for row, b in rows:
                 self.images(row, b, product, None, None)
 
-    def parent_row(self, row: Row, parent: _Parent) -> None:
+    def parent_row(self, row: Row, parent: _Parent) -> str:
         """A parent row is not a variant: its lines belong to its product; its errors hold it back."""
         if parent.code is not None:
             self.lines.setdefault(parent.code, []).append(row.line)
         if parent.errors:
             self.fail(row, parent.code, parent.errors)
+            return "refused"
+        self.folded[(row.sheet, row.line)] = "parent"  # unless no child comes (unused_parents)
+        return "folded"
 
     def product_fields(self, b: _Bound, cells: dict[str, str], errors: list[CellError]) -> dict[str, Any]:
         """The product fields (and product-level families such as meta) of one row."""
@@ -547,6 +593,7 @@ class _Run:
         """Parent rows no child row pointed at: nothing to sell, so nothing is sent for them."""
         for parent in self.family.parents if self.family else ():
             if not parent.used and not parent.errors:
+                self.folded.pop((parent.row.sheet, parent.row.line), None)
                 self.skip(
                     parent.row,
                     "parent",
@@ -554,6 +601,7 @@ class _Run:
                     None,
                     None,
                     parent.code,
+                    rule="parents: a parent row with no variant rows in the file",
                 )
 
     def value(self, get: Getter, cells: dict[str, str], errors: list[CellError]) -> Any:
@@ -587,15 +635,36 @@ class _Run:
         state: str,
         errors: list[CellError],
         parent_product: dict[str, Any] | None = None,
+        extras: list[Row] | tuple[()] = (),
+        extra_errors: list[tuple[Row, list[CellError]]] | None = None,
     ) -> tuple[dict, str | None]:
+        """The row's API item; continuation rows (`extras`) add their values, their errors to `extra_errors`."""
         cells = row.cells
         product = _fill(b.product, cells, errors)
         variant = _fill(b.variant, cells, errors)
-        if b.options:
-            self.options(b, cells, product, variant, errors)
-        for section, key, name_key, value_key, entries in b.families:
+        present = self.option_values(b, cells, errors) if b.options else []
+        lists: dict[str, list[dict[str, Any]]] = {}
+        for _, key, name_key, value_key, entries in b.families:
             listed = _family_values(entries, cells, errors, name_key, value_key)
             if listed:
+                lists[key] = listed
+        for extra in extras:
+            its_errors: list[CellError] = []
+            _continue_fields(product, _fill(b.product, extra.cells, its_errors), row, its_errors, b)
+            _continue_fields(variant, _fill(b.variant, extra.cells, its_errors), row, its_errors, b)
+            if b.options:
+                present.extend(self.option_values(b, extra.cells, its_errors))
+            for _, key, name_key, value_key, entries in b.families:
+                listed = _family_values(entries, extra.cells, its_errors, name_key, value_key)
+                if listed:
+                    lists.setdefault(key, []).extend(listed)
+            if its_errors and extra_errors is not None:
+                extra_errors.append((extra, its_errors))
+        if present:
+            self.set_options(product, variant, present)
+        for section, key, name_key, value_key, _ in b.families:
+            if lists.get(key):
+                listed = lists[key]
                 if section == "product":
                     shape = (key, tuple((d[name_key], d[value_key]) for d in listed))
                     listed = self.shared.setdefault(shape, listed)  # one list for every variant of the product
@@ -624,7 +693,8 @@ class _Run:
         item = {"source": source, "product": product}
         return item, variant.get("source_variant_code")
 
-    def options(self, b: _Bound, cells: dict[str, str], product: dict, variant: dict, errors: list[CellError]) -> None:
+    def option_values(self, b: _Bound, cells: dict[str, str], errors: list[CellError]) -> list[tuple[str, str]]:
+        """The (name, value) of each option the row has, in the mapping's order; a blank value: not there."""
         present = []
         for get_name, get_value, name_col, _ in b.options:
             try:
@@ -646,13 +716,16 @@ class _Run:
                 )
                 continue
             present.append((name, value))
-        if present:
-            names = tuple(n for n, _ in present)
-            product["options"] = self.share(
-                ("options", names), lambda: [{"name": n, "position": i} for i, n in enumerate(names, 1)]
-            )
-            for i, (_, v) in enumerate(present, 1):
-                variant[_SLOTS[i]] = v
+        return present
+
+    def set_options(self, product: dict, variant: dict, present: list[tuple[str, str]]) -> None:
+        """The product's option list and the variant's option1..N, numbered in the order present."""
+        names = tuple(n for n, _ in present)
+        product["options"] = self.share(
+            ("options", names), lambda: [{"name": n, "position": i} for i, n in enumerate(names, 1)]
+        )
+        for i, (_, v) in enumerate(present, 1):
+            variant[_SLOTS[i]] = v
 
     def images(self, row: Row, b: _Bound, product: Product, item: dict | None, variant_code: str | None) -> None:
         seen = self.seen_images[product.code]
@@ -679,15 +752,31 @@ class _Run:
                     product.images.append(ImageRef(name, row.line, None, variant_code))
 
     def skip(
-        self, row: Row, kind: str, reason: str, column: str | None, value: str | None, code: str | None = None
+        self,
+        row: Row,
+        kind: str,
+        reason: str,
+        column: str | None,
+        value: str | None,
+        code: str | None = None,
+        *,
+        rule: str,
     ) -> None:
+        """Leave a row out on purpose; `rule` names what skipped it (the report counts rows per rule)."""
         self.skipped += 1
+        self.skipped_by[(row.sheet, row.line)] = rule
         self.problems.append(Problem(kind, reason, "skipped", row.line, column, value, code, row.sheet))
 
     def fail(self, row: Row, code: str | None, errors: list[CellError]) -> None:
+        """Refuse a row: one problem per cell (the first thing wrong with it), the row's product held."""
         if code is not None:
             self.failed.add(code)
+        told: set[str] = set()
         for exc in errors:
+            if exc.column is not None:
+                if exc.column in told:
+                    continue  # one true message per cell: `sku "7.67E+11"` is not also blank or required
+                told.add(exc.column)
             self.problems.append(
                 Problem(exc.kind, exc.reason, "error", row.line, exc.column, exc.value, code, row.sheet)
             )
@@ -710,6 +799,34 @@ def _fill(getters: list[tuple[str, Getter]], cells: dict[str, str], errors: list
         if v is not None:
             out[name] = v
     return out
+
+
+# Product and variant fields that take several values from continuation rows (joined as `split` sends them).
+_LIST_FIELDS = ("tags",)
+
+
+def _continue_fields(
+    into: dict[str, Any], more: dict[str, Any], record: Row, errors: list[CellError], b: _Bound
+) -> None:
+    """A continuation row's field values added to its record's: lists grow, a single value must agree.
+
+    A field the record left blank takes the continuation's value; a different value for a field
+    that holds one (a price, a title) is an error on the continuation row, since which is right
+    cannot be known.
+    """
+    for name, value in more.items():
+        have = into.get(name)
+        if have is None:
+            into[name] = value
+        elif name in _LIST_FIELDS:
+            into[name] = ",".join(dict.fromkeys([*str(have).split(","), *str(value).split(",")]))
+        elif have != value:
+            column = b.columns_of.get(name)
+            errors.append(CellError(
+                f'{name} "{value}" differs from "{have}" on line {record.line}, the row it continues '
+                f"(a continuation row adds options, tags, images and column families, and cannot change "
+                f"a value)",
+                column, str(value), "continuation"))
 
 
 def _family_values(
@@ -805,6 +922,7 @@ def _build(rows: Iterable[Row], mapping: Mapping, source_id: int) -> Built:
     if mapping.parents is not None or mapping.fill_down:
         return _build_in_passes(list(rows), run, bound)
     rows = iter(rows)
+    record: tuple[Row, _Bound, list[Row]] | None = None  # the row continuation rows attach to
     for row in rows:
         rows_read += 1
         b = bound.get(row.sheet)
@@ -812,8 +930,49 @@ def _build(rows: Iterable[Row], mapping: Mapping, source_id: int) -> Built:
             b = bound[row.sheet] = _bind(mapping, row.cells)
             if _missing(run, b, mapping, row.sheet):
                 return _refused(run, rows_read, rows)
-        run.row(row, b)
+        if b.continuation_keys and _continues(row, b):
+            if record is not None and record[0].sheet == row.sheet:
+                record[2].append(row)
+            else:
+                run.fail(row, None, [_nothing_to_continue(b)])
+            continue
+        if record is not None:
+            run.record(*record)
+        record = (row, b, [])
+    if record is not None:
+        run.record(*record)
     return _result(run, rows_read)
+
+
+def _continues(row: Row, b: _Bound) -> bool:
+    """continuation_rows: every key column of the row is blank."""
+    cells = row.cells
+    return not any(cells.get(key, "").strip() for key in b.continuation_keys)
+
+
+def _nothing_to_continue(b: _Bound) -> CellError:
+    keys = ", ".join(f'"{k}"' for k in b.continuation_keys)
+    return CellError(
+        f"the row has no product code (its key columns {keys} are blank) and no row above it to continue",
+        b.continuation_keys[0],
+        "",
+        "required",
+    )
+
+
+def _records(rows: list[Row], run: _Run, bound: dict[str | None, _Bound]) -> list[tuple[Row, list[Row]]]:
+    """Rows with the continuation rows under each (continuation_rows); a continuation with no row above is refused."""
+    out: list[tuple[Row, list[Row]]] = []
+    for row in rows:
+        b = bound[row.sheet]
+        if b.continuation_keys and _continues(row, b):
+            if out and out[-1][0].sheet == row.sheet:
+                out[-1][1].append(row)
+            else:
+                run.fail(row, None, [_nothing_to_continue(b)])
+            continue
+        out.append((row, []))
+    return out
 
 
 def _build_in_passes(rows: list[Row], run: _Run, bound: dict[str | None, _Bound]) -> Built:
@@ -824,12 +983,14 @@ def _build_in_passes(rows: list[Row], run: _Run, bound: dict[str | None, _Bound]
             b = bound[row.sheet] = _bind(mapping, row.cells)
             if _missing(run, b, mapping, row.sheet):
                 return _refused(run, len(rows), iter(()))
+    records = _records(rows, run, bound)
     if mapping.fill_down:
-        rows = _filled_down(rows, bound)
+        filled = _filled_down([row for row, _ in records], bound)
+        records = [(row, extras) for row, (_, extras) in zip(filled, records, strict=True)]
     if mapping.parents is not None:
-        run.family = _Family.scan(rows, bound, run)
-    for row in rows:
-        run.row(row, bound[row.sheet])
+        run.family = _Family.scan([row for row, _ in records], bound, run)
+    for row, extras in records:
+        run.record(row, bound[row.sheet], extras)
     run.unused_parents()
     return _result(run, len(rows))
 
@@ -838,7 +999,8 @@ def _result(run: _Run, rows_read: int) -> Built:
     run.attach_kept_images()
     products = [p for code, p in run.products.items() if code not in run.failed]
     held = {code: sorted(run.lines.get(code, [])) for code in sorted(run.failed)}
-    return Built(products=products, problems=run.problems, rows_read=rows_read, rows_skipped=run.skipped, held=held)
+    return Built(products=products, problems=run.problems, rows_read=rows_read, rows_skipped=run.skipped, held=held,
+                 folded=run.folded, skipped=run.skipped_by, lines=run.lines)
 
 
 def _filled_down(rows: list[Row], bound: dict[str | None, _Bound]) -> list[Row]:

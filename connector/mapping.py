@@ -273,6 +273,9 @@ class Mapping:
     # e.g. (("qty", "qty_availability"),). Applied by build.apply_totals after the row (and any
     # continuation rows, and any merge onto the catalogue) gave the family its entries.
     totals: tuple[tuple[str, str], ...] = ()
+    # continuation_rows: a row whose key columns are all blank adds its values to the record
+    # above it. None: off; () : the key is the columns of group_by and source_variant_code.
+    continuation_key: tuple[str, ...] | None = None
 
     @property
     def images_folder(self) -> str | None:
@@ -608,6 +611,16 @@ else:
     VariantDoc = _section("Variant", _VARIANT_TARGETS, ("source_variant_code", "sku"))
 
 
+class ContinuationDoc(_Block):
+    """Rows whose key columns are all blank continue the record above them (Odoo exports)."""
+
+    key: str | Annotated[list[Column], Field(min_length=1)] = Field(
+        ABSENT,
+        description="The columns that are blank on a continuation row "
+        "(default: the columns of group_by and variant.source_variant_code).",
+    )
+
+
 class MappingDoc(_Block):
     """How the rows of an ERP export become Stock2Shop products. Reference: docs/mapping.md."""
 
@@ -634,6 +647,12 @@ class MappingDoc(_Block):
         "error",
         description="Rows repeating a variant code: error (default), or sum their qty and qty_availability "
         "(a row per lot or bin).",
+    )
+    continuation_rows: bool | ContinuationDoc = Field(
+        False,
+        description="true: a row whose key columns are blank is not a record of its own; its values are more "
+        "values of the record above (options, tags, images, meta, price tiers, warehouses), as Odoo "
+        "writes a record's several values on the rows under it.",
     )
 
 
@@ -862,6 +881,7 @@ class _Validator:
             fill_down=self.column_list(raw.get("fill_down"), "fill_down"),
             same_variant=self.known(raw.get("same_variant"), SAME_VARIANT),
             totals=totals,
+            continuation_key=self.continuation(raw.get("continuation_rows"), raw),
         )
 
     def source_options(self, raw: Any) -> SourceOptions:
@@ -921,6 +941,27 @@ class _Validator:
             elif key in table and where == "product":
                 self.bad(f"{where}.{key}.sum", "only variant number fields (price, qty, grams) can be a sum")
         return tuple(out)
+
+    def continuation(self, raw: Any, doc: dict) -> tuple[str, ...] | None:
+        """`continuation_rows: true` or `{key: [columns]}`: the key columns (() = the default), or None."""
+        if raw is None or raw is False:
+            return None
+        where = "continuation_rows"
+        if raw is True:
+            key: tuple[str, ...] = ()
+        elif isinstance(raw, dict):
+            self.block(raw, where, ContinuationDoc)
+            key = self.column_list(raw.get("key"), f"{where}.key")
+            if "key" in raw and not key:
+                return None
+        else:
+            self.bad(where, "must be true, or {key: [the columns that are blank on a continuation row]}")
+            return None
+        if doc.get("parents") is not None:
+            self.bad(where, "cannot be used with parents (a row continues the record above it, or belongs to "
+                            "a parent, not both)")
+            return None
+        return key
 
     def totals(self, raw: Any, families: dict[str, FamilySpec | None]) -> tuple[tuple[str, str], ...]:
         """`variant: {qty: {sum: qty_availability}}`: number fields that add up a family's values."""

@@ -80,6 +80,7 @@ class Table:
     delimiter: str | None = None  # csv only
     sheet: str | None = None  # workbooks only
     problems: list[Problem] = field(default_factory=list)  # rows refused while reading
+    rows_refused: int = 0  # records refused while reading (never rows): each may have several problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,13 @@ class Built:
     rows_skipped: int = 0
     # products held back because one of their rows failed: code -> every line of the product
     held: dict[str, list[int]] = field(default_factory=dict)
+    # Rows that are not an item of their own, by (sheet, line), so every row is accounted for:
+    # folded into another row's item ("parent", "same_variant", "continuation") ...
+    folded: dict[tuple[str | None, int], str] = field(default_factory=dict)
+    # ... or skipped, with the rule that skipped it ('skip_rows[0]: column "Type" is "grouped"').
+    skipped: dict[tuple[str | None, int], str] = field(default_factory=dict)
+    # every line of every product (its items, parent row, folded rows), sent or not
+    lines: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

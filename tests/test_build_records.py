@@ -109,3 +109,188 @@ def test_sum_of_outlets_reaches_the_sandbox(make_sandbox, tmp_path):
     assert stored["MUG-1"]["qty"] == 15
     assert {q["description"]: q["qty"] for q in stored["MUG-1"]["qty_availability"]} == {"Sandton": 3, "Menlyn": 12}
     assert stored["CUP-1"].get("qty") in (None, "")
+
+
+# --------------------------------------------------------------------------- continuation rows
+
+# An Odoo "Export" of product variants (product.product) with its x2many fields: a variant's
+# second attribute value and its template's second tag are on the row under it, every other
+# cell blank (Odoo writes a record's several values that way; see docs/mapping.md).
+ODOO_VARIANTS = """
+    ID,Internal Reference,Name,Product Template/ID,Sales Price,Product Tags,Attribute Values/Attribute,Attribute Values/Value,Quantity On Hand
+    __export__.product_product_11_1a2b,TSHIRT-R-S,T-shirt,__export__.product_template_5_9f,25.0,Summer,Color,Red,10.0
+    ,,,,,Cotton,Size,S,
+    __export__.product_product_12_3c4d,TSHIRT-R-M,T-shirt,__export__.product_template_5_9f,25.0,Summer,Color,Red,4.0
+    ,,,,,Cotton,Size,M,
+    __export__.product_product_13_5e6f,TSHIRT-B-S,T-shirt,__export__.product_template_5_9f,25.0,Summer,Color,Blue,0.0
+    ,,,,,Cotton,Size,S,
+    __export__.product_product_20_7a8b,MUG-1,Mug,__export__.product_template_9_2c,8.5,,,,30.0
+"""
+
+ODOO_MAPPING = """
+    group_by: Product Template/ID
+    continuation_rows: true
+    product:
+      title: Name
+      tags: Product Tags
+    variant:
+      source_variant_code: Internal Reference
+      sku: Internal Reference
+      price: Sales Price
+      qty: Quantity On Hand
+    options:
+      - {name: {column: Attribute Values/Attribute}, value: Attribute Values/Value}
+"""
+
+
+def odoo_rows(text: str = ODOO_VARIANTS) -> list[Row]:
+    import csv
+    import io
+
+    records = list(csv.reader(io.StringIO(textwrap.dedent(text).strip())))
+    header = records[0]
+    return [Row(n, dict(zip(header, r, strict=True))) for n, r in enumerate(records[1:], 2)]
+
+
+def test_odoo_continuation_rows_give_each_variant_all_its_attribute_values_and_tags():
+    built = build_products(odoo_rows(), mapping(ODOO_MAPPING), source_id=1)
+    kept, problems, _ = check_products(built.products)
+    assert [p for p in built.problems + problems if p.severity == "error"] == []
+    shirt = next(p for p in kept if p.code == "__export__.product_template_5_9f")
+    variants = [it["product"]["variants"] for it in shirt.items]
+    assert [(v["sku"], v["option1"], v["option2"], v["qty"]) for v in variants] == [
+        ("TSHIRT-R-S", "Red", "S", 10), ("TSHIRT-R-M", "Red", "M", 4), ("TSHIRT-B-S", "Blue", "S", 0)]
+    assert shirt.items[0]["product"]["options"] == [{"name": "Color", "position": 1}, {"name": "Size", "position": 2}]
+    assert shirt.items[0]["product"]["tags"] == "Summer,Cotton"
+    assert shirt.lines == [2, 4, 6]
+    assert built.folded == {(None, 3): "continuation", (None, 5): "continuation", (None, 7): "continuation"}
+
+
+def test_without_continuation_rows_odoo_variants_repeat_a_combination_and_are_held_back():
+    doc = yaml.safe_load(textwrap.dedent(ODOO_MAPPING))
+    del doc["continuation_rows"]
+    built = build_products(odoo_rows(), parse_mapping(doc), source_id=1)
+    refused = [p for p in built.problems if p.severity == "error"]
+    assert [p.line for p in refused] == [3, 5, 7]
+    assert all("no product code" in p.reason for p in refused)
+
+
+BASE_CONT = """
+    group_by: code
+    continuation_rows: true
+    product:
+      title: title
+      tags: {column: tags, split: "|"}
+      meta: {columns: "^meta_(?P<key>.+)$"}
+    variant:
+      source_variant_code: sku
+      sku: sku
+      price: price
+      qty_availability: {columns: "^qty_(?P<warehouse>.+)$", type: int}
+      qty: {sum: qty_availability}
+    images: {columns: [image]}
+"""
+
+
+def rows(*cells: dict) -> list[Row]:
+    columns = ["code", "sku", "title", "tags", "price", "meta_colour", "qty_JHB", "image"]
+    return [Row(n, {c: one.get(c, "") for c in columns}) for n, one in enumerate(cells, 2)]
+
+
+def test_continuation_rows_add_images_tags_meta_and_warehouses_to_the_record_above():
+    built = build_products(rows(
+        {"code": "P1", "sku": "S1", "title": "Tee", "tags": "a|b", "price": "10", "meta_colour": "red",
+         "qty_JHB": "3", "image": "front.jpg"},
+        {"tags": "c|a", "image": "back.jpg", "meta_colour": "crimson"},
+        {"image": "side.jpg", "qty_JHB": "2"},
+    ), mapping(BASE_CONT), source_id=1)
+    assert [p for p in built.problems if p.severity == "error"] == []
+    (product,) = built.products
+    item = product.items[0]["product"]
+    assert item["tags"] == "a,b,c"
+    assert item["meta"] == [{"key": "colour", "value": "red"}, {"key": "colour", "value": "crimson"}]
+    assert item["variants"]["qty_availability"] == [{"description": "JHB", "qty": 3}, {"description": "JHB", "qty": 2}]
+    assert item["variants"]["qty"] == 5  # the total counts the continuation's warehouse entry
+    assert [(i.name, i.line) for i in product.images] == [("front.jpg", 2), ("back.jpg", 3), ("side.jpg", 4)]
+
+
+def test_a_continuation_row_that_changes_a_single_value_is_refused_with_its_record():
+    built = build_products(rows({"code": "P1", "sku": "S1", "title": "Tee", "price": "10"},
+                                {"price": "12", "tags": "x"},
+                                {"code": "P2", "sku": "S2", "title": "Mug", "price": "5"}),
+                           mapping(BASE_CONT), source_id=1)
+    assert [p.code for p in built.products] == ["P2"]
+    (error,) = [p for p in built.problems if p.severity == "error"]
+    assert error.line == 3 and error.column == "price" and error.product == "P1"
+    assert 'price "12.0" differs from "10.0" on line 2, the row it continues' in error.reason
+    assert built.held == {"P1": [2, 3]}
+
+
+def test_a_field_the_record_left_blank_is_taken_from_its_continuation():
+    built = build_products(rows({"code": "P1", "sku": "S1", "title": "Tee"}, {"price": "12"}),
+                           mapping(BASE_CONT), source_id=1)
+    assert built.products[0].items[0]["product"]["variants"]["price"] == 12.0
+
+
+def test_continuations_share_the_fate_of_their_record():
+    m = mapping(BASE_CONT + """
+    skip_rows: [{column: title, equals: DISCONTINUED}]
+    """)
+    built = build_products(rows({"tags": "orphan"},                                   # nothing above it
+                                {"code": "P1", "sku": "S1", "title": "DISCONTINUED"},
+                                {"tags": "x"},                                       # skipped with line 3
+                                {"code": "", "sku": "S9", "title": "No code"},       # refused: no code
+                                {"image": "z.jpg"},                                  # refused with line 5
+                                {"code": "P2", "sku": "S2", "title": "Mug"}),
+                           m, source_id=1)
+    assert [p.code for p in built.products] == ["P2"]
+    fates = {p.line: (p.severity, p.reason) for p in built.problems}
+    assert fates[2][0] == "error" and "no row above it to continue" in fates[2][1]
+    assert fates[3][0] == fates[4][0] == "skipped" and fates[4][1] == "skipped with line 3, the row it continues"
+    assert built.skipped[(None, 4)] == built.skipped[(None, 3)] == 'skip_rows[0]: column "title" is "DISCONTINUED"'
+    assert fates[5][0] == "error" and fates[6] == ("error", "continues line 5, which was refused")
+
+
+def test_continuation_key_columns_can_be_named():
+    m = mapping("""
+        group_by: model
+        continuation_rows: {key: [sku]}
+        product: {title: title}
+        variant: {source_variant_code: sku, sku: sku}
+        options: [{name: Size, value: size}, {name: Colour, value: colour}]
+    """)
+    cells = [{"model": "M1", "sku": "S1", "title": "Tee", "size": "S", "colour": ""},
+             {"model": "M1", "sku": "", "title": "", "size": "", "colour": "Red"}]  # the model is repeated
+    built = build_products([Row(n, c) for n, c in enumerate(cells, 2)], m, source_id=1)
+    variant = built.products[0].items[0]["product"]["variants"]
+    assert (variant["option1"], variant["option2"]) == ("S", "Red")
+
+
+@pytest.mark.parametrize("value, says", [
+    ("yes", "continuation_rows: must be true, or {key: [the columns that are blank on a continuation row]}"),
+    ({"keys": ["a"]}, 'continuation_rows.keys: unknown key; did you mean "key"?'),
+])
+def test_continuation_rows_option_is_checked(value, says):
+    doc = yaml.safe_load(textwrap.dedent(ODOO_MAPPING))
+    doc["continuation_rows"] = value
+    with pytest.raises(MappingError) as err:
+        parse_mapping(doc)
+    assert any(p.startswith(says) for p in err.value.problems), err.value.problems
+
+
+def test_odoo_export_with_continuation_rows_reaches_the_sandbox_whole(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "odoo.yaml").write_text(textwrap.dedent(ODOO_MAPPING), encoding="utf-8")
+    path = write_csv(tmp_path / "product.product.csv", ODOO_VARIANTS)
+    settings = settings_for(tmp_path, sb)
+    plan = plan_file(path, settings, mapping="odoo")
+    assert plan.rejected == []
+    outcome = pipeline_for(tmp_path, sb, settings).run_file(path, mapping="odoo")
+    assert outcome.status == "done", outcome.message
+    assert outcome.counts.rows_refused == 0 and outcome.counts.items_sent == 4
+    stored = {p["source_product_code"]: p for p in sb.state()["products"]}
+    shirt = stored["__export__.product_template_5_9f"]
+    assert sorted((v["option1"], v["option2"]) for v in shirt["variants"]) == [("Blue", "S"), ("Red", "M"),
+                                                                                ("Red", "S")]
+    assert shirt["tags"] == "Summer,Cotton"
