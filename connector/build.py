@@ -1141,4 +1141,4 @@ def _chain_columns(spec: FieldSpec | None) -> list[str]:
 
 def _refused(run: _Run, rows_read: int, rows: Iterable[Row]) -> Built:
     count = rows_read + sum(1 for _ in rows)
-    return Built(products=[], problems=run.problems, rows_read=count, rows_skipped=0)
+    return Built(products=[], problems=run.problems, rows_read=count, rows_skipped=0, file_refused=True)

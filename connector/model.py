@@ -123,6 +123,8 @@ class Built:
     skipped: dict[tuple[str | None, int], str] = field(default_factory=dict)
     # every line of every product (its items, parent row, folded rows), sent or not
     lines: dict[str, list[int]] = field(default_factory=dict)
+    # the mapping cannot map this file (a column it needs is missing): every row is refused with it
+    file_refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

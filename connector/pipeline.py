@@ -15,10 +15,11 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connector.accounting import RowAccount, account_rows, settle
 from connector.api import ApiClient
 from connector.batches import make_batches
 from connector.build import build_products
@@ -450,6 +451,13 @@ class Plan:
     rejected: list[Rejected]
     held: set[str]
     timings: dict[str, float]
+    # from the build, for the row accounting: rows folded into another's item, rows skipped (by
+    # rule), every line of each product (a product held back refuses all of them)
+    folded: dict[tuple[str | None, int], str] = field(default_factory=dict)
+    skipped: dict[tuple[str | None, int], str] = field(default_factory=dict)
+    lines: dict[str, list[int]] = field(default_factory=dict)
+    file_refused: bool = False  # the mapping could not map the file at all (a column it needs is missing)
+    rows: RowAccount = field(default_factory=RowAccount)
 
     @property
     def refused(self) -> bool:
@@ -466,9 +474,19 @@ class Plan:
         self.images.pop(code, None)
         self.problems.append(Problem(kind="size", reason=reason, line=product.lines[0] if product.lines else None,
                                      product=code))
-        refused = {(r.row.sheet, r.row.line) for r in self.rejected}
-        self.rejected.extend(Rejected(Row(line, {}), f"product {code} held back: {reason}")
-                             for line in product.lines if (None, line) not in refused)
+        refused = {r.row.line for r in self.rejected}
+        by_line = {row.line: row for row in self.table.rows}
+        self.rejected.extend(Rejected(by_line.get(line) or Row(line, {}), f"product {code} held back: {reason}")
+                             for line in sorted(self.lines.get(code) or product.lines) if line not in refused)
+        self.rejected.sort(key=lambda r: r.row.line)
+        self.account()
+
+    def account(self) -> RowAccount:
+        """Reconcile the rows (see connector.accounting): every row read is in exactly one count."""
+        self.rows, wrong = account_rows(self.table, self.products, self.folded, self.skipped, self.rejected,
+                                        file_refused=self.file_refused)
+        settle(self.rows, wrong, self.path.name, self.problems)
+        return self.rows
 
     def fill(self, report: Report) -> Report:
         """Put what planning knows into `report`: how the file was read, counts, problems, timings."""
@@ -482,8 +500,9 @@ class Plan:
         c.products = len(self.products)
         c.variants = sum(len(p.items) for p in self.products)
         c.products_held_back = len(self.held)
-        c.rows_refused = len(self.rejected)
-        c.rows_skipped = sum(1 for p in problems if p.severity == "skipped")
+        c.rows_refused = self.rows.refused
+        c.rows_skipped = sum(self.rows.skipped.values())
+        report.rows = self.rows
         c.images_found = sum(len(j) for j in self.images.values())
         c.images_refused = sum(1 for p in problems if p.kind == "image")
         report.problems.add(problems)
@@ -511,7 +530,9 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         tick = clock()
         kept, check_problems, held = check_products(built.products)
     problems = [*table.problems, *built.problems, *check_problems]
-    held = {**built.held, **held}  # held back by a bad row (build) or a broken rule (checks): code -> lines
+    # held back by a bad row (build) or a broken rule (checks): code -> every line of the product,
+    # its parent row and folded rows too
+    held = {**built.held, **{code: sorted(built.lines.get(code) or lines) for code, lines in held.items()}}
     products = kept
     timings["check"] = clock() - tick
 
@@ -525,7 +546,10 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         problems.extend(image_problems)
     timings["plan"] = clock() - tick
     rejected = _rejected_rows(table.rows, problems, held)
-    return Plan(path, spec, table, products, problems, images, rejected, set(held), timings)
+    plan = Plan(path, spec, table, products, problems, images, rejected, set(held), timings,
+                folded=built.folded, skipped=built.skipped, lines=built.lines, file_refused=built.file_refused)
+    plan.account()
+    return plan
 
 
 def load_mapping_for(path: Path, settings: Settings, name: str | None = None) -> Mapping:

@@ -18,6 +18,10 @@ were refused, `<name>.rejected.csv` a person opens in Excel.
         "items_to_send": 112, "items_sent": 110, "items_unchanged": 6,
         "images_to_send": 40, "images_sent": 38, "products_refused_by_api": 0
       },
+      "rows": {                             # every row read, in exactly one place (connector.accounting)
+        "read": 120, "items": 110, "folded": {"parent": 4, "continuation": 2}, "refused": 2,
+        "skipped": {"skip_rows[0]: column \"Type\" is \"grouped\"": 2}
+      },
       "timings_s": {"read": 0.1, "map": 0.2, "check": 0.0, "plan": 0.0, "send": 9.5, "total": 9.8},
       "requests": {"total": 42, "by_status": {"200": 40, "429": 2}},
       "problems": [Problem.as_dict(), …],   # at most MAX_PROBLEMS, in the order found
@@ -45,6 +49,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import __version__
+from .accounting import RowAccount
 from .common import iso_utc, write_atomic, write_json_atomic
 from .model import Problem, Rejected, Row
 
@@ -152,6 +157,7 @@ class Report:
     # When the very file was pushed before (same content, name, date, mapping): when that push
     # finished. The counts, timings and problems are then that push's; nothing was sent now.
     already_pushed: str | None = None
+    rows: RowAccount | None = None  # where every row read went (connector.accounting)
     connector_version: str = __version__
     header: list[str] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
@@ -187,6 +193,7 @@ class Report:
             "mapping": {"name": self.mapping_name, "sha256": self.mapping_sha256},
             "read": asdict(self.read),
             "counts": asdict(self.counts),
+            "rows": self.rows.as_dict() if self.rows else None,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "requests": {"total": sum(self.requests.values()), "by_status": dict(self.requests)},
             "problems": [p.as_dict() for p in self.problems.stored],
@@ -229,6 +236,7 @@ class Report:
         known = {f.name for f in fields(Counts)}
         report.counts = Counts(**{k: v for k, v in (data.get("counts") or {}).items() if k in known})
         report.timings.update(data.get("timings_s") or {})
+        report.rows = RowAccount.from_dict(data["rows"]) if data.get("rows") else None
         report.requests.update((data.get("requests") or {}).get("by_status") or {})
         report.problems.stored = [Problem.from_dict(p) for p in data.get("problems") or []]
         report.problems.by_kind.update(data.get("problems_by_kind") or {})
@@ -311,6 +319,9 @@ def _summary_lines(report: Report) -> list[str]:
         f"; held back: {c.products_held_back} products",
         f"  rows refused: {c.rows_refused}, skipped: {c.rows_skipped}; images refused: {c.images_refused}",
     ]
+    if report.rows:
+        lines.insert(1, f"  rows: {report.rows.line()}")
+        lines[2:2] = [f"    skipped {n} by {rule}" for rule, n in report.rows.skipped.items()]
     if c.items_sent or c.images_sent or c.items_unchanged:
         lines.append(f"  sent: {c.items_sent} items, {c.images_sent} images; unchanged: {c.items_unchanged} items")
     by_kind = report.problems.by_kind.most_common()
