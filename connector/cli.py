@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     push = commands.add_parser("push", parents=[common], help="push one export file end to end",
                                description="Read, map, check, journal and send one file: products, then images. "
-                                           "Writes <name>.report.json (and <name>.rejected.csv when rows were "
-                                           "refused) to the report folder.",
+                                           "Writes <name>.report.json (and <name>.rejected.csv and .xlsx when "
+                                           "rows were refused) to the report folder.",
                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     push.add_argument("file", type=Path, help="the export to push (CSV, XLSX, XLS or ODS)")
     push.add_argument("--mapping", metavar="NAME_OR_FILE",
@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path, help="the export to check")
     check.add_argument("--mapping", metavar="NAME_OR_FILE", help="mapping to use (as for push)")
     check.add_argument("--out", type=Path, default=Path("check"), metavar="DIR",
-                       help="where <name>.items.json, <name>.report.json and <name>.rejected.csv go (default: ./check)")
+                       help="where <name>.items.json, <name>.report.json and <name>.rejected.csv/.xlsx go "
+                            "(default: ./check)")
 
     watch = commands.add_parser("watch", parents=[common],
                                 help="run as a service: take every file dropped in the inbox",

@@ -31,7 +31,9 @@ from connector.report import Report, write_report_files
 IGNORED_SUFFIXES = (".tmp", ".part", ".filepart", ".crdownload", ".partial", ".download")
 DONE_SUFFIX = ".done"
 # Sidecars written next to a placed file; never counted as data files.
-SIDECAR_SUFFIXES = (".report.json", ".error.json", ".rejected.csv", DONE_SUFFIX)
+SIDECAR_SUFFIXES = (".report.json", ".error.json", ".rejected.csv", ".rejected.xlsx", DONE_SUFFIX)
+# What is never data in processing/: refused rows fixed and dropped back (x.rejected.xlsx) are.
+_NOT_DATA = (".report.json", ".error.json", DONE_SUFFIX)
 
 Verdict = Literal["wait", "ready", "empty"]
 
@@ -334,7 +336,7 @@ def list_processing(processing_dir: Path) -> list[Path]:
     try:
         with os.scandir(processing_dir) as it:
             for entry in it:
-                if entry.name.startswith(".") or entry.name.lower().endswith(SIDECAR_SUFFIXES):
+                if entry.name.startswith(".") or entry.name.lower().endswith(_NOT_DATA):
                     continue
                 try:
                     if entry.is_file(follow_symlinks=False):
@@ -362,7 +364,7 @@ def place(path: Path, outcome: Report, folders: Folders, now: datetime) -> Path:
 
     done / duplicate -> archive/YYYY/MM/DD/<name> with <name>.report.json beside it;
     refused          -> failed/YYYY/MM/DD/<name> with <name>.error.json.
-    A `.rejected.csv` of refused rows is written when there are any, and a `.done` file moves
+    A `.rejected.csv` and `.rejected.xlsx` of refused rows are written when there are any, and a `.done` file moves
     with its data file. The report is written before the file moves (a crash in between leaves
     the file in processing/, and the next run files it under a new name). Nothing is ever
     overwritten: a clash adds a counter.
@@ -380,7 +382,7 @@ def place(path: Path, outcome: Report, folders: Folders, now: datetime) -> Path:
     counter = 1
     while True:
         target = folder / placed_name(path.stem, path.suffix, now, digest, counter)
-        if not any(os.path.lexists(str(target) + s) for s in ("", sidecar, ".rejected.csv", DONE_SUFFIX)):
+        if not any(os.path.lexists(str(target) + s) for s in ("", sidecar, *SIDECAR_SUFFIXES)):
             break
         counter += 1
 

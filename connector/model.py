@@ -63,10 +63,14 @@ _PROBLEM_FIELDS = {"kind", "reason", "severity", "line", "column", "value", "pro
 
 
 class Rejected(NamedTuple):
-    """A refused row and why: the one shape of a line of the rejected-rows CSV."""
+    """A refused row and why: the one shape of a line of the rejected-rows CSV and workbook.
+
+    `column`: the cell that caused the refusal, when one did (highlighted in the workbook).
+    """
 
     row: Row
     reason: str
+    column: str | None = None
 
 
 @dataclass

@@ -610,10 +610,12 @@ def _read_options(spec, settings: Settings) -> dict:
 def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]]) -> list[Rejected]:
     """Every refused row with its reason; rows of a held-back product name the line that held it."""
     reasons: dict[int, str] = {}
+    columns: dict[int, str | None] = {}
     for p in problems:
         if p.severity == "error" and p.line is not None:
             where = f"{p.column}: " if p.column and p.column not in p.reason else ""
             reasons.setdefault(p.line, f"{where}{p.reason}")
+            columns.setdefault(p.line, p.column)
     for code, lines in held.items():
         first = next((ln for ln in lines if ln in reasons), None)
         for ln in lines:
@@ -624,7 +626,7 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
         row = by_line.get(line)
         if row is None:
             row = Row(line, {})  # refused while reading: the cells never became a row
-        out.append(Rejected(row, reasons[line]))
+        out.append(Rejected(row, reasons[line], columns.get(line)))
     return out
 
 

@@ -39,9 +39,12 @@ problems, and written with mode 0644 so support staff can read it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -50,7 +53,7 @@ from typing import Any, Literal
 
 from . import __version__
 from .accounting import RowAccount
-from .common import iso_utc, write_atomic, write_json_atomic
+from .common import fsync_dir, iso_utc, write_atomic, write_json_atomic
 from .model import Problem, Rejected, Row
 
 MAX_PROBLEMS = 10_000  # keeps a report of a badly mapped 100k-row file readable and small
@@ -218,7 +221,7 @@ class Report:
 
     def to_ledger(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """What the ledger keeps of a journaled file: the report's JSON and its rejected rows."""
-        rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason] for r in self.rejected]
+        rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason, r.column] for r in self.rejected]
         return self.to_json(), {"header": self.header, "rows": rows}
 
     @classmethod
@@ -249,13 +252,14 @@ class Report:
         report.placed_as = data.get("placed_as")
         report.already_pushed = (data.get("already_pushed") or {}).get("finished_at")
         report.header = list(rejected.get("header") or [])
-        report.rejected = [Rejected(Row(line, cells, sheet), reason)
-                           for line, sheet, cells, reason in rejected.get("rows") or []]
+        report.rejected = [Rejected(Row(line, cells, sheet), reason, *column)  # column: kept since rejected.xlsx
+                           for line, sheet, cells, reason, *column in rejected.get("rows") or []]
         return report
 
 
 def write_report_files(report: Report, stem: Path, *, sidecar: str = ".report.json") -> Path:
-    """Write `<stem><sidecar>` (the JSON) and, when rows were refused, `<stem>.rejected.csv`.
+    """Write `<stem><sidecar>` (the JSON) and, when rows were refused, `<stem>.rejected.csv` and
+    `<stem>.rejected.xlsx`.
 
     The one writer of report files: `push` and `check` write beside the report folder's file
     name, `watch` beside the file it archives or fails. Returns the JSON's path.
@@ -264,6 +268,7 @@ def write_report_files(report: Report, stem: Path, *, sidecar: str = ".report.js
     write_json_atomic(path, report.to_json())
     if report.rejected:
         write_rejected_csv(Path(f"{stem}.rejected.csv"), report.header, report.rejected)
+        write_rejected_xlsx(Path(f"{stem}.rejected.xlsx"), report.header, report.rejected, sheet=report.read.sheet)
     return path
 
 
@@ -277,9 +282,97 @@ def write_rejected_csv(path: Path, header: list[str], rejected: list[Rejected]) 
     out = io.StringIO(newline="")
     writer = csv.writer(out)
     writer.writerow([neutralise(name) for name in header + extra])
-    for row, reason in rejected:
+    for refused in rejected:
+        row, reason = refused[0], refused[1]
         writer.writerow([neutralise(row.cells.get(name, "")) for name in header] + [str(row.line), neutralise(reason)])
     write_atomic(path, out.getvalue().encode("utf-8-sig"))
+
+
+# Refusals beyond this many are highlighted without a comment: each comment is a drawn shape
+# Excel loads with the sheet, and 100,000 of them make a file Excel opens slowly (bench_rejected.py).
+MAX_COMMENTS = 10_000
+_CELL_MAX = 32_767  # Excel's limit on the text of one cell
+_NOT_IN_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # control characters a worksheet cannot hold
+_SHEET_NAME_BAD = re.compile(r"[\[\]:*?/\\]")
+
+
+def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected], *, sheet: str | None = None,
+                        max_comments: int = MAX_COMMENTS) -> None:
+    """Write the refused rows as a workbook a person fixes in Excel and drops back into the inbox.
+
+    The same columns as the export (so the same mapping reads the fixed file), then `line` and
+    `reason`. Every cell is text, formatted as text (`00123` keeps its zeros, a barcode stays
+    digits, `=1+1` stays those characters, never a formula); the cell that caused each
+    refusal is highlighted with the reason as its comment (the reason cell when no cell did;
+    comments for the first `max_comments` refusals, highlights for all). Written row by row
+    (openpyxl's write-only mode) to a temporary file, then renamed into place.
+    """
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import Cell
+    from openpyxl.comments import Comment
+    from openpyxl.styles import Font, PatternFill
+    from openpyxl.utils import get_column_letter
+
+    extra = _unique(["line", "reason"], header)
+    columns = header + extra
+    workbook = Workbook(write_only=True)
+    ws = workbook.create_sheet(_sheet_title(sheet))
+    ws.freeze_panes = "A2"
+    for i in range(1, len(columns) + 1):  # typed-in values stay text too
+        ws.column_dimensions[get_column_letter(i)].number_format = "@"
+    flagged = PatternFill("solid", fgColor="FFC7CE")  # Excel's "bad" red
+    bold = Font(bold=True)
+
+    def text(value: str) -> Cell:
+        """A cell holding `value` as text, formatted as text so what a person types there stays text."""
+        if _NOT_IN_XML.search(value) or len(value) > _CELL_MAX:
+            value = _NOT_IN_XML.sub("", value)[:_CELL_MAX]
+        cell = WriteOnlyCell(ws, value=value or None)
+        if value:
+            cell.data_type = "s"  # text even where openpyxl would guess a formula (=...) or an error (#N/A)
+        cell.number_format = "@"
+        return cell
+
+    def marked(cell: Cell, reason: str, comment: bool) -> Cell:
+        cell.fill = flagged
+        if comment:
+            cell.comment = Comment(reason, "connector", width=300, height=80)
+        return cell
+
+    heading = []
+    for name in columns:
+        cell = text(name)
+        cell.font = bold
+        heading.append(cell)
+    ws.append(heading)
+    position = {name: i for i, name in enumerate(header)}
+    for n, refused in enumerate(rejected):
+        row, reason, column = refused[0], refused[1], refused[2] if len(refused) > 2 else None
+        values = [text(row.cells.get(name, "")) for name in header]
+        values += [text(str(row.line)), text(reason)]
+        at = position.get(column or "", len(header) + 1)
+        values[at] = marked(values[at], reason, n < max_comments)
+        ws.append(values)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            workbook.save(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # like the other report files: for support staff to read
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def _sheet_title(sheet: str | None) -> str:
+    """The sheet the rows came from (a mapping's `sheet:` finds it again), as Excel allows a title."""
+    title = _SHEET_NAME_BAD.sub("_", sheet or "").strip("'")[:31]
+    return title or "rejected"
 
 
 def neutralise(text: str) -> str:
