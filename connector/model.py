@@ -62,15 +62,24 @@ class Problem:
 _PROBLEM_FIELDS = {"kind", "reason", "severity", "line", "column", "value", "product", "sheet", "count"}
 
 
-class Rejected(NamedTuple):
-    """A refused row and why: the one shape of a line of the rejected-rows CSV and workbook.
-
-    `column`: the cell that caused the refusal, when one did (highlighted in the workbook).
-    """
-
+class _Refusal(NamedTuple):
     row: Row
     reason: str
-    column: str | None = None
+
+
+class Rejected(_Refusal):
+    """A refused row and why: the one shape of a line of the rejected-rows CSV and workbook.
+
+    Unpacks as `row, reason`; `column` names the cell that caused the refusal, when one did
+    (the workbook highlights it). Example: Rejected(Row(7, cells), 'price "12,5O" ...', "price").
+    """
+
+    column: str | None
+
+    def __new__(cls, row: Row, reason: str, column: str | None = None) -> Rejected:
+        self = super().__new__(cls, row, reason)
+        self.column = column
+        return self
 
 
 @dataclass

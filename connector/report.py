@@ -282,8 +282,7 @@ def write_rejected_csv(path: Path, header: list[str], rejected: list[Rejected]) 
     out = io.StringIO(newline="")
     writer = csv.writer(out)
     writer.writerow([neutralise(name) for name in header + extra])
-    for refused in rejected:
-        row, reason = refused[0], refused[1]
+    for row, reason in rejected:
         writer.writerow([neutralise(row.cells.get(name, "")) for name in header] + [str(row.line), neutralise(reason)])
     write_atomic(path, out.getvalue().encode("utf-8-sig"))
 
@@ -348,7 +347,8 @@ def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected],
     ws.append(heading)
     position = {name: i for i, name in enumerate(header)}
     for n, refused in enumerate(rejected):
-        row, reason, column = refused[0], refused[1], refused[2] if len(refused) > 2 else None
+        row, reason = refused
+        column = getattr(refused, "column", None)
         values = [text(row.cells.get(name, "")) for name in header]
         values += [text(str(row.line)), text(reason)]
         at = position.get(column or "", len(header) + 1)
