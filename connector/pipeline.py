@@ -507,6 +507,7 @@ class Plan:
         c.images_refused = sum(1 for p in problems if p.kind == "image")
         report.problems.add(problems)
         report.header, report.rejected = list(t.header), list(self.rejected)
+        report.header_row = self.mapping.source.header_row
         return report
 
 

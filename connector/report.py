@@ -164,6 +164,7 @@ class Report:
     connector_version: str = __version__
     header: list[str] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    header_row: int = 1  # where the mapping finds the header: the rejected workbook puts its header there too
 
     def outcome(self, *, strict: bool = False) -> str:
         """How the file's run ended, as one word: the key of cli.EXIT_CODES.
@@ -222,7 +223,7 @@ class Report:
     def to_ledger(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """What the ledger keeps of a journaled file: the report's JSON and its rejected rows."""
         rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason, r.column] for r in self.rejected]
-        return self.to_json(), {"header": self.header, "rows": rows}
+        return self.to_json(), {"header": self.header, "rows": rows, "header_row": self.header_row}
 
     @classmethod
     def from_ledger(cls, data: dict[str, Any], rejected: dict[str, Any], *, started_at: float | None = None,
@@ -252,6 +253,7 @@ class Report:
         report.placed_as = data.get("placed_as")
         report.already_pushed = (data.get("already_pushed") or {}).get("finished_at")
         report.header = list(rejected.get("header") or [])
+        report.header_row = rejected.get("header_row") or 1
         report.rejected = [Rejected(Row(line, cells, sheet), reason, *column)  # column: kept since rejected.xlsx
                            for line, sheet, cells, reason, *column in rejected.get("rows") or []]
         return report
@@ -268,7 +270,8 @@ def write_report_files(report: Report, stem: Path, *, sidecar: str = ".report.js
     write_json_atomic(path, report.to_json())
     if report.rejected:
         write_rejected_csv(Path(f"{stem}.rejected.csv"), report.header, report.rejected)
-        write_rejected_xlsx(Path(f"{stem}.rejected.xlsx"), report.header, report.rejected, sheet=report.read.sheet)
+        write_rejected_xlsx(Path(f"{stem}.rejected.xlsx"), report.header, report.rejected, sheet=report.read.sheet,
+                            header_row=report.header_row, file=report.file)
     return path
 
 
@@ -296,15 +299,16 @@ _SHEET_NAME_BAD = re.compile(r"[\[\]:*?/\\]")
 
 
 def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected], *, sheet: str | None = None,
-                        max_comments: int = MAX_COMMENTS) -> None:
+                        header_row: int = 1, file: str = "", max_comments: int = MAX_COMMENTS) -> None:
     """Write the refused rows as a workbook a person fixes in Excel and drops back into the inbox.
 
     The same columns as the export (so the same mapping reads the fixed file), then `line` and
     `reason`. Every cell is text, formatted as text (`00123` keeps its zeros, a barcode stays
     digits, `=1+1` stays those characters, never a formula); the cell that caused each
     refusal is highlighted with the reason as its comment (the reason cell when no cell did;
-    comments for the first `max_comments` refusals, highlights for all). Written row by row
-    (openpyxl's write-only mode) to a temporary file, then renamed into place.
+    comments for the first `max_comments` refusals, highlights for all). The header is on row
+    `header_row`, where the mapping looks for it, under a line saying what the file is. Written
+    row by row (openpyxl's write-only mode) to a temporary file, then renamed into place.
     """
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
@@ -317,7 +321,7 @@ def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected],
     columns = header + extra
     workbook = Workbook(write_only=True)
     ws = workbook.create_sheet(_sheet_title(sheet))
-    ws.freeze_panes = "A2"
+    ws.freeze_panes = f"A{header_row + 1}"
     for i in range(1, len(columns) + 1):  # typed-in values stay text too
         ws.column_dimensions[get_column_letter(i)].number_format = "@"
     flagged = PatternFill("solid", fgColor="FFC7CE")  # Excel's "bad" red
@@ -339,6 +343,11 @@ def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected],
             cell.comment = Comment(reason, "connector", width=300, height=80)
         return cell
 
+    if header_row > 1:
+        ws.append([text(f"Rows of {file or 'the export'} that were refused: fix the highlighted cells (the "
+                        "reason is in each cell's comment and in the reason column) and drop this file in the inbox")])
+        for _ in range(header_row - 2):
+            ws.append([])
     heading = []
     for name in columns:
         cell = text(name)

@@ -119,3 +119,32 @@ def test_a_rejected_workbook_fixed_in_excel_pushes_with_the_same_mapping(make_sa
     stored = {v["sku"]: v for p in sb.state()["products"] for v in p["variants"]}
     assert stored["00473"]["price"] == 9.5 and stored["00473"]["barcode"] == "6001234010036"
     assert stored["00472"]["barcode"] == "6001234010029" and set(stored) == {"00471", "00472", "00473"}
+
+
+def test_the_workbook_puts_its_header_where_the_mapping_looks_for_it(make_sandbox, tmp_path):
+    """A Pastel-style export with its header on row 3: the fixed workbook is read by the same mapping."""
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "pastel.yaml").write_text(textwrap.dedent("""
+        source: {header_row: 3}
+        group_by: ItemCode
+        product: {title: Description}
+        variant: {source_variant_code: ItemCode, sku: ItemCode, qty: {column: OnHand, type: int}}
+    """), encoding="utf-8")
+    export = tmp_path / "pastel.csv"
+    export.write_text("Stock list\nPrinted 2025-06-14\nItemCode,Description,OnHand\n007,Tap,4.5\n008,Pipe,3\n",
+                      encoding="utf-8")
+    settings = settings_for(tmp_path, sb)
+    first = pipeline_for(tmp_path, sb, settings).run_file(export, mapping="pastel")
+    assert first.counts.rows_refused == 1
+    write_report_files(first, tmp_path / "pastel.csv")
+    workbook = openpyxl.load_workbook(tmp_path / "pastel.csv.rejected.xlsx")
+    ws = workbook.active
+    assert ws["A1"].value.startswith("Rows of pastel.csv that were refused") and ws.freeze_panes == "A4"
+    assert [c.value for c in ws[3]] == ["ItemCode", "Description", "OnHand", "line", "reason"]
+    assert ws["A4"].value == "007" and ws["C4"].fill.fgColor.rgb.endswith("FFC7CE")
+    ws["C4"].value = "4"
+    workbook.save(tmp_path / "pastel-fixed.xlsx")
+    again = pipeline_for(tmp_path, sb, settings).run_file(tmp_path / "pastel-fixed.xlsx", mapping="pastel")
+    assert again.status == "done" and again.counts.items_sent == 1 and again.counts.rows_refused == 0
+    assert {v["sku"]: v["qty"] for p in sb.state()["products"] for v in p["variants"]} == {"007": 4, "008": 3}
