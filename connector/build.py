@@ -305,6 +305,8 @@ class _Bound:
     parent_key: str | None  # the column naming a row for its parent or children
     parent_link: str | None  # the column holding a child's parent (children_by) or a parent's children
     continuation_keys: list[str]  # continuation_rows: the key columns found (all blank: a continuation row)
+    product_keys: list[str]  # the group_by columns of those (blank with a variant code: a variant of the product above)
+    product_columns: list[str]  # what such a variant row takes from its product's row when blank
 
 
 def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
@@ -357,15 +359,21 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
         link = parents.children_by or parents.children_in or ""
         parent_link = header.find(link, f"{parents.where}.{'children_by' if parents.children_by else 'children_in'}")
     continuation_keys: list[str] = []
+    product_keys: list[str] = []
+    product_columns: list[str] = []
     if mapping.continuation_key is not None:
+        group_columns = _chain_columns(mapping.group_by)
         named = mapping.continuation_key or (
-            *_chain_columns(mapping.group_by),
+            *group_columns,
             *_chain_columns(dict(mapping.variant).get("source_variant_code")),
         )
         for name in dict.fromkeys(named):
             key_column = header.find(name, "continuation_rows.key")
             if key_column is not None:
                 continuation_keys.append(key_column)
+        if not mapping.continuation_key:  # the default key has two levels: the product's and the variant's
+            product_keys = [c for c in (header.find(n, "group_by") for n in group_columns) if c is not None]
+            product_columns = _product_columns(mapping, header)
     return _Bound(
         skips=skips,
         group=group,
@@ -384,7 +392,24 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
         parent_key=parent_key,
         parent_link=parent_link,
         continuation_keys=continuation_keys,
+        product_keys=product_keys,
+        product_columns=product_columns,
     )
+
+
+def _product_columns(mapping: Mapping, header: _Header) -> list[str]:
+    """The columns group_by, active, the product fields and product meta read, as found in the header."""
+    names: list[str] = [*_chain_columns(mapping.group_by)]
+    if mapping.active is not None:
+        names += _chain_columns(mapping.active.field)
+    for _, spec in mapping.product:
+        names += _chain_columns(spec)
+    if mapping.meta is not None:
+        if mapping.meta.pattern is not None:
+            names += [c for c in header.columns if mapping.meta.pattern.search(c)]
+        for _, spec in mapping.meta.entries:
+            names += _chain_columns(spec)
+    return [header.find(n, "product") or n for n in dict.fromkeys(names) if header.has(n)]
 
 
 # --------------------------------------------------------------------------- rows -> products
@@ -922,7 +947,7 @@ def _build(rows: Iterable[Row], mapping: Mapping, source_id: int) -> Built:
     if mapping.parents is not None or mapping.fill_down:
         return _build_in_passes(list(rows), run, bound)
     rows = iter(rows)
-    record: tuple[Row, _Bound, list[Row]] | None = None  # the row continuation rows attach to
+    records = _Records(run)
     for row in rows:
         rows_read += 1
         b = bound.get(row.sheet)
@@ -930,30 +955,55 @@ def _build(rows: Iterable[Row], mapping: Mapping, source_id: int) -> Built:
             b = bound[row.sheet] = _bind(mapping, row.cells)
             if _missing(run, b, mapping, row.sheet):
                 return _refused(run, rows_read, rows)
-        if b.continuation_keys and _continues(row, b):
-            if record is not None and record[0].sheet == row.sheet:
-                record[2].append(row)
-            else:
-                run.fail(row, None, [_nothing_to_continue(b)])
-            continue
-        if record is not None:
-            run.record(*record)
-        record = (row, b, [])
-    if record is not None:
-        run.record(*record)
+        done = records.add(row, b)
+        if done is not None:
+            run.record(*done)
+    if records.open is not None:
+        run.record(*records.open)
     return _result(run, rows_read)
 
 
-def _continues(row: Row, b: _Bound) -> bool:
-    """continuation_rows: every key column of the row is blank."""
-    cells = row.cells
-    return not any(cells.get(key, "").strip() for key in b.continuation_keys)
+class _Records:
+    """continuation_rows: rows grouped into records, each a row and the continuation rows under it.
+
+    A row whose key columns are all blank continues the record above. With the default key
+    (group_by's columns and source_variant_code's), a row whose group_by columns are blank but
+    that has a variant code is a new variant of the product above (Odoo's product template
+    export writes its variants so): its blank product cells are taken from the product's row.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.open: tuple[Row, _Bound, list[Row]] | None = None
+        self.product_row: dict[str | None, Row] = {}  # per sheet: the last row that named its product
+
+    def add(self, row: Row, b: _Bound) -> tuple[Row, _Bound, list[Row]] | None:
+        """Take the next row; returns the record it closed, if any."""
+        if b.continuation_keys:
+            cells = row.cells
+            if not any(cells.get(key, "").strip() for key in b.continuation_keys):
+                if self.open is not None and self.open[0].sheet == row.sheet:
+                    self.open[2].append(row)
+                else:
+                    self.run.fail(row, None, [_nothing_to_continue(b, "continue")])
+                return None
+            if b.product_keys and not any(cells.get(key, "").strip() for key in b.product_keys):
+                above = self.product_row.get(row.sheet)
+                if above is None:
+                    self.run.fail(row, None, [_nothing_to_continue(b, "take its product from")])
+                    return None
+                row = Row(row.line, {**cells, **{c: above.cells.get(c, "") for c in b.product_columns
+                                                 if not cells.get(c, "").strip()}}, row.sheet)
+            else:
+                self.product_row[row.sheet] = row
+        done, self.open = self.open, (row, b, [])
+        return done
 
 
-def _nothing_to_continue(b: _Bound) -> CellError:
-    keys = ", ".join(f'"{k}"' for k in b.continuation_keys)
+def _nothing_to_continue(b: _Bound, what: str) -> CellError:
+    keys = ", ".join(f'"{k}"' for k in (b.product_keys or b.continuation_keys))
     return CellError(
-        f"the row has no product code (its key columns {keys} are blank) and no row above it to continue",
+        f"the row has no product code (its key columns {keys} are blank) and no row above it to {what}",
         b.continuation_keys[0],
         "",
         "required",
@@ -961,17 +1011,15 @@ def _nothing_to_continue(b: _Bound) -> CellError:
 
 
 def _records(rows: list[Row], run: _Run, bound: dict[str | None, _Bound]) -> list[tuple[Row, list[Row]]]:
-    """Rows with the continuation rows under each (continuation_rows); a continuation with no row above is refused."""
-    out: list[tuple[Row, list[Row]]] = []
+    """Rows with the continuation rows under each (see _Records)."""
+    records = _Records(run)
+    out = []
     for row in rows:
-        b = bound[row.sheet]
-        if b.continuation_keys and _continues(row, b):
-            if out and out[-1][0].sheet == row.sheet:
-                out[-1][1].append(row)
-            else:
-                run.fail(row, None, [_nothing_to_continue(b)])
-            continue
-        out.append((row, []))
+        done = records.add(row, bound[row.sheet])
+        if done is not None:
+            out.append((done[0], done[2]))
+    if records.open is not None:
+        out.append((records.open[0], records.open[2]))
     return out
 
 
@@ -997,10 +1045,28 @@ def _build_in_passes(rows: list[Row], run: _Run, bound: dict[str | None, _Bound]
 
 def _result(run: _Run, rows_read: int) -> Built:
     run.attach_kept_images()
+    if run.mapping.continuation_key is not None:
+        for product in run.products.values():
+            _one_product_list(product)
     products = [p for code, p in run.products.items() if code not in run.failed]
     held = {code: sorted(run.lines.get(code, [])) for code in sorted(run.failed)}
     return Built(products=products, problems=run.problems, rows_read=rows_read, rows_skipped=run.skipped, held=held,
                  folded=run.folded, skipped=run.skipped_by, lines=run.lines)
+
+
+def _one_product_list(product: Product) -> None:
+    """Tags and meta the rows of one product spread among them (continuation_rows), on every item alike."""
+    if len(product.items) < 2:
+        return
+    tags = [t for it in product.items for t in str(it["product"].get("tags", "")).split(",") if t]
+    meta = [m for it in product.items for m in it["product"].get("meta", ())]
+    joined_tags = ",".join(dict.fromkeys(tags))
+    joined_meta = list({(m["key"], m["value"]): m for m in meta}.values())
+    for item in product.items:
+        if joined_tags:
+            item["product"]["tags"] = joined_tags
+        if joined_meta:
+            item["product"]["meta"] = joined_meta
 
 
 def _filled_down(rows: list[Row], bound: dict[str | None, _Bound]) -> list[Row]:

@@ -236,19 +236,55 @@ def test_continuations_share_the_fate_of_their_record():
     m = mapping(BASE_CONT + """
     skip_rows: [{column: title, equals: DISCONTINUED}]
     """)
-    built = build_products(rows({"tags": "orphan"},                                   # nothing above it
+    built = build_products(rows({"tags": "orphan"},                                   # 2: nothing above it
+                                {"sku": "S0", "title": "Lost"},                      # 3: no product above it
                                 {"code": "P1", "sku": "S1", "title": "DISCONTINUED"},
-                                {"tags": "x"},                                       # skipped with line 3
-                                {"code": "", "sku": "S9", "title": "No code"},       # refused: no code
-                                {"image": "z.jpg"},                                  # refused with line 5
+                                {"tags": "x"},                                       # 5: skipped with line 4
+                                {"sku": "S9"},                                       # 6: a variant of P1: skipped
+                                {"image": "z.jpg"},                                  # 7: skipped with line 6
+                                {"code": "P3", "sku": "S3", "title": "Cup", "price": "abc"},
+                                {"image": "y.jpg"},                                  # 9: held back with line 8
                                 {"code": "P2", "sku": "S2", "title": "Mug"}),
                            m, source_id=1)
     assert [p.code for p in built.products] == ["P2"]
     fates = {p.line: (p.severity, p.reason) for p in built.problems}
     assert fates[2][0] == "error" and "no row above it to continue" in fates[2][1]
-    assert fates[3][0] == fates[4][0] == "skipped" and fates[4][1] == "skipped with line 3, the row it continues"
-    assert built.skipped[(None, 4)] == built.skipped[(None, 3)] == 'skip_rows[0]: column "title" is "DISCONTINUED"'
-    assert fates[5][0] == "error" and fates[6] == ("error", "continues line 5, which was refused")
+    assert fates[3][0] == "error" and "no row above it to take its product from" in fates[3][1]
+    assert {line: fates[line][0] for line in (4, 5, 6, 7)} == dict.fromkeys((4, 5, 6, 7), "skipped")
+    assert fates[5][1] == "skipped with line 4, the row it continues"
+    rule = 'skip_rows[0]: column "title" is "DISCONTINUED"'
+    assert {built.skipped[(None, line)] for line in (4, 5, 6, 7)} == {rule}
+    assert fates[8][0] == "error" and built.held == {"P3": [8, 9]}
+
+
+def test_odoo_template_export_rows_with_a_variant_code_are_variants_of_the_product_above():
+    """product.template exported with its variants: each variant line under the template's row."""
+    m = mapping("""
+        group_by: ID
+        continuation_rows: true
+        product: {title: Name, tags: Product Tags}
+        variant:
+          source_variant_code: Product Variants/Internal Reference
+          sku: Product Variants/Internal Reference
+          price: Product Variants/Sales Price
+        options:
+          - {name: {column: Product Variants/Attribute Values/Attribute},
+             value: Product Variants/Attribute Values/Value}
+    """)
+    built = build_products(odoo_rows("""
+        ID,Name,Product Tags,Product Variants/Internal Reference,Product Variants/Sales Price,Product Variants/Attribute Values/Attribute,Product Variants/Attribute Values/Value
+        __export__.product_template_5,T-shirt,Summer,TSHIRT-R,25.0,Color,Red
+        ,,Cotton,TSHIRT-B,26.0,Color,Blue
+        ,,,TSHIRT-G,25.0,Color,Green
+        __export__.product_template_9,Mug,,MUG-1,8.5,,
+    """), m, source_id=1)
+    assert [p for p in built.problems if p.severity == "error"] == []
+    shirt, mug = built.products
+    assert [(it["product"]["title"], it["product"]["tags"], it["product"]["variants"]["sku"],
+             it["product"]["variants"]["option1"]) for it in shirt.items] == [
+        ("T-shirt", "Summer,Cotton", "TSHIRT-R", "Red"), ("T-shirt", "Summer,Cotton", "TSHIRT-B", "Blue"),
+        ("T-shirt", "Summer,Cotton", "TSHIRT-G", "Green")]
+    assert shirt.lines == [2, 3, 4] and [it["product"]["variants"]["sku"] for it in mug.items] == ["MUG-1"]
 
 
 def test_continuation_key_columns_can_be_named():
