@@ -422,8 +422,8 @@ def _summary_lines(report: Report) -> list[str]:
         f"  rows refused: {c.rows_refused}, skipped: {c.rows_skipped}; images refused: {c.images_refused}",
     ]
     if report.rows:
-        lines.insert(1, f"  rows: {report.rows.line()}")
-        lines[2:2] = [f"    skipped {n} by {rule}" for rule, n in report.rows.skipped.items()]
+        lines[2:2] = [f"  rows: {report.rows.line()}",
+                      *(f"    skipped {n} by {rule}" for rule, n in report.rows.skipped.items())]
     if c.items_sent or c.images_sent or c.items_unchanged:
         lines.append(f"  sent: {c.items_sent} items, {c.images_sent} images; unchanged: {c.items_unchanged} items")
     by_kind = report.problems.by_kind.most_common()
