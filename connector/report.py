@@ -2,7 +2,8 @@
 
 `pipeline` fills it step by step (read, map, check, plan, send); `write_report_files` writes
 it for `push`, `check` and `watch` alike: `<name>.report.json` (this shape) and, when rows
-were refused, `<name>.rejected.csv` a person opens in Excel.
+were refused, `<name>.rejected.csv` a person opens in Excel and `<name>.rejected.xlsx`, the
+same rows as text cells with the refusing cell highlighted, to fix in Excel and drop back.
 
     {
       "file": "export.csv",                 # the file's name, never a secret-bearing URL
