@@ -31,6 +31,7 @@ from connector.sandbox.store import Store
 log = logging.getLogger("connector.sandbox")
 
 Reply = tuple[int, dict]
+QUEUE_FAULT = "sandbox fault: failed in the queue after it was acknowledged (--queue-fail-rate)"
 
 
 @dataclass
@@ -302,7 +303,11 @@ class Sandbox:
                 return 400, {"error": "validation failed"}
             return 400, {"error": "validation failed", "errors": sorted(errors, key=lambda e: e["index"])}
         for _, normal in normals:
-            self._store.apply_product(normal)
+            if self._fails_in_queue(request):
+                self._store.log("product", normal["source_product_code"], normal["source_variant_code"], None,
+                                "failed", "none", QUEUE_FAULT)
+            else:
+                self._store.apply_product(normal)
         return 200, {"system_products": {"sync_product": len(normals)}}
 
     def _images_queue(self, request: _Request) -> Reply:
@@ -318,8 +323,15 @@ class Sandbox:
         if errors:
             return 400, {"error": "validation failed", "errors": errors}
         for normal in normals:
-            self._store.apply_image(normal)
+            if self._fails_in_queue(request):
+                self._store.log("image", normal["source_product_code"], normal["source_variant_code"],
+                                normal["image_id"], "failed", "none", QUEUE_FAULT)
+            else:
+                self._store.apply_image(normal)
         return 200, {"system_images": {"sync_image": len(normals)}}
+
+    def _fails_in_queue(self, request: _Request) -> bool:
+        return self._plan.applies(request.path) and self._plan.fails_in_queue()
 
     def _products_search(self, request: _Request) -> Reply:
         docs = [self._store.product_view(code) for code in self._store.products]
