@@ -61,7 +61,7 @@ def look_up(client: ApiClient, source_id: int | None) -> Account:
         sources = client.list_sources()
         channels = client.list_channels()
     except ApiUnavailable as exc:
-        raise SetupError(f"cannot reach the Stock2Shop API at {client.base}: {exc}; check api.url "
+        raise SetupError(f"no answer from the Stock2Shop API at {client.base}: {exc}; check api.url "
                          "(S2S_API_URL) and the network", exc.status) from None
     return Account(url=client.base, username=settings.username, sources=sources, channels=channels,
                    source_id=source_id, announced_rate=client.announced_rate, configured_rate=settings.rate)

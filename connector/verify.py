@@ -171,9 +171,12 @@ class VerifyResult:
         return not self.findings
 
     def outcome(self) -> str:
-        """The key of cli.EXIT_CODES: clean, mismatch (found and not repaired) or waiting."""
+        """The key of cli.EXIT_CODES: done (clean, or all repaired), mismatch (found and not repaired,
+        or a repair that could not send something) or waiting (repair work left in the ledger)."""
         if self.repair is not None:
-            return "waiting" if self.repair.get("waiting") else "done"
+            if self.repair.get("waiting"):
+                return "waiting"
+            return "mismatch" if self.repair.get("problems") else "done"
         return "done" if self.clean else "mismatch"
 
     def summary(self) -> str:
@@ -186,6 +189,9 @@ class VerifyResult:
             return head + "\n  all there, as last sent"
         lines = [head, f"  missing: {c['missing_products']} products, {c['missing_variants']} variants, "
                        f"{c['missing_images']} images; differing: {c['differing']} fields"]
+        if c["missing_products"] == self.products_checked > 1:
+            lines.append("  none of them was found: if Stock2Shop does show them, the search does not reach them "
+                         "(a user that is not an admin may only search through a channel); check before --repair")
         lines += [f"  - {f.line()}" for f in self.findings[:FINDINGS_LOGGED]]
         if len(self.findings) > FINDINGS_LOGGED:
             lines.append(f"  ... and {len(self.findings) - FINDINGS_LOGGED} more (see the report)")

@@ -92,7 +92,7 @@ def test_a_url_nobody_answers_at_exits_2_naming_the_setting(run, account):
     url = f"http://127.0.0.1:{free_port()}"
     result = run(["sources"], account(S2S_API_URL=url))
     assert result.returncode == 2, result.stdout + result.stderr
-    assert f"cannot reach the Stock2Shop API at {url}" in result.stderr
+    assert f"no answer from the Stock2Shop API at {url}" in result.stderr
     assert "connection refused" in result.stderr and "S2S_API_URL" in result.stderr
 
 

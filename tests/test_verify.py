@@ -123,6 +123,24 @@ def test_a_queue_that_loses_items_after_acknowledging_them_is_found_and_mended(r
     assert "all there, as last sent" in clean.stdout
 
 
+def test_an_image_whose_file_is_gone_cannot_be_repaired_and_is_named(run, make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(queue_fail_rate=1.0, paths=("/v1/images/queue",)))
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1"}
+    jpeg(tmp_path / "images" / "g.jpg", (9, 9, 9))
+    (tmp_path / "g.csv").write_text(HEADER + "G,G-1,Glass,G-1,3.00,1,g.jpg,,,\n", encoding="utf-8")
+    assert run(["push", "g.csv"], tmp_path, env).returncode == 0
+    assert stored(sb)["G"]["images"] == []  # acknowledged, then lost by the queue
+    sb.set_faults(Faults())
+    (tmp_path / "images" / "g.jpg").unlink()
+
+    result = run(["verify", "--repair"], tmp_path, env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert [f["kind"] for f in report(tmp_path)["findings"]] == ["missing_image"]
+    assert "product G: image g.jpg not in Stock2Shop" in result.stdout
+    assert "not repaired: G: image not sent" in result.stdout
+    assert report(tmp_path)["repair"]["images_sent"] == 0
+
+
 def test_verify_pages_its_searches_through_the_rate_limited_client(make_sandbox, tmp_path):
     """60 products, 25 a page: 3 searches, each through the same client and limiter as the pushes."""
     sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
