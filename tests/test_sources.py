@@ -121,3 +121,16 @@ def test_without_a_source_id_the_sources_are_listed_and_the_setting_named(run, a
 def test_without_credentials_sources_says_what_to_set(run, tmp_path: Path):
     result = run(["sources"])
     assert result.returncode == 2 and "S2S_USERNAME" in result.stderr and "--sandbox" in result.stderr
+
+
+@pytest.mark.parametrize("command, options", [("sources", []), ("verify", ["--repair", "--report-dir"])])
+def test_sources_and_verify_explain_themselves_and_the_readme_names_them(command, options):
+    from connector.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    assert len(sub.format_help()) > 400
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"| `connector {command}" in readme
+    assert all(option in readme and option in sub.format_help() for option in options)
+    steps = readme.split("To push for real:", 1)[1]
+    assert steps.index("connector sources") < steps.index("connector push")
