@@ -238,11 +238,12 @@ class ApiClient:
 
     def list_sources(self) -> list[dict]:
         """The user's sources (`GET /v1/sources`): [{"id", "description", "type", "active", "source_id"}, ...]."""
-        return _listed(self.call("GET", "/v1/sources"), "system_sources")
+        # ?format=json as the docs' examples of both list endpoints send it
+        return _listed(self.call("GET", "/v1/sources", params={"format": "json"}), "system_sources")
 
     def list_channels(self) -> list[dict]:
         """The user's channels (`GET /v1/channels`): [{"id", "description", "type", "active"}, ...]."""
-        return _listed(self.call("GET", "/v1/channels"), "system_channels")
+        return _listed(self.call("GET", "/v1/channels", params={"format": "json"}), "system_channels")
 
     def search_products(self, query: dict) -> dict:
         """`POST /v1/products/elastic_search` with an Elasticsearch body; the answer, whose

@@ -13,10 +13,13 @@ saying what to change; the CLI turns them into exit 2.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from connector.api import ApiClient
-from connector.errors import ApiUnavailable, SetupError
+from connector.errors import ApiUnavailable, AuthFailed, SetupError
+
+log = logging.getLogger("connector.sources")
 
 
 @dataclass
@@ -26,7 +29,7 @@ class Account:
     url: str
     username: str
     sources: list[dict]
-    channels: list[dict]
+    channels: list[dict] | None  # None: this user may not list them
     source_id: int | None
     announced_rate: str | None  # x-S2S-RateLimit as the API sent it; None when it sent none
     configured_rate: float
@@ -56,10 +59,14 @@ def look_up(client: ApiClient, source_id: int | None) -> Account:
     setup, an unreachable address is a setup problem, not work to wait for.
     """
     settings = client.settings
+    channels: list[dict] | None = None
     try:
         client.authenticate()
         sources = client.list_sources()
-        channels = client.list_channels()
+        try:
+            channels = client.list_channels()
+        except (AuthFailed, SetupError) as exc:  # a role may list sources and not channels: say so, go on
+            log.warning("the channels could not be listed: %s", exc)
     except ApiUnavailable as exc:
         raise SetupError(f"no answer from the Stock2Shop API at {client.base}: {exc}; check api.url "
                          "(S2S_API_URL) and the network", exc.status) from None
@@ -78,8 +85,11 @@ def render(account: Account) -> str:
                      f"{account.configured_rate:g} requests/s")
     lines.append(f"Sources ({len(account.sources)}):")
     lines += [f"  {_entry(s)}" + ("   <- api.source_id" if s is account.source else "") for s in account.sources]
-    lines.append(f"Channels ({len(account.channels)}):")
-    lines += [f"  {_entry(c)}" for c in account.channels]
+    if account.channels is None:
+        lines.append("Channels: this user may not list them (see the warning above)")
+    else:
+        lines.append(f"Channels ({len(account.channels)}):")
+        lines += [f"  {_entry(c)}" for c in account.channels]
     source = account.source
     if source is not None:
         lines.append(f"api.source_id {account.source_id}: {_what(source)}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from connector.cli import EXIT_CODES, main
+from connector.sandbox import Faults
 from tests.support import FakeClock
 
 PASSWORD = "sentinel-pass-5b2c"
@@ -134,3 +135,13 @@ def test_sources_and_verify_explain_themselves_and_the_readme_names_them(command
     assert all(option in readme and option in sub.format_help() for option in options)
     steps = readme.split("To push for real:", 1)[1]
     assert steps.index("connector sources") < steps.index("connector push")
+
+
+def test_a_user_who_may_not_list_channels_still_sees_the_sources(run, make_sandbox):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, users={"demo": PASSWORD},
+                      faults=Faults(error_rate=1.0, error_statuses=(403,), paths=("/v1/channels",)))
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": PASSWORD, "S2S_SOURCE_ID": "1"}
+    result = run(["sources"], env)
+    assert result.returncode == 0, result.stderr
+    assert "<- api.source_id" in result.stdout and "Channels: this user may not list them" in result.stdout
+    assert "the channels could not be listed" in result.stderr
