@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 from connector.batches import make_batches
 from connector.common import iso_utc, write_json_atomic
-from connector.errors import ApiUnavailable
 from connector.model import Product
 from connector.report import Report
 from connector.wire import encode, item_hash
@@ -400,7 +399,8 @@ def repair(pipeline: Pipeline, result: VerifyResult, expected: dict[str, dict[st
     batch_of = {item["source"]["source_product_code"]: i for i, batch in enumerate(batches) for item in batch}
     image_jobs = [(batch_of.get(code), {k: v for k, v in image.items() if k != "md5"})
                   for code, jobs in images.items() for image in jobs if (code, image["image_id"]) in missing]
-    done = {"products": len(codes), "items": sum(len(b) for b in batches), "images": len(image_jobs),
+    items = sum(len(b) for b in batches)
+    done = {"products": len(codes), "items": items, "images": len(image_jobs),
             "items_sent": 0, "images_sent": 0, "waiting": False, "problems": []}
     if not batches and not image_jobs:
         return done
@@ -408,17 +408,12 @@ def repair(pipeline: Pipeline, result: VerifyResult, expected: dict[str, dict[st
     report = Report(file=f"verify-repair {iso_utc(now)}", started_at=now)
     report.sha256 = hashlib.sha256(encode([batches, [job for _, job in image_jobs]])).hexdigest()
     report.size = 0
-    items = sum(len(b) for b in batches)
     report.counts.products, report.counts.variants = len(codes), items
     report.counts.items_to_send, report.counts.images_to_send = items, len(image_jobs)
     ledger = pipeline.ledger
     file_id = ledger.journal(report, mtime_ns=0, endpoint=pipeline.endpoint, batches=batches, images=image_jobs)
-    log.info("verify: journaled %d products (%d items) and %d images again", len(codes), done["items"],
-             len(image_jobs))
-    try:
-        pipeline.drain()
-    except ApiUnavailable:
-        pass  # the work waits in the ledger, like any push's
+    log.info("verify: journaled %d products (%d items) and %d images again", len(codes), items, len(image_jobs))
+    pipeline.drain()  # the normal drain: what the API does not take now waits in the ledger, as any push's
     states = ledger.file_job_states(file_id)
     sent = ledger.file_sent_counts(file_id)
     done.update(items_sent=sent["items_sent"], images_sent=sent["images_sent"],
@@ -432,6 +427,8 @@ def run_verify(pipeline: Pipeline, *, repair_too: bool = False,
     """Verify through `pipeline`'s ledger and client (and repair with `repair_too`), keep the
     result in the state folder for `status`, and return it."""
     settings = pipeline.settings
+    if repair_too:
+        pipeline.drain()  # work still waiting (an earlier repair cut short) goes first, then is checked
     baseline = sum(pipeline.client.requests.values())
     result, expected, images = verify(pipeline.ledger, pipeline.client, pipeline.endpoint,
                                       source_id=settings.api.source_id, page_size=settings.verify.page_size,

@@ -141,6 +141,25 @@ def test_an_image_whose_file_is_gone_cannot_be_repaired_and_is_named(run, make_s
     assert report(tmp_path)["repair"]["images_sent"] == 0
 
 
+def test_a_repair_the_api_cannot_take_now_waits_in_the_ledger_and_goes_with_the_next(run, make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(queue_fail_rate=1.0))
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1"}
+    (tmp_path / "connector.yaml").write_text("api:\n  retry_budget: 5\n", encoding="utf-8")
+    (tmp_path / "h.csv").write_text(HEADER + "H,H-1,Hat,H-1,3.00,1,,,,\n", encoding="utf-8")
+    assert run(["push", "h.csv"], tmp_path, env).returncode == 0
+    sb.set_faults(Faults(error_rate=1.0))  # the queue answers 5xx: the repair cannot go now
+
+    waiting = run(["verify", "--repair"], tmp_path, env)
+    assert waiting.returncode == 3, waiting.stdout + waiting.stderr
+    assert "the rest waits in the ledger" in waiting.stdout and "H" not in stored(sb)
+    assert "Ledger: 1 product batch(es)" in run(["status"], tmp_path, env).stdout  # the repair is journaled
+
+    sb.set_faults(Faults())
+    sent = run(["verify", "--repair"], tmp_path, env)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "all there, as last sent" in sent.stdout and "H" in stored(sb)
+
+
 def test_verify_pages_its_searches_through_the_rate_limited_client(make_sandbox, tmp_path):
     """60 products, 25 a page: 3 searches, each through the same client and limiter as the pushes."""
     sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
