@@ -145,3 +145,17 @@ def test_a_user_who_may_not_list_channels_still_sees_the_sources(run, make_sandb
     assert result.returncode == 0, result.stderr
     assert "<- api.source_id" in result.stdout and "Channels: this user may not list them" in result.stdout
     assert "the channels could not be listed" in result.stderr
+
+
+def test_render_says_what_the_source_is_and_which_rate_applies():
+    from connector.sources import Account, render
+
+    linked = {"id": 9, "description": "Branch", "type": "apifact_sapone", "active": 0, "source_id": 318}
+    account = Account(url="https://api.example", username="u", sources=[linked], channels=[], source_id=9,
+                      announced_rate=None, configured_rate=1.0)
+    text = render(account)
+    assert 'api.source_id 9: "Branch", type apifact_sapone, inactive, a linked source (of source 318)' in text
+    assert "warning: this source is not active" in text
+    assert "Rate limit: none announced by the API; the connector keeps to api.rate, 1 requests/s" in text
+    assert account.problem is None
+    assert str(Account(**{**account.__dict__, "source_id": 10}).problem).startswith("api.source_id (S2S_SOURCE_ID) 10")
