@@ -90,4 +90,5 @@ class VerifySchedule:
         """A line for health when the last verify found something it did not repair."""
         if not self.last or self.last.get("clean") or self.last.get("repair"):
             return None
-        return f"verify found items missing or differing in Stock2Shop {one_line(self.last)}"
+        return (f"verify found items missing or differing in Stock2Shop {one_line(self.last)} (stop the service "
+                "for that, or set verify.repair: true to have it send them)")
