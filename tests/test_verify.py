@@ -23,6 +23,7 @@ from connector.config import Folders, VerifySettings, WatchSettings
 from connector.health import read_health
 from connector.ledger import Ledger
 from connector.sandbox import Faults
+from connector.status import render_status
 from connector.verify import Finding, acknowledged, compare
 from tests.support import FakeClock, pipeline_for, settings_for, wait_real
 
@@ -265,18 +266,12 @@ def test_the_sandbox_queue_fault_fails_a_share_of_items_reproducibly(make_sandbo
     assert 0 < len(failed(5)) < 20 and failed(5) == failed(5)
 
 
-def test_watch_verifies_a_pushed_file_after_verify_after_minutes_and_shows_it_in_health(make_sandbox, tmp_path):
-    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(queue_fail_rate=1.0))
-    settings = settings_for(tmp_path, sb)
-    settings.folders = Folders(inbox=tmp_path / "inbox", processing=tmp_path / "processing",
-                               archive=tmp_path / "archive", failed=tmp_path / "failed", state=tmp_path / "state")
-    settings.folders.inbox.mkdir(parents=True)
-    settings.watch = WatchSettings(scan_interval=1.0, min_age=0.1, stable_interval=0.2, observer="none",
-                                   health_file=tmp_path / "state" / "health.json")
-    settings.verify = VerifySettings(after_minutes=1)
+def watch_until(settings, sb, tmp_path: Path, condition: Callable[[dict], bool], what: str) -> dict[str, float]:
+    """Run the service on a fake clock over real folders and the sandbox until `condition(health)`;
+    returns when (the service's time) each logged event first happened."""
     clock = FakeClock()
     stop = threading.Event()
-    seen: dict[str, float] = {}  # event -> the service's time when it was first logged
+    seen: dict[str, float] = {}
 
     class When(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -287,18 +282,51 @@ def test_watch_verifies_a_pushed_file_after_verify_after_minutes_and_shows_it_in
     log.setLevel(logging.INFO)
     thread = threading.Thread(target=lambda: watch.serve(settings, lambda: pipeline_for(tmp_path, sb, settings),
                                                          stop=stop, clock=clock, log=log), daemon=True)
-    with clock.frozen():
-        (settings.folders.inbox / "w.csv").write_text(HEADER + "W,W-1,Whisk,W-1,5.00,1,,\n", encoding="utf-8")
     thread.start()
     try:
-        wait_real(lambda: "missing 1 products" in str((read_health(settings.watch.health_file) or {}).get("verify")),
-                  what="health to show the verify")
-        health = read_health(settings.watch.health_file) or {}
-        assert health["state"] == "degraded"
-        assert any("verify found items missing" in p for p in health["problems"])
+        wait_real(lambda: condition(read_health(settings.watch.health_file) or {}), what=what)
     finally:
         stop.set()
         thread.join(10)
     assert not thread.is_alive()
+    return seen
+
+
+def watched(tmp_path: Path, sb, **verify) -> object:
+    settings = settings_for(tmp_path, sb)
+    settings.folders = Folders(inbox=tmp_path / "inbox", processing=tmp_path / "processing",
+                               archive=tmp_path / "archive", failed=tmp_path / "failed", state=tmp_path / "state")
+    settings.folders.inbox.mkdir(parents=True)
+    settings.watch = WatchSettings(scan_interval=1.0, min_age=0.1, stable_interval=0.2, observer="none",
+                                   health_file=tmp_path / "state" / "health.json")
+    settings.verify = VerifySettings(after_minutes=1, **verify)
+    (settings.folders.inbox / "w.csv").write_text(HEADER + "W,W-1,Whisk,W-1,5.00,1,,,,\n", encoding="utf-8")
+    return settings
+
+
+def searches(sb) -> int:
+    return sb.state()["stats"]["by_path"].get("/v1/products/elastic_search", 0)
+
+
+def test_watch_verifies_a_pushed_file_after_verify_after_minutes_and_shows_it_in_health(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(queue_fail_rate=1.0))
+    settings = watched(tmp_path, sb)
+    seen = watch_until(settings, sb, tmp_path, lambda h: "missing 1 products" in str(h.get("verify")),
+                       "health to show the verify")
+    health = read_health(settings.watch.health_file) or {}
+    assert health["state"] == "degraded"
+    assert any("verify found items missing" in p and "verify.repair" in p for p in health["problems"])
     assert seen["verify"] - seen["file_finished"] >= 60  # verify.after_minutes after the file, not before
-    assert sb.state()["stats"]["by_path"]["/v1/products/elastic_search"] == 1
+    assert searches(sb) == 1
+    assert "missing 1 products" in render_status(settings)
+
+
+def test_watch_with_verify_repair_sends_what_was_lost_and_checks_it_again(make_sandbox, tmp_path):
+    # seed 1: the queue loses the first item it takes and keeps the second (the repair's)
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(seed=1, queue_fail_rate=0.5))
+    settings = watched(tmp_path, sb, repair=True)
+    watch_until(settings, sb, tmp_path, lambda h: str(h.get("verify", "")).startswith("clean"),
+                "the repaired product to be verified")
+    assert [q["status"] for q in sb.state()["queue"]] == ["failed", "accepted"]
+    assert searches(sb) == 2  # found missing and sent again; a minute later, found there
+    assert (read_health(settings.watch.health_file) or {})["state"] == "ok"
