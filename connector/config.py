@@ -157,6 +157,9 @@ class LimitSettings(_Section):
     )
 
 
+VerifyField = Literal["price", "qty", "sku", "title"]
+
+
 class VerifySettings(_Section):
     """`connector verify`: checking that what the API acknowledged is in Stock2Shop."""
 
@@ -173,6 +176,11 @@ class VerifySettings(_Section):
         default=False,
         description="`watch` also sends again, at once, what its verify finds missing or differing "
                     "(as `connector verify --repair`).",
+    )
+    fields: list[VerifyField] = Field(
+        default_factory=lambda: list(typing.get_args(VerifyField)),
+        description="The fields compared with what was last sent; leave out one your Stock2Shop source flags "
+                    "\"system\" (edited in the console, not taken from the ERP), or it differs forever.",
     )
 
 

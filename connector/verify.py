@@ -49,6 +49,7 @@ log = logging.getLogger("connector.verify")
 
 STATE_FILE = "verify.json"  # the latest result, in the state folder: `status` and health show it
 FINDINGS_LOGGED = 20
+FIELDS = ("price", "qty", "sku", "title")  # what is compared with what was last sent (verify.fields)
 
 
 # -- what was acknowledged (the one place verify reads the ledger) -------------------------
@@ -247,14 +248,15 @@ class VerifyResult:
 # -- comparing (pure) ------------------------------------------------------------------------
 
 def compare(expected: dict[str, dict[str, dict]], images: dict[str, list[dict]],
-            stored: dict[str, dict]) -> list[Finding]:
+            stored: dict[str, dict], fields: Iterable[str] = FIELDS) -> list[Finding]:
     """Findings for `expected` (code -> variant code -> last acknowledged item) and `images`
     (code -> image jobs, each with "md5" of its bytes when the file is still readable) against
-    `stored` (code -> the product as the API holds it: variants a list, images a list).
+    `stored` (code -> the product as the API holds it: variants a list, images a list), on `fields`.
 
         compare({"A": {"A-1": item}}, {}, {})  ->  [Finding("missing_product", "A", expected=1)]
     """
     findings: list[Finding] = []
+    variant_fields = [name for name in ("price", "qty", "sku") if name in fields]
     for code, variants in expected.items():
         product = stored.get(code)
         if product is None:
@@ -271,10 +273,10 @@ def compare(expected: dict[str, dict[str, dict]], images: dict[str, list[dict]],
                 findings.append(Finding("missing_variant", code, variant_code))
                 continue
             sent = item["product"]["variants"]
-            for name in ("price", "qty", "sku"):
+            for name in variant_fields:
                 if name in sent and not _same(name, sent[name], variant.get(name)):
                     findings.append(Finding("differs", code, variant_code, name, sent[name], variant.get(name)))
-        if last_title is not None and not _same("title", last_title, product.get("title")):
+        if "title" in fields and last_title is not None and not _same("title", last_title, product.get("title")):
             findings.append(Finding("differs", code, None, "title", last_title, product.get("title")))
         present = product.get("images") or []
         for image in images.get(code, []):
@@ -363,7 +365,8 @@ def _with_md5(image: dict) -> dict:
 # -- the whole run -------------------------------------------------------------------------------
 
 def verify(ledger: Ledger, client: ApiClient, endpoint: str, *, source_id: int | None, page_size: int,
-           product_codes: Iterable[str] | None = None, clock=time.time) -> tuple[VerifyResult, dict, dict]:
+           product_codes: Iterable[str] | None = None, fields: Iterable[str] = FIELDS,
+           clock=time.time) -> tuple[VerifyResult, dict, dict]:
     """Compare what `endpoint` had acknowledged (all of it, or only `product_codes`) with what the
     API holds. Returns the result and what it compared (code -> variant -> item; code -> images),
     which a repair sends again. Raises ApiUnavailable / FatalError from the client."""
@@ -382,7 +385,7 @@ def verify(ledger: Ledger, client: ApiClient, endpoint: str, *, source_id: int |
     result.products_checked = len(expected)
     result.variants_checked = sum(len(v) for v in expected.values())
     result.images_checked = sum(len(i) for i in images.values())
-    result.findings = compare(expected, images, stored)
+    result.findings = compare(expected, images, stored, list(fields))
     result.finished_at = clock()
     return result, expected, images
 
@@ -432,7 +435,8 @@ def run_verify(pipeline: Pipeline, *, repair_too: bool = False,
     baseline = sum(pipeline.client.requests.values())
     result, expected, images = verify(pipeline.ledger, pipeline.client, pipeline.endpoint,
                                       source_id=settings.api.source_id, page_size=settings.verify.page_size,
-                                      product_codes=product_codes, clock=pipeline.clock)
+                                      product_codes=product_codes, fields=settings.verify.fields,
+                                      clock=pipeline.clock)
     result.requests = sum(pipeline.client.requests.values()) - baseline
     if repair_too and result.findings:
         result.repair = repair(pipeline, result, expected, images)

@@ -246,6 +246,13 @@ def test_compare_finds_what_is_missing_or_differs(expected, images, stored_, fou
     assert compare(expected, images, stored_) == found
 
 
+def test_compare_leaves_out_the_fields_not_asked_for():
+    expected = {"A": {"A1": item("A", "A1", price=5, qty=1, title="New")}}
+    held_there = {"A": held("A", {"source_variant_code": "A1", "price": 4, "qty": 1}, title="Edited in the console")}
+    assert [f.field for f in compare(expected, {}, held_there)] == ["price", "title"]
+    assert [f.field for f in compare(expected, {}, held_there, ["qty", "sku"])] == []
+
+
 def test_the_sandbox_queue_fault_fails_a_share_of_items_reproducibly(make_sandbox):
     import requests
 
