@@ -294,13 +294,18 @@ def write_rejected_csv(path: Path, header: list[str], rejected: list[Rejected]) 
 # Refusals beyond this many are highlighted without a comment: each comment is a drawn shape
 # Excel loads with the sheet, and 100,000 of them make a file Excel opens slowly (bench_rejected.py).
 MAX_COMMENTS = 10_000
+# Refused rows beyond this many are left to rejected.csv (which holds them all): openpyxl writes
+# about 3,000 rows a second here, and a file refused by the ten thousand is a mapping to fix,
+# not rows to retype (bench/bench_rejected.py).
+MAX_WORKBOOK_ROWS = 20_000
 _CELL_MAX = 32_767  # Excel's limit on the text of one cell
 _NOT_IN_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # control characters a worksheet cannot hold
 _SHEET_NAME_BAD = re.compile(r"[\[\]:*?/\\]")
 
 
 def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected], *, sheet: str | None = None,
-                        header_row: int = 1, file: str = "", max_comments: int = MAX_COMMENTS) -> None:
+                        header_row: int = 1, file: str = "", max_comments: int = MAX_COMMENTS,
+                        max_rows: int = MAX_WORKBOOK_ROWS) -> None:
     """Write the refused rows as a workbook a person fixes in Excel and drops back into the inbox.
 
     The same columns as the export (so the same mapping reads the fixed file), then `line` and
@@ -309,7 +314,8 @@ def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected],
     refusal is highlighted with the reason as its comment (the reason cell when no cell did;
     comments for the first `max_comments` refusals, highlights for all). The header is on row
     `header_row`, where the mapping looks for it, under a line saying what the file is. Written
-    row by row (openpyxl's write-only mode) to a temporary file, then renamed into place.
+    row by row (openpyxl's write-only mode) to a temporary file, then renamed into place. Past
+    `max_rows` refused rows the rest are left to rejected.csv, and a second sheet says so.
     """
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
@@ -356,7 +362,7 @@ def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected],
         heading.append(cell)
     ws.append(heading)
     position = {name: i for i, name in enumerate(header)}
-    for n, refused in enumerate(rejected):
+    for n, refused in enumerate(rejected[:max_rows]):
         row, reason = refused
         column = getattr(refused, "column", None)
         values = [text(row.cells.get(name, "")) for name in header]
@@ -364,6 +370,10 @@ def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected],
         at = position.get(column or "", len(header) + 1)
         values[at] = marked(values[at], reason, n < max_comments)
         ws.append(values)
+    if len(rejected) > max_rows:  # a sheet of its own: the mapping reads the first sheet only
+        note = workbook.create_sheet("more rows")
+        note.append([f"{len(rejected):,} rows were refused; the first {max_rows:,} are on the first sheet, and "
+                     f"all of them are in {file or 'the export'}.rejected.csv"])
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -148,3 +148,14 @@ def test_the_workbook_puts_its_header_where_the_mapping_looks_for_it(make_sandbo
     again = pipeline_for(tmp_path, sb, settings).run_file(tmp_path / "pastel-fixed.xlsx", mapping="pastel")
     assert again.status == "done" and again.counts.items_sent == 1 and again.counts.rows_refused == 0
     assert {v["sku"]: v["qty"] for p in sb.state()["products"] for v in p["variants"]} == {"007": 4, "008": 3}
+
+
+def test_past_a_bound_the_rows_are_left_to_the_csv_and_a_second_sheet_says_so(tmp_path):
+    path = tmp_path / "big.csv.rejected.xlsx"
+    rejected = [Rejected(Row(n, {"sku": str(n)}), "bad", "sku") for n in range(2, 32)]
+    write_rejected_xlsx(path, HEADER, rejected, max_rows=20, file="big.csv")
+    workbook = openpyxl.load_workbook(path)
+    first, note = workbook.worksheets
+    assert first.max_row == 21  # the header and 20 rows
+    assert note["A1"].value == "30 rows were refused; the first 20 are on the first sheet, and all of them are in " \
+                               "big.csv.rejected.csv"
