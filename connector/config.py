@@ -222,12 +222,22 @@ class Settings(_Section):
         return name
 
     def mapping_for(self, file_name: str) -> str:
-        """The mapping named by the first rule matching `file_name`, else the default."""
-        for rule in self.rules:
-            if fnmatch.fnmatch(file_name.lower(), rule.pattern.lower()):
-                return rule.mapping
+        """The mapping named by the first rule matching `file_name`, else the default.
+
+        Refused rows fixed and dropped back (`stock.csv.rejected.xlsx`) take the mapping of
+        the file they came from (`stock.csv`) when no rule names them.
+        """
+        names = [file_name.lower()]
+        if names[0].endswith(REJECTED_WORKBOOK):
+            names.append(names[0][: -len(REJECTED_WORKBOOK)])
+        for name in names:
+            for rule in self.rules:
+                if fnmatch.fnmatch(name, rule.pattern.lower()):
+                    return rule.mapping
         return self.default_mapping
 
+
+REJECTED_WORKBOOK = ".rejected.xlsx"  # the refused rows of a file, as report.write_rejected_xlsx names them
 
 # Environment variable: its place in the settings.
 _ENV = {

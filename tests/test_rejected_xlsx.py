@@ -9,7 +9,7 @@ from pathlib import Path
 import openpyxl
 
 from connector import inbox
-from connector.config import Folders
+from connector.config import Folders, Rule, Settings
 from connector.model import Rejected, Row
 from connector.report import Report, write_rejected_xlsx, write_report_files
 from tests.support import pipeline_for, report_of, settings_for
@@ -159,3 +159,13 @@ def test_past_a_bound_the_rows_are_left_to_the_csv_and_a_second_sheet_says_so(tm
     assert first.max_row == 21  # the header and 20 rows
     assert note["A1"].value == "30 rows were refused; the first 20 are on the first sheet, and all of them are in " \
                                "big.csv.rejected.csv"
+
+
+def test_a_workbook_dropped_back_takes_the_mapping_of_the_file_it_came_from():
+    settings = Settings(rules=[Rule(pattern="pastel_*.csv", mapping="pastel"),
+                               Rule(pattern="*.xlsx", mapping="workbooks")])
+    assert settings.mapping_for("pastel_0614.csv.rejected.xlsx") == "workbooks"  # a rule naming it wins
+    settings.rules = settings.rules[:1]
+    assert settings.mapping_for("PASTEL_0614.csv.rejected.xlsx") == "pastel"
+    assert settings.mapping_for("pastel_0614__20250614T101502Z__ab12cd34.csv.rejected.xlsx") == "pastel"  # archived
+    assert settings.mapping_for("other.csv.rejected.xlsx") == settings.default_mapping
