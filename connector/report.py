@@ -292,11 +292,12 @@ def write_rejected_csv(path: Path, header: list[str], rejected: list[Rejected]) 
 
 
 # Refusals beyond this many are highlighted without a comment: each comment is a drawn shape
-# Excel loads with the sheet, and 100,000 of them make a file Excel opens slowly (bench_rejected.py).
-MAX_COMMENTS = 10_000
+# that costs ~2 ms to write and memory until the file is saved (10,000 comments: +20 s, +50 MiB).
+MAX_COMMENTS = 1_000
 # Refused rows beyond this many are left to rejected.csv (which holds them all): openpyxl writes
-# about 3,000 rows a second here, and a file refused by the ten thousand is a mapping to fix,
-# not rows to retype (bench/bench_rejected.py).
+# some 2,000 rows of 14 cells a second here (100,000 rows: 58 s), and a file refused by the ten
+# thousand is a mapping to fix, not rows to retype. With both bounds, 100,000 refused rows
+# take 10 s and 15 MiB over the rows themselves (bench/bench_rejected.py).
 MAX_WORKBOOK_ROWS = 20_000
 _CELL_MAX = 32_767  # Excel's limit on the text of one cell
 _NOT_IN_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # control characters a worksheet cannot hold
