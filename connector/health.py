@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class Health:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.served_url: str | None = None  # where connector.web serves /healthz, when it does
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # told every snapshot (alerts); must not block
 
     def start(self) -> None:
         """Start the /healthz server when a port is set (port 0 picks a free one; see `bound_port`)."""
@@ -88,7 +91,7 @@ class Health:
 
     @property
     def url(self) -> str | None:
-        return f"http://127.0.0.1:{self.bound_port}/healthz" if self._server else None
+        return f"http://127.0.0.1:{self.bound_port}/healthz" if self._server else self.served_url
 
     def snapshot(self) -> dict[str, Any]:
         """The last snapshot published, as it was."""
@@ -109,6 +112,11 @@ class Health:
         snapshot = {**snapshot, "pid": os.getpid(), "updated_at": utc_now(self.clock), "health_url": self.url}
         with self._lock:
             self._snapshot, self._updated = snapshot, self.clock.monotonic()
+        for listener in self.listeners:
+            try:
+                listener(snapshot)
+            except Exception:
+                self.log.exception("a health listener failed")
         if self.path is None:
             return
         try:

@@ -145,6 +145,7 @@ class Watcher:
         self._beat_at = clock.monotonic()
         self.attempts = Attempts(self.folders.state / "attempts.json")
         self.all_refused: dict[str, str] = {}  # files whose every item the API refused, and why to look
+        self.on_file_failed: Callable[[str, str], None] | None = None  # alerts (connector.notify); never blocks
 
     # the loop
 
@@ -375,6 +376,8 @@ class Watcher:
             return self._set_aside(path, "place", f"was processed ({outcome.status}) but cannot be filed away: {exc}")
         self.troubles.pop(path.name, None)
         self.failed_files += outcome.status == "refused"
+        if outcome.status == "refused":
+            self._tell_failed(path.name, outcome)
         self.files_done += 1
         if outcome.outcome() == "refused_by_api":
             self.all_refused[path.name] = f"see {placed}.report.json"
@@ -466,8 +469,13 @@ class Watcher:
             self._set_aside(claimed, "place", f"cannot be moved to failed/: {exc}")
             return
         self.failed_files += 1
+        self._tell_failed(claimed.name, outcome)
         self.log.warning("%s -> %s", outcome.message, placed,
                          extra={"event": "file_finished", "file": claimed.name, "status": "refused"})
+
+    def _tell_failed(self, name: str, outcome: Report) -> None:
+        if self.on_file_failed is not None:
+            self.on_file_failed(name, outcome.message or str(outcome.error_message or outcome.status))
 
     def _call(self, fn: Callable[..., Any], *args: Any, busy: str | None = None) -> Any:
         """Run a pipeline call on the worker; a stop request is honoured within the grace period
@@ -586,6 +594,7 @@ class Watcher:
             "state": "degraded" if problems else "ok",
             "problems": problems,
             "busy": self.busy,
+            "api_waiting": self.api_waiting,
             "last_scan_at": self.last_scan_at,
             "last_success_at": _ask(ledger, "last_success_at"),
             "last_error": _ask(ledger, "last_error"),

@@ -3,7 +3,8 @@
     serve(settings, lambda: Pipeline(settings, client, ledger))
 
 `serve` takes the state folder's lock, turns SIGTERM/SIGINT into a stop request (restoring the
-previous handlers on the way out), starts health and the pipeline's worker thread, opens a
+previous handlers on the way out), starts health, the status page (connector.web), the alerts
+(connector.notify) and the pipeline's worker thread, opens a
 read-side ledger handle for health figures, runs the `Watcher` until stopped, and closes it all.
 """
 
@@ -19,11 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings
+from connector.errors import ConfigError
 from connector.health import Health
 from connector.lock import AlreadyRunning, StateLock
+from connector.notify import Notifier
 from connector.watch.loop import HEARTBEAT_S, Watcher
 from connector.watch.observer import choose_observer
 from connector.watch.worker import Abandoned, Worker, wait_for
+from connector.web import StatusServer
 
 if TYPE_CHECKING:
     from connector.pipeline import Pipeline
@@ -63,15 +67,19 @@ def _serve_locked(settings: Settings, make_pipeline: Callable[[], Pipeline], *, 
     log.info("watching %s every %.0f s with the %s observer (%s)", folders.inbox, settings.watch.scan_interval,
              kind, why, extra={"event": "start", "observer": kind})
     _warn_if_not_same_filesystem(folders.inbox, folders.processing, log)
-    health = Health(settings.watch.health_file, settings.watch.health_port, log=log, clock=clock)
-    health.start()
+    health = Health(settings.watch.health_file, log=log, clock=clock)
+    pipelines: list[Pipeline] = []
+    page = _start_page(settings, health, lambda: _rate_in_use(pipelines), log)
+    notifier = _start_notifier(settings, health, clock, log)
     worker = Worker()
     ledger = None
     try:
         pipeline = wait_for(worker.submit(make_pipeline), stop, clock=clock)
+        pipelines.append(pipeline)
         ledger = _open_ledger(folders.state, log)
         watcher = Watcher(settings, pipeline, worker, stop=stop, clock=clock, log=log, retry_base=retry_base,
                           retry_cap=retry_cap, health=health, observer_kind=kind, ledger=ledger, heartbeat=heartbeat)
+        watcher.on_file_failed = notifier.file_failed if notifier is not None else None
         try:
             watcher.run()
         finally:
@@ -87,9 +95,47 @@ def _serve_locked(settings: Settings, make_pipeline: Callable[[], Pipeline], *, 
                     "resumes at the next start", extra={"event": "stop_abandoned"})
     finally:
         worker.shutdown()
-        health.stop()
+        if page is not None:
+            page.stop()
+        if notifier is not None:
+            notifier.stop()
         if ledger is not None:
             ledger.close()
+
+
+def _start_page(settings: Settings, health: Health, rate: Callable[[], float | None],
+                log: logging.Logger) -> StatusServer | None:
+    """The status page and /healthz on watch.http_port, when set; a port that cannot be bound
+    stops the start-up with a message (exit code 2), as any other setting that cannot work."""
+    w = settings.watch
+    if w.http_port is None:
+        return None
+    if w.health_port is not None:
+        log.warning("watch.health_port is the old name of watch.http_port: rename it in connector.yaml "
+                    "(it now serves the status page too)", extra={"event": "config_warning"})
+    page = StatusServer(settings, health, rate=rate, log=log)
+    try:
+        page.start()
+    except OSError as exc:
+        raise ConfigError([f"watch.http_port: cannot serve the status page on {w.http_host}:{w.http_port}: "
+                           f"{exc.strerror or exc}"]) from None
+    return page
+
+
+def _start_notifier(settings: Settings, health: Health, clock: Clock, log: logging.Logger) -> Notifier | None:
+    if not settings.notify.webhook_url:
+        return None
+    notifier = Notifier(settings.notify, clock=clock, log=log)
+    notifier.start()
+    health.listeners.append(notifier.observe)
+    return notifier
+
+
+def _rate_in_use(pipelines: list[Pipeline]) -> float | None:
+    """Requests per second the API client allows now (it follows x-S2S-RateLimit)."""
+    client = getattr(pipelines[0], "client", None) if pipelines else None
+    rate = getattr(getattr(client, "limiter", None), "rate", None)
+    return float(rate) if isinstance(rate, int | float) else None
 
 
 def _open_ledger(state_dir: Path, log: logging.Logger) -> Any:
