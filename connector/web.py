@@ -93,7 +93,7 @@ class StatusServer:
         server_class = type("Server", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True})
         self._server = server_class((self.host.strip("[]"), self.port), handler)
         threading.Thread(target=self._server.serve_forever, name="status-page", daemon=True).start()
-        self.health.served_url = f"{self.url}healthz"
+        self.health.url = f"{self.url}healthz"
         self.log.info("status page on %s%s", self.url, "" if self.token else " (no login: loopback only)",
                       extra={"event": "status_page"})
 
