@@ -131,6 +131,21 @@ class Notifier:
                 self._deliver()
             except Exception:
                 self.log.exception("alerts: unexpected error")
+        self._last_round()
+
+    def _last_round(self) -> None:
+        """At stop, what is waiting gets one try; the service does not wait for it beyond `stop`'s
+        timeout (the thread is a daemon)."""
+        try:
+            while True:
+                self._handle(*self.events.get_nowait())
+        except queue.Empty:
+            pass
+        try:
+            self._timers()
+            self._deliver(final=True)
+        except Exception:
+            self.log.exception("alerts: unexpected error")
 
     def _handle(self, kind: str, a: Any, b: Any) -> None:
         now = self.clock.monotonic()
@@ -194,10 +209,10 @@ class Notifier:
             lost = self.outbox.popleft()
             self.log.warning("alerts: dropped an undelivered %s alert (too many waiting)", lost.event)
 
-    def _deliver(self) -> None:
-        while self.outbox and not self._stop.is_set():
+    def _deliver(self, *, final: bool = False) -> None:
+        while self.outbox and (final or not self._stop.is_set()):
             now = self.clock.monotonic()
-            if now < self._next_try:
+            if now < self._next_try and not final:
                 return
             message = self.outbox[0]
             problem = self._post(message)

@@ -29,6 +29,7 @@ from typing import Any
 from connector import inbox
 from connector.common import iso_utc
 from connector.config import Settings
+from connector.logs import redact
 
 RECENT_FILES = 15  # rows of "last files"
 FAILED_FILES = 20  # rows of "failed files" with a put-back button
@@ -63,10 +64,17 @@ class Overview:
         """Everything the page shows, as plain data (see page.render)."""
         now = time.time() if now is None else now
         ledger = self._ledger(now)
+        service = {k: health.get(k) for k in ("state", "problems", "busy", "updated_at", "last_scan_at",
+                                              "observer", "files_done", "processing_files", "failed_files")}
+        # Messages are redacted where they are made; once more here, since a page is easily shared.
+        problems = [redact(str(p)) for p in service["problems"] or []]
+        service["problems"] = [*problems, *([ledger["ledger_problem"]] if ledger.get("ledger_problem") else [])]
+        error = ledger["last_error"]
+        if error:
+            error = {**error, "message": redact(error["message"])}
         return {
-            "service": {k: health.get(k) for k in ("state", "problems", "busy", "updated_at", "last_scan_at",
-                                                   "observer", "files_done", "processing_files", "failed_files")},
-            "api": {"last_success_at": ledger["last_success_at"], "last_error": ledger["last_error"], "rate": rate},
+            "service": service,
+            "api": {"last_success_at": ledger["last_success_at"], "last_error": error, "rate": rate},
             "backlog": ledger["backlog"],
             "working": ledger["working"],
             "recent": self.recent(),
@@ -147,7 +155,7 @@ class Overview:
             "name": _plain_name(report.get("file")) or original_name(placed_name),
             "placed_name": placed_name,
             "status": str(report.get("status") or ("refused" if area == "failed" else "?")),
-            "reason": str(report.get("message") or error.get("message") or ""),
+            "reason": redact(str(report.get("message") or error.get("message") or "")),
             "at": report.get("finished_at") or iso_utc(mtime_ns / 1e9),
             "mtime_ns": mtime_ns,
             "products": counts.get("products", 0),

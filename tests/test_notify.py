@@ -267,3 +267,16 @@ def test_a_real_service_alerts_once_when_a_file_fails(tmp_path, make_sandbox, re
     assert "bad.csv failed" in r.texts()[0] and "empty.csv failed" in r.texts()[1] and "0 bytes" in r.texts()[1]
     for text in (*r.texts(), caplog.text):
         assert PASSWORD not in text and "sentinel-hook-secret" not in text and "token=" not in text
+
+
+def test_what_waits_at_stop_gets_one_last_try(receiver):
+    r = receiver(failures=1)
+    n = Notifier(NotifySettings(webhook_url=r.url), clock=HandClock(), tick=0.01)
+    n.start()
+    n.file_failed("LAST.csv", "refused")
+    wait_real(lambda: r.attempts == 1, 5, "the first try")
+    settle()
+    assert r.bodies == []  # the next try is 10 s away on this clock, which does not move
+    started = time.monotonic()
+    n.stop()
+    assert "LAST.csv failed" in r.texts()[0] and time.monotonic() - started < 2
