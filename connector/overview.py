@@ -59,6 +59,7 @@ class Overview:
         self.roots = {"archive": settings.folders.archive, "failed": settings.folders.failed}
         self._cache: dict[tuple[str, int, int], dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._chart: tuple[tuple[Any, ...], dict[str, tuple[int, int]]] | None = None
 
     def collect(self, health: dict[str, Any], *, rate: float | None = None, now: float | None = None) -> dict[str, Any]:
         """Everything the page shows, as plain data (see page.render)."""
@@ -98,10 +99,23 @@ class Overview:
                     "last_error": _last_error(db),
                     "backlog": _backlog(db, now),
                     "working": _working(db),
-                    "daily": _days(now, _daily(db, now)),
+                    "daily": _days(now, self._daily(db, now)),
                 }
         except sqlite3.Error as exc:
             return {**empty, "ledger_problem": f"the ledger cannot be read just now: {exc}"}
+
+    def _daily(self, db: sqlite3.Connection, now: float) -> dict[str, tuple[int, int]]:
+        """Items and images sent per day; read again only when a file was added or finished
+        (summing every report's counts is the page's dearest query)."""
+        key = (*db.execute("SELECT MAX(id), MAX(finished_at), COUNT(finished_at) FROM files").fetchone(),
+               time.strftime("%Y-%m-%d", time.gmtime(now)))
+        with self._lock:
+            if self._chart is not None and self._chart[0] == key:
+                return self._chart[1]
+        sent = _daily(db, now)
+        with self._lock:
+            self._chart = (key, sent)
+        return sent
 
     # -- the folders ------------------------------------------------------------------------
 
