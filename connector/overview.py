@@ -122,7 +122,7 @@ class Overview:
     def recent(self, limit: int = RECENT_FILES) -> list[dict[str, Any]]:
         """The newest files archived or failed, newest first, each summarised with its links."""
         found = [(area, p) for area, suffix in (("archive", ".report.json"), ("failed", ".error.json"))
-                 for p in inbox.recent_sidecars(self.roots[area], suffix, limit)]
+                 for p in inbox.recent_sidecars(self.roots[area], suffix, limit) if not p.is_symlink()]
         rows = [self._summary(area, p) for area, p in found]
         rows.sort(key=lambda r: (r["at"] or "", r["mtime_ns"]), reverse=True)
         return rows[:limit]
@@ -130,7 +130,7 @@ class Overview:
     def failed(self, limit: int = FAILED_FILES) -> list[dict[str, Any]]:
         """Files still in failed/ (not put back yet), newest first, with their reason."""
         rows = [self._summary("failed", p)
-                for p in inbox.recent_sidecars(self.roots["failed"], ".error.json", limit * 3)]
+                for p in inbox.recent_sidecars(self.roots["failed"], ".error.json", limit * 3) if not p.is_symlink()]
         return [r for r in rows if r["data"] is not None][:limit]
 
     def _summary(self, area: str, sidecar: Path) -> dict[str, Any]:

@@ -6,12 +6,14 @@ would never send: path traversal, a foreign Host or Origin, a missing CSRF token
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,7 +23,8 @@ import requests
 from connector.config import ConfigError, Settings, WatchSettings, is_loopback, load_settings
 from connector.overview import Overview, PutBackError, original_name
 from connector.page import render
-from tests.watching import BAD_CSV, GOOD_CSV, PASSWORD, quick_settings, running_service
+from connector.sandbox import Sandbox, SandboxConfig
+from tests.watching import BAD_CSV, GOOD_CSV, PASSWORD, Service, quick_settings, running_service
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "page-token-sentinel-9Kd"
@@ -43,16 +46,33 @@ def csrf_of(html: str) -> str:
     return re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
 
 
+@contextlib.contextmanager
+def a_pushed_and_a_failed_file(tmp_path: Path) -> Iterator[Service]:
+    """A real service that has archived one file and failed another."""
+    sb = Sandbox(SandboxConfig(users={"demo": PASSWORD}, rate=100.0)).start(host="127.0.0.1", port=0)
+    try:
+        settings = quick_settings(tmp_path, sb)
+        (settings.folders.inbox / "good.csv").write_text(GOOD_CSV)
+        (settings.folders.inbox / "bad.csv").write_text(BAD_CSV)
+        with running_service(settings) as service:
+            service.wait_for_file("archive", "good__")
+            service.wait_for_file("failed", "bad__")
+            yield service
+    finally:
+        sb.stop()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One service for the tests that only look (one per module and worker: starting one costs ~1 s)."""
+    with a_pushed_and_a_failed_file(tmp_path_factory.mktemp("served")) as service:
+        yield service
+
+
 @pytest.fixture
-def served(tmp_path, make_sandbox):
-    """A real service that has archived one file and failed another, and its page's address."""
-    sb = make_sandbox(users={"demo": PASSWORD}, rate=100.0)
-    settings = quick_settings(tmp_path, sb)
-    (settings.folders.inbox / "good.csv").write_text(GOOD_CSV)
-    (settings.folders.inbox / "bad.csv").write_text(BAD_CSV)
-    with running_service(settings) as service:
-        service.wait_for_file("archive", "good__")
-        service.wait_for_file("failed", "bad__")
+def fresh(tmp_path):
+    """A service of its own, for a test that changes what it has."""
+    with a_pushed_and_a_failed_file(tmp_path) as service:
         yield service
 
 
@@ -124,7 +144,8 @@ def test_a_foreign_host_is_refused_on_loopback(served):
     assert status == 200
 
 
-def test_put_back_needs_the_csrf_token_and_the_page_origin(served):
+def test_put_back_needs_the_csrf_token_and_the_page_origin(fresh):
+    served = fresh
     url = served.page_url
     failed = served.placed("failed", "bad__")[0]
     relative = failed.relative_to(served.settings.folders.failed).as_posix()
