@@ -152,8 +152,7 @@ class Notifier:
         if kind == "file":
             cause = f"file:{a}"
             if self._allowed(cause, now):
-                self._send(Message(cause, "file_failed", f"{a} failed: {redact(str(b))}. It is in failed/ with "
-                                   "its reason; fix it (or the mapping) and put it back into the inbox.",
+                self._send(Message(cause, "file_failed", f"{a} failed: {redact(str(b))}",
                                    {"file": a, "reason": redact(str(b))}))
             else:
                 self._held.setdefault(cause, []).append(redact(str(b)))

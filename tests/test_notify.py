@@ -280,3 +280,17 @@ def test_what_waits_at_stop_gets_one_last_try(receiver):
     started = time.monotonic()
     n.stop()
     assert "LAST.csv failed" in r.texts()[0] and time.monotonic() - started < 2
+
+
+def test_a_file_whose_every_item_the_api_refused_is_alerted_too(tmp_path, make_sandbox, receiver):
+    from tests.watching import GOOD_CSV
+
+    r = receiver()
+    sb = make_sandbox(users={"demo": PASSWORD}, rate=100.0, source_id=2)  # the settings say source 1: not ours
+    settings = quick_settings(tmp_path, sb)
+    settings.notify = NotifySettings(webhook_url=r.url)
+    (settings.folders.inbox / "good.csv").write_text(GOOD_CSV)
+    with running_service(settings) as service:
+        service.wait_for_file("archive", "good__")
+        wait_real(lambda: len(r.bodies) == 1, 10, "the alert")
+    assert r.bodies[0]["file"] == "good.csv" and "the API refused every item" in r.bodies[0]["reason"]

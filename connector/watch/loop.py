@@ -381,6 +381,7 @@ class Watcher:
         self.files_done += 1
         if outcome.outcome() == "refused_by_api":
             self.all_refused[path.name] = f"see {placed}.report.json"
+            self._tell_failed(path.name, outcome, "the API refused every item it was sent; see its report in archive/")
             self.log.error("%s: the API refused every item it was sent (another account's source id, or data it "
                            "will not take); nothing of it is in Stock2Shop. See %s.report.json", path.name, placed,
                            extra={"event": "all_refused", "file": path.name})
@@ -473,9 +474,11 @@ class Watcher:
         self.log.warning("%s -> %s", outcome.message, placed,
                          extra={"event": "file_finished", "file": claimed.name, "status": "refused"})
 
-    def _tell_failed(self, name: str, outcome: Report) -> None:
+    def _tell_failed(self, name: str, outcome: Report, reason: str | None = None) -> None:
         if self.on_file_failed is not None:
-            self.on_file_failed(name, outcome.message or str(outcome.error_message or outcome.status))
+            reason = reason or (f"{outcome.message or outcome.error_message or outcome.status}; it is in failed/ with "
+                                "its reason: fix it (or the mapping) and put it back into the inbox")
+            self.on_file_failed(name, reason)
 
     def _call(self, fn: Callable[..., Any], *args: Any, busy: str | None = None) -> Any:
         """Run a pipeline call on the worker; a stop request is honoured within the grace period
