@@ -178,7 +178,10 @@ def _handler_for(server: StatusServer) -> type[BaseHTTPRequestHandler]:
 
         def _get(self, path: str) -> None:
             if path == "/login":
-                self._html(200, render_login(csrf=server.csrf_for("login")))
+                if server.token:
+                    self._html(200, render_login(csrf=server.csrf_for("login")))
+                else:
+                    self._redirect("/")  # nothing to log in to on loopback without a token
                 return
             session = server.authenticated(self.headers)
             if session is None:

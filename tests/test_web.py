@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from connector.config import ConfigError, Settings, WatchSettings, is_loopback, load_settings
+from connector.health import read_health
 from connector.overview import Overview, PutBackError, original_name
 from connector.page import render
 from connector.sandbox import Sandbox, SandboxConfig
@@ -305,3 +306,45 @@ def test_health_port_still_serves_the_page_with_a_warning(tmp_path, sandbox, cap
     with running_service(settings) as service:
         assert requests.get(service.page_url, timeout=5).status_code == 200
     assert "watch.health_port is the old name of watch.http_port" in caplog.text
+
+
+def test_the_page_answers_while_the_loop_is_busy_with_a_long_file(tmp_path):
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from connector.watch import serve
+    from tests.support import report_of, wait_real
+
+    gate = threading.Event()
+
+    class LongFile:  # the pipeline's thread is held inside one file until the test lets it go
+        def run_file(self, path, *, mapping=None):
+            gate.wait(20)
+            return report_of("done", {"file": path.name}, message=f"{path.name}: done")
+
+        def drain(self):
+            return True
+
+        def close(self):
+            pass
+
+    settings = quick_settings(tmp_path, SimpleNamespace(url="http://127.0.0.1:9"))
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, args=(settings, LongFile), kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    try:
+        (settings.folders.inbox / "long.csv").write_text(GOOD_CSV)
+        wait_real(lambda: ((read_health(settings.watch.health_file) or {}).get("busy") or {}).get("with") == "long.csv",
+                  10, "the loop busy with long.csv")
+        url = read_health(settings.watch.health_file)["health_url"].removesuffix("healthz")
+        started = time.monotonic()
+        for _ in range(5):
+            reply = requests.get(url, timeout=5)
+            assert reply.status_code == 200 and "Busy with <b>long.csv</b>" in reply.text
+        assert time.monotonic() - started < 2.5
+    finally:
+        gate.set()
+        stop.set()
+        thread.join(15)
+    assert not thread.is_alive()
