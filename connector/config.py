@@ -41,6 +41,7 @@ from connector.errors import ConfigError
 DEFAULT_API_URL = "https://app.stock2shop.com"
 DEFAULT_PATTERNS = ["*.csv", "*.xlsx", "*.xls", "*.ods"]
 HIDDEN = "(hidden)"
+MIN_TOKEN_LENGTH = 16  # the status page's token: long enough that guessing it over HTTP is hopeless
 
 
 # --------------------------------------------------------------------------- the definition
@@ -167,6 +168,9 @@ class WatchSettings(_Section):
             if self.http_port is not None and self.http_port != self.health_port:
                 raise ValueError("http_port and health_port (its old name) differ: keep only http_port")
             self.http_port = self.health_port
+        if self.http_token and len(self.http_token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"http_token is too short to guard a page: use at least {MIN_TOKEN_LENGTH} characters, "
+                             "e.g. from: python -c \"import secrets; print(secrets.token_urlsafe(24))\"")
         if self.http_port is not None and not is_loopback(self.http_host) and not self.http_token:
             raise ValueError(f"http_host {self.http_host!r} is not a loopback address: the status page would be "
                              "open to the network; set http_token (or S2S_HTTP_TOKEN) to require it, or keep "

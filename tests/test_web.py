@@ -102,6 +102,14 @@ def test_only_loopback_addresses_go_without_a_token(host, loopback):
     assert is_loopback(host) is loopback
 
 
+def test_a_short_page_token_is_refused_without_showing_it(tmp_path):
+    config = tmp_path / "connector.yaml"
+    config.write_text("watch:\n  http_port: 8799\n  http_token: abc123xyz\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, {})
+    assert "at least 16 characters" in str(caught.value) and "abc123xyz" not in str(caught.value)
+
+
 def test_health_port_is_the_old_name_of_http_port(tmp_path):
     config = tmp_path / "connector.yaml"
     config.write_text("watch:\n  health_port: 8123\n")
