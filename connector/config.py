@@ -41,6 +41,8 @@ from connector.errors import ConfigError
 DEFAULT_API_URL = "https://app.stock2shop.com"
 DEFAULT_PATTERNS = ["*.csv", "*.xlsx", "*.xls", "*.ods"]
 HIDDEN = "(hidden)"
+OWN_TOKEN = ("watch.http_token: it is the API password; give the status page a token of its own (whoever "
+             "opens the page must not learn the API password)")
 MIN_TOKEN_LENGTH = 16  # the status page's token: long enough that guessing it over HTTP is hopeless
 
 
@@ -340,6 +342,8 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
     if settings.watch.health_file is None:
         settings.watch.health_file = folders.state / "health.json"
     problems.extend(_check_rules(doc.get("rules"), settings))
+    if settings.watch.http_token and settings.watch.http_token == settings.api.password:
+        problems.append(OWN_TOKEN)
     if problems:
         raise ConfigError(problems)
     return settings

@@ -38,7 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from connector.config import Settings, is_loopback
+from connector.config import OWN_TOKEN, Settings, is_loopback
 from connector.errors import ConfigError
 from connector.health import Health
 from connector.logs import redact, register_secret
@@ -73,6 +73,8 @@ class StatusServer:
         if not is_loopback(self.host) and not self.token:
             raise ConfigError([f"watch.http_host: {self.host!r} is not a loopback address: set watch.http_token "
                                "(or S2S_HTTP_TOKEN) so the status page asks for it, or keep 127.0.0.1"])
+        if self.token and self.token == settings.api.password:
+            raise ConfigError([OWN_TOKEN])
         register_secret(self.token)
         self.health = health
         self.rate = rate

@@ -108,6 +108,10 @@ def test_a_short_page_token_is_refused_without_showing_it(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_settings(config, {})
     assert "at least 16 characters" in str(caught.value) and "abc123xyz" not in str(caught.value)
+    config.write_text(f"api:\n  password: {TOKEN}\nwatch:\n  http_port: 8799\n  http_token: {TOKEN}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, {})
+    assert "watch.http_token: it is the API password" in str(caught.value) and TOKEN not in str(caught.value)
 
 
 def test_health_port_is_the_old_name_of_http_port(tmp_path):
