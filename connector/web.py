@@ -49,6 +49,7 @@ REFRESH_S = 10  # the page's meta refresh
 MAX_FORM_BYTES = 8192
 COOKIE = "connector_session"
 NOTES_KEPT = 50
+POLL_S = 0.1  # how soon the server notices a stop (its shutdown waits for this)
 HEADERS = {
     # nothing is fetched from anywhere: styles are inline, there is no script at all
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
@@ -94,7 +95,7 @@ class StatusServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         server_class = type("Server", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True})
         self._server = server_class((self.host.strip("[]"), self.port), handler)
-        threading.Thread(target=self._server.serve_forever, name="status-page", daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(POLL_S,), name="status-page", daemon=True).start()
         self.health.url = f"{self.url}healthz"
         self.log.info("status page on %s%s", self.url, "" if self.token else " (no login: loopback only)",
                       extra={"event": "status_page"})

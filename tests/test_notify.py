@@ -52,7 +52,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}{SECRET_PATH}"
 
     def texts(self) -> list[str]:
@@ -262,7 +262,7 @@ def test_a_real_service_alerts_once_when_a_file_fails(tmp_path, make_sandbox, re
         (settings.folders.inbox / "empty.csv").write_text("")
         service.wait_for_file("failed", "empty__")
         wait_real(lambda: len(r.bodies) == 2, 10, "the second alert")
-        settle(0.5)
+        settle(0.3)
     assert len(r.bodies) == 2 and set(r.bodies[0]) == {"text"}
     assert "bad.csv failed" in r.texts()[0] and "empty.csv failed" in r.texts()[1] and "0 bytes" in r.texts()[1]
     for text in (*r.texts(), caplog.text):

@@ -11,8 +11,6 @@ import http.client
 import logging
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -79,14 +77,16 @@ def fresh(tmp_path):
 
 # --- security ----------------------------------------------------------------------------------
 
-def test_watch_refuses_to_start_off_loopback_without_a_token(tmp_path):
+def test_watch_refuses_to_start_off_loopback_without_a_token(tmp_path, monkeypatch, capsys):
+    from connector.cli import main
+
     config = tmp_path / "connector.yaml"
     config.write_text("watch:\n  http_port: 8799\n  http_host: 0.0.0.0\n")
-    env = {**os.environ, "S2S_USERNAME": "u", "S2S_PASSWORD": "p", "S2S_SOURCE_ID": "1"}
-    done = subprocess.run([sys.executable, "-m", "connector", "watch", "--config", str(config)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2
-    assert "http_host '0.0.0.0' is not a loopback address" in done.stderr and "http_token" in done.stderr
+    for name, value in (("S2S_USERNAME", "u"), ("S2S_PASSWORD", "p"), ("S2S_SOURCE_ID", "1")):
+        monkeypatch.setenv(name, value)
+    assert main(["watch", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "http_host '0.0.0.0' is not a loopback address" in err and "http_token" in err
     assert not (tmp_path / "state" / "health.json").exists()  # it never started
     # with a token it is a valid setting (not started here: tests talk only to 127.0.0.1)
     config.write_text("watch:\n  http_port: 8799\n  http_host: 0.0.0.0\n")
