@@ -67,7 +67,7 @@ class Notifier:
         if not settings.webhook_url:
             raise ValueError("notify.webhook_url is not set")
         self.url = settings.webhook_url
-        register_secret(self.url)  # the URL is the webhook's credential
+        _register_url(self.url)
         self.format = settings.format if settings.format != "auto" else detect_format(self.url)
         self.window = settings.after_minutes * 60.0
         self.timeout = settings.timeout
@@ -244,6 +244,17 @@ class Notifier:
         if self.format in ("slack", "teams"):
             return {"text": text}
         return {"text": text, "event": message.event, "host": self.host, "at": iso_utc(message.at), **message.fields}
+
+
+def _register_url(url: str) -> None:
+    """The webhook URL is its own credential (Slack's and Teams' carry it in the path): redact it
+    whole, and its path and query as urllib3 logs them at DEBUG."""
+    parts = urlsplit(url)
+    register_secret(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    for secret in (target, parts.path, parts.query):
+        if len(secret) >= 8:
+            register_secret(secret)
 
 
 def detect_format(url: str) -> str:

@@ -294,3 +294,12 @@ def test_a_file_whose_every_item_the_api_refused_is_alerted_too(tmp_path, make_s
         service.wait_for_file("archive", "good__")
         wait_real(lambda: len(r.bodies) == 1, 10, "the alert")
     assert r.bodies[0]["file"] == "good.csv" and "the API refused every item" in r.bodies[0]["reason"]
+
+
+def test_the_webhook_url_is_redacted_whole_and_as_urllib3_logs_it(receiver):
+    from connector.logs import redact
+
+    r = receiver()
+    Notifier(NotifySettings(webhook_url=r.url + "?key=sentinel-query-8Hq"))
+    for line in (f"POST {r.url}", f'"POST {SECRET_PATH}?key=sentinel-query-8Hq HTTP/1.1" 500 0', f"path {SECRET_PATH}"):
+        assert "sentinel" not in redact(line), line
