@@ -13,7 +13,8 @@ tried again with growing pauses; the messages waiting are bounded too.
 
 Causes, and never more than one message per cause per `notify.after_minutes`:
   file:<name>   a file went to failed/ (the same file failing again within the window is told
-                in one later message: "failed again N times")
+                in one later message: "failed again N times"); beyond FILES_PER_WINDOW file
+                messages in a window, further failures wait and are told together in one message
   api_down      the API has been unreachable for `after_minutes` (work waits in the ledger)
   api_up        it works again (only after an api_down message)
 
@@ -47,6 +48,7 @@ OUTBOX_SIZE = 50  # messages waiting to be delivered; the oldest is dropped beyo
 RETRY_BASE_S, RETRY_CAP_S = 10.0, 300.0
 TICK_S = 1.0  # how often the thread looks at its timers
 NAMES_SHOWN = 10
+FILES_PER_WINDOW = 10  # file messages per window; more failures than this are told in one message
 
 
 @dataclass
@@ -83,6 +85,9 @@ class Notifier:
         self.delivered: list[Message] = []  # the last few, for a person debugging (and the tests)
         self._last_sent: dict[str, float] = {}
         self._held: dict[str, list[str]] = {}  # file causes still in their window: the reasons since
+        self._overflow: list[tuple[str, str]] = []  # file failures beyond FILES_PER_WINDOW, told together
+        self._file_sends: deque[float] = deque()  # when file messages went, within the window
+        self._lost = 0  # messages dropped from a full outbox, not yet mentioned
         self._api_down: str | None = None  # the last error while the API is down
         self._down_since: float | None = None
         self._down_told = False
@@ -150,12 +155,14 @@ class Notifier:
     def _handle(self, kind: str, a: Any, b: Any) -> None:
         now = self.clock.monotonic()
         if kind == "file":
-            cause = f"file:{a}"
-            if self._allowed(cause, now):
-                self._send(Message(cause, "file_failed", f"{a} failed: {redact(str(b))}",
-                                   {"file": a, "reason": redact(str(b))}))
+            cause, reason = f"file:{a}", redact(str(b))
+            if not self._allowed(cause, now, peek=True):
+                self._held.setdefault(cause, []).append(reason)
+            elif self._file_budget(now):
+                self._allowed(cause, now)
+                self._send(Message(cause, "file_failed", f"{a} failed: {reason}", {"file": a, "reason": reason}))
             else:
-                self._held.setdefault(cause, []).append(redact(str(b)))
+                self._overflow.append((str(a), reason))
         elif kind == "api":
             if a is not None:
                 if self._down_since is None:
@@ -170,7 +177,16 @@ class Notifier:
     def _timers(self) -> None:
         """What waited for its window: a held file failure, the API down long enough, a recovery."""
         now = self.clock.monotonic()
-        for cause in [c for c in self._held if self._allowed(c, now, peek=True)]:
+        if self._overflow and self._file_budget(now):
+            names = sorted({name for name, _ in self._overflow})
+            for name in names:
+                self._last_sent[f"file:{name}"] = now
+            more = len(names) - NAMES_SHOWN
+            shown = ", ".join(names[:NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+            self._send(Message("files", "files_failed", f"{len(self._overflow)} more file failure(s): {shown}; the "
+                               "reasons are beside each file in failed/", {"files": names[:100]}))
+            self._overflow = []
+        for cause in [c for c in self._held if self._allowed(c, now, peek=True) and self._file_budget(now)]:
             reasons = self._held.pop(cause)
             self._allowed(cause, now)
             name = cause.split(":", 1)[1]
@@ -190,6 +206,16 @@ class Notifier:
             self._send(Message("api_up", "api_recovered", "the Stock2Shop API answers again; the waiting work is "
                                "being sent", {}))
 
+    def _file_budget(self, now: float) -> bool:
+        """At most FILES_PER_WINDOW file messages per window (each taken when this says yes); the
+        rest is told in one message when the window allows: a burst of failures is not a flood."""
+        while self._file_sends and now - self._file_sends[0] >= self.window:
+            self._file_sends.popleft()
+        if len(self._file_sends) >= FILES_PER_WINDOW:
+            return False
+        self._file_sends.append(now)
+        return True
+
     def _allowed(self, cause: str, now: float, *, peek: bool = False) -> bool:
         last = self._last_sent.get(cause)
         if last is not None and now - last < self.window:
@@ -203,10 +229,16 @@ class Notifier:
         if self.dropped:
             message.text += f" ({self.dropped} event(s) were dropped: the alert queue was full)"
             self.dropped = 0
+        if self._lost:
+            message.text += f" ({self._lost} older alert(s) were never delivered: too many waited)"
+            self._lost = 0
         self.outbox.append(message)
         while len(self.outbox) > OUTBOX_SIZE:
-            lost = self.outbox.popleft()
-            self.log.warning("alerts: dropped an undelivered %s alert (too many waiting)", lost.event)
+            self.outbox.popleft()
+            if not self._lost:
+                self.log.warning("alerts: %d undelivered alerts wait; the oldest are dropped", OUTBOX_SIZE,
+                                 extra={"event": "notify_dropped"})
+            self._lost += 1
 
     def _deliver(self, *, final: bool = False) -> None:
         while self.outbox and (final or not self._stop.is_set()):

@@ -303,3 +303,22 @@ def test_the_webhook_url_is_redacted_whole_and_as_urllib3_logs_it(receiver):
     Notifier(NotifySettings(webhook_url=r.url + "?key=sentinel-query-8Hq"))
     for line in (f"POST {r.url}", f'"POST {SECRET_PATH}?key=sentinel-query-8Hq HTTP/1.1" 500 0', f"path {SECRET_PATH}"):
         assert "sentinel" not in redact(line), line
+
+
+def test_a_burst_of_failures_is_not_a_flood(receiver, notifier):
+    r, clock = receiver(), HandClock()
+    n = notifier(r.url, clock)
+    for i in range(25):
+        n.file_failed(f"F{i:02}.csv", "refused")
+    wait_real(lambda: len(r.bodies) == 10, 5, "the first ten")
+    settle()
+    assert len(r.bodies) == 10  # the other 15 wait for the window
+    n.file_failed("F00.csv", "again")  # its own cause is in its window: told with the next round
+    clock.advance(15 * 60)
+    wait_real(lambda: len(r.bodies) == 12, 5, "the summary and the repeat")
+    settle()
+    summary = next(b for b in r.bodies if b["event"] == "files_failed")
+    assert summary["text"].count(".csv") == 10 and "15 more file failure(s)" in summary["text"]
+    assert "and 5 more" in summary["text"] and len(summary["files"]) == 15
+    assert any("F00.csv failed again 1 time(s)" in t for t in r.texts())
+    assert len(r.bodies) == 12
