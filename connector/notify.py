@@ -95,6 +95,7 @@ class Notifier:
         self._next_try = 0.0
         self._retry_delay = retry_base
         self._failing = False
+        self.rounds = 0  # how often the thread has looked at its events and timers (for a person debugging, and tests)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
 
@@ -136,6 +137,7 @@ class Notifier:
                 self._deliver()
             except Exception:
                 self.log.exception("alerts: unexpected error")
+            self.rounds += 1
         self._last_round()
 
     def _last_round(self) -> None:

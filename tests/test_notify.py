@@ -110,9 +110,15 @@ def notifier():
         n.stop()
 
 
-def settle(seconds: float = 0.15) -> None:
-    """Give the notifier's thread real time to act on what it was told (and to not send more)."""
-    time.sleep(seconds)
+def settle(n: Notifier | None = None) -> None:
+    """Wait until the notifier's thread has handled what it was told and looked at its timers
+    twice more (so what it did not send, it was not going to send)."""
+    if n is None:
+        time.sleep(0.3)
+        return
+    wait_real(n.events.empty, 5, "the events handled")
+    start = n.rounds
+    wait_real(lambda: n.rounds >= start + 2, 5, "two more rounds")
 
 
 def down(error: str = "ConnectionError: the API does not answer") -> dict:
@@ -133,12 +139,12 @@ def test_one_message_per_failed_file_and_a_repeat_waits_for_its_window(receiver,
     n.file_failed("PRODUCTS.csv", "broken a third time")
     n.file_failed("STOCK.csv", "empty file")
     wait_real(lambda: len(r.bodies) == 2, 5, "the other file's alert")
-    settle()
+    settle(n)
     assert "PRODUCTS.csv failed: no row of the file could be sent" in r.texts()[0]
     assert "STOCK.csv failed: empty file" in r.texts()[1] and len(r.bodies) == 2  # the repeats wait
     clock.advance(15 * 60)
     wait_real(lambda: len(r.bodies) == 3, 5, "the repeats, told once")
-    settle()
+    settle(n)
     assert len(r.bodies) == 3 and "PRODUCTS.csv failed again 2 time(s)" in r.texts()[2]
     assert "broken a third time" in r.texts()[2]
     assert r.bodies[0]["event"] == "file_failed" and r.bodies[0]["file"] == "PRODUCTS.csv"
@@ -148,10 +154,10 @@ def test_the_api_unreachable_for_after_minutes_is_told_once_and_so_is_its_recove
     r, clock = receiver(), HandClock()
     n = notifier(r.url, clock, after_minutes=15)
     n.observe(down())
-    settle()
+    settle(n)
     clock.advance(14 * 60)
     n.observe(down())
-    settle()
+    settle(n)
     assert r.bodies == []  # 14 min is not long enough
     clock.advance(61)
     n.observe(down())
@@ -159,16 +165,16 @@ def test_the_api_unreachable_for_after_minutes_is_told_once_and_so_is_its_recove
     assert "unreachable for 15 min" in r.texts()[0] and "ConnectionError" in r.texts()[0]
     clock.advance(60 * 60)
     n.observe(down())
-    settle()
+    settle(n)
     assert len(r.bodies) == 1  # still the same outage: said once
     n.observe(UP)
     wait_real(lambda: len(r.bodies) == 2, 5, "the recovery")
     assert r.bodies[1]["event"] == "api_recovered"
     n.observe(down())  # a new outage: told again once it has lasted its own 15 min
-    settle()
+    settle(n)
     clock.advance(10 * 60)
     n.observe(down())
-    settle()
+    settle(n)
     assert len(r.bodies) == 2
     clock.advance(5 * 60)
     wait_real(lambda: len(r.bodies) == 3, 5, "the second outage alert")
@@ -178,12 +184,12 @@ def test_a_short_outage_says_nothing(receiver, notifier):
     r, clock = receiver(), HandClock()
     n = notifier(r.url, clock)
     n.observe(down())
-    settle()
+    settle(n)
     clock.advance(5 * 60)
     n.observe(UP)
-    settle()
+    settle(n)
     clock.advance(60 * 60)
-    settle()
+    settle(n)
     assert r.bodies == []
 
 
@@ -193,7 +199,7 @@ def test_a_receiver_that_fails_then_works_gets_the_message_later(receiver, notif
     n = notifier(r.url, clock)
     n.file_failed("A.csv", "refused")
     wait_real(lambda: r.attempts == 1, 5, "the first try")
-    settle()
+    settle(n)
     assert r.bodies == [] and r.attempts == 1  # waits its pause (10 s on this clock) before trying again
     clock.advance(10)
     wait_real(lambda: r.attempts == 2, 5, "the second try")
@@ -262,7 +268,7 @@ def test_a_real_service_alerts_once_when_a_file_fails(tmp_path, make_sandbox, re
         (settings.folders.inbox / "empty.csv").write_text("")
         service.wait_for_file("failed", "empty__")
         wait_real(lambda: len(r.bodies) == 2, 10, "the second alert")
-        settle(0.3)
+        settle()
     assert len(r.bodies) == 2 and set(r.bodies[0]) == {"text"}
     assert "bad.csv failed" in r.texts()[0] and "empty.csv failed" in r.texts()[1] and "0 bytes" in r.texts()[1]
     for text in (*r.texts(), caplog.text):
@@ -275,7 +281,7 @@ def test_what_waits_at_stop_gets_one_last_try(receiver):
     n.start()
     n.file_failed("LAST.csv", "refused")
     wait_real(lambda: r.attempts == 1, 5, "the first try")
-    settle()
+    settle(n)
     assert r.bodies == []  # the next try is 10 s away on this clock, which does not move
     started = time.monotonic()
     n.stop()
@@ -311,14 +317,15 @@ def test_a_burst_of_failures_is_not_a_flood(receiver, notifier):
     for i in range(25):
         n.file_failed(f"F{i:02}.csv", "refused")
     wait_real(lambda: len(r.bodies) == 10, 5, "the first ten")
-    settle()
+    settle(n)
     assert len(r.bodies) == 10  # the other 15 wait for the window
     n.file_failed("F00.csv", "again")  # its own cause is in its window: told with the next round
+    settle(n)
     clock.advance(15 * 60)
     wait_real(lambda: len(r.bodies) == 12, 5, "the summary and the repeat")
-    settle()
+    settle(n)
     summary = next(b for b in r.bodies if b["event"] == "files_failed")
     assert summary["text"].count(".csv") == 10 and "15 more file failure(s)" in summary["text"]
     assert "and 5 more" in summary["text"] and len(summary["files"]) == 15
-    assert any("F00.csv failed again 1 time(s)" in t for t in r.texts())
+    assert any("F00.csv failed again 1 time(s)" in t for t in r.texts()), r.texts()[10:]
     assert len(r.bodies) == 12
