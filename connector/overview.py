@@ -170,13 +170,13 @@ class Overview:
             "placed_name": placed_name,
             "status": str(report.get("status") or ("refused" if area == "failed" else "?")),
             "reason": redact(str(report.get("message") or error.get("message") or "")),
-            "at": report.get("finished_at") or iso_utc(mtime_ns / 1e9),
+            "at": str(report.get("finished_at") or iso_utc(mtime_ns / 1e9)),
             "mtime_ns": mtime_ns,
-            "products": counts.get("products", 0),
-            "items_sent": counts.get("items_sent", 0),
-            "images_sent": counts.get("images_sent", 0),
-            "rows_refused": counts.get("rows_refused", 0),
-            "seconds": timings.get("total"),
+            "products": _count(counts.get("products")),
+            "items_sent": _count(counts.get("items_sent")),
+            "images_sent": _count(counts.get("images_sent")),
+            "rows_refused": _count(counts.get("rows_refused")),
+            "seconds": timings.get("total") if isinstance(timings.get("total"), int | float) else None,
             "links": links,
         }
 
@@ -236,6 +236,11 @@ def original_name(placed: str) -> str:
     """
     m = _PLACED.match(placed)
     return f"{m['stem']}{m['ext'] or ''}" if m else placed
+
+
+def _count(value: Any) -> int:
+    """A count from a report file: a whole number, whatever the file holds."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -360,3 +360,19 @@ def test_the_page_answers_while_the_loop_is_busy_with_a_long_file(tmp_path):
         stop.set()
         thread.join(15)
     assert not thread.is_alive()
+
+
+def test_a_hostile_report_file_is_shown_as_text(tmp_path):
+    settings = Settings()
+    for name in ("inbox", "failed", "archive", "state"):
+        setattr(settings.folders, name, tmp_path / name)
+    day = settings.folders.archive / "2025" / "06" / "14"
+    day.mkdir(parents=True)
+    (day / "x__20250614T101502Z__3fa9c1d2.csv.report.json").write_text(
+        '{"file": "<b>x</b>.csv", "status": "<i>done</i>", "finished_at": 5, "message": "<script>alert(1)</script>",'
+        ' "counts": {"products": "<script>", "items_sent": true}, "timings_s": {"total": "<img>"}}')
+    (day / "y__20250614T101502Z__3fa9c1d2.csv.report.json").write_text("not json at all")
+    view = Overview(settings).collect({"state": "ok", "problems": ["<script>p</script>"]})
+    html = render(view, csrf="x")
+    assert "<script" not in html and "<b>x" not in html and "<img" not in html and "<i>done" not in html
+    assert "<td>x.csv</td>" in html and "<td>y.csv</td>" in html  # a name with a / is not a name
