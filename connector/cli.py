@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,16 +173,18 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, clock: Clock
         settings = load_settings(args.config, os.environ)
         if args.command == "check":
             return _check(args, settings)
+        if args.sandbox:
+            _use_sandbox_state(settings)
+        if args.command == "status":
+            from connector.status import render_status
+
+            print(render_status(settings, sandbox=args.sandbox))
+            return EXIT_OK
         with _api(settings, args.sandbox, clock):
             if args.command == "push":
                 return _push(args, settings, clock)
             if args.command == "watch":
-                return _watch(settings, clock)
-            if args.command == "status":
-                from connector.status import render_status
-
-                print(render_status(settings))
-                return EXIT_OK
+                return _watch(settings, clock, sandbox=args.sandbox)
     except KeyboardInterrupt:
         print("interrupted; journaled work stays in the ledger and is sent on the next run", file=sys.stderr)
         return EXIT_WAITING
@@ -202,8 +203,8 @@ def _push(args, settings: Settings, clock: Clock) -> int:
     if not args.file.is_file():
         return _fail(EXIT_USAGE, f"{args.file}: no such file")
     require_credentials(settings)
-    with StateLock(settings.folders.state):
-        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar())
+    with StateLock(settings.folders.state, "push"):
+        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar(), fresh=args.sandbox)
         try:
             report = pipeline.run_file(args.file, mapping=args.mapping)
         finally:
@@ -251,21 +252,28 @@ def _check(args, settings: Settings) -> int:
     return EXIT_CODES[report.outcome()]
 
 
-def _watch(settings: Settings, clock: Clock) -> int:
+def _watch(settings: Settings, clock: Clock, *, sandbox: bool = False) -> int:
     from connector.watch import serve
 
     require_credentials(settings)
-    serve(settings, lambda: _make_pipeline(settings, clock), clock=clock)
+    # Without connector.yaml the default folders are the user's to have: made here. A configured
+    # inbox is never made (an unmounted share must not be replaced by a local folder).
+    serve(settings, lambda: _make_pipeline(settings, clock, fresh=sandbox), clock=clock,
+          make_inbox=settings.config_path is None)
     return EXIT_OK
 
 
 # -- wiring ----------------------------------------------------------------------------------
 
-def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None):
+def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None, fresh: bool = False):
+    """The pipeline on the state folder's ledger; called with the state lock held. `fresh`
+    (a --sandbox run): the ledger is started afresh first (see `_use_sandbox_state`)."""
     from connector.api import ApiClient
     from connector.ledger import Ledger
     from connector.pipeline import Pipeline
 
+    if fresh:
+        _start_afresh(settings.folders.state)
     client = ApiClient(settings.api, sleep=clock.sleep, clock=clock.monotonic)
     return Pipeline(settings, client, Ledger.open(settings.folders.state), full=full, progress=progress)
 
@@ -278,15 +286,39 @@ def _api(settings: Settings, sandbox: bool, clock: Clock) -> Iterator[None]:
         return
     from connector.sandbox import Sandbox, SandboxConfig
 
-    with Sandbox(SandboxConfig(clock=clock.monotonic)) as sb, \
-            tempfile.TemporaryDirectory(prefix="connector-sandbox-") as tmp:
+    with Sandbox(SandboxConfig(clock=clock.monotonic)) as sb:
         settings.api.url = sb.url
         settings.api.username, settings.api.password, settings.api.source_id = "demo", "demo", 1
-        # Always a ledger of its own: a fresh sandbox knows no products, and work journaled
-        # for the real API must never be drained into the sandbox.
-        settings.folders.state = Path(tmp) / "state"
-        logging.getLogger("connector").info("sandbox API at %s (user demo, source 1)", sb.url)
+        logging.getLogger("connector").info("sandbox API at %s (user demo, source 1); ledger %s, started afresh",
+                                            sb.url, settings.folders.state)
         yield
+
+
+SANDBOX_STATE = "sandbox"
+
+
+def _use_sandbox_state(settings: Settings) -> None:
+    """Point a --sandbox run at the sandbox runs' own state folder, `<state>/sandbox`.
+
+    Always a ledger of its own: work journaled for the real API must never be drained into the
+    sandbox, and the real ledger must not learn of products only the sandbox holds. It is in a
+    known place (not a temporary folder) so that `connector status --sandbox` can show it, and
+    each sandbox push or watch starts it afresh (`_start_afresh`): a fresh sandbox API knows no
+    products, so nothing may be skipped as sent before.
+    """
+    real = settings.folders.state
+    settings.folders.state = real / SANDBOX_STATE
+    if settings.watch.health_file == real / "health.json":
+        settings.watch.health_file = settings.folders.state / "health.json"
+
+
+def _start_afresh(state: Path) -> None:
+    """Forget a sandbox state folder's ledger and watch attempts (the lock is held: nobody uses them)."""
+    from connector.ledger import Ledger
+
+    for name in (Ledger.FILE_NAME, f"{Ledger.FILE_NAME}-wal", f"{Ledger.FILE_NAME}-shm", Ledger.MARKER_NAME,
+                 "attempts.json"):
+        (state / name).unlink(missing_ok=True)
 
 
 def _progress_bar():

@@ -3,11 +3,18 @@ README promises about the commands, and where files and images go."""
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
+
+from tests.support import FakeClock, wait_real
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +36,73 @@ def test_exports_dropped_in_the_inbox_are_not_committed_but_its_readme_is():
 
     assert ignored("inbox/products.csv") and ignored("inbox/images/mug.jpg") and ignored("inbox/stock.xlsx")
     assert not ignored("inbox/README.md")
+
+
+# --- watch in a folder of its own ---------------------------------------------------------------
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("S2S_")}
+
+
+def test_watch_without_connector_yaml_makes_its_folders_and_says_where_they_are(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "connector", "watch", "--sandbox"], cwd=tmp_path,
+                            env={**_clean_env(), "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_real(lambda: (tmp_path / "processing").is_dir() or proc.poll() is not None, 30, "the folders")
+        wait_real(lambda: (tmp_path / "archive").is_dir() or proc.poll() is not None, 5, "the folders")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = proc.stdout.read()
+    for name in ("inbox", "inbox/images", "processing", "archive", "failed"):
+        assert (tmp_path / name).is_dir(), name
+    lines = [line for line in output.splitlines() if "folders: " in line]
+    assert len(lines) == 1, output
+    assert f"inbox {tmp_path / 'inbox'}," in lines[0] and f"images {tmp_path / 'inbox' / 'images'}," in lines[0]
+    assert f"archive {tmp_path / 'archive'}" in lines[0] and f"failed {tmp_path / 'failed'}" in lines[0]
+    assert "created: inbox, images, processing, archive, failed" in lines[0]
+    assert "unavailable" not in output
+
+
+def test_a_configured_inbox_that_is_missing_is_never_created(tmp_path):
+    from connector import watch
+    from connector.config import load_settings
+    from tests.test_watch import Records
+
+    share = tmp_path / "mnt" / "erp-share"
+    (tmp_path / "connector.yaml").write_text(f"folders:\n  inbox: {share}\nwatch:\n  scan_interval: 1\n",
+                                             encoding="utf-8")
+    settings = load_settings(tmp_path / "connector.yaml", {})
+    records, log = Records(), logging.getLogger(f"test.first_hour.{id(tmp_path)}")
+    log.addHandler(records)
+    log.setLevel(logging.DEBUG)
+    stop, clock = threading.Event(), FakeClock()
+
+    class Idle:
+        def run_file(self, path, *, mapping=None):
+            raise AssertionError("nothing can be taken from a missing inbox")
+
+        def drain(self) -> bool:
+            return True
+
+        def close(self) -> None:
+            pass
+
+    thread = threading.Thread(target=watch.serve, args=(settings, Idle), daemon=True,
+                              kwargs={"stop": stop, "clock": clock, "log": log})
+    thread.start()
+    try:
+        wait_real(lambda: records.events("inbox_unavailable"), 10, "the service to look for its inbox")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert not share.exists() and not share.parent.exists()
+    assert (tmp_path / "processing").is_dir()  # the folders that are the connector's own are made
+    missing = records.events("inbox_missing")
+    assert len(missing) == 1 and str(share) in missing[0].getMessage() and "never creates" in missing[0].getMessage()
