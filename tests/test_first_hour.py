@@ -3,6 +3,7 @@ README promises about the commands, and where files and images go."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -106,3 +107,60 @@ def test_a_configured_inbox_that_is_missing_is_never_created(tmp_path):
     assert (tmp_path / "processing").is_dir()  # the folders that are the connector's own are made
     missing = records.events("inbox_missing")
     assert len(missing) == 1 and str(share) in missing[0].getMessage() and "never creates" in missing[0].getMessage()
+
+
+# --- images: sent, refused, missing -------------------------------------------------------------
+
+def test_push_summary_counts_images_sent_refused_and_missing(tmp_path, monkeypatch, capsys):
+    from connector.cli import main
+
+    for name in [k for k in os.environ if k.startswith("S2S_")]:
+        monkeypatch.delenv(name)
+    shutil.copytree(ROOT / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("*.py"))
+    (tmp_path / "examples" / "images" / "mug.jpg").unlink()
+    monkeypatch.chdir(tmp_path)
+    assert main(["push", "examples/products.csv", "--sandbox"], clock=FakeClock()) == 0
+    out = capsys.readouterr().out
+    assert "images refused: 1, missing: 1 (not in examples/images)" in out  # photo-broken.jpg; mug.jpg
+    assert "sent: 9 items, 3 images" in out
+    report = json.loads((tmp_path / "reports" / "products.csv.report.json").read_text())
+    counts = report["counts"]
+    assert (counts["images_sent"], counts["images_refused"], counts["images_missing"]) == (3, 1, 1)
+    assert report["images_folder"] == "examples/images"
+
+
+@pytest.mark.parametrize("with_images, expect", [
+    (False, "images sent 0, images refused 0, images missing 5 (not in {inbox}/images)"),
+    (True, "images sent 4, images refused 1, images missing 0,"),
+])
+def test_the_log_line_of_a_watched_file_counts_its_images(tmp_path, make_sandbox, with_images, expect):
+    from connector import watch
+    from tests.support import pipeline_for, settings_for
+    from tests.test_watch import Records
+
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    settings = settings_for(tmp_path, sb)
+    settings.watch.min_age, settings.watch.stable_interval, settings.watch.observer = 0.1, 0.2, "native"
+    settings.folders.mappings = ROOT / "mappings"
+    box = settings.folders.inbox
+    box.mkdir()
+    if with_images:  # what inbox/README.md asks for: the images in inbox/images/, before the export
+        shutil.copytree(ROOT / "examples" / "images", box / "images")
+    records, log = Records(), logging.getLogger(f"test.first_hour.{id(tmp_path)}")
+    log.addHandler(records)
+    log.setLevel(logging.INFO)
+    stop = threading.Event()
+    thread = threading.Thread(target=watch.serve, daemon=True, args=(settings, lambda: pipeline_for(tmp_path, sb, settings)),
+                              kwargs={"stop": stop, "clock": FakeClock(), "log": log})
+    thread.start()
+    try:
+        (box / "products.csv").write_bytes((ROOT / "examples" / "products.csv").read_bytes())
+        wait_real(lambda: records.events("file_finished"), 30, "the file to be finished")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    line = records.events("file_finished")[0].getMessage()
+    assert "finished products.csv: done" in line and expect.format(inbox=box) in line, line
+    counts = records.events("file_finished")[0].counts
+    assert counts["images_sent"] + counts["images_refused"] + counts["images_missing"] == 5
