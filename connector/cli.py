@@ -74,23 +74,29 @@ S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID and S2S_STATE_DIR.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, metavar="FILE",
+    # The options several commands share, each given only to the commands that use it (the
+    # README's table of them is checked against every command's --help by a test).
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", type=Path, metavar="FILE",
                         help="settings file (default: ./connector.yaml when it exists)")
-    common.add_argument("--sandbox", action="store_true",
-                        help="run the built-in sandbox API in-process and point the connector at it "
-                             "(no credentials needed; nothing leaves this machine)")
-    common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="how much to log (default INFO)")
-    common.add_argument("--log-format", default="text", choices=["text", "json"],
-                        help="human-readable lines (default) or one JSON object per line for log shippers")
+    sandbox_api = argparse.ArgumentParser(add_help=False)
+    sandbox_api.add_argument("--sandbox", action="store_true",
+                             help="run the built-in sandbox API in-process and point the connector at it "
+                                  "(no credentials needed; nothing leaves this machine); sandbox runs keep "
+                                  "their own ledger in <state>/sandbox, started afresh by each run")
+    logs = argparse.ArgumentParser(add_help=False)
+    logs.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                      help="how much to log (default INFO)")
+    logs.add_argument("--log-format", default="text", choices=["text", "json"],
+                      help="human-readable lines (default) or one JSON object per line for log shippers")
+    common = [config, sandbox_api, logs]
 
     parser = argparse.ArgumentParser(prog="connector", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"connector {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    push = commands.add_parser("push", parents=[common], help="push one export file end to end",
+    push = commands.add_parser("push", parents=common, help="push one export file end to end",
                                description="Read, map, check, journal and send one file: products, then images. "
                                            "Writes <name>.report.json (and <name>.rejected.csv when rows were "
                                            "refused) to the report folder.",
@@ -105,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="send every item, even those the API acknowledged unchanged before")
     push.add_argument("--strict", action="store_true", help="exit 1 when any row was refused, not only the whole file")
 
-    check = commands.add_parser("check", parents=[common], help="read, map and check a file without sending anything",
+    check = commands.add_parser("check", parents=[config, logs],
+                                help="read, map and check a file without sending anything",
                                 description="Read, map and check one file; print a summary and write the items "
                                             "that would be sent, the report and the rejected rows. No network.")
     check.add_argument("file", type=Path, help="the export to check")
@@ -113,18 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--out", type=Path, default=Path("check"), metavar="DIR",
                        help="where <name>.items.json, <name>.report.json and <name>.rejected.csv go (default: ./check)")
 
-    watch = commands.add_parser("watch", parents=[common],
+    watch = commands.add_parser("watch", parents=common,
                                 help="run as a service: take every file dropped in the inbox",
                                 description="Watch the inbox folder and push every complete file exactly once, "
                                             "oldest first; archive it with its report, or move it to failed/ "
                                             "when it is refused. Stops cleanly on SIGTERM/Ctrl-C.")
     del watch  # its options are the common ones; the folders come from the settings
 
-    commands.add_parser("status", parents=[common], help="what is waiting, what was done, the last API error",
-                        description="Show files in processing/, the ledger backlog, the last files archived "
-                                    "and failed, and the last API error. Safe while `watch` runs.")
+    status = commands.add_parser(
+        "status", parents=[config], help="whether watch runs, what is waiting, what was done, the last API error",
+        description="Show whether `connector watch` is running (by who holds the state folder's lock), files in "
+                    "processing/, the ledger backlog, the last files archived and failed, and the last API error. "
+                    "Safe while `watch` runs. Prints text; logs nothing.")
+    status.add_argument("--sandbox", action="store_true",
+                        help="show the state of sandbox runs (push/watch --sandbox: their own ledger in "
+                             "<state>/sandbox) instead of the real one")
 
-    sandbox = commands.add_parser("sandbox", help="serve the built-in sandbox Stock2Shop API",
+    sandbox = commands.add_parser("sandbox", parents=[logs], help="serve the built-in sandbox Stock2Shop API",
                                   description="Serve a local, strict Stock2Shop API for trying the connector "
                                               "and for tests. Log in with demo/demo; source id 1.")
     from connector.sandbox.cli import add_arguments
@@ -139,12 +151,12 @@ def main(argv: list[str] | None = None, *, clock: Clock = SYSTEM_CLOCK) -> int:
     they were when it returns, so it can be called again in the same process."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "sandbox":
-        from connector.sandbox.cli import run
+    # status prints and logs nothing of its own: errors still get one line, at the default level
+    with _logging(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text")):
+        if args.command == "sandbox":
+            from connector.sandbox.cli import run
 
-        return run(args)
-
-    with _logging(args.log_level, args.log_format):
+            return run(args)
         return _run(args, parser, clock)
 
 

@@ -3,9 +3,11 @@ README promises about the commands, and where files and images go."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -164,3 +166,76 @@ def test_the_log_line_of_a_watched_file_counts_its_images(tmp_path, make_sandbox
     assert "finished products.csv: done" in line and expect.format(inbox=box) in line, line
     counts = records.events("file_finished")[0].counts
     assert counts["images_sent"] + counts["images_refused"] + counts["images_missing"] == 5
+
+
+# --- the README's Commands section says exactly what each command's --help offers ----------------
+
+def _commands_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Commands")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    from connector.cli import build_parser
+
+    parser = build_parser()
+    return dict(next(a for a in parser._actions if a.dest == "command").choices)
+
+
+def _options(sub: argparse.ArgumentParser) -> set[str]:
+    return {o for action in sub._actions for o in action.option_strings if o.startswith("--") and o != "--help"}
+
+
+def test_the_readme_says_which_shared_option_each_command_takes_and_help_agrees():
+    lines = _commands_section().splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| option |"))
+    columns = _cells(lines[head])[1:]
+    claimed: dict[str, set[str]] = {c: set() for c in columns}
+    shared = set()
+    for line in lines[head + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = _cells(line)
+        option = re.search(r"--[a-z][a-z-]*", cells[0]).group(0)
+        shared.add(option)
+        for command, cell in zip(columns, cells[1:], strict=True):
+            if cell:
+                assert cell == "yes", f"README options table: {option} under {command} says {cell!r}"
+                claimed[command].add(option)
+    subcommands = _subcommands()
+    assert set(columns) == set(subcommands), "README options table: one column per command (connector --help)"
+    for command, sub in subcommands.items():
+        offered = _options(sub) & shared
+        assert offered == claimed[command], (
+            f"connector {command} --help offers {sorted(offered)}, the README says {sorted(claimed[command])}")
+        sub.parse_args([*(["x"] if command in ("push", "check") else []), *_example_values(claimed[command])])
+
+
+def _example_values(options: set[str]) -> list[str]:
+    """The options with a value each takes, so parsing them proves they are accepted."""
+    values = {"--config": ["c.yaml"], "--sandbox": [], "--log-level": ["DEBUG"], "--log-format": ["json"]}
+    return [word for option in sorted(options) for word in [option, *values[option]]]
+
+
+def test_the_readme_commands_table_names_only_real_options_and_all_of_them():
+    rows = [line for line in _commands_section().splitlines() if line.startswith("| `connector ")]
+    subcommands = _subcommands()
+    listed = {}
+    for row in rows:
+        synopsis = _cells(row)[0].strip("`")
+        command = synopsis.split()[1]
+        listed[command] = synopsis
+        named = set(re.findall(r"--[a-z][a-z-]*", synopsis))
+        offered = _options(subcommands[command])
+        assert named <= offered, f"README: connector {command} names {sorted(named - offered)}, not in its --help"
+        if not synopsis.endswith("..."):  # "..." stands for more options, explained in the linked page
+            shared = {"--config", "--sandbox", "--log-level", "--log-format"}
+            own = offered - shared
+            assert own <= named, f"README: connector {command} does not name {sorted(own - named)}"
+    assert set(listed) == set(subcommands), "README: one row per command in the Commands table"
