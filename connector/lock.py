@@ -137,7 +137,8 @@ def _read_holder(fd: int) -> tuple[int | None, str]:
 class Holder:
     """Who holds a state folder's lock, as `holder` found it.
 
-    held: a live process holds it now (the kernel frees the lock when its holder dies).
+    held: a live process holds it now (the kernel frees the lock when its holder dies); None
+      when it cannot be told (the lock file cannot be opened: another user's state folder).
     pid, what: the holder's PID and command ("watch", "push"); when the lock is free, those
       of a holder that died without letting go (killed, crashed), else None and "".
     alive: whether that PID is a live process seen from here; None when it cannot be told
@@ -145,7 +146,7 @@ class Holder:
       another PID namespace (a container).
     """
 
-    held: bool
+    held: bool | None
     pid: int | None = None
     what: str = ""
     alive: bool | None = None
@@ -158,8 +159,10 @@ def holder(state_dir: Path) -> Holder:
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
+    except FileNotFoundError:
+        return Holder(held=False)  # no connector ever ran on this state folder
     except OSError:
-        return Holder(held=False)  # no lock file (never ran here), or it cannot be read
+        return Holder(held=None)  # permissions, a symlink planted in its place: cannot tell
     try:
         try:
             _lock(fd)

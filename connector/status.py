@@ -15,7 +15,7 @@ from connector import inbox
 from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings
 from connector.health import STALE_AFTER_S, parse_utc, read_health
-from connector.lock import holder
+from connector.lock import LOCK_NAME, holder
 
 
 def render_status(settings: Settings, *, clock: Clock = SYSTEM_CLOCK, sandbox: bool = False) -> str:
@@ -45,6 +45,9 @@ def _service(state_dir: Path, health_file: Path | None, now: float) -> list[str]
     """Whether `connector watch` runs (by the state folder's lock) and, when it does, its health."""
     who = holder(state_dir)
     data = (read_health(health_file) if health_file else None) or {}
+    if who.held is None:
+        return [f"Service: cannot tell whether it runs: {state_dir / LOCK_NAME} cannot be opened "
+                "(run status as the service's user)"]
     if who.held and who.what != "watch":  # a push, or a connector too old to say what it runs
         running = f"connector {who.what}" if who.what else "a connector"
         return [f"Service: not running; {running} (pid {who.pid or '?'}) is using this state folder now"]

@@ -156,3 +156,11 @@ def test_sandbox_runs_keep_a_ledger_of_their_own_that_status_sandbox_shows(tmp_p
     real = capsys.readouterr().out
     assert "Ledger: none yet" in real and "connector status --sandbox" in real
     assert not (tmp_path / "state" / "ledger.sqlite").exists()
+
+
+def test_status_cannot_tell_when_the_lock_file_cannot_be_opened(tmp_path):
+    settings = settings_in(tmp_path)
+    settings.folders.state.mkdir(parents=True)
+    os.symlink(tmp_path / "elsewhere", settings.folders.state / "connector.lock")  # opened with O_NOFOLLOW
+    assert holder(settings.folders.state).held is None
+    assert render_status(settings).startswith("Service: cannot tell whether it runs: ")
