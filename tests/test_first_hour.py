@@ -239,3 +239,17 @@ def test_the_readme_commands_table_names_only_real_options_and_all_of_them():
             own = offered - shared
             assert own <= named, f"README: connector {command} does not name {sorted(own - named)}"
     assert set(listed) == set(subcommands), "README: one row per command in the Commands table"
+
+
+def test_the_quick_start_is_two_set_up_commands_and_the_second_is_what_ci_runs():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Quick start"):text.index("\n## ", text.index("## Quick start") + 1)]
+    block = section[section.index("```sh\n") + 6:]
+    block = block[:block.index("```")]
+    commands = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(commands) == 2
+    assert commands[0].endswith("connector push examples/products.csv --sandbox")  # run by test_cli's quick start
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert commands[1] in ci
+    assert "TIME" not in section  # the timings are filled in
+    assert "inbox/" in section or "inbox/" in text[text.index("## From the sandbox to your Stock2Shop account"):]
