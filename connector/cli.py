@@ -124,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="run as a service: take every file dropped in the inbox",
                                 description="Watch the inbox folder and push every complete file exactly once, "
                                             "oldest first; archive it with its report, or move it to failed/ "
-                                            "when it is refused. Stops cleanly on SIGTERM/Ctrl-C.")
+                                            "when it is refused. Stops cleanly on SIGTERM/Ctrl-C. A file's images "
+                                            "go in the inbox's images/ folder (or folders.images). Without a "
+                                            "connector.yaml it makes inbox/, inbox/images/, processing/, archive/ "
+                                            "and failed/ in the current folder; a configured inbox is never made "
+                                            "(it may be a share not mounted yet). The first log lines name every "
+                                            "folder.")
     del watch  # its options are the common ones; the folders come from the settings
 
     status = commands.add_parser(
