@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - Windows
 LOCK_NAME = "connector.lock"
 # `holder` takes the lock for an instant to see whether it is free; a process starting in that
 # instant tries again this often, this far apart, before it believes another one runs.
-ACQUIRE_TRIES, ACQUIRE_PAUSE_S = 4, 0.05
+ACQUIRE_TRIES, ACQUIRE_PAUSE_S = 20, 0.05  # up to 1 s: a probe on a loaded machine may be paused
 _BUSY = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, errno.EDEADLK)
 
 
