@@ -3,7 +3,7 @@
 Exit codes (every command), from one table (`EXIT_CODES`):
   0  everything sendable was acknowledged (or nothing needed sending)
   1  the file was refused for data reasons, or the API refused every item it was sent
-     (with --strict: any row or item was refused)
+     (with --strict: any row or item was refused); `verify`: items missing or differing
   2  usage, configuration, mapping or credential error: a person must change the setup
   3  work is left waiting in the ledger (API unreachable); the next run sends it
   4  an unexpected error inside the connector (a bug): journaled work stays in the ledger
@@ -25,6 +25,7 @@ from connector.config import Settings, load_settings, require_credentials
 from connector.errors import ConnectorError, FatalError, RefusedData, RetriableError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_WAITING, EXIT_INTERNAL = 0, 1, 2, 3, 4
+SOURCES_RETRY_BUDGET = 20.0  # seconds `connector sources` retries an API that does not answer
 
 # What happened -> the exit code. The only place outcomes become exit codes: a report's
 # `outcome()`, or the branch of the exception tree that ended a command.
@@ -35,6 +36,7 @@ EXIT_CODES: dict[str, int] = {
     "refused": EXIT_REFUSED,
     "refused_by_api": EXIT_REFUSED,  # every item sent was refused (e.g. another account's source id)
     "rows_refused": EXIT_REFUSED,    # --strict only
+    "mismatch": EXIT_REFUSED,        # verify: acknowledged items missing or differing in Stock2Shop
     "waiting": EXIT_WAITING,
     "mapping": EXIT_USAGE,
     "setup": EXIT_USAGE,
@@ -65,8 +67,8 @@ Try it without credentials:  connector push examples/products.csv --sandbox
 """
 
 EPILOG = """\
-exit codes: 0 done, 1 file (or every item) refused for data reasons, 2 usage/config/
-mapping/credentials error, 3 work left waiting in the ledger (API unreachable),
+exit codes: 0 done, 1 file (or every item) refused for data reasons (verify: items
+missing or differing), 2 usage/config/mapping/credentials error, 3 work left waiting in the ledger (API unreachable),
 4 unexpected internal error (journaled work stays in the ledger).
 configuration: ./connector.yaml (or --config), overridden by S2S_API_URL,
 S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID and S2S_STATE_DIR.
@@ -141,6 +143,30 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the state of sandbox runs (push/watch --sandbox: their own ledger in "
                              "<state>/sandbox) instead of the real one")
 
+    commands.add_parser("sources", parents=common,
+                        help="log in and list your sources and channels; check api.source_id",
+                        description="Log in to the Stock2Shop API, list the user's sources and channels, say "
+                                    "whether api.source_id (S2S_SOURCE_ID) is one of those sources and what it is, "
+                                    "and show the rate limit the API announces. Run it first when setting up: "
+                                    "exit 2 names what to fix (the URL, the credentials or the source id).",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    verify = commands.add_parser(
+        "verify", parents=[config, logs],  # no --sandbox: a fresh sandbox holds nothing this ledger acknowledged
+        help="check that what the API acknowledged is in Stock2Shop; --repair resends it",
+        description="Compare what this source had acknowledged (the ledger) with what Stock2Shop holds "
+                    "(POST /v1/products/elastic_search): products and variants missing, price, qty, sku or "
+                    "title differing from what was last sent, images missing. The queue is asynchronous, so run "
+                    "it some minutes after a push (`watch` does so by itself, verify.after_minutes after each "
+                    "file). Prints a summary and writes verify.report.json to the report folder; exit 1 when "
+                    "something is missing or differs.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    verify.add_argument("--repair", action="store_true",
+                        help="journal the products found missing or differing again (whole, every variant as last "
+                             "acknowledged) and the missing images after them, and send them")
+    verify.add_argument("--report-dir", type=Path, default=Path("reports"), metavar="DIR",
+                        help="where verify.report.json goes (default: ./reports)")
+
     sandbox = commands.add_parser("sandbox", parents=[logs], help="serve the built-in sandbox Stock2Shop API",
                                   description="Serve a local, strict Stock2Shop API for trying the connector "
                                               "and for tests. Log in with demo/demo; source id 1.")
@@ -190,18 +216,23 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, clock: Clock
         settings = load_settings(args.config, os.environ)
         if args.command == "check":
             return _check(args, settings)
-        if args.sandbox:
+        sandbox = getattr(args, "sandbox", False)  # only the commands that offer --sandbox have it
+        if sandbox:
             _use_sandbox_state(settings)
         if args.command == "status":
             from connector.status import render_status
 
-            print(render_status(settings, sandbox=args.sandbox))
+            print(render_status(settings, sandbox=sandbox))
             return EXIT_OK
-        with _api(settings, args.sandbox, clock):
+        with _api(settings, sandbox, clock):
             if args.command == "push":
                 return _push(args, settings, clock)
             if args.command == "watch":
-                return _watch(settings, clock, sandbox=args.sandbox)
+                return _watch(settings, clock, sandbox=sandbox)
+            if args.command == "sources":
+                return _sources(settings, clock)
+            if args.command == "verify":
+                return _verify(args, settings, clock)
     except KeyboardInterrupt:
         print("interrupted; journaled work stays in the ledger and is sent on the next run", file=sys.stderr)
         return EXIT_WAITING
@@ -280,6 +311,49 @@ def _watch(settings: Settings, clock: Clock, *, sandbox: bool = False) -> int:
     return EXIT_OK
 
 
+def _sources(settings: Settings, clock: Clock) -> int:
+    from connector.api import ApiClient
+    from connector.config import ConfigError
+    from connector.sources import look_up, render
+
+    missing = [f"{name} is not set (or run with --sandbox to try the built-in sandbox API)"
+               for name, value in (("S2S_USERNAME (api.username)", settings.api.username),
+                                   ("S2S_PASSWORD (api.password)", settings.api.password)) if not value]
+    if missing:
+        raise ConfigError(missing)
+    # A setup check answers within seconds: an address nobody answers at is reported, not waited for.
+    settings.api.retry_budget = min(settings.api.retry_budget, SOURCES_RETRY_BUDGET)
+    client = ApiClient(settings.api, sleep=clock.sleep, clock=clock.monotonic)
+    account = look_up(client, settings.api.source_id)
+    print(render(account))
+    if account.problem:
+        raise ConfigError([account.problem])
+    print(f"api.source_id {settings.api.source_id} can be pushed to.")
+    return EXIT_OK
+
+
+def _verify(args, settings: Settings, clock: Clock) -> int:
+    from connector.common import write_json_atomic
+    from connector.lock import StateLock
+    from connector.verify import run_verify
+
+    require_credentials(settings)
+    with StateLock(settings.folders.state, "verify"):
+        pipeline = _make_pipeline(settings, clock, progress=_progress_bar() if args.repair else None)
+        try:
+            result = run_verify(pipeline, repair_too=args.repair)
+        finally:
+            pipeline.close()
+            if args.repair:
+                _end_progress()
+    args.report_dir.mkdir(parents=True, exist_ok=True)
+    report_path = args.report_dir / "verify.report.json"
+    write_json_atomic(report_path, result.to_json())
+    print(result.summary())
+    print(f"report: {report_path}")
+    return EXIT_CODES[result.outcome()]
+
+
 # -- wiring ----------------------------------------------------------------------------------
 
 def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None, fresh: bool = False):
@@ -330,11 +404,13 @@ def _use_sandbox_state(settings: Settings) -> None:
 
 
 def _start_afresh(state: Path) -> None:
-    """Forget a sandbox state folder's ledger and watch attempts (the lock is held: nobody uses them)."""
+    """Forget a sandbox state folder's ledger, watch attempts and last verify (the lock is held:
+    nobody uses them)."""
+    from connector import verify
     from connector.ledger import Ledger
 
     for name in (Ledger.FILE_NAME, f"{Ledger.FILE_NAME}-wal", f"{Ledger.FILE_NAME}-shm", Ledger.MARKER_NAME,
-                 "attempts.json"):
+                 "attempts.json", verify.STATE_FILE):
         (state / name).unlink(missing_ok=True)
 
 

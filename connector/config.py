@@ -157,6 +157,33 @@ class LimitSettings(_Section):
     )
 
 
+VerifyField = Literal["price", "qty", "sku", "title"]
+
+
+class VerifySettings(_Section):
+    """`connector verify`: checking that what the API acknowledged is in Stock2Shop."""
+
+    after_minutes: float = Field(
+        default=10.0, ge=0,
+        description="`watch` verifies the products of each file it pushed this many minutes later (the queue is "
+                    "asynchronous: give it time to process them).",
+    )
+    page_size: int = Field(
+        default=100, ge=1, le=1000,
+        description="Products asked for per search request (POST /v1/products/elastic_search).",
+    )
+    repair: bool = Field(
+        default=False,
+        description="`watch` also sends again, at once, what its verify finds missing or differing "
+                    "(as `connector verify --repair`).",
+    )
+    fields: list[VerifyField] = Field(
+        default_factory=lambda: list(typing.get_args(VerifyField)),
+        description="The fields compared with what was last sent; leave out one your Stock2Shop source flags "
+                    "\"system\" (edited in the console, not taken from the ERP), or it differs forever.",
+    )
+
+
 class Rule(_Section):
     """Files whose name matches `pattern` (a case-insensitive glob) use `mapping`."""
 
@@ -172,6 +199,7 @@ class Settings(_Section):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
     rules: list[Rule] = Field(
         default_factory=list, description="The first rule matching a file's name picks its mapping."
     )

@@ -32,6 +32,7 @@ def render_status(settings: Settings, *, clock: Clock = SYSTEM_CLOCK, sandbox: b
     lines += _processing(folders.processing, now)
     ledger_lines, recent = _ledger(folders.state)
     lines += ledger_lines
+    lines += _verified(folders.state)
     lines += _placed("Last archived", folders.archive, ".report.json")
     lines += _placed("Last failed", folders.failed, ".error.json", total=inbox.count_files(folders.failed))
     if recent:
@@ -113,6 +114,13 @@ def _ledger(state_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
     out = [f"Ledger: {waiting}", f"  last successful send: {success or 'never'}"]
     out.append(f"  last API error: {error['message']} (at {error['at']})" if error else "  last API error: none")
     return out, recent
+
+
+def _verified(state_dir: Path) -> list[str]:
+    """The last `connector verify` (by hand or by `watch`), kept in the state folder."""
+    from connector.verify import latest, one_line
+
+    return [f"Last verify: {one_line(latest(state_dir))}"]
 
 
 def _placed(title: str, root: Path, suffix: str, *, total: int | None = None) -> list[str]:

@@ -44,6 +44,7 @@ from connector.health import Health, utc_now
 from connector.logs import redact
 from connector.report import Report
 from connector.watch.observer import ObserverSupervisor
+from connector.watch.verifying import VerifySchedule
 from connector.watch.worker import WAKE_SLICE_S, Abandoned, Worker, wait_for
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ class Watcher:
         self._beat_at = clock.monotonic()
         self.attempts = Attempts(self.folders.state / "attempts.json")
         self.all_refused: dict[str, str] = {}  # files whose every item the API refused, and why to look
+        self.verifier = VerifySchedule(settings, clock, log)  # verify what was pushed, some minutes later
 
     # the loop
 
@@ -165,6 +167,7 @@ class Watcher:
                 if self.stop.is_set() or self._blocked():
                     break
                 self._take(candidate)
+            self._verify_if_due()
             self._publish()
             self._sleep_until_next()
 
@@ -376,6 +379,7 @@ class Watcher:
         self.troubles.pop(path.name, None)
         self.failed_files += outcome.status == "refused"
         self.files_done += 1
+        self.verifier.file_pushed(outcome)
         if outcome.outcome() == "refused_by_api":
             self.all_refused[path.name] = f"see {placed}.report.json"
             self.log.error("%s: the API refused every item it was sent (another account's source id, or data it "
@@ -516,6 +520,9 @@ class Watcher:
             timeout = min(timeout, due)
         if self.troubles:
             timeout = min(timeout, max(min(t.next_try for t in self.troubles.values()) - now, 0.0))
+        verify_in = self.verifier.due_in()
+        if verify_in is not None:
+            timeout = min(timeout, verify_in)
         self._wait(self.clock.monotonic() + max(timeout, MIN_WAIT_S), on_hint=True)
 
     def _wait(self, deadline: float, *, on_hint: bool) -> None:
@@ -544,6 +551,10 @@ class Watcher:
             if not self.clock.wait(self.wake, SETTLE_S):
                 return
 
+    def _verify_if_due(self) -> None:
+        """Verify the products of the files pushed `verify.after_minutes` ago, on the pipeline's thread."""
+        self.verifier.run_if_due(lambda check, busy: self._call(check, self.pipeline, busy=busy))
+
     # health
 
     def _count_failed(self) -> None:
@@ -568,6 +579,7 @@ class Watcher:
             problems.append("API work waiting in the ledger (sending resumes with backoff)")
         if self.mapping_problem:
             problems.append(f"mapping broken, nothing new is taken until it is fixed: {self.mapping_problem}")
+        problems += [p for p in [self.verifier.problem()] if p]
         problems += _capped([f"{name}: the API refused every item it was sent ({why})"
                              for name, why in sorted(self.all_refused.items())])
         problems += _capped([f"processing/{name} {t.message}" for name, t in sorted(self.troubles.items())])
@@ -596,6 +608,7 @@ class Watcher:
             "observer_state": self.observer.state,
             "observer_rebuilds": self.observer.rebuilds,
             "files_done": self.files_done,
+            "verify": self.verifier.summary(),
         }
 
     def _publish(self, *, force: bool = False) -> None:
