@@ -14,7 +14,9 @@ were refused, `<name>.rejected.csv` a person opens in Excel.
         "products": 30, "variants": 118,    # built from the file
         "products_held_back": 1,            # a row of theirs failed, so none of them was sent
         "rows_refused": 2, "rows_skipped": 1,
-        "images_found": 40, "images_refused": 2,
+        "images_found": 40,                 # found in the image folder and sendable
+        "images_refused": 2,                # broken, not JPEG/PNG, too big, or refused when sent
+        "images_missing": 1,                # named by the file, not in the image folder
         "items_to_send": 112, "items_sent": 110, "items_unchanged": 6,
         "images_to_send": 40, "images_sent": 38, "products_refused_by_api": 0
       },
@@ -73,7 +75,8 @@ class Counts:
     rows_refused: int = 0
     rows_skipped: int = 0
     images_found: int = 0
-    images_refused: int = 0
+    images_refused: int = 0  # left out for a reason of their own (bad bytes, too big, refused when sent)
+    images_missing: int = 0  # named by the file but not in the image folder (`images_folder`)
     items_to_send: int = 0
     items_sent: int = 0
     items_unchanged: int = 0
@@ -149,6 +152,7 @@ class Report:
     duplicate_of: dict[str, Any] | None = None
     backlog: dict[str, Any] | None = None
     placed_as: str | None = None
+    images_folder: str | None = None  # where the file's images were looked for
     connector_version: str = __version__
     header: list[str] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
@@ -198,7 +202,7 @@ class Report:
             out["error"] = {"kind": self.error_kind, "message": self.error_message}
             if self.attempts:
                 out["error"]["attempts"] = self.attempts
-        for key in ("message", "duplicate_of", "backlog", "placed_as"):
+        for key in ("message", "duplicate_of", "backlog", "placed_as", "images_folder"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         return out
@@ -233,6 +237,7 @@ class Report:
         report.message = data.get("message") or ""
         report.duplicate_of, report.backlog = data.get("duplicate_of"), data.get("backlog")
         report.placed_as = data.get("placed_as")
+        report.images_folder = data.get("images_folder")
         report.header = list(rejected.get("header") or [])
         report.rejected = [Rejected(Row(line, cells, sheet), reason)
                            for line, sheet, cells, reason in rejected.get("rows") or []]
@@ -290,7 +295,8 @@ def summarise(report: Report) -> str:
         f"  read: {read.rows} rows" + (f" ({source})" if source else ""),
         f"  built: {c.products} products, {c.variants} variants, {c.images_found} images"
         f"; held back: {c.products_held_back} products",
-        f"  rows refused: {c.rows_refused}, skipped: {c.rows_skipped}; images refused: {c.images_refused}",
+        f"  rows refused: {c.rows_refused}, skipped: {c.rows_skipped}; images refused: {c.images_refused}, "
+        f"missing: {c.images_missing}" + (f" (not in {report.images_folder})" if c.images_missing else ""),
     ]
     if c.items_sent or c.images_sent or c.items_unchanged:
         lines.append(f"  sent: {c.items_sent} items, {c.images_sent} images; unchanged: {c.items_unchanged} items")

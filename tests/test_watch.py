@@ -720,7 +720,7 @@ def test_status_works_before_anything_ran(tmp_path):
     from connector.status import render_status
 
     text = render_status(make_settings(tmp_path))
-    assert "no health file" in text and "Ledger: none yet" in text and "In processing/: nothing" in text
+    assert "Service: not running" in text and "Ledger: none yet" in text and "In processing/: nothing" in text
 
 
 # --- choosing the observer --------------------------------------------------------------------

@@ -697,5 +697,7 @@ def _summary(outcome: Report) -> str:
     if outcome.error_kind:
         return outcome.message or outcome.status
     c = asdict(outcome.counts)
-    keys = ("products", "variants", "items_sent", "items_unchanged", "images_sent", "rows_refused")
-    return ", ".join(f"{k.replace('_', ' ')} {c[k]}" for k in keys)
+    keys = ("products", "variants", "items_sent", "items_unchanged", "images_sent", "images_refused",
+            "images_missing", "rows_refused")
+    where = f" (not in {outcome.images_folder})" if c["images_missing"] else ""
+    return ", ".join(f"{k.replace('_', ' ')} {c[k]}" + (where if k == "images_missing" else "") for k in keys)

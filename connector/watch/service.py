@@ -32,9 +32,11 @@ from connector.web import StatusServer
 if TYPE_CHECKING:
     from connector.pipeline import Pipeline
 
+
 def serve(settings: Settings, make_pipeline: Callable[[], Pipeline], *, stop: threading.Event | None = None,
           clock: Clock = SYSTEM_CLOCK, log: logging.Logger | None = None,
-          retry_base: float = 5.0, retry_cap: float = 300.0, heartbeat: float = HEARTBEAT_S) -> None:
+          retry_base: float = 5.0, retry_cap: float = 300.0, heartbeat: float = HEARTBEAT_S,
+          make_inbox: bool = False) -> None:
     """Run the file-drop service until `stop` is set (or SIGTERM/SIGINT).
 
     Raises AlreadyRunning when another process holds the state folder (one line logged), and
@@ -42,14 +44,18 @@ def serve(settings: Settings, make_pipeline: Callable[[], Pipeline], *, stop: th
     `make_pipeline` is called once, after the state lock is taken. `retry_base`/`retry_cap` bound
     the backoff between attempts to send waiting work, to read a mapping again and to retry a
     file set aside; `heartbeat` is how often health is refreshed while waiting or busy.
+    `make_inbox`: create the inbox (and its images/ folder) when missing; only for the default
+    folders of a run without connector.yaml. A configured inbox is never created: it may be a
+    share that is not mounted yet, and a local folder under the mount point would be watched
+    instead.
     """
     log = log or logging.getLogger("connector.watch")
     stop = stop or threading.Event()
     restore = _install_signal_handlers(stop)
     try:
-        with StateLock(settings.folders.state):
+        with StateLock(settings.folders.state, "watch"):
             _serve_locked(settings, make_pipeline, stop=stop, clock=clock, log=log,
-                          retry_base=retry_base, retry_cap=retry_cap, heartbeat=heartbeat)
+                          retry_base=retry_base, retry_cap=retry_cap, heartbeat=heartbeat, make_inbox=make_inbox)
     except AlreadyRunning as exc:
         log.error("%s", exc, extra={"event": "already_running"})
         raise
@@ -59,10 +65,9 @@ def serve(settings: Settings, make_pipeline: Callable[[], Pipeline], *, stop: th
 
 def _serve_locked(settings: Settings, make_pipeline: Callable[[], Pipeline], *, stop: threading.Event,
                   clock: Clock, log: logging.Logger, retry_base: float, retry_cap: float,
-                  heartbeat: float) -> None:
+                  heartbeat: float, make_inbox: bool) -> None:
     folders = settings.folders
-    for folder in (folders.processing, folders.archive, folders.failed):
-        folder.mkdir(parents=True, exist_ok=True)
+    _make_folders(settings, make_inbox, log)
     kind, why = choose_observer(settings.watch.observer, folders.inbox)
     log.info("watching %s every %.0f s with the %s observer (%s)", folders.inbox, settings.watch.scan_interval,
              kind, why, extra={"event": "start", "observer": kind})
@@ -136,6 +141,35 @@ def _rate_in_use(pipelines: list[Pipeline]) -> float | None:
     client = getattr(pipelines[0], "client", None) if pipelines else None
     rate = getattr(getattr(client, "limiter", None), "rate", None)
     return float(rate) if isinstance(rate, int | float) else None
+
+
+def _make_folders(settings: Settings, make_inbox: bool, log: logging.Logger) -> None:
+    """Create the folders the service works in, and say in one line where they all are.
+
+    processing/, archive/ and failed/ are always created (the state folder was, with the lock);
+    the inbox and its images/ only with `make_inbox` (see `serve`). A missing inbox that is not
+    ours to create gets one warning naming it; the loop then keeps looking for it.
+    """
+    folders = settings.folders
+    images = folders.images or folders.inbox / "images"
+    wanted = [folders.processing, folders.archive, folders.failed]
+    if make_inbox:
+        wanted = [folders.inbox, *([images] if folders.images is None else []), *wanted]
+    made = []
+    for folder in wanted:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            made.append(folder.name)
+    where = {"inbox": folders.inbox, "images": images, "processing": folders.processing,
+             "archive": folders.archive, "failed": folders.failed, "state": folders.state}
+    log.info("folders: %s%s", ", ".join(f"{name} {os.path.abspath(path)}" for name, path in where.items()),
+             f" (created: {', '.join(made)})" if made else "",
+             extra={"event": "folders", "folders_created": made,
+                    "folders": {name: os.path.abspath(path) for name, path in where.items()}})
+    if not make_inbox and not folders.inbox.exists():
+        log.warning("the configured inbox %s does not exist; the connector never creates it (it may be a share "
+                    "not mounted yet): mount or create it, the service looks for it meanwhile",
+                    os.path.abspath(folders.inbox), extra={"event": "inbox_missing"})
 
 
 def _open_ledger(state_dir: Path, log: logging.Logger) -> Any:
