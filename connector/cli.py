@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,23 +76,29 @@ S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID and S2S_STATE_DIR.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, metavar="FILE",
+    # The options several commands share, each given only to the commands that use it (the
+    # README's table of them is checked against every command's --help by a test).
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", type=Path, metavar="FILE",
                         help="settings file (default: ./connector.yaml when it exists)")
-    common.add_argument("--sandbox", action="store_true",
-                        help="run the built-in sandbox API in-process and point the connector at it "
-                             "(no credentials needed; nothing leaves this machine)")
-    common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="how much to log (default INFO)")
-    common.add_argument("--log-format", default="text", choices=["text", "json"],
-                        help="human-readable lines (default) or one JSON object per line for log shippers")
+    sandbox_api = argparse.ArgumentParser(add_help=False)
+    sandbox_api.add_argument("--sandbox", action="store_true",
+                             help="run the built-in sandbox API in-process and point the connector at it "
+                                  "(no credentials needed; nothing leaves this machine); sandbox runs keep "
+                                  "their own ledger in <state>/sandbox, started afresh by each run")
+    logs = argparse.ArgumentParser(add_help=False)
+    logs.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                      help="how much to log (default INFO)")
+    logs.add_argument("--log-format", default="text", choices=["text", "json"],
+                      help="human-readable lines (default) or one JSON object per line for log shippers")
+    common = [config, sandbox_api, logs]
 
     parser = argparse.ArgumentParser(prog="connector", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"connector {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    push = commands.add_parser("push", parents=[common], help="push one export file end to end",
+    push = commands.add_parser("push", parents=common, help="push one export file end to end",
                                description="Read, map, check, journal and send one file: products, then images. "
                                            "Writes <name>.report.json (and <name>.rejected.csv and .xlsx when "
                                            "rows were refused) to the report folder.",
@@ -108,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="send every item, even those the API acknowledged unchanged before")
     push.add_argument("--strict", action="store_true", help="exit 1 when any row was refused, not only the whole file")
 
-    check = commands.add_parser("check", parents=[common], help="read, map and check a file without sending anything",
+    check = commands.add_parser("check", parents=[config, logs],
+                                help="read, map and check a file without sending anything",
                                 description="Read, map and check one file; print a summary and write the items "
                                             "that would be sent, the report and the rejected rows. No network.")
     check.add_argument("file", type=Path, help="the export to check")
@@ -117,18 +123,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where <name>.items.json, <name>.report.json and <name>.rejected.csv/.xlsx go "
                             "(default: ./check)")
 
-    watch = commands.add_parser("watch", parents=[common],
+    watch = commands.add_parser("watch", parents=common,
                                 help="run as a service: take every file dropped in the inbox",
                                 description="Watch the inbox folder and push every complete file exactly once, "
                                             "oldest first; archive it with its report, or move it to failed/ "
-                                            "when it is refused. Stops cleanly on SIGTERM/Ctrl-C.")
+                                            "when it is refused. Stops cleanly on SIGTERM/Ctrl-C. A file's images "
+                                            "go in the inbox's images/ folder (or folders.images). Without a "
+                                            "connector.yaml it makes inbox/, inbox/images/, processing/, archive/ "
+                                            "and failed/ in the current folder; a configured inbox is never made "
+                                            "(it may be a share not mounted yet). The first log lines name every "
+                                            "folder.")
     del watch  # its options are the common ones; the folders come from the settings
 
-    commands.add_parser("status", parents=[common], help="what is waiting, what was done, the last API error",
-                        description="Show files in processing/, the ledger backlog, the last files archived "
-                                    "and failed, and the last API error. Safe while `watch` runs.")
+    status = commands.add_parser(
+        "status", parents=[config], help="whether watch runs, what is waiting, what was done, the last API error",
+        description="Show whether `connector watch` is running (by who holds the state folder's lock), files in "
+                    "processing/, the ledger backlog, the last files archived and failed, and the last API error. "
+                    "Safe while `watch` runs. Prints text; logs nothing.")
+    status.add_argument("--sandbox", action="store_true",
+                        help="show the state of sandbox runs (push/watch --sandbox: their own ledger in "
+                             "<state>/sandbox) instead of the real one")
 
-    commands.add_parser("sources", parents=[common],
+    commands.add_parser("sources", parents=common,
                         help="log in and list your sources and channels; check api.source_id",
                         description="Log in to the Stock2Shop API, list the user's sources and channels, say "
                                     "whether api.source_id (S2S_SOURCE_ID) is one of those sources and what it is, "
@@ -137,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
 
     verify = commands.add_parser(
-        "verify", parents=[common], help="check that what the API acknowledged is in Stock2Shop; --repair resends it",
+        "verify", parents=[config, logs],  # no --sandbox: a fresh sandbox holds nothing this ledger acknowledged
+        help="check that what the API acknowledged is in Stock2Shop; --repair resends it",
         description="Compare what this source had acknowledged (the ledger) with what Stock2Shop holds "
                     "(POST /v1/products/elastic_search): products and variants missing, price, qty, sku or "
                     "title differing from what was last sent, images missing. The queue is asynchronous, so run "
@@ -151,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--report-dir", type=Path, default=Path("reports"), metavar="DIR",
                         help="where verify.report.json goes (default: ./reports)")
 
-    sandbox = commands.add_parser("sandbox", help="serve the built-in sandbox Stock2Shop API",
+    sandbox = commands.add_parser("sandbox", parents=[logs], help="serve the built-in sandbox Stock2Shop API",
                                   description="Serve a local, strict Stock2Shop API for trying the connector "
                                               "and for tests. Log in with demo/demo; source id 1.")
     from connector.sandbox.cli import add_arguments
@@ -166,12 +183,12 @@ def main(argv: list[str] | None = None, *, clock: Clock = SYSTEM_CLOCK) -> int:
     they were when it returns, so it can be called again in the same process."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "sandbox":
-        from connector.sandbox.cli import run
+    # status prints and logs nothing of its own: errors still get one line, at the default level
+    with _logging(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text")):
+        if args.command == "sandbox":
+            from connector.sandbox.cli import run
 
-        return run(args)
-
-    with _logging(args.log_level, args.log_format):
+            return run(args)
         return _run(args, parser, clock)
 
 
@@ -200,20 +217,23 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, clock: Clock
         settings = load_settings(args.config, os.environ)
         if args.command == "check":
             return _check(args, settings)
-        with _api(settings, args.sandbox, clock):
+        sandbox = getattr(args, "sandbox", False)  # only the commands that offer --sandbox have it
+        if sandbox:
+            _use_sandbox_state(settings)
+        if args.command == "status":
+            from connector.status import render_status
+
+            print(render_status(settings, sandbox=sandbox))
+            return EXIT_OK
+        with _api(settings, sandbox, clock):
             if args.command == "push":
                 return _push(args, settings, clock)
             if args.command == "watch":
-                return _watch(settings, clock)
+                return _watch(settings, clock, sandbox=sandbox)
             if args.command == "sources":
                 return _sources(settings, clock)
             if args.command == "verify":
                 return _verify(args, settings, clock)
-            if args.command == "status":
-                from connector.status import render_status
-
-                print(render_status(settings))
-                return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted; journaled work stays in the ledger and is sent on the next run", file=sys.stderr)
         return EXIT_WAITING
@@ -232,8 +252,8 @@ def _push(args, settings: Settings, clock: Clock) -> int:
     if not args.file.is_file():
         return _fail(EXIT_USAGE, f"{args.file}: no such file")
     require_credentials(settings)
-    with StateLock(settings.folders.state):
-        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar())
+    with StateLock(settings.folders.state, "push"):
+        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar(), fresh=args.sandbox)
         try:
             report = pipeline.run_file(args.file, mapping=args.mapping)
         finally:
@@ -281,11 +301,14 @@ def _check(args, settings: Settings) -> int:
     return EXIT_CODES[report.outcome()]
 
 
-def _watch(settings: Settings, clock: Clock) -> int:
+def _watch(settings: Settings, clock: Clock, *, sandbox: bool = False) -> int:
     from connector.watch import serve
 
     require_credentials(settings)
-    serve(settings, lambda: _make_pipeline(settings, clock), clock=clock)
+    # Without connector.yaml the default folders are the user's to have: made here. A configured
+    # inbox is never made (an unmounted share must not be replaced by a local folder).
+    serve(settings, lambda: _make_pipeline(settings, clock, fresh=sandbox), clock=clock,
+          make_inbox=settings.config_path is None)
     return EXIT_OK
 
 
@@ -316,7 +339,7 @@ def _verify(args, settings: Settings, clock: Clock) -> int:
     from connector.verify import run_verify
 
     require_credentials(settings)
-    with StateLock(settings.folders.state):
+    with StateLock(settings.folders.state, "verify"):
         pipeline = _make_pipeline(settings, clock, progress=_progress_bar() if args.repair else None)
         try:
             result = run_verify(pipeline, repair_too=args.repair)
@@ -334,11 +357,15 @@ def _verify(args, settings: Settings, clock: Clock) -> int:
 
 # -- wiring ----------------------------------------------------------------------------------
 
-def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None):
+def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None, fresh: bool = False):
+    """The pipeline on the state folder's ledger; called with the state lock held. `fresh`
+    (a --sandbox run): the ledger is started afresh first (see `_use_sandbox_state`)."""
     from connector.api import ApiClient
     from connector.ledger import Ledger
     from connector.pipeline import Pipeline
 
+    if fresh:
+        _start_afresh(settings.folders.state)
     client = ApiClient(settings.api, sleep=clock.sleep, clock=clock.monotonic)
     return Pipeline(settings, client, Ledger.open(settings.folders.state), full=full, progress=progress)
 
@@ -351,15 +378,41 @@ def _api(settings: Settings, sandbox: bool, clock: Clock) -> Iterator[None]:
         return
     from connector.sandbox import Sandbox, SandboxConfig
 
-    with Sandbox(SandboxConfig(clock=clock.monotonic)) as sb, \
-            tempfile.TemporaryDirectory(prefix="connector-sandbox-") as tmp:
+    with Sandbox(SandboxConfig(clock=clock.monotonic)) as sb:
         settings.api.url = sb.url
         settings.api.username, settings.api.password, settings.api.source_id = "demo", "demo", 1
-        # Always a ledger of its own: a fresh sandbox knows no products, and work journaled
-        # for the real API must never be drained into the sandbox.
-        settings.folders.state = Path(tmp) / "state"
-        logging.getLogger("connector").info("sandbox API at %s (user demo, source 1)", sb.url)
+        logging.getLogger("connector").info("sandbox API at %s (user demo, source 1); ledger %s, started afresh",
+                                            sb.url, settings.folders.state)
         yield
+
+
+SANDBOX_STATE = "sandbox"
+
+
+def _use_sandbox_state(settings: Settings) -> None:
+    """Point a --sandbox run at the sandbox runs' own state folder, `<state>/sandbox`.
+
+    Always a ledger of its own: work journaled for the real API must never be drained into the
+    sandbox, and the real ledger must not learn of products only the sandbox holds. It is in a
+    known place (not a temporary folder) so that `connector status --sandbox` can show it, and
+    each sandbox push or watch starts it afresh (`_start_afresh`): a fresh sandbox API knows no
+    products, so nothing may be skipped as sent before.
+    """
+    real = settings.folders.state
+    settings.folders.state = real / SANDBOX_STATE
+    if settings.watch.health_file == real / "health.json":
+        settings.watch.health_file = settings.folders.state / "health.json"
+
+
+def _start_afresh(state: Path) -> None:
+    """Forget a sandbox state folder's ledger, watch attempts and last verify (the lock is held:
+    nobody uses them)."""
+    from connector import verify
+    from connector.ledger import Ledger
+
+    for name in (Ledger.FILE_NAME, f"{Ledger.FILE_NAME}-wal", f"{Ledger.FILE_NAME}-shm", Ledger.MARKER_NAME,
+                 "attempts.json", verify.STATE_FILE):
+        (state / name).unlink(missing_ok=True)
 
 
 def _progress_bar():

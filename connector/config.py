@@ -12,14 +12,16 @@ when the committed file differs). Every problem is reported at once with its pla
 
 Relative folders are resolved against the config file's folder, or against the current
 directory when there is no config file. Environment variables win over the file:
-S2S_API_URL, S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID, S2S_STATE_DIR.
-The password is kept out of every repr and message, YAML syntax errors included.
+S2S_API_URL, S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID, S2S_STATE_DIR, S2S_HTTP_TOKEN,
+S2S_NOTIFY_WEBHOOK_URL. The secrets (the password, the status page's token, the webhook URL) are
+kept out of every repr and message, YAML syntax errors included.
 """
 
 from __future__ import annotations
 
 import codecs
 import fnmatch
+import ipaddress
 import json
 import re
 import sys
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 
@@ -39,6 +41,9 @@ from connector.errors import ConfigError
 DEFAULT_API_URL = "https://app.stock2shop.com"
 DEFAULT_PATTERNS = ["*.csv", "*.xlsx", "*.xls", "*.ods"]
 HIDDEN = "(hidden)"
+OWN_TOKEN = ("watch.http_token: it is the API password; give the status page a token of its own (whoever "
+             "opens the page must not learn the API password)")
+MIN_TOKEN_LENGTH = 16  # the status page's token: long enough that guessing it over HTTP is hopeless
 
 
 # --------------------------------------------------------------------------- the definition
@@ -138,12 +143,78 @@ class WatchSettings(_Section):
     reprocess_duplicates: bool = Field(
         default=False, description="Process a file again when its content was seen before."
     )
+    http_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Serve the status page and /healthz at this port (0: any free port; none: not served).",
+    )
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="The address the status page listens on; any address but loopback needs http_token.",
+    )
+    http_token: str = Field(
+        default="",
+        repr=False,
+        description="The status page's own token (or S2S_HTTP_TOKEN), never the API password; never shown.",
+        json_schema_extra={"writeOnly": True},
+    )
     health_port: int | None = Field(
-        default=None, ge=0, le=65535, description="Serve /healthz on 127.0.0.1 at this port (0: any free port)."
+        default=None, ge=0, le=65535, description="The old name of http_port (deprecated: a warning at start-up)."
     )
     health_file: Path | None = Field(
         default=None, description="Where health is written (default: <state>/health.json)."
     )
+
+    @model_validator(mode="after")
+    def _http(self) -> WatchSettings:
+        if self.health_port is not None:
+            if self.http_port is not None and self.http_port != self.health_port:
+                raise ValueError("http_port and health_port (its old name) differ: keep only http_port")
+            self.http_port = self.health_port
+        if self.http_token and len(self.http_token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"http_token is too short to guard a page: use at least {MIN_TOKEN_LENGTH} characters, "
+                             "e.g. from: python -c \"import secrets; print(secrets.token_urlsafe(24))\"")
+        if self.http_port is not None and not is_loopback(self.http_host) and not self.http_token:
+            raise ValueError(f"http_host {self.http_host!r} is not a loopback address: the status page would be "
+                             "open to the network; set http_token (or S2S_HTTP_TOKEN) to require it, or keep "
+                             "http_host 127.0.0.1")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: reachable only from this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class NotifySettings(_Section):
+    """Alerts to a chat or monitoring webhook when a file fails or the API is unreachable."""
+
+    webhook_url: str = Field(
+        default="",
+        repr=False,
+        description="Where alerts are posted (or S2S_NOTIFY_WEBHOOK_URL); a secret: never logged or shown.",
+        json_schema_extra={"writeOnly": True},
+    )
+    format: Literal["auto", "slack", "teams", "json"] = Field(
+        default="auto",
+        description='slack and teams post {"text": ...}; json posts {"event", "text", ...}; auto: by the URL.',
+    )
+    after_minutes: float = Field(
+        default=15.0, gt=0,
+        description="The API unreachable this long is alerted; at most one message per cause this often.",
+    )
+    timeout: float = Field(default=10.0, gt=0, le=60, description="Seconds one delivery may take.")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url
 
 
 class LimitSettings(_Section):
@@ -200,6 +271,7 @@ class Settings(_Section):
     watch: WatchSettings = Field(default_factory=WatchSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     rules: list[Rule] = Field(
         default_factory=list, description="The first rule matching a file's name picks its mapping."
     )
@@ -246,6 +318,8 @@ _ENV = {
     "S2S_PASSWORD": ("api", "password"),
     "S2S_SOURCE_ID": ("api", "source_id"),
     "S2S_STATE_DIR": ("folders", "state"),
+    "S2S_HTTP_TOKEN": ("watch", "http_token"),
+    "S2S_NOTIFY_WEBHOOK_URL": ("notify", "webhook_url"),
 }
 
 
@@ -306,6 +380,8 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
     if settings.watch.health_file is None:
         settings.watch.health_file = folders.state / "health.json"
     problems.extend(_check_rules(doc.get("rules"), settings))
+    if settings.watch.http_token and settings.watch.http_token == settings.api.password:
+        problems.append(OWN_TOKEN)
     if problems:
         raise ConfigError(problems)
     return settings
@@ -318,7 +394,7 @@ def _with_env(raw: dict[str, Any], env: Mapping[str, str]) -> tuple[dict[str, An
     """
     doc: dict[str, Any] = {}
     for key, value in raw.items():
-        if isinstance(value, dict) and key in ("api", "folders", "batch", "watch"):
+        if isinstance(value, dict) and key in ("api", "folders", "batch", "watch", "notify"):
             model = _keys(Settings)[key].annotation
             assert isinstance(model, type) and issubclass(model, BaseModel)
             known = _keys(model)
@@ -439,8 +515,8 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
-# `password: value` on a line of the file, for redacting a file that does not parse.
-_SECRET_LINE = re.compile(r"^\s*[\"']?password[\"']?\s*:\s*(.+?)\s*$", re.MULTILINE)
+# `password: value` (or another secret's key) on a line of the file, for redacting a file that does not parse.
+_SECRET_LINE = re.compile(r"^\s*[\"']?(?:password|http_token|webhook_url)[\"']?\s*:\s*(.+?)\s*$", re.MULTILINE)
 
 
 def _redact(message: str, text: str, env: Mapping[str, str]) -> str:

@@ -34,6 +34,9 @@ from .model import ImageJob, ImageRef, Problem, Product
 MAX_BYTES = 2 * 1024 * 1024  # the API's limit per image (api-docs: "at most 2 MB")
 MAX_PIXELS = 40_000_000  # far above any product photo; bounds decode memory to ~160 MB
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+# The reason of an image that is not in the image folder: counted apart from the refused ones
+# (`is_missing`), because the fix is different (put it there, or point at the right folder).
+MISSING = "no such file in the image folder"
 # Formats people commonly export by mistake, named in the message so they know what to fix.
 _OTHER_MAGIC = {b"GIF8": "GIF", b"RIFF": "WebP", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"%PDF": "PDF"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -139,7 +142,7 @@ def _resolve(name: str, base: Path, allow_urls: bool) -> Path:
     try:
         path = base.joinpath(*parts).resolve(strict=True)
     except FileNotFoundError:
-        raise ImageError("no such file in the image folder") from None
+        raise ImageError(MISSING) from None
     except (OSError, RuntimeError):  # symlink loops, permissions, names too long
         raise ImageError("the image file cannot be reached") from None
     if not path.is_relative_to(base):
@@ -152,7 +155,7 @@ def _read_checked(path: Path) -> bytes:
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
-        raise ImageError("no such file in the image folder") from None
+        raise ImageError(MISSING) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ImageError("the image file is a symbolic link") from None
@@ -216,6 +219,11 @@ def _decode(data: bytes, fmt: str) -> None:
             raise ImageError(f"the image could not be decoded: its {fmt} header is damaged") from None
         except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError... on bad data
             raise ImageError(f"the image could not be decoded: {_short(exc)}") from None
+
+
+def is_missing(problem: Problem) -> bool:
+    """True for the problem of an image that was not found in the image folder."""
+    return problem.kind == "image" and problem.reason == MISSING
 
 
 def _problem(product: Product, ref: ImageRef, reason: str) -> Problem:

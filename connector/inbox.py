@@ -30,6 +30,9 @@ from connector.report import Report, write_report_files
 # Partial downloads and temp saves (browsers, WinSCP, rsync-style tools, Office).
 IGNORED_SUFFIXES = (".tmp", ".part", ".filepart", ".crdownload", ".partial", ".download")
 DONE_SUFFIX = ".done"
+# The inbox's own notes for people (the repository ships inbox/README.md): never an export,
+# whatever `watch.patterns` says.
+README_NAMES = frozenset({"readme", "readme.md", "readme.txt"})
 # Sidecars written next to a placed file; never counted as data files.
 SIDECAR_SUFFIXES = (".report.json", ".error.json", ".rejected.csv", ".rejected.xlsx", DONE_SUFFIX)
 # What is never data in processing/: refused rows fixed and dropped back (x.rejected.xlsx) are.
@@ -68,11 +71,11 @@ def is_candidate_name(name: str, patterns: Iterable[str], *, done_file: bool = F
     """True when a file called `name` may hold an export (before looking at the disk).
 
     Hidden files, Office owner files (`~$...`), names with no extension (Excel's temp saves),
-    partial downloads and done files never are; otherwise one of `patterns` (case-insensitive
-    globs) must match.
+    partial downloads, done files and the inbox's README never are; otherwise one of `patterns`
+    (case-insensitive globs) must match.
     """
     lower = name.lower()
-    if not name or name.startswith((".", "~$")):
+    if not name or name.startswith((".", "~$")) or lower in README_NAMES:
         return False
     if "." not in name.strip("."):
         return False

@@ -35,7 +35,7 @@ from connector.errors import (
     OversizedItem,
     ReadError,
 )
-from connector.images import encode_image, locate_images
+from connector.images import encode_image, is_missing, locate_images
 from connector.ledger import Job, Ledger
 from connector.mapping import Mapping, find_mapping, load_mapping
 from connector.model import ImageJob, Problem, Product, Rejected, Row, Table
@@ -398,6 +398,7 @@ class Pipeline:
             sent = self.ledger.file_sent_counts(file_id)
             report.counts.items_sent, report.counts.images_sent = sent["items_sent"], sent["images_sent"]
             report.counts.products_refused_by_api = len({p.product for p in send_problems if p.kind == "api"})
+            report.counts.images_refused += sum(1 for p in send_problems if p.kind == "image")  # not sent after all
             report.status = "done"
             report.finished_at = now = self.clock()
             planned = sum(v for k, v in report.timings.items() if k in ("read", "map", "check", "plan"))
@@ -451,6 +452,7 @@ class Plan:
     rejected: list[Rejected]
     held: set[str]
     timings: dict[str, float]
+    image_folder: Path | None = None  # where the images were looked for
     # from the build, for the row accounting: rows folded into another's item, rows skipped (by
     # rule), every line of each product (a product held back refuses all of them)
     folded: dict[tuple[str | None, int], str] = field(default_factory=dict)
@@ -504,7 +506,9 @@ class Plan:
         c.rows_skipped = sum(self.rows.skipped.values())
         report.rows = self.rows
         c.images_found = sum(len(j) for j in self.images.values())
-        c.images_refused = sum(1 for p in problems if p.kind == "image")
+        c.images_missing = sum(1 for p in problems if is_missing(p))
+        c.images_refused = sum(1 for p in problems if p.kind == "image") - c.images_missing
+        report.images_folder = str(self.image_folder) if self.image_folder else None
         report.problems.add(problems)
         report.header, report.rejected = list(t.header), list(self.rejected)
         report.header_row = self.mapping.source.header_row
@@ -547,7 +551,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         problems.extend(image_problems)
     timings["plan"] = clock() - tick
     rejected = _rejected_rows(table.rows, problems, held)
-    plan = Plan(path, spec, table, products, problems, images, rejected, set(held), timings,
+    plan = Plan(path, spec, table, products, problems, images, rejected, set(held), timings, folder,
                 folded=built.folded, skipped=built.skipped, lines=built.lines, file_refused=built.file_refused)
     plan.account()
     return plan

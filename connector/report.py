@@ -15,7 +15,9 @@ same rows as text cells with the refusing cell highlighted, to fix in Excel and 
         "products": 30, "variants": 118,    # built from the file
         "products_held_back": 1,            # a row of theirs failed, so none of them was sent
         "rows_refused": 2, "rows_skipped": 1,
-        "images_found": 40, "images_refused": 2,
+        "images_found": 40,                 # found in the image folder and sendable
+        "images_refused": 2,                # broken, not JPEG/PNG, too big, or refused when sent
+        "images_missing": 1,                # named by the file, not in the image folder
         "items_to_send": 112, "items_sent": 110, "items_unchanged": 6,
         "images_to_send": 40, "images_sent": 38, "products_refused_by_api": 0
       },
@@ -82,7 +84,8 @@ class Counts:
     rows_refused: int = 0
     rows_skipped: int = 0
     images_found: int = 0
-    images_refused: int = 0
+    images_refused: int = 0  # left out for a reason of their own (bad bytes, too big, refused when sent)
+    images_missing: int = 0  # named by the file but not in the image folder (`images_folder`)
     items_to_send: int = 0
     items_sent: int = 0
     items_unchanged: int = 0
@@ -158,6 +161,7 @@ class Report:
     duplicate_of: dict[str, Any] | None = None
     backlog: dict[str, Any] | None = None
     placed_as: str | None = None
+    images_folder: str | None = None  # where the file's images were looked for
     # When the very file was pushed before (same content, name, date, mapping): when that push
     # finished. The counts, timings and problems are then that push's; nothing was sent now.
     already_pushed: str | None = None
@@ -213,7 +217,7 @@ class Report:
             out["error"] = {"kind": self.error_kind, "message": self.error_message}
             if self.attempts:
                 out["error"]["attempts"] = self.attempts
-        for key in ("message", "duplicate_of", "backlog", "placed_as"):
+        for key in ("message", "duplicate_of", "backlog", "placed_as", "images_folder"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         if self.already_pushed:
@@ -252,6 +256,7 @@ class Report:
         report.message = data.get("message") or ""
         report.duplicate_of, report.backlog = data.get("duplicate_of"), data.get("backlog")
         report.placed_as = data.get("placed_as")
+        report.images_folder = data.get("images_folder")
         report.already_pushed = (data.get("already_pushed") or {}).get("finished_at")
         report.header = list(rejected.get("header") or [])
         report.header_row = rejected.get("header_row") or 1
@@ -431,7 +436,8 @@ def _summary_lines(report: Report) -> list[str]:
         f"  read: {read.rows} rows" + (f" ({source})" if source else ""),
         f"  built: {c.products} products, {c.variants} variants, {c.images_found} images"
         f"; held back: {c.products_held_back} products",
-        f"  rows refused: {c.rows_refused}, skipped: {c.rows_skipped}; images refused: {c.images_refused}",
+        f"  rows refused: {c.rows_refused}, skipped: {c.rows_skipped}; images refused: {c.images_refused}, "
+        f"missing: {c.images_missing}" + (f" (not in {report.images_folder})" if c.images_missing else ""),
     ]
     if report.rows:
         lines[2:2] = [f"  rows: {report.rows.line()}",

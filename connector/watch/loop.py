@@ -147,6 +147,7 @@ class Watcher:
         self.attempts = Attempts(self.folders.state / "attempts.json")
         self.all_refused: dict[str, str] = {}  # files whose every item the API refused, and why to look
         self.verifier = VerifySchedule(settings, clock, log)  # verify what was pushed, some minutes later
+        self.on_file_failed: Callable[[str, str], None] | None = None  # alerts (connector.notify); never blocks
 
     # the loop
 
@@ -378,10 +379,13 @@ class Watcher:
             return self._set_aside(path, "place", f"was processed ({outcome.status}) but cannot be filed away: {exc}")
         self.troubles.pop(path.name, None)
         self.failed_files += outcome.status == "refused"
+        if outcome.status == "refused":
+            self._tell_failed(path.name, outcome)
         self.files_done += 1
         self.verifier.file_pushed(outcome)
         if outcome.outcome() == "refused_by_api":
             self.all_refused[path.name] = f"see {placed}.report.json"
+            self._tell_failed(path.name, outcome, "the API refused every item it was sent; see its report in archive/")
             self.log.error("%s: the API refused every item it was sent (another account's source id, or data it "
                            "will not take); nothing of it is in Stock2Shop. See %s.report.json", path.name, placed,
                            extra={"event": "all_refused", "file": path.name})
@@ -470,8 +474,15 @@ class Watcher:
             self._set_aside(claimed, "place", f"cannot be moved to failed/: {exc}")
             return
         self.failed_files += 1
+        self._tell_failed(claimed.name, outcome)
         self.log.warning("%s -> %s", outcome.message, placed,
                          extra={"event": "file_finished", "file": claimed.name, "status": "refused"})
+
+    def _tell_failed(self, name: str, outcome: Report, reason: str | None = None) -> None:
+        if self.on_file_failed is not None:
+            reason = reason or (f"{outcome.message or outcome.error_message or outcome.status}; it is in failed/ with "
+                                "its reason: fix it (or the mapping) and put it back into the inbox")
+            self.on_file_failed(name, reason)
 
     def _call(self, fn: Callable[..., Any], *args: Any, busy: str | None = None) -> Any:
         """Run a pipeline call on the worker; a stop request is honoured within the grace period
@@ -598,6 +609,7 @@ class Watcher:
             "state": "degraded" if problems else "ok",
             "problems": problems,
             "busy": self.busy,
+            "api_waiting": self.api_waiting,
             "last_scan_at": self.last_scan_at,
             "last_success_at": _ask(ledger, "last_success_at"),
             "last_error": _ask(ledger, "last_error"),
@@ -685,5 +697,7 @@ def _summary(outcome: Report) -> str:
     if outcome.error_kind:
         return outcome.message or outcome.status
     c = asdict(outcome.counts)
-    keys = ("products", "variants", "items_sent", "items_unchanged", "images_sent", "rows_refused")
-    return ", ".join(f"{k.replace('_', ' ')} {c[k]}" for k in keys)
+    keys = ("products", "variants", "items_sent", "items_unchanged", "images_sent", "images_refused",
+            "images_missing", "rows_refused")
+    where = f" (not in {outcome.images_folder})" if c["images_missing"] else ""
+    return ", ".join(f"{k.replace('_', ' ')} {c[k]}" + (where if k == "images_missing" else "") for k in keys)
