@@ -5,23 +5,31 @@ One SQLite file in the state folder (WAL, synchronous=FULL, owner-only). The sen
 records what was acknowledged. A re-run after a crash finds the file's jobs by its sha256
 and only drains what is left (DESIGN.md invariants 1-3).
 
+The catalogue (`catalogue_*`) is the connector's memory of what Stock2Shop holds from one
+source: keyed by endpoint (API url + source id, `Pipeline.endpoint`), so nothing of it is
+shared between two sources or two API urls. Each record says which file and mapping last set
+it and when. It changes only with an acknowledgement, in the same transaction. Read it with
+`catalogue_variants`, `catalogue_products` and `catalogue_images`.
+
 Tables:
   files    one row per journaled file (by content sha256), with its plan-time report
   jobs     products batches and image jobs, in send order
   problems problems found while sending (API refusals, images changed), per file
-  sent     last acknowledged payload hash per variant: unchanged items are not sent again
-  sent_images  acknowledged images per product, by content hash
+  catalogue_variants  per endpoint: the last acknowledged whole item of every variant
+  catalogue_products  per endpoint: the product-level record of every product
+  catalogue_images    per endpoint: the acknowledged images of every product, by content hash
   events   the last API errors and successes, for `connector status` and the health file
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -29,9 +37,9 @@ from typing import Any, Literal
 
 from connector.common import iso_utc, write_json_atomic
 from connector.errors import LedgerError
-from connector.model import Problem
+from connector.model import ImageJob, Problem
 from connector.report import Report
-from connector.wire import encode_text
+from connector.wire import encode_text, item_hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -41,6 +49,7 @@ CREATE TABLE IF NOT EXISTS files (
     size INTEGER NOT NULL,
     mtime_ns INTEGER,                  -- tells a file resumed after a crash from the same content dropped again
     mapping_sha256 TEXT,               -- the same content under another mapping is new work
+    mapping_name TEXT,                 -- named in the catalogue as what set an item
     endpoint TEXT NOT NULL DEFAULT '', -- API url and source id the work is for; never drained elsewhere
     status TEXT NOT NULL,              -- journaled | done | refused
     report TEXT NOT NULL,              -- JSON: the report as planned, completed when the file finishes
@@ -70,18 +79,35 @@ CREATE TABLE IF NOT EXISTS problems (
     file_id INTEGER NOT NULL REFERENCES files(id),
     problem TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS sent (
-    source_product_code TEXT NOT NULL,
-    source_variant_code TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (source_product_code, source_variant_code)
+CREATE TABLE IF NOT EXISTS catalogue_variants (
+    endpoint TEXT NOT NULL,            -- API url and source id (Pipeline.endpoint)
+    product_code TEXT NOT NULL,
+    variant_code TEXT NOT NULL,
+    item TEXT NOT NULL,                -- JSON: the whole item as last acknowledged
+    hash TEXT NOT NULL,                -- sha256 of the item as sent: unchanged items are not sent again
+    file TEXT NOT NULL,                -- the file and mapping that last set it
+    mapping TEXT NOT NULL,
+    at REAL NOT NULL,                  -- when it was acknowledged
+    PRIMARY KEY (endpoint, product_code, variant_code)
 );
-CREATE TABLE IF NOT EXISTS sent_images (
-    source_product_code TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS catalogue_products (
+    endpoint TEXT NOT NULL,
+    product_code TEXT NOT NULL,
+    record TEXT NOT NULL,              -- JSON: the item without its variant ({"source": ..., "product": ...})
+    file TEXT NOT NULL,
+    mapping TEXT NOT NULL,
     at REAL NOT NULL,
-    PRIMARY KEY (source_product_code, sha256)
+    PRIMARY KEY (endpoint, product_code)
+);
+CREATE TABLE IF NOT EXISTS catalogue_images (
+    endpoint TEXT NOT NULL,
+    product_code TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    variant_code TEXT,
+    sha256 TEXT NOT NULL,              -- the picture's content: a replaced picture is sent again
+    file TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (endpoint, product_code, image_id)
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -99,6 +125,45 @@ class Job:
     kind: str
     payload: Any
     after_job: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueVariant:
+    """One variant as Stock2Shop last acknowledged it from this source.
+
+    `item` is the whole API item (`{"source": ..., "product": {..., "variants": {...}}}`);
+    a retired product's items say `"product_active": "false"` in their source.
+    """
+
+    product_code: str
+    variant_code: str
+    item: dict[str, Any]
+    file: str  # the file and mapping that last set it
+    mapping: str
+    at: float  # when it was acknowledged (seconds since the epoch)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueProduct:
+    """A product's product-level record as last acknowledged: the item without `product.variants`."""
+
+    product_code: str
+    record: dict[str, Any]
+    file: str
+    mapping: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueImage:
+    """An image of a product Stock2Shop acknowledged from this source, by its content hash."""
+
+    product_code: str
+    variant_code: str | None
+    image_id: str
+    sha256: str
+    file: str
+    at: float
 
 
 class Ledger:
@@ -167,10 +232,59 @@ class Ledger:
         self.db.close()
 
     def _migrate(self) -> None:
-        """Bring a ledger written by an earlier version up to this schema (columns only added)."""
-        for table, column, kind in (("files", "started_at", "REAL"), ("jobs", "acked", "INTEGER")):
+        """Bring a ledger written by an earlier version up to this schema."""
+        for table, column, kind in (("files", "started_at", "REAL"), ("jobs", "acked", "INTEGER"),
+                                    ("files", "mapping_name", "TEXT")):
             if column not in {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables & {"sent", "sent_images"}:
+            with self._transaction():
+                self._migrate_memory(tables)
+
+    def _migrate_memory(self, tables: set[str]) -> None:
+        """Turn the old memory (hashes by product code alone) into the endpoint-keyed catalogue.
+
+        The old tables did not say which API and source an acknowledgement was for, and held
+        hashes, not items. The items come back from the acknowledged batches still in the
+        ledger: an item of a done batch for endpoint E whose hash is the remembered one was
+        acknowledged by E. What cannot be attributed that way is forgotten, so it is sent (whole)
+        once more: never skipped for a source that did not get it.
+        """
+        if "sent" in tables:
+            sent = {(p, v): h for p, v, h in self.db.execute(
+                "SELECT source_product_code, source_variant_code, hash FROM sent")}
+            variants: dict[tuple[str, str, str], tuple] = {}
+            for endpoint, name, report, at, payload in self.db.execute(
+                "SELECT files.endpoint, files.name, files.report, jobs.done_at, jobs.payload FROM jobs"
+                " JOIN files ON files.id = jobs.file_id WHERE jobs.kind = 'products' AND jobs.state = 'done'"
+                " ORDER BY jobs.id"
+            ).fetchall():
+                mapping = _mapping_name(report)
+                for it in json.loads(payload):
+                    code = it["source"]["source_product_code"]
+                    variant = it["product"]["variants"]["source_variant_code"]
+                    if sent.get((code, variant)) == item_hash(it):
+                        variants[(endpoint, code, variant)] = (it, name, mapping, at or 0.0)
+            self._remember_items(
+                [(e, it, name, mapping, at) for (e, _, _), (it, name, mapping, at) in variants.items()])
+            self.db.execute("DROP TABLE sent")
+        if "sent_images" in tables:
+            known = {(p, h) for p, h in self.db.execute("SELECT source_product_code, sha256 FROM sent_images")}
+            rows = {}
+            for endpoint, name, at, payload in self.db.execute(
+                "SELECT files.endpoint, files.name, jobs.done_at, jobs.payload FROM jobs"
+                " JOIN files ON files.id = jobs.file_id WHERE jobs.kind = 'image' AND jobs.state = 'done'"
+                " ORDER BY jobs.id"
+            ).fetchall():
+                job = json.loads(payload)
+                if (job.get("source_product_code"), job.get("sha256")) in known:
+                    rows[(endpoint, job["source_product_code"], job["image_id"])] = (
+                        job.get("source_variant_code"), job["sha256"], name, at or 0.0)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO catalogue_images (endpoint, product_code, image_id, variant_code, sha256,"
+                " file, at) VALUES (?, ?, ?, ?, ?, ?, ?)", [(*key, *value) for key, value in rows.items()])
+            self.db.execute("DROP TABLE sent_images")
 
     # -- files ---------------------------------------------------------------------------
 
@@ -201,9 +315,10 @@ class Ledger:
         data, rejected = report.to_ledger()
         with self._transaction():
             file_id = self.db.execute(
-                "INSERT INTO files (sha256, name, size, mtime_ns, mapping_sha256, endpoint, status, report, rejected,"
-                " started_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'journaled', ?, ?, ?, ?)",
-                (report.sha256, report.file, report.size, mtime_ns, report.mapping_sha256, endpoint,
+                "INSERT INTO files (sha256, name, size, mtime_ns, mapping_sha256, mapping_name, endpoint, status,"
+                " report, rejected, started_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'journaled', ?, ?, ?, ?)",
+                (report.sha256, report.file, report.size, mtime_ns, report.mapping_sha256, report.mapping_name or "",
+                 endpoint,
                  encode_text(data), encode_text(rejected),
                  report.started_at, now),
             ).lastrowid
@@ -347,60 +462,126 @@ class Ledger:
             if error:
                 self._event("error", error)
 
-    def products_acknowledged(self, job_id: int, hashes: list[tuple[str, str, str]],
-                              remaining: list[dict] | None = None) -> None:
-        """Remember what was acknowledged and mark the batch done, atomically.
+    def products_acknowledged(self, job_id: int, items: list[dict], remaining: list[dict] | None = None) -> None:
+        """Mark what was acknowledged and put it in the catalogue, atomically.
 
-        With `remaining` (part of a batch too big for the API was acknowledged), the batch
-        stays pending with only the items still to send.
+        `items` are the API items one request queued (from this job's payload). With
+        `remaining` (part of a batch too big for the API was acknowledged), the batch stays
+        pending with only the items still to send.
         """
         now = self.clock()
         with self._transaction():
-            self.db.execute("UPDATE jobs SET acked = COALESCE(acked, 0) + ? WHERE id = ?", (len(hashes), job_id))
+            self.db.execute("UPDATE jobs SET acked = COALESCE(acked, 0) + ? WHERE id = ?", (len(items), job_id))
             if remaining:
                 self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (encode_text(remaining), job_id))
             else:
                 self.db.execute("UPDATE jobs SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?",
                                 (now, job_id))
-            self.db.executemany(
-                "INSERT INTO sent (source_product_code, source_variant_code, hash, at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (source_product_code, source_variant_code)"
-                " DO UPDATE SET hash = excluded.hash, at = excluded.at",
-                [(p, v, h, now) for p, v, h in hashes],
-            )
+            endpoint, name, mapping = self._job_origin(job_id)
+            self._remember_items([(endpoint, it, name, mapping, now) for it in items])
             self._event("success", f"job {job_id} acknowledged")
 
-    def images_acknowledged(self, acknowledged: list[tuple[int, str, str]]) -> None:
-        """Image jobs (job id, product, image sha256) one request queued: done, and remembered, atomically."""
+    def images_acknowledged(self, acknowledged: list[tuple[int, ImageJob]]) -> None:
+        """Image jobs one request queued (job id, the image): done, and in the catalogue, atomically."""
         now = self.clock()
         with self._transaction():
             self.db.executemany("UPDATE jobs SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?",
-                                [(now, job_id) for job_id, _, _ in acknowledged])
+                                [(now, job_id) for job_id, _ in acknowledged])
+            rows = []
+            for job_id, image in acknowledged:
+                endpoint, name, _ = self._job_origin(job_id)
+                rows.append((endpoint, image.source_product_code, image.image_id, image.source_variant_code,
+                             image.sha256, name, now))
             self.db.executemany(
-                "INSERT OR REPLACE INTO sent_images (source_product_code, sha256, at) VALUES (?, ?, ?)",
-                [(product, sha256, now) for _, product, sha256 in acknowledged],
-            )
+                "INSERT OR REPLACE INTO catalogue_images (endpoint, product_code, image_id, variant_code, sha256,"
+                " file, at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             self._event("success", f"{len(acknowledged)} image job(s) acknowledged")
 
-    def sent_hashes(self, codes: Iterable[str]) -> dict[tuple[str, str], str]:
-        """Acknowledged payload hashes for the variants of these products."""
+    def catalogue_hashes(self, endpoint: str, codes: Iterable[str]) -> dict[tuple[str, str], str]:
+        """Hashes of the items last acknowledged at `endpoint` for the variants of these products."""
         out: dict[tuple[str, str], str] = {}
-        codes = list(codes)
-        for start in range(0, len(codes), 500):
-            chunk = codes[start:start + 500]
+        for chunk in _chunks(list(codes), 500):
             marks = ",".join("?" * len(chunk))
             for p, v, h in self.db.execute(
-                "SELECT source_product_code, source_variant_code, hash FROM sent"
-                f" WHERE source_product_code IN ({marks})",
-                chunk,
-            ):
+                "SELECT product_code, variant_code, hash FROM catalogue_variants"
+                f" WHERE endpoint = ? AND product_code IN ({marks})", (endpoint, *chunk)):
                 out[(p, v)] = h
         return out
 
-    def image_sent(self, product: str, sha256: str) -> bool:
+    def image_known(self, endpoint: str, image: ImageJob) -> bool:
+        """True when `endpoint` acknowledged this very picture (same id, same content) for its product."""
         return self.db.execute(
-            "SELECT 1 FROM sent_images WHERE source_product_code = ? AND sha256 = ?", (product, sha256)
-        ).fetchone() is not None
+            "SELECT 1 FROM catalogue_images WHERE endpoint = ? AND product_code = ? AND image_id = ? AND sha256 = ?",
+            (endpoint, image.source_product_code, image.image_id, image.sha256)).fetchone() is not None
+
+    # -- the catalogue, read ----------------------------------------------------------------
+
+    def catalogue_variants(self, endpoint: str, product_codes: Iterable[str] | None = None
+                           ) -> Iterator[CatalogueVariant]:
+        """Every variant of the catalogue of `endpoint` (or of these products), by product and variant code.
+
+        >>> for v in ledger.catalogue_variants("https://api.example#source=7", ["TEE"]):
+        ...     v.variant_code, v.item["product"]["variants"]["qty"], v.file
+        """
+        for rows in self._catalogue_rows(
+                "SELECT product_code, variant_code, item, file, mapping, at FROM catalogue_variants",
+                endpoint, product_codes, "product_code, variant_code"):
+            for p, v, item, file, mapping, at in rows:
+                yield CatalogueVariant(p, v, json.loads(item), file, mapping, at)
+
+    def catalogue_products(self, endpoint: str, product_codes: Iterable[str] | None = None
+                           ) -> Iterator[CatalogueProduct]:
+        """The product-level record of every product of the catalogue of `endpoint` (or of these products)."""
+        for rows in self._catalogue_rows(
+                "SELECT product_code, record, file, mapping, at FROM catalogue_products",
+                endpoint, product_codes, "product_code"):
+            for p, record, file, mapping, at in rows:
+                yield CatalogueProduct(p, json.loads(record), file, mapping, at)
+
+    def catalogue_images(self, endpoint: str, product_codes: Iterable[str] | None = None
+                         ) -> Iterator[CatalogueImage]:
+        """The acknowledged images of every product of `endpoint`'s catalogue (or of these products)."""
+        for rows in self._catalogue_rows(
+                "SELECT product_code, variant_code, image_id, sha256, file, at FROM catalogue_images",
+                endpoint, product_codes, "product_code, image_id"):
+            for p, v, image_id, sha256, file, at in rows:
+                yield CatalogueImage(p, v, image_id, sha256, file, at)
+
+    def _catalogue_rows(self, select: str, endpoint: str, codes: Iterable[str] | None, order: str
+                        ) -> Iterator[list[tuple]]:
+        if codes is None:
+            cursor = self.db.execute(f"{select} WHERE endpoint = ? ORDER BY {order}", (endpoint,))
+            while rows := cursor.fetchmany(1000):
+                yield rows
+            return
+        for chunk in _chunks(sorted(set(codes)), 500):
+            marks = ",".join("?" * len(chunk))
+            yield self.db.execute(f"{select} WHERE endpoint = ? AND product_code IN ({marks}) ORDER BY {order}",
+                                  (endpoint, *chunk)).fetchall()
+
+    def _job_origin(self, job_id: int) -> tuple[str, str, str]:
+        """(endpoint, file name, mapping name) of the file a job belongs to."""
+        endpoint, name, mapping, report = self.db.execute(
+            "SELECT files.endpoint, files.name, files.mapping_name, files.report FROM jobs"
+            " JOIN files ON files.id = jobs.file_id WHERE jobs.id = ?", (job_id,)).fetchone()
+        return endpoint, name, mapping or _mapping_name(report)
+
+    def _remember_items(self, rows: list[tuple[str, dict, str, str, float]]) -> None:
+        """Put acknowledged items (endpoint, item, file, mapping, at) in the catalogue; later rows win."""
+        variants, products = [], {}
+        for endpoint, it, name, mapping, at in rows:
+            code = it["source"]["source_product_code"]
+            text = encode_text(it)
+            variants.append((endpoint, code, it["product"]["variants"]["source_variant_code"], text,
+                             hashlib.sha256(text.encode("utf-8")).hexdigest(), name, mapping, at))
+            record = {"source": it["source"], "product": {k: v for k, v in it["product"].items() if k != "variants"}}
+            products[(endpoint, code)] = (encode_text(record), name, mapping, at)
+        self.db.executemany(
+            "INSERT OR REPLACE INTO catalogue_variants (endpoint, product_code, variant_code, item, hash, file,"
+            " mapping, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", variants)
+        self.db.executemany(
+            "INSERT OR REPLACE INTO catalogue_products (endpoint, product_code, record, file, mapping, at)"
+            " VALUES (?, ?, ?, ?, ?, ?)", [(*key, *value) for key, value in products.items()])
 
     # -- what `status` and the health file show -------------------------------------------
 
@@ -509,6 +690,19 @@ def _disk_cause(path: Path) -> str | None:
     if not os.access(path.parent, os.W_OK):
         return f"{path.parent} is not writable by this user"
     return None
+
+
+def _chunks(values: list, size: int) -> Iterator[list]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _mapping_name(report: str | None) -> str:
+    """The mapping name a file's stored report names ("" when it names none)."""
+    try:
+        return (json.loads(report or "{}").get("mapping") or {}).get("name") or ""
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _cause(exc: OSError) -> str:

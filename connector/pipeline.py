@@ -16,6 +16,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +117,14 @@ class Pipeline:
             self.drain()
             return self._outcome(known["id"])
         known = self.ledger.find_file(report.sha256, self.endpoint, spec.sha256)
+        duplicate: Callable[[], Report] | None = None
         if known and known["status"] == "done" and not self.full:  # `full`: every item again, whatever was sent
             if known["name"] == path.name and known["mtime_ns"] == mtime_ns:
-                earlier = self._outcome(known["id"])  # finished just before a crash: its own report
-                earlier.message = (f"{path.name}: already pushed on {iso_utc(known['finished_at'] or 0)}; nothing "
-                                   "sent now (this is the report of that push; --full sends every item again)")
-                return earlier
-            if not self.settings.watch.reprocess_duplicates:
-                return self._duplicate(report, known)
+                duplicate = partial(self._earlier, known)  # finished just before a crash: its own report
+            elif not self.settings.watch.reprocess_duplicates:
+                duplicate = partial(self._duplicate, report, known)
+        if duplicate is not None and spec.images is None:
+            return duplicate()
 
         try:
             plan = plan_file(path, self.settings, mapping=spec, clock=self.clock)
@@ -133,16 +134,25 @@ class Pipeline:
             return self._refused(report, exc)
 
         tick = self.clock()
-        to_send, unchanged = self._changed(plan.products)
+        to_send: list[Product] = []
+        if duplicate is not None:  # the same export again: only pictures replaced since (same names, new content) go
+            unchanged = sum(len(p.items) for p in plan.products)
+        else:
+            to_send, unchanged = self._changed(plan.products)
         batches = self._batches(to_send, plan)
         batch_of = {item["source"]["source_product_code"]: i for i, batch in enumerate(batches) for item in batch}
+        products_known = None if duplicate is None else {
+            code for code, _ in self.ledger.catalogue_hashes(self.endpoint, plan.images)}
         images = [
             (batch_of.get(code), asdict(job))
             for code, jobs in plan.images.items()
+            if products_known is None or code in products_known
             for job in jobs
-            if self.full or not self.ledger.image_sent(code, job.sha256)
+            if self.full or not self.ledger.image_known(self.endpoint, job)
         ]
         plan.timings["plan"] = plan.timings.get("plan", 0.0) + self.clock() - tick
+        if duplicate is not None and not images:
+            return duplicate()
 
         plan.fill(report)
         report.counts.items_to_send = sum(len(b) for b in batches)
@@ -235,10 +245,7 @@ class Pipeline:
                 self.ledger.attempt(job.id, str(exc))
                 self.log.warning("API unavailable, work kept in the ledger: %s", exc)
                 return False
-            self.ledger.products_acknowledged(job.id, [
-                (_code(it), it["product"]["variants"]["source_variant_code"], item_hash(it))
-                for it in chunk
-            ], remaining=_flat(pieces))
+            self.ledger.products_acknowledged(job.id, chunk, remaining=_flat(pieces))
         return True
 
     def _send_images(self) -> bool:
@@ -293,7 +300,7 @@ class Pipeline:
             self.ledger.attempt(ready[0][0].id, str(exc))
             self.log.warning("API unavailable, work kept in the ledger: %s", exc)
             return False
-        self.ledger.images_acknowledged([(job.id, image.source_product_code, image.sha256) for job, image, _ in ready])
+        self.ledger.images_acknowledged([(job.id, image) for job, image, _ in ready])
         return True
 
     def _why_image_waits_no_more(self, job: Job, image: ImageJob) -> str | None:
@@ -343,7 +350,7 @@ class Pipeline:
         """
         if self.full:
             return products, 0
-        sent = self.ledger.sent_hashes(p.code for p in products)
+        sent = self.ledger.catalogue_hashes(self.endpoint, (p.code for p in products))
         waiting = self.ledger.pending_products(self.endpoint)
         out, unchanged = [], 0
         for product in products:
@@ -425,6 +432,13 @@ class Pipeline:
         detail = messages[0] if len(messages) == 1 else f"{len(messages)} problems:\n  - " + "\n  - ".join(messages)
         report.message = f"{report.file}: refused: {detail}"
         return report
+
+    def _earlier(self, known: dict) -> Report:
+        """The report of the very file pushed before (as after a crash just after it finished)."""
+        earlier = self._outcome(known["id"])
+        earlier.message = (f"{earlier.file}: already pushed on {iso_utc(known['finished_at'] or 0)}; nothing "
+                           "sent now (this is the report of that push; --full sends every item again)")
+        return earlier
 
     def _duplicate(self, report: Report, known: dict) -> Report:
         report.status = "duplicate"
