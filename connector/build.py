@@ -324,8 +324,8 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
     if mapping.active is not None:
         status = field("product_active", mapping.active.field, "str")
         status_column = columns_of["product_active"]
-    product = [(n, field(n, s, PRODUCT_FIELDS[n][1])) for n, s in mapping.product]
-    variant = [(n, field(n, s, VARIANT_FIELDS[n][1])) for n, s in mapping.variant]
+    product = [(n, field(n, s, PRODUCT_FIELDS[n][1])) for n, s in mapping.product if s.sum is None]
+    variant = [(n, field(n, s, VARIANT_FIELDS[n][1])) for n, s in mapping.variant if s.sum is None]
     options = []
     for opt in mapping.options:
         name_col = _raw_getter(opt.name, header)[1]
@@ -393,6 +393,7 @@ class _Run:
         self.statuses = dict(mapping.active.values) if mapping.active else {}
         self.family: _Family | None = None  # parent rows and their children (mapping.parents)
         self.image_rows: dict[str, list[tuple[Row, _Bound]]] = {}  # skipped rows whose images are kept
+        self.sums = sums_of(mapping)
         self.variant_at: dict[tuple[str, str], int] = {}  # (product, variant code) -> item index, for same_variant: sum
         # Equal parts of items are one shared object (never mutated after build): the
         # `source` of a product's items, option lists, product-level lists such as meta.
@@ -600,8 +601,9 @@ class _Run:
                 (product if section == "product" else variant)[key] = listed
         if parent_product:
             product.update(parent_product)  # the parent row's product fields win over the child's
+        apply_sums(variant, self.sums)
         active = state != "delete"
-        for name in _REQUIRED if active else _REQUIRED_TO_DELETE:
+        for name in self.required(active):
             if name not in (product if name == "title" else variant):
                 column = b.columns_of.get(name)
                 why = f'column "{column}" is blank' if column else "the mapping does not say where it comes from"
@@ -619,6 +621,13 @@ class _Run:
         )
         item = {"source": source, "product": product}
         return item, variant.get("source_variant_code")
+
+    def required(self, active: bool) -> tuple[str, ...]:
+        """The fields a row must fill: an update file's row needs only what finds its item."""
+        if self.mapping.mode == "update":
+            key = self.mapping.update.key
+            return () if key == "product" else (key,)
+        return _REQUIRED if active else _REQUIRED_TO_DELETE
 
     def options(self, b: _Bound, cells: dict[str, str], product: dict, variant: dict, errors: list[CellError]) -> None:
         present = []
@@ -692,6 +701,25 @@ class _Run:
 _REQUIRED = ("source_variant_code", "sku", "title")
 _REQUIRED_TO_DELETE = ("source_variant_code", "sku")  # a delete needs only its keys
 _SLOTS = {i: f"option{i}" for i in range(1, 100)}
+
+
+def sums_of(mapping: Mapping) -> tuple[tuple[str, str], ...]:
+    """(field, family) of each field that is a family's sum: `qty: {sum: qty_availability}`."""
+    return tuple((name, spec.sum) for name, spec in mapping.variant if spec.sum is not None)
+
+
+def apply_sums(variant: dict[str, Any], sums: Iterable[tuple[str, str]]) -> None:
+    """Fill the fields that are the sum of a family (`sums_of(mapping)`) from `variant`'s entries.
+
+    With `qty: {sum: qty_availability}`, a variant holding the entries A: 2 and B: 3 gets qty 5.
+    A variant without entries of the family is left as it is.
+    """
+    for name, family in sums:
+        entries = variant.get(family)
+        if entries:
+            value_key = FAMILIES[family][4]
+            total = sum(e[value_key] for e in entries if isinstance(e.get(value_key), (int, float)))
+            variant[name] = round(total, 10) if isinstance(total, float) else total
 
 
 def _fill(getters: list[tuple[str, Getter]], cells: dict[str, str], errors: list[CellError]) -> dict[str, Any]:

@@ -162,6 +162,15 @@ class Rule(_Section):
 
     pattern: str = Field(description="A file name glob, e.g. pastel_*.csv (case-insensitive).")
     mapping: str = Field(description="A mapping name (mappings/NAME.yaml) or a path.")
+    warehouse: str | None = Field(
+        default=None,
+        description='The warehouse a mapping\'s "{warehouse}" entry names, e.g. "{stem}" (the file name '
+        "without its extension) for one stock file per warehouse (default: the file name's stem).",
+    )
+    tier: str | None = Field(
+        default=None, description='The price tier a mapping\'s "{tier}" entry names, e.g. "{stem}" (default: the '
+        "file name's stem).",
+    )
 
 
 class Settings(_Section):
@@ -192,6 +201,19 @@ class Settings(_Section):
         except LookupError:
             raise ValueError(f"{name!r} is not a known encoding (e.g. cp1252, cp1250, latin-1)") from None
         return name
+
+    def names_for(self, file_name: str) -> dict[str, str]:
+        """The "{warehouse}" and "{tier}" a file's first matching rule gives ("{stem}" expanded)."""
+        stem = Path(file_name).stem
+        out = {"warehouse": stem, "tier": stem}
+        for rule in self.rules:
+            if fnmatch.fnmatch(file_name.lower(), rule.pattern.lower()):
+                for key in ("warehouse", "tier"):
+                    template = getattr(rule, key)
+                    if template:
+                        out[key] = template.replace("{stem}", stem).replace("{name}", file_name)
+                break
+        return out
 
     def mapping_for(self, file_name: str) -> str:
         """The mapping named by the first rule matching `file_name`, else the default."""

@@ -18,6 +18,7 @@ Tables:
   catalogue_variants  per endpoint: the last acknowledged whole item of every variant
   catalogue_products  per endpoint: the product-level record of every product
   catalogue_images    per endpoint: the acknowledged images of every product, by content hash
+  waiting  rows of update files whose variant is not in the catalogue yet ("waiting for its product")
   events   the last API errors and successes, for `connector status` and the health file
 """
 
@@ -109,6 +110,20 @@ CREATE TABLE IF NOT EXISTS catalogue_images (
     at REAL NOT NULL,
     PRIMARY KEY (endpoint, product_code, image_id)
 );
+CREATE TABLE IF NOT EXISTS waiting (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    product_code TEXT NOT NULL,        -- the row's group_by value
+    key TEXT NOT NULL,                 -- what finds its item: source_variant_code | sku | product
+    value TEXT NOT NULL,               -- that key's value
+    partial TEXT NOT NULL,             -- JSON: {"item": the fields the row sets, "cleared": [[section, name], ...]}
+    file TEXT NOT NULL,
+    mapping TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    since REAL NOT NULL,
+    until REAL NOT NULL                -- after this it is reported abandoned (update.wait_days)
+);
+CREATE INDEX IF NOT EXISTS waiting_endpoint ON waiting(endpoint, product_code);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -141,6 +156,22 @@ class CatalogueVariant:
     file: str  # the file and mapping that last set it
     mapping: str
     at: float  # when it was acknowledged (seconds since the epoch)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingRow:
+    """A row of an update file kept until a file brings its product (see connector.catalogue.Partial)."""
+
+    product_code: str
+    key: str
+    value: str
+    partial: dict[str, Any]
+    file: str
+    mapping: str
+    line: int
+    until: float
+    since: float = 0.0
+    id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,15 +336,24 @@ class Ledger:
         return {"id": row[0], "name": row[1], "status": row[2], "finished_at": row[3], "mtime_ns": row[4]}
 
     def journal(self, report: Report, *, mtime_ns: int, endpoint: str,
-                batches: Iterable[list[dict]], images: Iterable[tuple[int | None, dict]]) -> int:
+                batches: Iterable[list[dict]], images: Iterable[tuple[int | None, dict]],
+                waiting: Iterable[WaitingRow] = (), released: Iterable[int] = ()) -> int:
         """Write a file and all its work in ONE transaction, before anything is sent.
 
         `batches` are lists of API items; `images` pairs the index of the batch holding the
-        image's product with the image job's fields. Returns the file id.
+        image's product with the image job's fields. `waiting` are this file's rows that wait
+        for their product; `released` the ids of rows that waited and are now in `batches`
+        (or were abandoned). Returns the file id.
         """
         now = self.clock()
         data, rejected = report.to_ledger()
         with self._transaction():
+            self.db.executemany("DELETE FROM waiting WHERE id = ?", [(i,) for i in released])
+            self.db.executemany(
+                "INSERT INTO waiting (endpoint, product_code, key, value, partial, file, mapping, line, since, until)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(endpoint, w.product_code, w.key, w.value, encode_text(w.partial), w.file, w.mapping, w.line,
+                  now, w.until) for w in waiting])
             file_id = self.db.execute(
                 "INSERT INTO files (sha256, name, size, mtime_ns, mapping_sha256, mapping_name, endpoint, status,"
                 " report, rejected, started_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'journaled', ?, ?, ?, ?)",
@@ -513,6 +553,31 @@ class Ledger:
         return self.db.execute(
             "SELECT 1 FROM catalogue_images WHERE endpoint = ? AND product_code = ? AND image_id = ? AND sha256 = ?",
             (endpoint, image.source_product_code, image.image_id, image.sha256)).fetchone() is not None
+
+    def known_items(self, endpoint: str, product_codes: Iterable[str] | None = None) -> dict[tuple[str, str], dict]:
+        """The whole items an update merges onto: the catalogue's, overlaid by items journaled and not yet sent.
+
+        Keyed by (product code, variant code); for these products, or (None) every product.
+        """
+        codes = None if product_codes is None else set(product_codes)
+        items = {(v.product_code, v.variant_code): v.item for v in self.catalogue_variants(endpoint, codes)}
+        for (payload,) in self.db.execute(
+            "SELECT payload FROM jobs JOIN files ON files.id = jobs.file_id"
+            " WHERE jobs.state = 'pending' AND jobs.kind = 'products' AND files.endpoint = ? ORDER BY jobs.id",
+            (endpoint,)
+        ):
+            for it in json.loads(payload):
+                code = it["source"]["source_product_code"]
+                if codes is None or code in codes:
+                    items[(code, it["product"]["variants"]["source_variant_code"])] = it
+        return items
+
+    def waiting_rows(self, endpoint: str) -> list[WaitingRow]:
+        """Rows of update files waiting for their product at this endpoint, oldest first."""
+        return [WaitingRow(p, k, v, json.loads(partial), f, m, line, until, since, i)
+                for i, p, k, v, partial, f, m, line, since, until in self.db.execute(
+                    "SELECT id, product_code, key, value, partial, file, mapping, line, since, until FROM waiting"
+                    " WHERE endpoint = ? ORDER BY id", (endpoint,))]
 
     # -- the catalogue, read ----------------------------------------------------------------
 

@@ -31,7 +31,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import cache
 from pathlib import Path
@@ -166,6 +166,7 @@ class FieldSpec:
     false_values: tuple[str, ...] = DEFAULT_FALSE
     fallback: FieldSpec | None = None  # used when this field comes out blank
     unit: UnitSpec | None = None  # numbers whose unit is named in another column
+    sum: str | None = None  # the sum of this family's values (qty: {sum: qty_availability}), not a cell
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -214,6 +215,15 @@ class SkipRule:
         if self.equals is not None:
             return "is " + " or ".join(f'"{v}"' for v in self.equals)
         return "is blank" if self.blank else "is not blank"
+
+
+@dataclass(frozen=True)
+class UpdateSpec:
+    """How an update file's rows find the item they change (mode: update)."""
+
+    key: str = "source_variant_code"  # source_variant_code | sku | product
+    clear: str | None = None  # a cell holding exactly this clears its field
+    wait_days: int = 7  # a row for an unknown variant waits this long for its product
 
 
 @dataclass(frozen=True)
@@ -269,6 +279,28 @@ class Mapping:
     parents: ParentsSpec | None = None
     fill_down: tuple[str, ...] = ()  # columns a product's later rows take from its earlier rows
     same_variant: str = "error"  # error | sum: rows repeating a variant add up their quantities
+    mode: str = "full"  # full: rows are whole items | update: rows change some fields of known items
+    update: UpdateSpec = UpdateSpec()
+
+    def with_names(self, names: dict[str, str]) -> Mapping:
+        """This mapping with "{warehouse}" / "{tier}" in family entry names filled in (from connector.yaml rules).
+
+        `qty_availability: {entries: [{name: "{warehouse}", value: Physical QOH}]}` with the rule
+        `{pattern: "*WarehouseInventory.csv", mapping: ..., warehouse: "{stem}"}` names each
+        file's entry after the file.
+        """
+        changed: dict[str, Any] = {}
+        for key in ("qty_availability", "price_tiers", "meta"):
+            fam = getattr(self, key)
+            if fam is None or not any("{" in name for name, _ in fam.entries):
+                continue
+            entries = []
+            for name, spec in fam.entries:
+                for placeholder, value in names.items():
+                    name = name.replace("{" + placeholder + "}", value)
+                entries.append((name, spec))
+            changed[key] = replace(fam, entries=tuple(entries))
+        return replace(self, **changed) if changed else self
 
     @property
     def images_folder(self) -> str | None:
@@ -316,12 +348,18 @@ _FAMILY_DOCS = {
 OUTPUT_TYPES = {kind: type_choices(kind) for kind in ("str", "float", "int", "flag")}
 ActiveState = Literal["active", "delete", "ignore"]
 SameVariant = Literal["error", "sum"]
+Mode = Literal["full", "update"]
+UpdateKey = Literal["source_variant_code", "sku", "product"]
+# Families whose values are numbers a field may be the sum of (`qty: {sum: qty_availability}`)
+SUMMABLE = ("qty_availability", "price_tiers")
 MissingColumns = Literal["warn", "ignore", "error"]
 Delimiter = Literal[",", ";", "\t", "|"]
 DecimalSeparator = Literal[".", ","]
 ThousandsSeparator = Literal["", " ", ".", ",", "'"]
 ACTIVE_STATES: tuple[str, ...] = typing.get_args(ActiveState)
 SAME_VARIANT: tuple[str, ...] = typing.get_args(SameVariant)
+MODES: tuple[str, ...] = typing.get_args(Mode)
+UPDATE_KEYS: tuple[str, ...] = typing.get_args(UpdateKey)
 MISSING_COLUMNS: tuple[str, ...] = typing.get_args(MissingColumns)
 DELIMITERS: tuple[str, ...] = typing.get_args(Delimiter)
 DECIMAL_SEPARATORS: tuple[str, ...] = typing.get_args(DecimalSeparator)
@@ -361,7 +399,7 @@ class _Block(BaseModel):
 
 
 class _FieldBase(_Block):
-    model_config = ConfigDict(json_schema_extra=_one_of_required("column", "value", "template"))
+    model_config = ConfigDict(json_schema_extra=_one_of_required("column", "value", "template", "sum"))
 
 
 class _FamilyBase(_Block):
@@ -448,6 +486,11 @@ else:
         column=(Column, Field(ABSENT, description="The column the value comes from.")),
         value=(Scalar, Field(ABSENT, description="A constant.")),
         template=(str, Field(ABSENT, description='Column names in braces, e.g. "{Brand} {Name}".')),
+        sum=(
+            _literal(SUMMABLE),
+            Field(ABSENT, description="Not a cell: the sum of this family's values, e.g. qty: {sum: "
+                  "qty_availability} (in an update file, after merging). Number fields only."),
+        ),
         **_cell_keys(),
         fallback=("FieldRef", Field(ABSENT, description="Where the value comes from when this field is blank.")),
         unit=(UnitDoc, Field(ABSENT)),
@@ -586,7 +629,21 @@ if TYPE_CHECKING:
     VariantDoc: TypeAlias = BaseModel
 else:
     ProductDoc = _section("Product", _PRODUCT_TARGETS, ())
-    VariantDoc = _section("Variant", _VARIANT_TARGETS, ("source_variant_code", "sku"))
+    VariantDoc = _section("Variant", _VARIANT_TARGETS, ())  # required unless mode: update (checked by hand)
+
+
+class UpdateDoc(_Block):
+    """How the rows of an update file (mode: update) find the items they change."""
+
+    key: UpdateKey = Field(
+        "source_variant_code",
+        description="What a row names: source_variant_code (default; with group_by as its product), sku, or "
+        "product (the row changes every variant of its product).",
+    )
+    clear: str = Field(ABSENT, min_length=1, description='A cell holding exactly this clears its field, e.g. "-" '
+                       "(a blank cell keeps the known value).")
+    wait_days: int = Field(7, ge=0, le=365, description="A row for a variant not sent yet waits this many days for "
+                           "its product (default 7), then is reported abandoned.")
 
 
 class MappingDoc(_Block):
@@ -616,6 +673,12 @@ class MappingDoc(_Block):
         description="Rows repeating a variant code: error (default), or sum their qty and qty_availability "
         "(a row per lot or bin).",
     )
+    mode: Mode = Field(
+        "full",
+        description="full (default): each row is a whole item. update: rows change only the fields they map "
+        "(stock, a warehouse's qty, prices) of items already sent; see docs/mapping.md.",
+    )
+    update: UpdateDoc = Field(ABSENT, description="How an update file's rows find their items (mode: update).")
 
 
 if not TYPE_CHECKING:
@@ -817,9 +880,15 @@ class _Validator:
             if isinstance(block, dict) and key in block:
                 families[key] = self.family(block[key], f"{section}.{key}", type_, out)
         named = {key for key, _ in variant}
-        for key in ("source_variant_code", "sku"):
-            if key not in named:
-                self.bad(f"variant.{key}", "is required: every variant needs it")
+        mode = self.known(raw.get("mode"), MODES)
+        update = self.update(raw.get("update"), mode)
+        if mode == "full":
+            for key in ("source_variant_code", "sku"):
+                if key not in named:
+                    self.bad(f"variant.{key}", "is required: every variant needs it")
+        elif update.key != "product" and update.key not in named:
+            self.bad(f"variant.{update.key}", f"is required: update.key says rows are found by their {update.key}")
+        self.sums(product, variant, families)
         desc = raw.get("description", "")
         return Mapping(
             name=str(raw.get("name") or name),
@@ -841,7 +910,38 @@ class _Validator:
             parents=self.parents(raw["parents"], "parents") if raw.get("parents") is not None else None,
             fill_down=self.column_list(raw.get("fill_down"), "fill_down"),
             same_variant=self.known(raw.get("same_variant"), SAME_VARIANT),
+            mode=mode,
+            update=update,
         )
+
+    def update(self, raw: Any, mode: str) -> UpdateSpec:
+        if raw is None:
+            return UpdateSpec()
+        if mode != "update":
+            self.bad("update", "is only for update files: add mode: update")
+        if not isinstance(raw, dict):
+            self.bad("update", "must be a set of keys " + valid_choices(tuple(_keys(UpdateDoc))))
+            return UpdateSpec()
+        self.block(raw, "update", UpdateDoc)
+        clear = raw.get("clear")
+        if clear is not None and (not isinstance(clear, str) or not clear.strip()):
+            self.bad("update.clear", "must be a text such as \"-\" (a blank cell already keeps the known value)")
+            clear = None
+        days = self.whole(raw.get("wait_days", 7), "update.wait_days", UpdateDoc, "wait_days", "a number of days")
+        return UpdateSpec(key=self.known(raw.get("key"), UPDATE_KEYS), clear=clear,
+                          wait_days=7 if days is None else days)
+
+    def sums(self, product: tuple, variant: tuple, families: dict[str, Any]) -> None:
+        """A `sum` field must be a number field naming a variant family the mapping has."""
+        for section, fields in (("product", product), ("variant", variant)):
+            for key, spec in fields:
+                if spec.sum is None:
+                    continue
+                if section != "variant" or VARIANT_FIELDS[key][1] not in ("int", "float"):
+                    self.bad(f"{spec.where}.sum", "is only for number fields of the variant (qty, price, ...)")
+                elif families.get(spec.sum) is None:
+                    self.bad(f"{spec.where}.sum", f"names {spec.sum}, which the mapping does not fill "
+                                                  f"(add variant.{spec.sum})")
 
     def source_options(self, raw: Any) -> SourceOptions:
         if raw is None:
@@ -911,11 +1011,12 @@ class _Validator:
             self.bad(where, "must be a column name or a set of keys " + valid_choices(tuple(_keys(FieldDoc))))
             return FieldSpec(where=where, label=label, value="")
         self.block(raw, where, FieldDoc, own=("type",))
-        sources = [k for k in ("column", "value", "template") if k in raw]
+        sources = [k for k in ("column", "value", "template", "sum") if k in raw]
         if len(sources) != 1:
             self.bad(
                 where,
-                "needs exactly one of column, value, template" + (f" (found {', '.join(sources)})" if sources else ""),
+                "needs exactly one of column, value, template, sum"
+                + (f" (found {', '.join(sources)})" if sources else ""),
             )
         spec: dict[str, Any] = {"where": where, "label": label}
         if "column" in raw:
@@ -924,6 +1025,8 @@ class _Validator:
             spec["value"] = self.scalar(raw["value"], f"{where}.value")
         if "template" in raw:
             spec["template"] = self.template(raw["template"], f"{where}.template")
+        if "sum" in raw and raw["sum"] in SUMMABLE:
+            spec["sum"] = raw["sum"]
         spec.update(self.transforms(raw, where, type_, kind))
         if "fallback" in raw:
             spec["fallback"] = self.field(raw["fallback"], f"{where}.fallback", label, spec["type"], kind)

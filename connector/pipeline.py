@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 from connector.api import ApiClient
 from connector.batches import make_batches
 from connector.build import build_products
+from connector.catalogue import Known, Partial, find_variants, index, merge_updates, partials_of, release
 from connector.checks import check_products
 from connector.common import file_identity, iso_utc
 from connector.config import Settings, builtin_mappings
@@ -36,7 +37,7 @@ from connector.errors import (
     ReadError,
 )
 from connector.images import encode_image, locate_images
-from connector.ledger import Job, Ledger
+from connector.ledger import Job, Ledger, WaitingRow
 from connector.mapping import Mapping, find_mapping, load_mapping
 from connector.model import ImageJob, Problem, Product, Rejected, Row, Table
 from connector.read import read_table
@@ -134,6 +135,8 @@ class Pipeline:
             return self._refused(report, exc)
 
         tick = self.clock()
+        if duplicate is None:
+            self._merge(plan)
         to_send: list[Product] = []
         if duplicate is not None:  # the same export again: only pictures replaced since (same names, new content) go
             unchanged = sum(len(p.items) for p in plan.products)
@@ -165,8 +168,10 @@ class Pipeline:
             self.ledger.record_refused(report, endpoint=self.endpoint)
             return report
 
+        waiting = [WaitingRow(w.product_code, w.key, w.value, w.as_json(), w.file, w.mapping, w.line,
+                              self.clock() + plan.mapping.update.wait_days * 86400) for w in plan.waiting]
         file_id = self.ledger.journal(report, mtime_ns=mtime_ns, endpoint=self.endpoint,
-                                      batches=batches, images=images)
+                                      batches=batches, images=images, waiting=waiting, released=plan.released)
         self._reports[file_id] = report
         self.log.info("%s: journaled %d batches and %d images (%d products, %d unchanged items)",
                       path.name, len(batches), len(images), len(plan.products), unchanged)
@@ -342,6 +347,50 @@ class Pipeline:
 
     # -- planning helpers ------------------------------------------------------------------
 
+    def _merge(self, plan: Plan) -> None:
+        """Make whole items: an update file's rows merged onto the catalogue; rows that waited for a
+        product this file brings merged under its items. Rows for unknown variants wait; rows that
+        waited longer than their mapping's update.wait_days are reported abandoned.
+        """
+        now = self.clock()
+        stored = self.ledger.waiting_rows(self.endpoint)
+        for row in stored:
+            if row.until <= now:
+                assert row.id is not None
+                plan.released.append(row.id)
+                plan.rows_abandoned += 1
+                why = (f"abandoned: line {row.line} of {row.file} ({row.key} {row.value}) waited since "
+                       f"{iso_utc(row.since)} for its product, which no file brought (update.wait_days)")
+                plan.problems.append(Problem(kind="waiting", severity="warning", product=row.product_code,
+                                             reason=why))
+                self.log.warning("%s", why)
+        if plan.mapping.mode == "update":
+            partials = partials_of(plan.products, plan.mapping, plan.cleared, plan.path.name)
+            codes = {p.product_code for p in partials}
+            known = Known(self.ledger.known_items(self.endpoint, codes))
+            by_sku = by_variant = None
+            if any(not find_variants(p, known) for p in partials) and plan.mapping.update.key != "product":
+                known = Known(self.ledger.known_items(self.endpoint))  # found by SKU or variant code elsewhere
+                by_sku, by_variant = index(known)
+            merged = merge_updates(partials, known, by_sku, by_variant)
+            kept, problems, held = check_products(merged.products)
+            plan.products = kept
+            plan.problems.extend(problems)
+            plan.held.update(held)
+            plan.waiting = merged.waiting
+            until = iso_utc(now + plan.mapping.update.wait_days * 86400)
+            plan.problems.extend(Problem(
+                kind="waiting", severity="warning", line=p.line, product=p.product_code, value=p.value,
+                reason=f"waiting for its product: no file has brought {p.key} {p.value} yet; the row is kept and "
+                       f"sent, merged, when one does (until {until})") for p in merged.waiting)
+        ready = [Partial.from_json(r.partial, product_code=r.product_code, key=r.key, value=r.value, line=r.line,
+                                   file=r.file, mapping=r.mapping, id=r.id)
+                 for r in stored if r.until > now]
+        plan.products, released = release(plan.products, ready)
+        plan.released.extend(p.id for p in released if p.id is not None)
+        for p in released:
+            self.log.info("%s: line %d of %s (waiting for its product) goes with it", plan.path.name, p.line, p.file)
+
     def _changed(self, products: list[Product]) -> tuple[list[Product], int]:
         """Products with only the items not acknowledged unchanged before, and how many were dropped.
 
@@ -461,6 +510,10 @@ class Plan:
     rejected: list[Rejected]
     held: set[str]
     timings: dict[str, float]
+    cleared: dict[int, frozenset[str]] = field(default_factory=dict)  # update files: line -> columns cleared
+    waiting: list[Partial] = field(default_factory=list)  # rows waiting for their product (kept in the ledger)
+    released: list[int] = field(default_factory=list)  # ids of rows that waited and go now (or were abandoned)
+    rows_abandoned: int = 0
 
     @property
     def refused(self) -> bool:
@@ -497,6 +550,8 @@ class Plan:
         c.rows_skipped = sum(1 for p in problems if p.severity == "skipped")
         c.images_found = sum(len(j) for j in self.images.values())
         c.images_refused = sum(1 for p in problems if p.kind == "image")
+        c.rows_waiting = len(self.waiting)
+        c.rows_abandoned = self.rows_abandoned
         report.problems.add(problems)
         report.header, report.rejected = list(t.header), list(self.rejected)
         return report
@@ -512,15 +567,25 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     """
     timings: dict[str, float] = {}
     spec = mapping if isinstance(mapping, Mapping) else load_mapping_for(path, settings, mapping)
+    spec = spec.with_names(settings.names_for(path.name))
+    cleared: dict[int, frozenset[str]] = {}
     with _collector_paused():
         tick = clock()
         table = read_table(path, **_read_options(spec, settings))
         timings["read"] = clock() - tick
         tick = clock()
-        built = build_products(table.rows, spec, source_id=int(settings.api.source_id or 0))
+        rows = table.rows
+        if spec.mode == "update" and spec.update.clear is not None:
+            rows, cleared = _cleared(rows, spec.update.clear)
+        built = build_products(rows, spec, source_id=int(settings.api.source_id or 0))
         timings["map"] = clock() - tick
         tick = clock()
-        kept, check_problems, held = check_products(built.products)
+        check_problems: list[Problem] = []
+        held: dict[str, list[int]] = {}
+        if spec.mode == "update":  # partial records: checked once merged into whole items (Pipeline._merge)
+            kept = built.products
+        else:
+            kept, check_problems, held = check_products(built.products)
     problems = [*table.problems, *built.problems, *check_problems]
     held = {**built.held, **held}  # held back by a bad row (build) or a broken rule (checks): code -> lines
     products = kept
@@ -536,7 +601,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         problems.extend(image_problems)
     timings["plan"] = clock() - tick
     rejected = _rejected_rows(table.rows, problems, held)
-    return Plan(path, spec, table, products, problems, images, rejected, set(held), timings)
+    return Plan(path, spec, table, products, problems, images, rejected, set(held), timings, cleared)
 
 
 def load_mapping_for(path: Path, settings: Settings, name: str | None = None) -> Mapping:
@@ -592,6 +657,18 @@ def _read_options(spec, settings: Settings) -> dict:
         "legacy_encoding": source.legacy_encoding or settings.legacy_encoding,
         "max_rows": settings.limits.max_rows,
     }
+
+
+def _cleared(rows: list[Row], token: str) -> tuple[list[Row], dict[int, frozenset[str]]]:
+    """Rows with cells holding the clear token made blank, and which columns each line cleared."""
+    out, cleared = [], {}
+    for row in rows:
+        gone = frozenset(column for column, text in row.cells.items() if text.strip() == token)
+        if gone:
+            cleared[row.line] = gone
+            row = Row(row.line, {c: ("" if c in gone else t) for c, t in row.cells.items()}, row.sheet)
+        out.append(row)
+    return out, cleared
 
 
 def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]]) -> list[Rejected]:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from connector.config import Rule
 from connector.ledger import Ledger
+from connector.sandbox import Faults
 from connector.wire import item_hash
 from tests.support import pipeline_for, settings_for
 
@@ -132,3 +140,239 @@ def test_an_old_ledger_becomes_a_catalogue_for_the_source_that_acknowledged_it(t
     assert not tables & {"sent", "sent_images"}
     ledger.close()
     Ledger.open(state).close()  # opening again finds nothing left to migrate
+
+
+# -- update files -------------------------------------------------------------------------------
+
+CORPUS = ROOT.parent / "shared" / "corpus"
+OPENBOXES = CORPUS / "openboxes"
+
+STOCK_MAPPING = """
+name: warehouse-stock
+mode: update
+update: {clear: "-"}
+source: {decimal: "."}
+group_by: Product code
+same_variant: sum
+variant:
+  source_variant_code: Product code
+  qty_availability:
+    entries: [{name: "{warehouse}", value: {column: Physical QOH, type: int}}]
+  qty: {sum: qty_availability}
+"""
+
+
+def stock_settings(tmp_path: Path, sb, mapping: str = STOCK_MAPPING, **update):
+    settings = settings_for(tmp_path, sb)
+    folder = tmp_path / "mappings"
+    folder.mkdir(exist_ok=True)
+    (folder / "warehouse-stock.yaml").write_text(mapping, encoding="utf-8")
+    return settings
+
+
+def stored(sb) -> dict[str, dict]:
+    return {p["source_product_code"]: p for p in sb.state()["products"]}
+
+
+def product_requests(sb) -> int:
+    return sb.state()["stats"]["by_path"].get("/v1/products/queue", 0)
+
+
+def copy_corpus(tmp_path: Path, *names: str) -> Path:
+    folder = tmp_path / "drop"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        shutil.copy(OPENBOXES / name, folder / name)
+    return folder
+
+
+def test_a_stock_file_after_the_full_file_changes_only_the_quantities_in_one_request(fast_sandbox, tmp_path):
+    drop = copy_corpus(tmp_path, "products.csv", "mainWarehouseInventory.csv")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, stock_settings(tmp_path, fast_sandbox))
+    assert pipeline.run_file(drop / "products.csv", mapping="openboxes").status == "done"
+    before = stored(fast_sandbox)["QX039"]
+    requests = product_requests(fast_sandbox)
+
+    outcome = pipeline.run_file(drop / "mainWarehouseInventory.csv", mapping="warehouse-stock")
+    assert outcome.status == "done", outcome.message
+    after = stored(fast_sandbox)["QX039"]
+    for name in ("title", "product_type", "tags", "meta"):
+        assert after[name] == before[name], name
+    assert after["meta"] and after["product_type"] == "Pain" and after["tags"]
+    (variant,) = after["variants"]
+    assert variant["price"] == 0.25 and variant["qty"] == 100000
+    assert variant["qty_availability"] == [{"description": "mainWarehouseInventory", "qty": 100000}]
+    assert product_requests(fast_sandbox) - requests == 1  # 57 merged items in one request
+    (record,) = pipeline.ledger.catalogue_variants(pipeline.endpoint, ["QX039"])
+    assert (record.file, record.mapping) == ("mainWarehouseInventory.csv", "warehouse-stock")
+
+
+def test_three_warehouse_files_keep_three_entries_and_none_is_lost_when_one_comes_again(fast_sandbox, tmp_path):
+    names = ("products.csv", "mainWarehouseInventory.csv", "bostonWarehouseInventory.csv",
+             "chicagoWarehouseInventory.csv")
+    drop = copy_corpus(tmp_path, *names)
+    settings = stock_settings(tmp_path, fast_sandbox)
+    settings.rules = [Rule(pattern="*WarehouseInventory.csv", mapping="warehouse-stock", warehouse="{stem}")]
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(drop / "products.csv", mapping="openboxes").status == "done"
+    for name in names[1:]:
+        assert pipeline.run_file(drop / name).status == "done"
+    (tz835,) = stored(fast_sandbox)["TZ835"]["variants"]
+    by_warehouse = {e["description"]: e["qty"] for e in tz835["qty_availability"]}
+    assert by_warehouse == {"mainWarehouseInventory": 7600, "bostonWarehouseInventory": 3800,
+                            "chicagoWarehouseInventory": 760}
+    assert tz835["qty"] == 7600 + 3800 + 760 and tz835["price"] == 0.29
+
+    requests = product_requests(fast_sandbox)
+    assert pipeline.run_file(drop / "bostonWarehouseInventory.csv").status == "done"  # the same file again
+    assert product_requests(fast_sandbox) == requests  # ... sends nothing
+    text = (drop / "bostonWarehouseInventory.csv").read_text(encoding="utf-8")
+    (drop / "bostonWarehouseInventory.csv").write_text(text.replace(",003P218,01/31/2023,RACK1-SHELF1,,3800,",
+                                                                    ",003P218,01/31/2023,RACK1-SHELF1,,3700,"),
+                                                       encoding="utf-8")
+    changed = pipeline.run_file(drop / "bostonWarehouseInventory.csv")
+    assert changed.status == "done" and changed.to_json()["counts"]["items_sent"] == 1
+    assert product_requests(fast_sandbox) - requests == 1
+    (tz835,) = stored(fast_sandbox)["TZ835"]["variants"]
+    assert {e["description"]: e["qty"] for e in tz835["qty_availability"]} == {
+        "mainWarehouseInventory": 7600, "bostonWarehouseInventory": 3700, "chicagoWarehouseInventory": 760}
+    assert tz835["qty"] == 7600 + 3700 + 760
+
+
+def test_a_stock_file_before_its_products_waits_then_whole_items_go_once(fast_sandbox, tmp_path):
+    drop = copy_corpus(tmp_path, "products.csv", "mainWarehouseInventory.csv")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, stock_settings(tmp_path, fast_sandbox))
+    early = pipeline.run_file(drop / "mainWarehouseInventory.csv", mapping="warehouse-stock")
+    assert early.status == "done", early.message
+    assert fast_sandbox.state()["queue"] == []  # nothing half is ever sent
+    counts = early.to_json()["counts"]
+    assert counts["rows_waiting"] == 57 and counts["items_sent"] == 0
+    waiting = [p for p in early.to_json()["problems"] if p["kind"] == "waiting"]
+    assert "waiting for its product" in waiting[0]["reason"]
+
+    products = pipeline.run_file(drop / "products.csv", mapping="openboxes")
+    assert products.status == "done", products.message
+    sent = Counter_of(fast_sandbox)
+    assert len(sent) == 57 and set(sent.values()) == {1}  # each whole item once
+    (variant,) = stored(fast_sandbox)["QX039"]["variants"]
+    assert variant["qty"] == 100000 and variant["price"] == 0.25
+    assert stored(fast_sandbox)["QX039"]["title"] == "Morphine 10mg immediate release tablet"
+    assert pipeline.ledger.waiting_rows(pipeline.endpoint) == []
+
+
+def Counter_of(sb) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in sb.state()["queue"]:
+        if e["kind"] == "product":
+            out[e["source_variant_code"]] = out.get(e["source_variant_code"], 0) + 1
+    return out
+
+
+PRICE_MAPPING = """
+name: prices
+mode: update
+update: {key: sku, clear: "-"}
+group_by: sku
+variant:
+  sku: sku
+  price: {column: price, type: decimal}
+  barcode: {column: was}
+product:
+  vendor: brand
+"""
+
+
+def test_an_update_by_sku_keeps_blanks_clears_on_purpose_and_changes_the_whole_product(fast_sandbox, tmp_path,
+                                                                                       example):
+    settings = stock_settings(tmp_path, fast_sandbox, PRICE_MAPPING)
+    (tmp_path / "mappings" / "prices.yaml").write_text(PRICE_MAPPING, encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(example / "products.csv").status == "done"
+    tee = {v["sku"]: v for v in stored(fast_sandbox)["TEE-CLASSIC"]["variants"]}
+    sku = sorted(tee)[0]
+    assert tee[sku]["barcode"]
+    requests = product_requests(fast_sandbox)
+    (example / "prices.csv").write_text(f"sku,price,was,brand\n{sku},111.5,,Acme\nNOPE-1,5,,\n", encoding="utf-8")
+    outcome = pipeline.run_file(example / "prices.csv", mapping="prices")
+    assert outcome.status == "done", outcome.message
+    after = stored(fast_sandbox)["TEE-CLASSIC"]
+    variants = {v["sku"]: v for v in after["variants"]}
+    assert variants[sku]["price"] == 111.5
+    assert variants[sku]["barcode"] == tee[sku]["barcode"]  # blank keeps
+    assert after["vendor"] == "Acme"  # a product-level field: every variant of the product takes it
+    assert outcome.to_json()["counts"]["items_sent"] == len(variants) and product_requests(fast_sandbox) == requests + 1
+    assert outcome.to_json()["counts"]["rows_waiting"] == 1  # NOPE-1 is not known
+
+    (example / "prices2.csv").write_text(f"sku,price,was,brand\n{sku},,,-\n", encoding="utf-8")
+    cleared = pipeline.run_file(example / "prices2.csv", mapping="prices")
+    assert cleared.status == "done", cleared.message
+    after = stored(fast_sandbox)["TEE-CLASSIC"]
+    assert not after.get("vendor")  # cleared on purpose
+    assert {v["sku"]: v for v in after["variants"]}[sku]["price"] == 111.5  # blank keeps
+
+
+def test_a_row_waits_at_most_update_wait_days_then_is_reported_abandoned(fast_sandbox, tmp_path):
+    drop = copy_corpus(tmp_path, "products.csv", "mainWarehouseInventory.csv")
+    clock = [1_000_000.0]
+    settings = stock_settings(tmp_path, fast_sandbox, STOCK_MAPPING.replace('update: {clear: "-"}',
+                                                                            "update: {wait_days: 2}"))
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings, clock=lambda: clock[0])
+    pipeline.ledger.clock = lambda: clock[0]
+    assert pipeline.run_file(drop / "mainWarehouseInventory.csv", mapping="warehouse-stock").status == "done"
+    clock[0] += 3 * 86400
+    outcome = pipeline.run_file(drop / "products.csv", mapping="openboxes")
+    assert outcome.to_json()["counts"]["rows_abandoned"] == 57
+    abandoned = [p for p in outcome.to_json()["problems"] if p["kind"] == "waiting"]
+    assert len(abandoned) == 57 and "abandoned" in abandoned[0]["reason"]
+    (variant,) = stored(fast_sandbox)["QX039"]["variants"]
+    assert "qty" not in variant or variant["qty"] in (None, 0)
+    assert pipeline.ledger.waiting_rows(pipeline.endpoint) == []
+
+
+def test_a_merged_send_killed_midway_resumes_and_every_item_goes_whole_once(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    drop = copy_corpus(tmp_path, "products.csv", "mainWarehouseInventory.csv")
+    settings = stock_settings(tmp_path, sb)
+    assert pipeline_for(tmp_path, sb, settings).run_file(drop / "products.csv", mapping="openboxes").status == "done"
+    first = len(sb.state()["queue"])
+    sb.set_faults(Faults(seed=1, latency=0.3))
+    (tmp_path / "connector.yaml").write_text(
+        f"batch:\n  max_items: 5\nfolders:\n  mappings: {tmp_path / 'mappings'}\n", encoding="utf-8")
+    env = {**os.environ, "S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo",
+           "S2S_SOURCE_ID": "1", "S2S_STATE_DIR": str(tmp_path / "state"), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "connector", "push", str(drop / "mainWarehouseInventory.csv"),
+           "--mapping", "warehouse-stock", "--report-dir", str(tmp_path / "r")]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ledger = tmp_path / "state" / "ledger.sqlite"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(ledger) as db:
+            if db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'done' AND file_id > 1").fetchone()[0]:
+                break  # the merged items journaled, and their first batch acknowledged
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the push never journaled its work")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    with sqlite3.connect(ledger) as db:
+        pending = db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'pending'").fetchone()[0]
+    assert pending > 0  # killed in the middle of the merged send
+
+    sb.set_faults(Faults())
+    rerun = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    merged = [e for e in sb.state()["queue"][first:] if e["kind"] == "product"]
+    sent: dict[str, int] = {}
+    for e in merged:
+        sent[e["source_variant_code"]] = sent.get(e["source_variant_code"], 0) + 1
+    assert len(sent) == 57
+    assert sum(n - 1 for n in sent.values()) <= 5  # at most the batch in flight at the kill went twice
+    for product in sb.state()["products"]:  # none half: every stored item is whole, with its new qty
+        (variant,) = product["variants"]
+        assert product["title"] and product["product_type"] is not None and variant["price"] is not None
+        assert variant["qty_availability"][0]["description"] == "mainWarehouseInventory"
+    assert stored(sb)["QX039"]["variants"][0]["qty"] == 100000
+    catalogue = Ledger.open(tmp_path / "state")
+    endpoint = pipeline_for(tmp_path, sb, settings).endpoint
+    assert {v.file for v in catalogue.catalogue_variants(endpoint)} == {"mainWarehouseInventory.csv"}
