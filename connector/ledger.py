@@ -572,6 +572,20 @@ class Ledger:
                     items[(code, it["product"]["variants"]["source_variant_code"])] = it
         return items
 
+    def catalogue_fields(self, endpoint: str, paths: list[str]) -> Iterator[tuple]:
+        """(product code, variant code, *values) of every variant of `endpoint`'s catalogue: only the
+        values at these JSON paths (e.g. "$.product.variants.qty"; arrays and objects as JSON text).
+
+        Read by SQLite without decoding whole items: an update file compares its rows with the
+        catalogue this way and merges only the items it changes (bench/bench_merge.py).
+        """
+        columns = "".join(", json_extract(item, ?)" for _ in paths)
+        cursor = self.db.execute(
+            f"SELECT product_code, variant_code{columns} FROM catalogue_variants WHERE endpoint = ?",
+            (*paths, endpoint))
+        while rows := cursor.fetchmany(5000):
+            yield from rows
+
     def waiting_rows(self, endpoint: str) -> list[WaitingRow]:
         """Rows of update files waiting for their product at this endpoint, oldest first."""
         return [WaitingRow(p, k, v, json.loads(partial), f, m, line, until, since, i)

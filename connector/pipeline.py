@@ -23,7 +23,18 @@ from typing import Any
 from connector.api import ApiClient
 from connector.batches import make_batches
 from connector.build import build_products
-from connector.catalogue import Known, Partial, find_variants, index, merge_updates, partials_of, release
+from connector.catalogue import (
+    Known,
+    Partial,
+    find_variants,
+    index,
+    json_path,
+    merge_updates,
+    partials_of,
+    read_paths,
+    release,
+    unchanged,
+)
 from connector.checks import check_products
 from connector.common import file_identity, iso_utc
 from connector.config import Settings, builtin_mappings
@@ -142,6 +153,7 @@ class Pipeline:
             unchanged = sum(len(p.items) for p in plan.products)
         else:
             to_send, unchanged = self._changed(plan.products)
+            unchanged += plan.unchanged
         batches = self._batches(to_send, plan)
         batch_of = {item["source"]["source_product_code"]: i for i, batch in enumerate(batches) for item in batch}
         products_known = None if duplicate is None else {
@@ -366,7 +378,20 @@ class Pipeline:
                 self.log.warning("%s", why)
         if plan.mapping.mode == "update":
             partials = partials_of(plan.products, plan.mapping, plan.cleared, plan.path.name)
-            codes = {p.product_code for p in partials}
+            codes: set[str] = set()
+            if not self.full:  # rows that change nothing are counted, not merged (the catalogue's values tell)
+                paths = read_paths(plan.mapping)
+                values = Known({(p, v): {("variant", "source_variant_code"): v, **dict(zip(paths, rest, strict=True))}
+                                for p, v, *rest in self.ledger.catalogue_fields(self.endpoint,
+                                                                                [json_path(x) for x in paths])})
+                sku_index = variant_index = None  # only for rows not found under their product code
+                if plan.mapping.update.key == "sku" or any(not find_variants(p, values) for p in partials):
+                    sku_index, variant_index = index(values)
+                partials, plan.unchanged = unchanged(partials, values, sku_index, variant_index,
+                                                     self.ledger.pending_products(self.endpoint))
+                codes = {t[0] for p in partials for t in find_variants(p, values, sku_index, variant_index)}
+                del values
+            codes |= {p.product_code for p in partials}
             known = Known(self.ledger.known_items(self.endpoint, codes))
             by_sku = by_variant = None
             if any(not find_variants(p, known) for p in partials) and plan.mapping.update.key != "product":
@@ -514,6 +539,7 @@ class Plan:
     waiting: list[Partial] = field(default_factory=list)  # rows waiting for their product (kept in the ledger)
     released: list[int] = field(default_factory=list)  # ids of rows that waited and go now (or were abandoned)
     rows_abandoned: int = 0
+    unchanged: int = 0  # update rows that change nothing: not merged, counted as unchanged items
 
     @property
     def refused(self) -> bool:
