@@ -80,6 +80,8 @@ class Case:
     {index: {field: value}}, where a field of None means "not sent"; {"variant": "absent"}: the
     sample is not a variant we send (a parent row); {"product": "absent"}: its row was refused.
     lots_summed: a sample's qty is one lot of its product, whose rows are added up.
+    waits: an update file (stock, levels) pushed alone: its rows wait for their products, nothing
+    is sent (test_openboxes_files_join_on_product_code pushes them after products.csv).
     """
 
     path: str
@@ -94,6 +96,7 @@ class Case:
     images: int = 0
     samples: dict[int, dict[str, Any]] = field(default_factory=dict)
     lots_summed: bool = False
+    waits: bool = False
 
 
 CASES = [
@@ -147,13 +150,16 @@ CASES = [
     Case("openboxes/WHO_products.csv", "openboxes", products=0, items=0, refused=729, file_refused=True,
          refused_reason='the row has no product code (column "ProductCode" is blank)',
          why="no record has a ProductCode: nothing to key on"),
-    Case("openboxes/mainWarehouseInventory.csv", "openboxes-inventory", items=57, why="one row per product here"),
-    Case("openboxes/bostonWarehouseInventory.csv", "openboxes-inventory", items=57, why="one row per product here"),
-    Case("openboxes/chicagoWarehouseInventory.csv", "openboxes-inventory", items=42, why="one row per product here"),
-    Case("openboxes/inventory_template.xls", "openboxes-inventory", items=1, lots_summed=True,
+    Case("openboxes/mainWarehouseInventory.csv", "openboxes-inventory", items=57, waits=True,
+         why="one row per product here"),
+    Case("openboxes/bostonWarehouseInventory.csv", "openboxes-inventory", items=57, waits=True,
+         why="one row per product here"),
+    Case("openboxes/chicagoWarehouseInventory.csv", "openboxes-inventory", items=42, waits=True,
+         why="one row per product here"),
+    Case("openboxes/inventory_template.xls", "openboxes-inventory", items=1, lots_summed=True, waits=True,
          why="two lots of one product: their quantities are added up"),
-    Case("openboxes/inventoryLevels.csv", "openboxes-levels", items=52, why="one product per row"),
-    Case("openboxes/inventoryLevelImportData.xls", "openboxes-levels", items=1495,
+    Case("openboxes/inventoryLevels.csv", "openboxes-levels", items=52, waits=True, why="one product per row"),
+    Case("openboxes/inventoryLevelImportData.xls", "openboxes-levels", items=1495, waits=True,
          why="one product per row; the two footer rows of column counts are skipped"),
     Case("openboxes/inventory.xls", "openboxes-count", products=241, items=241, lots_summed=True,
          why="codes are trimmed (AD66 and 'AD66 ' are one product: facts.groups_after_strip); every lot "
@@ -205,6 +211,14 @@ def test_corpus_file_through_its_preset_to_the_sandbox(make_sandbox, tmp_path, c
     if case.file_refused:
         assert outcome.status == "refused", outcome.message
         assert state["products"] == []
+        return
+    if case.waits:  # an update file alone: every row waits for its product; nothing half is sent
+        assert outcome.status == "done", outcome.message
+        assert state["products"] == [] and outcome.to_json()["counts"]["rows_waiting"] == items
+        if case.lots_summed:
+            planned = {p.code: p.items[0]["product"]["variants"] for p in plan.products}
+            for sample in facts["samples"]:
+                assert planned[sample["product_key"].strip()]["qty"] == _lots_total(facts, sample, {}), sample
         return
     assert outcome.status == "done", outcome.message
 
@@ -326,3 +340,36 @@ def test_magento_media_paths_are_read_inside_the_image_folder_only_by_the_mappin
     found = [job for jobs in plan.images.values() for job in jobs]
     assert found and all(Path(job.path).is_relative_to((CORPUS / "magento2" / "images").resolve()) for job in found)
     assert not any("absolute path" in p.reason for p in plan.problems)
+
+
+def _joins() -> dict[str, Any]:
+    if not (CORPUS / "facts.json").is_file():
+        return {}
+    return json.loads((CORPUS / "facts.json").read_text(encoding="utf-8")).get("joins", {})
+
+
+@pytest.mark.parametrize("order", ["products first", "stock first"])
+def test_openboxes_files_join_on_product_code(make_sandbox, tmp_path, order):
+    """products.csv and the three warehouse files, in either order: every product keeps products.csv's
+    name and price and gets one qty_availability entry per warehouse file, qty their sum (facts.joins)."""
+    join = _joins()["openboxes"]
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    pipeline = pipeline_for(tmp_path, sb)
+    files = [CORPUS / name for name in join["files"]]
+    if order == "stock first":
+        files = files[1:] + files[:1]
+    for path in files:
+        preset = "openboxes" if path.name == "products.csv" else "openboxes-inventory"
+        outcome = pipeline.run_file(path, mapping=preset)
+        assert outcome.status == "done", outcome.message
+    stored = {p["source_product_code"]: p for p in sb.state()["products"]}
+    assert len(stored) == join["products"]
+    for code, facts in join["items"].items():
+        product = stored[code]
+        (variant,) = product["variants"]
+        assert product["title"] == facts["name"]
+        assert Decimal(str(variant["price"])) == Decimal(facts["unit_cost"])
+        entries = {e["description"]: e["qty"] for e in variant["qty_availability"]}
+        assert entries == facts["qty_by_warehouse_file"], code
+        assert variant["qty"] == sum(facts["qty_by_warehouse_file"].values())
+    assert pipeline.ledger.waiting_rows(pipeline.endpoint) == []
