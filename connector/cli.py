@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--full", action="store_true",
                       help="send every item, even those the API acknowledged unchanged before")
     push.add_argument("--strict", action="store_true", help="exit 1 when any row was refused, not only the whole file")
+    push.add_argument("--allow-deletions", action="store_true",
+                      help="let a complete file (vanished: delete) delete more products than its max_vanished")
 
     check = commands.add_parser("check", parents=[common], help="read, map and check a file without sending anything",
                                 description="Read, map and check one file; print a summary and write the items "
@@ -203,7 +205,8 @@ def _push(args, settings: Settings, clock: Clock) -> int:
         return _fail(EXIT_USAGE, f"{args.file}: no such file")
     require_credentials(settings)
     with StateLock(settings.folders.state):
-        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar())
+        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar(),
+                                  allow_deletions=args.allow_deletions)
         try:
             report = pipeline.run_file(args.file, mapping=args.mapping)
         finally:
@@ -261,13 +264,15 @@ def _watch(settings: Settings, clock: Clock) -> int:
 
 # -- wiring ----------------------------------------------------------------------------------
 
-def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None):
+def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None,
+                   allow_deletions: bool = False):
     from connector.api import ApiClient
     from connector.ledger import Ledger
     from connector.pipeline import Pipeline
 
     client = ApiClient(settings.api, sleep=clock.sleep, clock=clock.monotonic)
-    return Pipeline(settings, client, Ledger.open(settings.folders.state), full=full, progress=progress)
+    return Pipeline(settings, client, Ledger.open(settings.folders.state), full=full, progress=progress,
+                    allow_deletions=allow_deletions)
 
 
 @contextlib.contextmanager

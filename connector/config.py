@@ -135,6 +135,10 @@ class WatchSettings(_Section):
     done_file: bool = Field(default=False, description="Take x.csv only when x.csv.done exists.")
     max_files_per_cycle: int = Field(default=50, ge=1, description="Files claimed per scan.")
     allow_empty: bool = Field(default=False, description="Process a file with no rows instead of refusing it.")
+    allow_deletions: bool = Field(
+        default=False, description="Let a complete file (vanished: delete) delete more than its max_vanished "
+        "products, as push --allow-deletions does."
+    )
     reprocess_duplicates: bool = Field(
         default=False, description="Process a file again when its content was seen before."
     )

@@ -281,6 +281,9 @@ class Mapping:
     same_variant: str = "error"  # error | sum: rows repeating a variant add up their quantities
     mode: str = "full"  # full: rows are whole items | update: rows change some fields of known items
     update: UpdateSpec = UpdateSpec()
+    complete: bool = False  # the file is the whole catalogue: what it lacks has vanished
+    vanished: str = "keep"  # keep | delete (product_active false), guarded by max_vanished
+    max_vanished: int | None = None  # products one file may delete (default: 10 % of the catalogue, at most 50)
 
     def with_names(self, names: dict[str, str]) -> Mapping:
         """This mapping with "{warehouse}" / "{tier}" in family entry names filled in (from connector.yaml rules).
@@ -349,6 +352,7 @@ OUTPUT_TYPES = {kind: type_choices(kind) for kind in ("str", "float", "int", "fl
 ActiveState = Literal["active", "delete", "ignore"]
 SameVariant = Literal["error", "sum"]
 Mode = Literal["full", "update"]
+Vanished = Literal["keep", "delete"]
 UpdateKey = Literal["source_variant_code", "sku", "product"]
 # Families whose values are numbers a field may be the sum of (`qty: {sum: qty_availability}`)
 SUMMABLE = ("qty_availability", "price_tiers")
@@ -359,6 +363,7 @@ ThousandsSeparator = Literal["", " ", ".", ",", "'"]
 ACTIVE_STATES: tuple[str, ...] = typing.get_args(ActiveState)
 SAME_VARIANT: tuple[str, ...] = typing.get_args(SameVariant)
 MODES: tuple[str, ...] = typing.get_args(Mode)
+VANISHED: tuple[str, ...] = typing.get_args(Vanished)
 UPDATE_KEYS: tuple[str, ...] = typing.get_args(UpdateKey)
 MISSING_COLUMNS: tuple[str, ...] = typing.get_args(MissingColumns)
 DELIMITERS: tuple[str, ...] = typing.get_args(Delimiter)
@@ -679,6 +684,18 @@ class MappingDoc(_Block):
         "(stock, a warehouse's qty, prices) of items already sent; see docs/mapping.md.",
     )
     update: UpdateDoc = Field(ABSENT, description="How an update file's rows find their items (mode: update).")
+    complete: bool = Field(
+        False, description="The file is the whole catalogue: products and variants sent before and missing from "
+        "it have vanished (see vanished)."
+    )
+    vanished: Vanished = Field(
+        "keep", description="With complete: true, what happens to vanished products: keep (default; reported) or "
+        "delete (queued with product_active false)."
+    )
+    max_vanished: int = Field(
+        ABSENT, ge=0, description="Products one file may delete; more and nothing is deleted unless pushed with "
+        "--allow-deletions (default: 10 % of the catalogue, at most 50)."
+    )
 
 
 if not TYPE_CHECKING:
@@ -912,7 +929,22 @@ class _Validator:
             same_variant=self.known(raw.get("same_variant"), SAME_VARIANT),
             mode=mode,
             update=update,
+            **self.vanishing(raw, mode),
         )
+
+    def vanishing(self, raw: dict, mode: str) -> dict[str, Any]:
+        complete = raw.get("complete", False)
+        if not isinstance(complete, bool):
+            complete = False  # `block` reported it
+        if complete and mode == "update":
+            self.bad("complete", "an update file is never the whole catalogue: remove complete or mode: update")
+        for key in ("vanished", "max_vanished"):
+            if key in raw and not complete:
+                self.bad(key, "needs complete: true (only a file holding the whole catalogue can tell what vanished)")
+        limit = None
+        if raw.get("max_vanished") is not None:
+            limit = self.whole(raw["max_vanished"], "max_vanished", MappingDoc, "max_vanished", "a number of products")
+        return {"complete": complete, "vanished": self.known(raw.get("vanished"), VANISHED), "max_vanished": limit}
 
     def update(self, raw: Any, mode: str) -> UpdateSpec:
         if raw is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -72,7 +73,7 @@ class Pipeline:
 
     def __init__(self, settings: Settings, client: ApiClient, ledger: Ledger, *,
                  log: logging.Logger | None = None, clock: Callable[[], float] = time.time,
-                 progress: Progress | None = None, full: bool = False):
+                 progress: Progress | None = None, full: bool = False, allow_deletions: bool = False):
         self.settings = settings
         self.client = client
         self.ledger = ledger
@@ -80,6 +81,8 @@ class Pipeline:
         self.clock = clock
         self.progress = progress
         self.full = full  # send every item, even those acknowledged unchanged before
+        # a complete file may delete more than its mapping's max_vanished products (push --allow-deletions)
+        self.allow_deletions = allow_deletions or settings.watch.allow_deletions
         self._stop = threading.Event()
         self._reports: dict[int, Report] = {}  # files journaled by this process, finished in memory
         self._refused_cache: dict[int, set[str]] = {}
@@ -135,8 +138,8 @@ class Pipeline:
                 duplicate = partial(self._earlier, known)  # finished just before a crash: its own report
             elif not self.settings.watch.reprocess_duplicates:
                 duplicate = partial(self._duplicate, report, known)
-        if duplicate is not None and spec.images is None:
-            return duplicate()
+        if duplicate is not None and spec.images is None and not (spec.complete and self.allow_deletions):
+            return duplicate()  # (a complete file again with --allow-deletions: what it lacks may go now)
 
         try:
             plan = plan_file(path, self.settings, mapping=spec, clock=self.clock)
@@ -148,12 +151,15 @@ class Pipeline:
         tick = self.clock()
         if duplicate is None:
             self._merge(plan)
+        if plan.mapping.complete and not plan.refused:  # a file refused for its data never deletes
+            self._vanished(plan)
         to_send: list[Product] = []
         if duplicate is not None:  # the same export again: only pictures replaced since (same names, new content) go
             unchanged = sum(len(p.items) for p in plan.products)
         else:
             to_send, unchanged = self._changed(plan.products)
             unchanged += plan.unchanged
+        to_send += plan.retired
         batches = self._batches(to_send, plan)
         batch_of = {item["source"]["source_product_code"]: i for i, batch in enumerate(batches) for item in batch}
         products_known = None if duplicate is None else {
@@ -166,7 +172,7 @@ class Pipeline:
             if self.full or not self.ledger.image_known(self.endpoint, job)
         ]
         plan.timings["plan"] = plan.timings.get("plan", 0.0) + self.clock() - tick
-        if duplicate is not None and not images:
+        if duplicate is not None and not images and not plan.retired:
             return duplicate()
 
         plan.fill(report)
@@ -359,6 +365,52 @@ class Pipeline:
 
     # -- planning helpers ------------------------------------------------------------------
 
+    def _vanished(self, plan: Plan) -> None:
+        """A complete file: products and variants of the catalogue it lacks have vanished.
+
+        vanished: keep reports how many; delete adds them to the file's work as items with
+        product_active "false", unless more than max_vanished products would go (then nothing
+        is deleted, the report and the log say why, and --allow-deletions lets it through).
+        Products the file holds but held back or skipped are present, never vanished.
+        """
+        present = {p.code for p in plan.products} | plan.held | {p.product for p in plan.problems if p.product}
+        in_file = {(p.code, it["product"]["variants"]["source_variant_code"]) for p in plan.products for it in p.items}
+        active: dict[str, list[str]] = {}
+        for code, variant, state in self.ledger.catalogue_fields(self.endpoint, ["$.source.product_active"]):
+            if state == "true":
+                active.setdefault(code, []).append(variant)
+        gone = {code: variants for code, variants in active.items() if code not in present}
+        for code in present & set(active):  # a product still there, some of its variants not
+            missing = [v for v in active[code] if (code, v) not in in_file]
+            if missing and code not in plan.held:
+                gone[code] = missing
+        plan.vanished = len(gone)
+        if not gone:
+            return
+        limit = plan.mapping.max_vanished
+        if limit is None:
+            limit = min(math.ceil(len(active) * 0.1), 50)
+        products = sorted(gone)
+        shown = ", ".join(products[:10]) + (f" and {len(products) - 10} more" if len(products) > 10 else "")
+        if plan.mapping.vanished == "keep":
+            plan.problems.append(Problem(kind="vanished", severity="warning", reason=(
+                f"{len(gone)} products sent before are not in this complete file ({shown}); kept (vanished: keep)")))
+            return
+        if len(gone) > limit and not self.allow_deletions:
+            why = (f"{len(gone)} of {len(active)} products sent before are not in this complete file ({shown}): more "
+                   f"than max_vanished ({limit}), so nothing is deleted. If they are really gone, push again with "
+                   "--allow-deletions (watch: watch.allow_deletions: true)")
+            plan.problems.append(Problem(kind="vanished", severity="warning", reason=why))
+            self.log.warning("%s: %s", plan.path.name, why)
+            return
+        items = {(v.product_code, v.variant_code): v.item for v in self.ledger.catalogue_variants(self.endpoint, gone)}
+        for code in products:
+            retired = [_retired(items[(code, v)]) for v in gone[code] if (code, v) in items]
+            if retired:
+                plan.retired.append(Product(code, retired, [0] * len(retired)))
+                plan.deleted += 1
+        self.log.info("%s: %d vanished products queued for deletion", plan.path.name, plan.deleted)
+
     def _merge(self, plan: Plan) -> None:
         """Make whole items: an update file's rows merged onto the catalogue; rows that waited for a
         product this file brings merged under its items. Rows for unknown variants wait; rows that
@@ -540,6 +592,9 @@ class Plan:
     released: list[int] = field(default_factory=list)  # ids of rows that waited and go now (or were abandoned)
     rows_abandoned: int = 0
     unchanged: int = 0  # update rows that change nothing: not merged, counted as unchanged items
+    vanished: int = 0  # complete files: products of the catalogue the file lacks
+    deleted: int = 0  # ... of which queued for deletion
+    retired: list[Product] = field(default_factory=list)  # their items, with product_active "false"
 
     @property
     def refused(self) -> bool:
@@ -577,6 +632,7 @@ class Plan:
         c.images_found = sum(len(j) for j in self.images.values())
         c.images_refused = sum(1 for p in problems if p.kind == "image")
         c.rows_waiting = len(self.waiting)
+        c.products_vanished, c.products_deleted = self.vanished, self.deleted
         c.rows_abandoned = self.rows_abandoned
         report.problems.add(problems)
         report.header, report.rejected = list(t.header), list(self.rejected)
@@ -735,6 +791,11 @@ def _refusals(chunk: list[dict], exc: DataRejected) -> tuple[set[str], list[Prob
         problems = [Problem(kind="api", product=code, reason=f"refused by the API{alone}: {exc}")
                     for code in sorted(refused)]
     return refused, problems
+
+
+def _retired(item: dict) -> dict:
+    """The item that retires a variant: as last acknowledged, with product_active "false"."""
+    return {"source": {**item["source"], "product_active": "false"}, "product": item["product"]}
 
 
 def _code(item: dict) -> str:

@@ -376,3 +376,76 @@ def test_a_merged_send_killed_midway_resumes_and_every_item_goes_whole_once(make
     catalogue = Ledger.open(tmp_path / "state")
     endpoint = pipeline_for(tmp_path, sb, settings).endpoint
     assert {v.file for v in catalogue.catalogue_variants(endpoint)} == {"mainWarehouseInventory.csv"}
+
+
+# -- vanished products ----------------------------------------------------------------------------
+
+COMPLETE_MAPPING = """
+name: full-catalogue
+complete: true
+vanished: delete
+group_by: code
+product:
+  title: title
+variant:
+  source_variant_code: code
+  sku: code
+  price: {column: price, type: decimal}
+"""
+
+
+def catalogue_file(path: Path, codes) -> Path:
+    path.write_text("code,title,price\n" + "".join(f"P{n:03},Product {n},{n}.50\n" for n in codes),
+                    encoding="utf-8")
+    return path
+
+
+def test_a_complete_file_missing_60_percent_deletes_nothing_and_says_so_until_allowed(fast_sandbox, tmp_path):
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "full-catalogue.yaml").write_text(COMPLETE_MAPPING, encoding="utf-8")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(catalogue_file(drop / "all.csv", range(10)), mapping="full-catalogue").status == "done"
+    assert len(stored(fast_sandbox)) == 10
+
+    partial = catalogue_file(drop / "monday.csv", range(4))  # 6 of 10 products are missing
+    guarded = pipeline.run_file(partial, mapping="full-catalogue")
+    assert guarded.status == "done", guarded.message
+    assert len(stored(fast_sandbox)) == 10  # nothing deleted
+    (why,) = [p for p in guarded.to_json()["problems"] if p["kind"] == "vanished"]
+    assert "6 of 10 products" in why["reason"] and "max_vanished (1)" in why["reason"]
+    assert "--allow-deletions" in why["reason"]
+    counts = guarded.to_json()["counts"]
+    assert counts["products_vanished"] == 6 and counts["products_deleted"] == 0
+
+    refused = drop / "broken.csv"  # a file refused for its data never deletes
+    refused.write_text("code,title,price\nP000,,x\n", encoding="utf-8")
+    assert pipeline.run_file(refused, mapping="full-catalogue").status == "refused"
+    assert len(stored(fast_sandbox)) == 10
+
+    allowed = pipeline_for(tmp_path, fast_sandbox, settings, allow_deletions=True)
+    shutil.copy(partial, drop / "tuesday.csv")
+    outcome = allowed.run_file(drop / "tuesday.csv", mapping="full-catalogue")
+    assert outcome.status == "done", outcome.message
+    assert sorted(stored(fast_sandbox)) == ["P000", "P001", "P002", "P003"]  # exactly those deleted
+    deletes = [e for e in fast_sandbox.state()["queue"] if e.get("status") == "accepted" and
+               e["source_product_code"] in {f"P{n:03}" for n in range(4, 10)}]
+    assert deletes and outcome.to_json()["counts"]["products_deleted"] == 6
+    retired = {v.product_code: v.item["source"]["product_active"] for v in allowed.ledger.catalogue_variants(
+        allowed.endpoint)}
+    assert retired["P009"] == "false" and retired["P000"] == "true"
+    again = allowed.run_file(catalogue_file(drop / "wednesday.csv", range(4)), mapping="full-catalogue")
+    assert again.to_json()["counts"]["products_vanished"] == 0  # retired products are not retired again
+
+
+def test_a_complete_file_with_vanished_keep_reports_and_deletes_nothing(fast_sandbox, tmp_path):
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "full-catalogue.yaml").write_text(
+        COMPLETE_MAPPING.replace("vanished: delete", "vanished: keep"), encoding="utf-8")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings, allow_deletions=True)
+    assert pipeline.run_file(catalogue_file(drop / "all.csv", range(3)), mapping="full-catalogue").status == "done"
+    outcome = pipeline.run_file(catalogue_file(drop / "less.csv", range(2)), mapping="full-catalogue")
+    assert outcome.to_json()["counts"]["products_vanished"] == 1 and len(stored(fast_sandbox)) == 3
