@@ -127,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Show files in processing/, the ledger backlog, the last files archived "
                                     "and failed, and the last API error. Safe while `watch` runs.")
 
+    show = commands.add_parser("show", parents=[common], help="what the catalogue holds for a product or SKU",
+                               description="Show the item(s) of a product (or of the product holding a variant "
+                                           "code or SKU) as the API last acknowledged them from this source, which "
+                                           "files and mappings set them and when, its images, and the rows waiting "
+                                           "for it. Reads the ledger read-only: safe while `watch` runs.")
+    show.add_argument("code", help="a product code, variant code or SKU")
+    show.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     sandbox = commands.add_parser("sandbox", help="serve the built-in sandbox Stock2Shop API",
                                   description="Serve a local, strict Stock2Shop API for trying the connector "
                                               "and for tests. Log in with demo/demo; source id 1.")
@@ -181,6 +189,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, clock: Clock
                 return _push(args, settings, clock)
             if args.command == "watch":
                 return _watch(settings, clock)
+            if args.command == "show":
+                return _show(args, settings)
             if args.command == "status":
                 from connector.status import render_status
 
@@ -252,6 +262,17 @@ def _check(args, settings: Settings) -> int:
     print(summarise(report))
     print(f"items that would be sent, report and rejected rows: {args.out}/")
     return EXIT_CODES[report.outcome()]
+
+
+def _show(args, settings: Settings) -> int:
+    import json
+
+    from connector.pipeline import endpoint_of
+    from connector.show import find, render
+
+    found = find(settings.folders.state, endpoint_of(settings), args.code)
+    print(json.dumps(found, indent=2, ensure_ascii=False) if args.json else render(found))
+    return EXIT_OK if found["products"] or found["waiting"] else EXIT_REFUSED
 
 
 def _watch(settings: Settings, clock: Clock) -> int:

@@ -256,6 +256,30 @@ class Ledger:
             f"every item will be sent again and unsent work is gone, delete {self.marker}")
 
     @classmethod
+    def read_only(cls, state_dir: Path, *, clock=time.time) -> Ledger:
+        """The ledger of `state_dir` opened read-only (`connector show`): safe beside a running `watch`.
+
+        Nothing is created, migrated or locked; a missing ledger is a LedgerError.
+        """
+        self = cls.__new__(cls)
+        self.path, self.clock = Path(state_dir) / cls.FILE_NAME, clock
+        self.marker = self.path.with_name(cls.MARKER_NAME)
+        if not self.path.is_file():
+            raise LedgerError(f"there is no ledger at {self.path}: nothing was pushed with this state folder yet")
+        try:
+            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                      timeout=30)
+            self.db.execute("PRAGMA query_only = ON")
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as exc:
+            raise _ledger_error(self.path, exc, "cannot be read") from None
+        if "catalogue_variants" not in tables:
+            self.db.close()
+            raise LedgerError(f"the ledger {self.path} was written by an earlier version: run `connector push` or "
+                              "`connector watch` once to bring it up to date")
+        return self
+
+    @classmethod
     def open(cls, state_dir: Path, **kwargs: Any) -> Ledger:
         return cls(Path(state_dir) / cls.FILE_NAME, **kwargs)
 

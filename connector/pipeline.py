@@ -103,7 +103,7 @@ class Pipeline:
     @property
     def endpoint(self) -> str:
         """Where journaled work goes: work journaled for another API or source is never sent here."""
-        return f"{self.settings.api.url.rstrip('/')}#source={self.settings.api.source_id}"
+        return endpoint_of(self.settings)
 
     def run_file(self, path: Path, *, mapping: str | None = None) -> Report:
         """Push one file: read, map, check, plan, journal, send; returns its report.
@@ -684,6 +684,11 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     timings["plan"] = clock() - tick
     rejected = _rejected_rows(table.rows, problems, held)
     return Plan(path, spec, table, products, problems, images, rejected, set(held), timings, cleared)
+
+
+def endpoint_of(settings: Settings) -> str:
+    """API url + source id: the key of journaled work and of the catalogue."""
+    return f"{settings.api.url.rstrip('/')}#source={settings.api.source_id}"
 
 
 def load_mapping_for(path: Path, settings: Settings, name: str | None = None) -> Mapping:

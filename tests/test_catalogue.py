@@ -449,3 +449,38 @@ def test_a_complete_file_with_vanished_keep_reports_and_deletes_nothing(fast_san
     assert pipeline.run_file(catalogue_file(drop / "all.csv", range(3)), mapping="full-catalogue").status == "done"
     outcome = pipeline.run_file(catalogue_file(drop / "less.csv", range(2)), mapping="full-catalogue")
     assert outcome.to_json()["counts"]["products_vanished"] == 1 and len(stored(fast_sandbox)) == 3
+
+
+# -- connector show -------------------------------------------------------------------------------
+
+def test_show_tells_what_the_catalogue_holds_and_what_waits_while_another_process_writes(fast_sandbox, tmp_path,
+                                                                                          example, monkeypatch,
+                                                                                          capsys):
+    from connector.cli import main
+    from tests.support import FakeClock
+
+    pipeline = pipeline_for(tmp_path, fast_sandbox, stock_settings(tmp_path, fast_sandbox))
+    assert pipeline.run_file(example / "products.csv").status == "done"
+    (example / "stock.csv").write_text("Product code,Physical QOH\nNEW-1,5\n", encoding="utf-8")
+    assert pipeline.run_file(example / "stock.csv", mapping="warehouse-stock").to_json()["counts"]["rows_waiting"] == 1
+    for name, value in {"S2S_API_URL": fast_sandbox.url, "S2S_SOURCE_ID": "1",
+                        "S2S_STATE_DIR": str(tmp_path / "state")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    writer = sqlite3.connect(tmp_path / "state" / "ledger.sqlite", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process (watch) holds the write lock
+    try:
+        capsys.readouterr()
+        assert main(["show", "TEE-BLA-M"], clock=FakeClock()) == 0  # a variant code finds its product
+        text = capsys.readouterr().out
+        assert "product TEE-CLASSIC" in text and "Classic Cotton Tee" in text
+        assert "variant TEE-WHI-S: set by products.csv (stock2shop) at" in text
+        assert "image tee-black.jpg" in text
+        assert main(["show", "NEW-1", "--json"], clock=FakeClock()) == 0
+        found = json.loads(capsys.readouterr().out)
+        assert found["products"] == [] and found["waiting"][0]["file"] == "stock.csv"
+        assert main(["show", "NOTHING"], clock=FakeClock()) == 1
+        assert "not in the catalogue" in capsys.readouterr().out
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

@@ -139,7 +139,7 @@ def test_debug_logs_and_reports_never_show_the_token_or_password(run, make_sandb
     assert "sentinel-pass-7d1e" not in seen
 
 
-@pytest.mark.parametrize("command", ["push", "check", "watch", "status", "sandbox"])
+@pytest.mark.parametrize("command", ["push", "check", "watch", "status", "show", "sandbox"])
 def test_every_command_explains_itself_and_the_readme_names_it(command):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
