@@ -371,3 +371,26 @@ def _column_paths(mapping: Mapping):
         return found
 
     return paths
+
+
+def join_item(own: dict[str, Any], row: dict[str, Any], add: Iterable[str]) -> dict[str, Any]:
+    """A join file's row as a whole item: its product's fields from `own` (the item the product's file
+    brought), the row's options and variant; `add` fields are the product's value plus the row's difference.
+
+    own price 100 + a row's price 40 (PrestaShop "Impact on price") -> 140.
+    """
+    product = {k: v for k, v in own["product"].items() if k != "variants"}
+    product.update((k, v) for k, v in row["product"].items() if k != "variants")
+    variant = dict(row["product"]["variants"])
+    base = own["product"].get("variants") or {}
+    for name in add:
+        if isinstance(base.get(name), (int, float)):
+            total = base[name] + (variant.get(name) or 0)
+            variant[name] = total if isinstance(total, int) else round(total, 6)
+    product["variants"] = variant
+    return {"source": {**own["source"], "product_active": "true"}, "product": product}
+
+
+def retire(item: dict[str, Any]) -> dict[str, Any]:
+    """The item that retires a variant: as it was, with product_active "false"."""
+    return {"source": {**item["source"], "product_active": "false"}, "product": item["product"]}

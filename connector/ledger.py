@@ -19,6 +19,8 @@ Tables:
   catalogue_products  per endpoint: the product-level record of every product
   catalogue_images    per endpoint: the acknowledged images of every product, by content hash
   waiting  rows of update files whose variant is not in the catalogue yet ("waiting for its product")
+  joined   the last rows of join files (`join:` mappings, e.g. PrestaShop combinations), per product:
+           joined with the product's own item whichever file comes first, and again when it changes
   events   the last API errors and successes, for `connector status` and the health file
 """
 
@@ -124,6 +126,18 @@ CREATE TABLE IF NOT EXISTS waiting (
     until REAL NOT NULL                -- after this it is reported abandoned (update.wait_days)
 );
 CREATE INDEX IF NOT EXISTS waiting_endpoint ON waiting(endpoint, product_code);
+CREATE TABLE IF NOT EXISTS joined (
+    endpoint TEXT NOT NULL,
+    product_code TEXT NOT NULL,
+    variant_code TEXT NOT NULL,
+    row TEXT NOT NULL,                 -- JSON: the row's item as built, before it took its product's fields
+    add_fields TEXT NOT NULL,          -- JSON: the fields that are differences to the product's own value
+    file TEXT NOT NULL,
+    mapping TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (endpoint, product_code, variant_code)
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -172,6 +186,19 @@ class WaitingRow:
     until: float
     since: float = 0.0
     id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedRow:
+    """A row of a join file (a PrestaShop combination): a variant of the product another file brings."""
+
+    product_code: str
+    variant_code: str
+    item: dict[str, Any]  # as built from the row: the variant and its options, no product fields
+    add: tuple[str, ...]  # fields that are differences to the product's own value
+    file: str
+    mapping: str
+    line: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,17 +388,26 @@ class Ledger:
 
     def journal(self, report: Report, *, mtime_ns: int, endpoint: str,
                 batches: Iterable[list[dict]], images: Iterable[tuple[int | None, dict]],
-                waiting: Iterable[WaitingRow] = (), released: Iterable[int] = ()) -> int:
+                waiting: Iterable[WaitingRow] = (), released: Iterable[int] = (),
+                joined: dict[str, list[JoinedRow]] | None = None) -> int:
         """Write a file and all its work in ONE transaction, before anything is sent.
 
         `batches` are lists of API items; `images` pairs the index of the batch holding the
         image's product with the image job's fields. `waiting` are this file's rows that wait
         for their product; `released` the ids of rows that waited and are now in `batches`
-        (or were abandoned). Returns the file id.
+        (or were abandoned). `joined`: a join file's rows per product, replacing that product's earlier
+        ones. Returns the file id.
         """
         now = self.clock()
         data, rejected = report.to_ledger()
         with self._transaction():
+            for code, rows in (joined or {}).items():
+                self.db.execute("DELETE FROM joined WHERE endpoint = ? AND product_code = ?", (endpoint, code))
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO joined (endpoint, product_code, variant_code, row, add_fields, file,"
+                    " mapping, line, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(endpoint, code, r.variant_code, encode_text(r.item), encode_text(list(r.add)), r.file,
+                      r.mapping, r.line, now) for r in rows])
             self.db.executemany("DELETE FROM waiting WHERE id = ?", [(i,) for i in released])
             self.db.executemany(
                 "INSERT INTO waiting (endpoint, product_code, key, value, partial, file, mapping, line, since, until)"
@@ -609,6 +645,18 @@ class Ledger:
             (*paths, endpoint))
         while rows := cursor.fetchmany(5000):
             yield from rows
+
+    def joined_rows(self, endpoint: str, product_codes: Iterable[str]) -> dict[str, list[JoinedRow]]:
+        """The join files' rows kept for these products, by product, in file order."""
+        out: dict[str, list[JoinedRow]] = {}
+        for chunk in _chunks(sorted(set(product_codes)), 500):
+            marks = ",".join("?" * len(chunk))
+            for p, v, row, add, file, mapping, line in self.db.execute(
+                "SELECT product_code, variant_code, row, add_fields, file, mapping, line FROM joined"
+                f" WHERE endpoint = ? AND product_code IN ({marks}) ORDER BY product_code, line", (endpoint, *chunk)):
+                out.setdefault(p, []).append(JoinedRow(p, v, json.loads(row), tuple(json.loads(add)), file,
+                                                       mapping, line))
+        return out
 
     def waiting_rows(self, endpoint: str) -> list[WaitingRow]:
         """Rows of update files waiting for their product at this endpoint, oldest first."""

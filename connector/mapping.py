@@ -227,6 +227,13 @@ class UpdateSpec:
 
 
 @dataclass(frozen=True)
+class JoinSpec:
+    """Rows are variants of a product another file brings (PrestaShop combinations): `join:`."""
+
+    add: tuple[str, ...] = ()  # variant fields that are differences to the product's own item's value
+
+
+@dataclass(frozen=True)
 class ParentsSpec:
     """Parent and child rows: a parent row gives product fields; its children are the variants.
 
@@ -284,6 +291,7 @@ class Mapping:
     complete: bool = False  # the file is the whole catalogue: what it lacks has vanished
     vanished: str = "keep"  # keep | delete (product_active false), guarded by max_vanished
     max_vanished: int | None = None  # products one file may delete (default: 10 % of the catalogue, at most 50)
+    join: JoinSpec | None = None  # rows are variants of a product whose own item another file brings
 
     def with_names(self, names: dict[str, str]) -> Mapping:
         """This mapping with "{warehouse}" / "{tier}" in family entry names filled in (from connector.yaml rules).
@@ -651,6 +659,16 @@ class UpdateDoc(_Block):
                            "its product (default 7), then is reported abandoned.")
 
 
+class JoinDoc(_Block):
+    """The rows are variants of the product their group_by names, whose own item another file brings (in any
+    order): they take its product fields; its own item is retired once it has variants here."""
+
+    add: list[Literal["price", "grams", "qty"]] = Field(
+        ABSENT, description="Variant fields that are differences to the product's own value, e.g. [price, grams] "
+        "for PrestaShop's Impact on price and Impact on weight."
+    )
+
+
 class MappingDoc(_Block):
     """How the rows of an ERP export become Stock2Shop products. Reference: docs/mapping.md."""
 
@@ -684,6 +702,8 @@ class MappingDoc(_Block):
         "(stock, a warehouse's qty, prices) of items already sent; see docs/mapping.md.",
     )
     update: UpdateDoc = Field(ABSENT, description="How an update file's rows find their items (mode: update).")
+    join: JoinDoc = Field(ABSENT, description="The rows are variants of a product another file brings "
+                          "(PrestaShop combinations); see docs/mapping.md.")
     complete: bool = Field(
         False, description="The file is the whole catalogue: products and variants sent before and missing from "
         "it have vanished (see vanished)."
@@ -930,7 +950,27 @@ class _Validator:
             mode=mode,
             update=update,
             **self.vanishing(raw, mode),
+            join=self.join(raw.get("join"), mode, named),
         )
+
+    def join(self, raw: Any, mode: str, named: set[str]) -> JoinSpec | None:
+        if raw is None:
+            return None
+        if mode == "update":
+            self.bad("join", "an update file changes known items; join is for files of new variants")
+            return None
+        if not isinstance(raw, dict):
+            self.bad("join", "must be {} or {add: [price, grams]}")
+            return None
+        self.block(raw, "join", JoinDoc)
+        add = raw.get("add") or []
+        if not isinstance(add, list):
+            self.bad("join.add", "must be a list of variant fields, e.g. [price, grams]")
+            add = []
+        for name in add:
+            if name in ("price", "grams", "qty") and name not in named:
+                self.bad("join.add", f"names {name}, which the mapping's variant does not fill")
+        return JoinSpec(add=tuple(n for n in add if n in ("price", "grams", "qty")))
 
     def vanishing(self, raw: dict, mode: str) -> dict[str, Any]:
         complete = raw.get("complete", False)

@@ -29,11 +29,13 @@ from connector.catalogue import (
     Partial,
     find_variants,
     index,
+    join_item,
     json_path,
     merge_updates,
     partials_of,
     read_paths,
     release,
+    retire,
     unchanged,
 )
 from connector.checks import check_products
@@ -49,7 +51,7 @@ from connector.errors import (
     ReadError,
 )
 from connector.images import encode_image, locate_images
-from connector.ledger import Job, Ledger, WaitingRow
+from connector.ledger import Job, JoinedRow, Ledger, WaitingRow
 from connector.mapping import Mapping, find_mapping, load_mapping
 from connector.model import ImageJob, Problem, Product, Rejected, Row, Table
 from connector.read import read_table
@@ -189,7 +191,8 @@ class Pipeline:
         waiting = [WaitingRow(w.product_code, w.key, w.value, w.as_json(), w.file, w.mapping, w.line,
                               self.clock() + plan.mapping.update.wait_days * 86400) for w in plan.waiting]
         file_id = self.ledger.journal(report, mtime_ns=mtime_ns, endpoint=self.endpoint,
-                                      batches=batches, images=images, waiting=waiting, released=plan.released)
+                                      batches=batches, images=images, waiting=waiting, released=plan.released,
+                                      joined=plan.joined)
         self._reports[file_id] = report
         self.log.info("%s: journaled %d batches and %d images (%d products, %d unchanged items)",
                       path.name, len(batches), len(images), len(plan.products), unchanged)
@@ -405,11 +408,69 @@ class Pipeline:
             return
         items = {(v.product_code, v.variant_code): v.item for v in self.ledger.catalogue_variants(self.endpoint, gone)}
         for code in products:
-            retired = [_retired(items[(code, v)]) for v in gone[code] if (code, v) in items]
+            retired = [retire(items[(code, v)]) for v in gone[code] if (code, v) in items]
             if retired:
                 plan.retired.append(Product(code, retired, [0] * len(retired)))
                 plan.deleted += 1
         self.log.info("%s: %d vanished products queued for deletion", plan.path.name, plan.deleted)
+
+    def _join(self, plan: Plan) -> None:
+        """A join file (`join:`): each row a variant of the product its group_by names, joined with that
+        product's own item (brought by another file, known to the catalogue or journaled); the own item is
+        retired. Rows of a product no file has brought wait (kept in the ledger as this file's rows).
+        """
+        add = plan.mapping.join.add if plan.mapping.join else ()
+        # the rows' own rules first (options, duplicate codes), whether or not their product is known yet
+        stand_in = {"source": {"product_active": "true"}, "product": {"title": "-"}}
+        _, problems, held = check_products([Product(p.code, [join_item(stand_in, it, ()) for it in p.items],
+                                                    p.lines) for p in plan.products])
+        plan.hold(problems, held)
+        products = plan.products
+        codes = [p.code for p in products]
+        earlier = self.ledger.joined_rows(self.endpoint, codes)
+        known = self.ledger.known_items(self.endpoint, codes)
+        out = []
+        for product in products:
+            mine = [it["product"]["variants"]["source_variant_code"] for it in product.items]
+            plan.joined[product.code] = [JoinedRow(product.code, v, it, add, plan.path.name, plan.mapping.name, line)
+                                         for v, it, line in zip(mine, product.items, product.lines, strict=True)]
+            joins = set(mine) | {r.variant_code for r in earlier.get(product.code, ())}
+            owns = [it for (c, v), it in known.items() if c == product.code and v not in joins]
+            if not owns:
+                plan.join_waiting += len(product.items)
+                plan.problems.extend(Problem(
+                    kind="waiting", severity="warning", line=line, product=product.code, value=v,
+                    reason=f"waiting for its product: no file has brought product {product.code} yet; the row is "
+                           "kept and sent, joined with it, when one does") for v, line in zip(mine, product.lines,
+                                                                                              strict=True))
+                continue
+            # the own item goes first: the API refuses variants whose options differ from a stored variant's
+            items = [retire(o) for o in owns] + [join_item(owns[0], it, add) for it in product.items]
+            out.append(Product(product.code, items, [product.lines[0]] * len(owns) + product.lines))
+        plan.products = out
+        plan.hold(*check_products(out)[1:])
+
+    def _rejoin(self, plan: Plan) -> None:
+        """A product file bringing products that join files gave variants to: those variants go with its
+        fields (a join row that waited goes now), and its own item is retired."""
+        stored = self.ledger.joined_rows(self.endpoint, [p.code for p in plan.products])
+        rejoined = []
+        for product in plan.products:
+            rows = stored.get(product.code)
+            if not rows:
+                continue
+            joins = {r.variant_code for r in rows}
+            owns = [it for it in product.items if it["product"]["variants"]["source_variant_code"] not in joins]
+            if not owns or owns[0]["source"]["product_active"] != "true":
+                continue
+            line = product.lines[0]
+            product.items = [retire(o) for o in owns] + [join_item(owns[0], r.item, r.add) for r in rows]
+            product.lines = [line] * len(product.items)
+            rejoined.append(product)
+            self.log.info("%s: product %s goes with the %d variants of %s", plan.path.name, product.code,
+                          len(rows), rows[0].file)
+        if rejoined:
+            plan.hold(*check_products(rejoined)[1:])
 
     def _merge(self, plan: Plan) -> None:
         """Make whole items: an update file's rows merged onto the catalogue; rows that waited for a
@@ -450,16 +511,18 @@ class Pipeline:
                 known = Known(self.ledger.known_items(self.endpoint))  # found by SKU or variant code elsewhere
                 by_sku, by_variant = index(known)
             merged = merge_updates(partials, known, by_sku, by_variant)
-            kept, problems, held = check_products(merged.products)
-            plan.products = kept
-            plan.problems.extend(problems)
-            plan.held.update(held)
+            plan.products = merged.products
+            plan.hold(*check_products(merged.products)[1:])
             plan.waiting = merged.waiting
             until = iso_utc(now + plan.mapping.update.wait_days * 86400)
             plan.problems.extend(Problem(
                 kind="waiting", severity="warning", line=p.line, product=p.product_code, value=p.value,
                 reason=f"waiting for its product: no file has brought {p.key} {p.value} yet; the row is kept and "
                        f"sent, merged, when one does (until {until})") for p in merged.waiting)
+        if plan.mapping.join is not None:
+            self._join(plan)
+        elif plan.mapping.mode == "full":
+            self._rejoin(plan)
         ready = [Partial.from_json(r.partial, product_code=r.product_code, key=r.key, value=r.value, line=r.line,
                                    file=r.file, mapping=r.mapping, id=r.id)
                  for r in stored if r.until > now]
@@ -595,11 +658,24 @@ class Plan:
     vanished: int = 0  # complete files: products of the catalogue the file lacks
     deleted: int = 0  # ... of which queued for deletion
     retired: list[Product] = field(default_factory=list)  # their items, with product_active "false"
+    joined: dict[str, list[JoinedRow]] = field(default_factory=dict)  # a join file's rows, kept in the ledger
+    join_waiting: int = 0  # ... of which waiting for their product
 
     @property
     def refused(self) -> bool:
-        """Nothing could be sent and rows were refused: the file as a whole is refused."""
-        return not self.products and any(p.severity == "error" for p in self.problems)
+        """Nothing could be sent (or wait) and rows were refused: the file as a whole is refused."""
+        if self.products or self.waiting or self.join_waiting:
+            return False
+        return any(p.severity == "error" for p in self.problems)
+
+    def hold(self, problems: list[Problem], held: dict[str, list[int]]) -> None:
+        """Problems found once rows were merged or joined: their products held back, their rows rejected."""
+        self.problems.extend(problems)
+        self.held.update(held)
+        self.products = [p for p in self.products if p.code not in held]
+        known = {(r.row.sheet, r.row.line) for r in self.rejected}
+        self.rejected.extend(r for r in _rejected_rows(self.table.rows, problems, held)
+                             if (r.row.sheet, r.row.line) not in known)
 
     def hold_back(self, code: str, reason: str) -> None:
         """Hold back a product found unsendable after checking (e.g. an item too big to send)."""
@@ -631,7 +707,7 @@ class Plan:
         c.rows_skipped = sum(1 for p in problems if p.severity == "skipped")
         c.images_found = sum(len(j) for j in self.images.values())
         c.images_refused = sum(1 for p in problems if p.kind == "image")
-        c.rows_waiting = len(self.waiting)
+        c.rows_waiting = len(self.waiting) + self.join_waiting
         c.products_vanished, c.products_deleted = self.vanished, self.deleted
         c.rows_abandoned = self.rows_abandoned
         report.problems.add(problems)
@@ -664,7 +740,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         tick = clock()
         check_problems: list[Problem] = []
         held: dict[str, list[int]] = {}
-        if spec.mode == "update":  # partial records: checked once merged into whole items (Pipeline._merge)
+        if spec.mode == "update" or spec.join is not None:  # partial: checked once whole (Pipeline._merge)
             kept = built.products
         else:
             kept, check_problems, held = check_products(built.products)
@@ -796,11 +872,6 @@ def _refusals(chunk: list[dict], exc: DataRejected) -> tuple[set[str], list[Prob
         problems = [Problem(kind="api", product=code, reason=f"refused by the API{alone}: {exc}")
                     for code in sorted(refused)]
     return refused, problems
-
-
-def _retired(item: dict) -> dict:
-    """The item that retires a variant: as last acknowledged, with product_active "false"."""
-    return {"source": {**item["source"], "product_active": "false"}, "product": item["product"]}
 
 
 def _code(item: dict) -> str:

@@ -115,12 +115,12 @@ CASES = [
                   1: {"title": "Example T-Shirt"}, 2: {"title": "Example T-Shirt"}}),  # filled down
     Case("prestashop/products_import.csv", "prestashop", items=7, why="one product per row, each one variant"),
     Case("thirtybees/products_import.csv", "prestashop", items=7, why="one product per row, each one variant"),
-    Case("prestashop/combinations_import.csv", "prestashop-combinations", products=0, items=0, refused=27,
-         refused_reason="title is required (the mapping does not say where it comes from)", file_refused=True,
-         why="combinations are half of a product: the title is in products_import.csv (a join, later)"),
-    Case("thirtybees/combinations_import.csv", "prestashop-combinations", products=0, items=0, refused=27,
-         refused_reason="title is required (the mapping does not say where it comes from)", file_refused=True,
-         why="combinations are half of a product: the title is in products_import.csv (a join, later)"),
+    Case("prestashop/combinations_import.csv", "prestashop-combinations", products=4, items=27, waits=True,
+         why="combinations are half of a product: pushed alone they wait for products_import.csv, but for "
+             "MacBook Air's 4, which repeat a reference (test_prestashop_combinations_join_their_products)"),
+    Case("thirtybees/combinations_import.csv", "prestashop-combinations", products=4, items=27, waits=True,
+         why="combinations are half of a product: pushed alone they wait for products_import.csv, but for "
+             "MacBook Air's 4, which repeat a reference (test_prestashop_combinations_join_their_products)"),
     Case("akeneo/products.csv", "akeneo", items=1239, images=AKENEO_IMAGES,
          why="999 standalone products + 240 variants under 68 models = 1,239 items; images: 218 of the 230 "
              "references have a file, and a picture repeated by a model's variants (same bytes) is sent "
@@ -214,7 +214,8 @@ def test_corpus_file_through_its_preset_to_the_sandbox(make_sandbox, tmp_path, c
         return
     if case.waits:  # an update file alone: every row waits for its product; nothing half is sent
         assert outcome.status == "done", outcome.message
-        assert state["products"] == [] and outcome.to_json()["counts"]["rows_waiting"] == items
+        counts = outcome.to_json()["counts"]  # rows refused once joined (a repeated reference) do not wait
+        assert state["products"] == [] and counts["rows_waiting"] + counts["rows_refused"] == items
         if case.lots_summed:
             planned = {p.code: p.items[0]["product"]["variants"] for p in plan.products}
             for sample in facts["samples"]:
@@ -373,3 +374,44 @@ def test_openboxes_files_join_on_product_code(make_sandbox, tmp_path, order):
         assert entries == facts["qty_by_warehouse_file"], code
         assert variant["qty"] == sum(facts["qty_by_warehouse_file"].values())
     assert pipeline.ledger.waiting_rows(pipeline.endpoint) == []
+
+
+@pytest.mark.parametrize("system", ["prestashop", "thirtybees"])
+@pytest.mark.parametrize("order", ["products first", "combinations first"])
+def test_prestashop_combinations_join_their_products(make_sandbox, tmp_path, system, order):
+    """products_import.csv and combinations_import.csv in either order: each combination is a variant of its
+    Product ID's product, with its title and price + Impact on price (facts.joins); the product's own row is
+    retired. MacBook Air (3) repeats a reference and an option combination in the export itself: it is held
+    back with that reason, so 3 products / 23 combinations reach the API."""
+    join = _joins()[system]
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    pipeline = pipeline_for(tmp_path, sb)
+    files = [(CORPUS / join["files"][0], "prestashop"), (CORPUS / join["files"][1], "prestashop-combinations")]
+    if order == "combinations first":
+        files.reverse()
+    outcomes = [pipeline.run_file(path, mapping=preset) for path, preset in files]
+    assert all(o.status == "done" for o in outcomes), [o.message for o in outcomes]
+    combinations = outcomes[1 if order == "products first" else 0].to_json()
+    assert any("RP-MacBookAir" in p["reason"] for p in combinations["problems"]
+               if p["severity"] == "error" and p.get("product") == "3"), combinations["problems"][:3]
+    assert combinations["counts"]["rows_refused"] == 4
+    stored = {p["source_product_code"]: p for p in sb.state()["products"]}
+    combined = 0
+    for product_id, facts in join["products"].items():
+        if product_id == "3":
+            continue
+        product = stored[product_id]
+        assert product["title"] == facts["product_name"]
+        variants = {v["source_variant_code"]: v for v in product["variants"]}
+        assert len(variants) == len(facts["combinations"])  # the product's own row is retired
+        for combination in facts["combinations"]:
+            variant = variants[combination["reference"]]
+            assert Decimal(str(variant["price"])) == Decimal(combination["price"]), combination
+            assert variant["qty"] == int(combination["qty"])
+            options = [o["name"] for o in sorted(product["options"], key=lambda o: o["position"])]
+            assert [variant[f"option{i}"] for i in range(1, len(options) + 1)] == list(
+                combination["options"].values())
+        combined += len(variants)
+    assert combined == join["combinations"] - 4  # MacBook Air's 4 combinations held back
+    sent = [e for e in sb.state()["queue"] if e["kind"] == "product" and e["source_product_code"] == "1"]
+    assert sum(1 for e in sent if e["source_variant_code"] == "RP-Nano-Blue-16GB") == 1  # each combination once
