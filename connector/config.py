@@ -150,6 +150,16 @@ class WatchSettings(_Section):
     )
 
 
+class RetentionSettings(_Section):
+    """How long `watch` keeps what is done."""
+
+    days: int = Field(
+        default=90, ge=1,
+        description="Archived and failed files (and their reports) older than this are removed by watch, and the "
+        "ledger drops the bodies of work acknowledged longer ago (the catalogue keeps the last items).",
+    )
+
+
 class LimitSettings(_Section):
     """What one file may cost this machine."""
 
@@ -185,6 +195,7 @@ class Settings(_Section):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     rules: list[Rule] = Field(
         default_factory=list, description="The first rule matching a file's name picks its mapping."
     )

@@ -734,6 +734,26 @@ class Ledger:
             "INSERT OR REPLACE INTO catalogue_products (endpoint, product_code, record, file, mapping, at)"
             " VALUES (?, ?, ?, ?, ?, ?)", [(*key, *value) for key, value in products.items()])
 
+    def compact(self, before: float) -> int:
+        """Drop the bodies of jobs that ended before `before` (epoch seconds), for files that finished.
+
+        Their items are in the catalogue; the counts a report shows are kept (`acked`). Pending
+        work and unfinished files are never touched. Returns the jobs compacted; when many were,
+        the file is vacuumed so the space goes back to the disk.
+        """
+        with self._transaction():
+            count = self.db.execute(
+                "UPDATE jobs SET acked = COALESCE(acked, CASE WHEN kind = 'products' AND state = 'done'"
+                " THEN json_array_length(payload) END), payload = 'null'"
+                " WHERE state != 'pending' AND payload != 'null' AND done_at < ?"
+                " AND file_id IN (SELECT id FROM files WHERE status != 'journaled')", (before,)).rowcount
+        if count >= 1000:
+            try:
+                self.db.execute("VACUUM")
+            except sqlite3.Error as exc:  # another process reading for a long time: next time
+                raise _ledger_error(self.path, exc, "cannot be compacted") from None
+        return count
+
     # -- what `status` and the health file show -------------------------------------------
 
     def backlog(self, endpoint: str | None = None) -> dict:

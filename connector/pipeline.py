@@ -100,6 +100,10 @@ class Pipeline:
     def close(self) -> None:
         self.ledger.close()
 
+    def tidy(self) -> int:
+        """Drop the ledger's bodies of work acknowledged more than retention.days ago (watch calls it)."""
+        return self.ledger.compact(self.clock() - self.settings.retention.days * 86400)
+
     # -- the whole path for one file -----------------------------------------------------
 
     @property

@@ -484,3 +484,32 @@ def test_show_tells_what_the_catalogue_holds_and_what_waits_while_another_proces
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+def test_compaction_drops_old_bodies_and_keeps_counts_the_catalogue_and_what_is_unsent(make_sandbox, tmp_path,
+                                                                                       example):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    now = [time.time()]
+    pipeline = pipeline_for(tmp_path, sb, clock=lambda: now[0])
+    pipeline.ledger.clock = lambda: now[0]
+    assert pipeline.run_file(example / "products.csv").status == "done"
+    file_id = pipeline.ledger.db.execute("SELECT MAX(id) FROM files").fetchone()[0]
+    counts = pipeline.ledger.file_sent_counts(file_id)
+    assert pipeline.tidy() == 0  # nothing is old yet
+    sb.set_faults(Faults(seed=1, error_rate=1.0))
+    shutil.copy(example / "products.csv", example / "later.csv")
+    text = (example / "later.csv").read_text(encoding="utf-8").replace("Classic Cotton Tee", "Cotton Tee")
+    (example / "later.csv").write_text(text, encoding="utf-8")
+    assert pipeline.run_file(example / "later.csv").status == "waiting"  # journaled, not acknowledged
+
+    now[0] += 91 * 86400
+    assert pipeline.tidy() > 0
+    kept = dict(pipeline.ledger.db.execute("SELECT state, MIN(payload != 'null') FROM jobs GROUP BY state"))
+    assert kept["pending"] == 1  # unsent work keeps its body, however old
+    assert not pipeline.ledger.db.execute("SELECT 1 FROM jobs WHERE state = 'done' AND payload != 'null'").fetchone()
+    assert pipeline.ledger.file_sent_counts(file_id) == counts  # the report's counts survive
+    assert len(list(pipeline.ledger.catalogue_variants(pipeline.endpoint))) == 9
+    sb.set_faults(Faults())
+    assert pipeline.drain() and {p["title"] for p in sb.state()["products"]} >= {"Cotton Tee"}
