@@ -627,6 +627,8 @@ class _Run:
         if self.mapping.mode == "update":
             key = self.mapping.update.key
             return () if key == "product" else (key,)
+        if self.mapping.models is not None:  # a product model: product fields only
+            return ()
         if self.mapping.join is not None:  # the title comes from the product's own item (another file)
             return _REQUIRED_TO_DELETE
         return _REQUIRED if active else _REQUIRED_TO_DELETE

@@ -49,9 +49,14 @@ class Partial:
     mapping: str = ""
     sums: tuple[tuple[str, str], ...] = ()  # its mapping's sum fields, recomputed after merging
     id: int | None = None  # the ledger's id of a partial that waited
+    images: tuple[dict[str, Any], ...] = ()  # image jobs (as dicts) that go with it when it goes
 
     def as_json(self) -> dict[str, Any]:
-        return {"item": self.item, "cleared": [list(p) for p in self.cleared], "sums": [list(s) for s in self.sums]}
+        out: dict[str, Any] = {"item": self.item, "cleared": [list(p) for p in self.cleared],
+                               "sums": [list(s) for s in self.sums]}
+        if self.images:
+            out["images"] = list(self.images)
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any], **fields: Any) -> Partial:

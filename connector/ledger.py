@@ -19,6 +19,7 @@ Tables:
   catalogue_products  per endpoint: the product-level record of every product
   catalogue_images    per endpoint: the acknowledged images of every product, by content hash
   waiting  rows of update files whose variant is not in the catalogue yet ("waiting for its product")
+  models   product models (Akeneo product_models.csv): the product fields of the products naming them
   joined   the last rows of join files (`join:` mappings, e.g. PrestaShop combinations), per product:
            joined with the product's own item whichever file comes first, and again when it changes
   events   the last API errors and successes, for `connector status` and the health file
@@ -138,6 +139,17 @@ CREATE TABLE IF NOT EXISTS joined (
     at REAL NOT NULL,
     PRIMARY KEY (endpoint, product_code, variant_code)
 );
+CREATE TABLE IF NOT EXISTS models (
+    endpoint TEXT NOT NULL,
+    key TEXT NOT NULL,                 -- the model's code in lower case: codes differing by case are one model
+    code TEXT NOT NULL,
+    parent TEXT NOT NULL,              -- its parent model's code ('' for a root model)
+    product TEXT NOT NULL,             -- JSON: its product fields
+    file TEXT NOT NULL,
+    mapping TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (endpoint, key)
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -186,6 +198,15 @@ class WaitingRow:
     until: float
     since: float = 0.0
     id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """A product model (Akeneo): product fields for the products that name it; `parent` '' for a root."""
+
+    code: str
+    parent: str
+    product: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,7 +410,7 @@ class Ledger:
     def journal(self, report: Report, *, mtime_ns: int, endpoint: str,
                 batches: Iterable[list[dict]], images: Iterable[tuple[int | None, dict]],
                 waiting: Iterable[WaitingRow] = (), released: Iterable[int] = (),
-                joined: dict[str, list[JoinedRow]] | None = None) -> int:
+                joined: dict[str, list[JoinedRow]] | None = None, models: Iterable[ModelRecord] = ()) -> int:
         """Write a file and all its work in ONE transaction, before anything is sent.
 
         `batches` are lists of API items; `images` pairs the index of the batch holding the
@@ -401,6 +422,11 @@ class Ledger:
         now = self.clock()
         data, rejected = report.to_ledger()
         with self._transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO models (endpoint, key, code, parent, product, file, mapping, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(endpoint, m.code.casefold(), m.code, m.parent, encode_text(m.product), report.file,
+                  report.mapping_name or "", now) for m in models])
             for code, rows in (joined or {}).items():
                 self.db.execute("DELETE FROM joined WHERE endpoint = ? AND product_code = ?", (endpoint, code))
                 self.db.executemany(
@@ -645,6 +671,11 @@ class Ledger:
             (*paths, endpoint))
         while rows := cursor.fetchmany(5000):
             yield from rows
+
+    def model_records(self, endpoint: str) -> dict[str, ModelRecord]:
+        """Every product model known at this endpoint, by its code in lower case."""
+        return {key: ModelRecord(code, parent, json.loads(product)) for key, code, parent, product in self.db.execute(
+            "SELECT key, code, parent, product FROM models WHERE endpoint = ?", (endpoint,))}
 
     def joined_rows(self, endpoint: str, product_codes: Iterable[str]) -> dict[str, list[JoinedRow]]:
         """The join files' rows kept for these products, by product, in file order."""

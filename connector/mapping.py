@@ -231,6 +231,7 @@ class JoinSpec:
     """Rows are variants of a product another file brings (PrestaShop combinations): `join:`."""
 
     add: tuple[str, ...] = ()  # variant fields that are differences to the product's own item's value
+    model: str | None = None  # Akeneo: the column naming a row's product model; the row joins its root model
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,7 @@ class Mapping:
     vanished: str = "keep"  # keep | delete (product_active false), guarded by max_vanished
     max_vanished: int | None = None  # products one file may delete (default: 10 % of the catalogue, at most 50)
     join: JoinSpec | None = None  # rows are variants of a product whose own item another file brings
+    models: str | None = None  # the file holds product models (Akeneo): this column names a model's parent
 
     def with_names(self, names: dict[str, str]) -> Mapping:
         """This mapping with "{warehouse}" / "{tier}" in family entry names filled in (from connector.yaml rules).
@@ -659,6 +661,13 @@ class UpdateDoc(_Block):
                            "its product (default 7), then is reported abandoned.")
 
 
+class ModelsDoc(_Block):
+    """The rows are product models (Akeneo): the product fields of the products that name them, keyed by
+    group_by; a model may name its parent model (two levels: root model, sub-model)."""
+
+    parent: Column = Field(description="The column naming a model's parent model (blank: a root model).")
+
+
 class JoinDoc(_Block):
     """The rows are variants of the product their group_by names, whose own item another file brings (in any
     order): they take its product fields; its own item is retired once it has variants here."""
@@ -666,6 +675,10 @@ class JoinDoc(_Block):
     add: list[Literal["price", "grams", "qty"]] = Field(
         ABSENT, description="Variant fields that are differences to the product's own value, e.g. [price, grams] "
         "for PrestaShop's Impact on price and Impact on weight."
+    )
+    model: Column = Field(
+        ABSENT, description="Akeneo: the column naming a row's product model. A row naming one is a variant of "
+        "its root model (from a models file, codes matched ignoring case); other rows are whole products."
     )
 
 
@@ -703,7 +716,9 @@ class MappingDoc(_Block):
     )
     update: UpdateDoc = Field(ABSENT, description="How an update file's rows find their items (mode: update).")
     join: JoinDoc = Field(ABSENT, description="The rows are variants of a product another file brings "
-                          "(PrestaShop combinations); see docs/mapping.md.")
+                          "(PrestaShop combinations, Akeneo models); see docs/mapping.md.")
+    models: ModelsDoc = Field(ABSENT, description="The file holds product models (Akeneo product_models.csv): "
+                              "product-level records for the rows of a join: {model: ...} file; never sent alone.")
     complete: bool = Field(
         False, description="The file is the whole catalogue: products and variants sent before and missing from "
         "it have vanished (see vanished)."
@@ -919,7 +934,9 @@ class _Validator:
         named = {key for key, _ in variant}
         mode = self.known(raw.get("mode"), MODES)
         update = self.update(raw.get("update"), mode)
-        if mode == "full":
+        if raw.get("models") is not None:
+            pass  # a models file has no variants
+        elif mode == "full":
             for key in ("source_variant_code", "sku"):
                 if key not in named:
                     self.bad(f"variant.{key}", "is required: every variant needs it")
@@ -951,7 +968,19 @@ class _Validator:
             update=update,
             **self.vanishing(raw, mode),
             join=self.join(raw.get("join"), mode, named),
+            models=self.models(raw.get("models"), mode),
         )
+
+    def models(self, raw: Any, mode: str) -> str | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, dict) or not isinstance(raw.get("parent"), str) or not raw["parent"].strip():
+            self.bad("models", "must be {parent: <the column naming a model's parent>}")
+            return None
+        self.block(raw, "models", ModelsDoc)
+        if mode == "update":
+            self.bad("models", "a models file is not an update file: remove mode: update")
+        return raw["parent"]
 
     def join(self, raw: Any, mode: str, named: set[str]) -> JoinSpec | None:
         if raw is None:
@@ -970,7 +999,11 @@ class _Validator:
         for name in add:
             if name in ("price", "grams", "qty") and name not in named:
                 self.bad("join.add", f"names {name}, which the mapping's variant does not fill")
-        return JoinSpec(add=tuple(n for n in add if n in ("price", "grams", "qty")))
+        model = raw.get("model")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            self.bad("join.model", "must be the column naming a row's product model, e.g. parent")
+            model = None
+        return JoinSpec(add=tuple(n for n in add if n in ("price", "grams", "qty")), model=model)
 
     def vanishing(self, raw: dict, mode: str) -> dict[str, Any]:
         complete = raw.get("complete", False)

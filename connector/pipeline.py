@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ from connector.errors import (
     ReadError,
 )
 from connector.images import encode_image, locate_images
-from connector.ledger import Job, JoinedRow, Ledger, WaitingRow
+from connector.ledger import Job, JoinedRow, Ledger, ModelRecord, WaitingRow
 from connector.mapping import Mapping, find_mapping, load_mapping
 from connector.model import ImageJob, Problem, Product, Rejected, Row, Table
 from connector.read import read_table
@@ -196,7 +196,7 @@ class Pipeline:
                               self.clock() + plan.mapping.update.wait_days * 86400) for w in plan.waiting]
         file_id = self.ledger.journal(report, mtime_ns=mtime_ns, endpoint=self.endpoint,
                                       batches=batches, images=images, waiting=waiting, released=plan.released,
-                                      joined=plan.joined)
+                                      joined=plan.joined, models=plan.models)
         self._reports[file_id] = report
         self.log.info("%s: journaled %d batches and %d images (%d products, %d unchanged items)",
                       path.name, len(batches), len(images), len(plan.products), unchanged)
@@ -418,6 +418,85 @@ class Pipeline:
                 plan.deleted += 1
         self.log.info("%s: %d vanished products queued for deletion", plan.path.name, plan.deleted)
 
+    def _models(self, plan: Plan, waited: list[WaitingRow]) -> None:
+        """A models file (Akeneo product_models.csv): its rows are product models, kept in the ledger, never
+        sent alone. Rows of products files that waited for these models go now, under their root model;
+        products already sent under a root model in this file take its new fields.
+        """
+        column = plan.mapping.models or ""
+        by_line = {r.line: r for r in plan.table.rows}
+        for product in plan.products:
+            row = by_line.get(product.lines[0])
+            fields = {k: v for k, v in product.items[0]["product"].items() if k not in ("variants", "options")}
+            plan.models.append(ModelRecord(product.code, _cell(row, column), fields))
+        plan.products, plan.images = [], {}
+        records = {**self.ledger.model_records(self.endpoint), **{m.code.casefold(): m for m in plan.models}}
+
+        def key(row: WaitingRow) -> tuple[str, str]:
+            return row.value.casefold(), row.partial["item"]["product"]["variants"]["source_variant_code"]
+
+        latest = {key(waiting): waiting for waiting in waited}  # the newest row of a variant wins
+        grouped: dict[str, Product] = {}
+        for waiting in waited:
+            root = _root_model(records, waiting.value)
+            if root is None:
+                continue
+            assert waiting.id is not None
+            plan.released.append(waiting.id)
+            if latest[key(waiting)] is not waiting:
+                continue
+            product = grouped.setdefault(root.code, Product(root.code, [], []))
+            product.items.append(_under_model(waiting.partial["item"], root))
+            product.lines.append(waiting.line)
+            have = {j.image_id for j in plan.images.get(root.code, [])}
+            plan.images.setdefault(root.code, []).extend(
+                ImageJob(**{**job, "source_product_code": root.code}) for job in waiting.partial.get("images", ())
+                if job["image_id"] not in have)
+        roots = {r.code for m in plan.models if (r := _root_model(records, m.code)) is not None}
+        known = self.ledger.known_items(self.endpoint, roots - set(grouped))
+        for (code, _), item in known.items():
+            root = records[code.casefold()]
+            grouped.setdefault(code, Product(code, [], [])).items.append(_under_model(item, root))
+            grouped[code].lines.append(0)
+        plan.products = list(grouped.values())
+        plan.hold(*check_products(plan.products)[1:])
+
+    def _join_models(self, plan: Plan) -> None:
+        """A products file naming product models (Akeneo `parent`): a row naming a model is a variant of its
+        root model (codes matched ignoring case, two levels), with the root's product fields; rows of a model
+        no models file has brought yet wait. Rows naming no model are whole products."""
+        column = plan.mapping.join.model if plan.mapping.join else None
+        records = self.ledger.model_records(self.endpoint)
+        by_line = {r.line: r for r in plan.table.rows}
+        out: dict[str, Product] = {}
+        for product in plan.products:
+            model = _cell(by_line.get(product.lines[0]), column or "")
+            if not model:
+                out.setdefault(product.code, product)
+                continue
+            root = _root_model(records, model)
+            if root is None:
+                waiting_images = tuple(asdict(j) for j in plan.images.get(product.code, ()))  # go with the rows
+                plan.waiting.extend(Partial(model, "model", model, it, line, (), plan.path.name, plan.mapping.name,
+                                            images=waiting_images if i == 0 else ())
+                                    for i, (it, line) in enumerate(zip(product.items, product.lines, strict=True)))
+                plan.problems.extend(Problem(
+                    kind="waiting", severity="warning", line=line, product=model, value=model,
+                    reason=f"waiting for its product model: no models file has brought {model} (or its parent) yet; "
+                           "the row is kept and sent under its root model when one does") for line in product.lines)
+                plan.images.pop(product.code, None)
+                continue
+            joined = out.setdefault(root.code, Product(root.code, [], []))
+            joined.items.extend(_under_model(it, root) for it in product.items)
+            joined.lines.extend(product.lines)
+            images = plan.images.pop(product.code, [])
+            if images:
+                have = {j.image_id for j in plan.images.get(root.code, [])}
+                plan.images.setdefault(root.code, []).extend(
+                    replace(j, source_product_code=root.code) for j in images if j.image_id not in have)
+        plan.products = list(out.values())
+        plan.hold(*check_products(plan.products)[1:])
+
     def _join(self, plan: Plan) -> None:
         """A join file (`join:`): each row a variant of the product its group_by names, joined with that
         product's own item (brought by another file, known to the catalogue or journaled); the own item is
@@ -523,13 +602,17 @@ class Pipeline:
                 kind="waiting", severity="warning", line=p.line, product=p.product_code, value=p.value,
                 reason=f"waiting for its product: no file has brought {p.key} {p.value} yet; the row is kept and "
                        f"sent, merged, when one does (until {until})") for p in merged.waiting)
-        if plan.mapping.join is not None:
+        if plan.mapping.models is not None:
+            self._models(plan, [r for r in stored if r.until > now and r.key == "model"])
+        elif plan.mapping.join is not None and plan.mapping.join.model is not None:
+            self._join_models(plan)
+        elif plan.mapping.join is not None:
             self._join(plan)
         elif plan.mapping.mode == "full":
             self._rejoin(plan)
         ready = [Partial.from_json(r.partial, product_code=r.product_code, key=r.key, value=r.value, line=r.line,
                                    file=r.file, mapping=r.mapping, id=r.id)
-                 for r in stored if r.until > now]
+                 for r in stored if r.until > now and r.key != "model"]
         plan.products, released = release(plan.products, ready)
         plan.released.extend(p.id for p in released if p.id is not None)
         for p in released:
@@ -663,6 +746,7 @@ class Plan:
     deleted: int = 0  # ... of which queued for deletion
     retired: list[Product] = field(default_factory=list)  # their items, with product_active "false"
     joined: dict[str, list[JoinedRow]] = field(default_factory=dict)  # a join file's rows, kept in the ledger
+    models: list[ModelRecord] = field(default_factory=list)  # a models file's product models, kept in the ledger
     join_waiting: int = 0  # ... of which waiting for their product
 
     @property
@@ -744,7 +828,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         tick = clock()
         check_problems: list[Problem] = []
         held: dict[str, list[int]] = {}
-        if spec.mode == "update" or spec.join is not None:  # partial: checked once whole (Pipeline._merge)
+        if spec.mode == "update" or spec.join is not None or spec.models is not None:  # checked once whole
             kept = built.products
         else:
             kept, check_problems, held = check_products(built.products)
@@ -824,6 +908,36 @@ def _read_options(spec, settings: Settings) -> dict:
         "legacy_encoding": source.legacy_encoding or settings.legacy_encoding,
         "max_rows": settings.limits.max_rows,
     }
+
+
+def _cell(row: Row | None, column: str) -> str:
+    """A row's cell by column name (exact, else ignoring case and spaces), stripped; "" when absent."""
+    if row is None or not column:
+        return ""
+    if column in row.cells:
+        return row.cells[column].strip()
+    loose = " ".join(column.split()).casefold()
+    return next((v.strip() for k, v in row.cells.items() if " ".join(k.split()).casefold() == loose), "")
+
+
+def _root_model(records: dict[str, ModelRecord], code: str) -> ModelRecord | None:
+    """The root model of model `code` (following parents, codes ignoring case), or None while one is unknown."""
+    record = records.get(code.casefold())
+    seen: set[str] = set()
+    while record is not None and record.parent and len(seen) < 8:
+        seen.add(record.code.casefold())
+        if record.parent.casefold() in seen:
+            return None  # a loop of parents: no root
+        record = records.get(record.parent.casefold())
+    return record
+
+
+def _under_model(item: dict, root: ModelRecord) -> dict:
+    """An item as a variant of its root model: the root's code and product fields, its own variant and options."""
+    product = {k: v for k, v in item["product"].items() if k != "variants"}
+    product.update(root.product)
+    product["variants"] = item["product"]["variants"]
+    return {"source": {**item["source"], "source_product_code": root.code}, "product": product}
 
 
 def _cleared(rows: list[Row], token: str) -> tuple[list[Row], dict[int, frozenset[str]]]:

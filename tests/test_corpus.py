@@ -415,3 +415,35 @@ def test_prestashop_combinations_join_their_products(make_sandbox, tmp_path, sys
     assert combined == join["combinations"] - 4  # MacBook Air's 4 combinations held back
     sent = [e for e in sb.state()["queue"] if e["kind"] == "product" and e["source_product_code"] == "1"]
     assert sum(1 for e in sent if e["source_variant_code"] == "RP-Nano-Blue-16GB") == 1  # each combination once
+
+
+@pytest.mark.parametrize("order", ["models first", "products first"])
+def test_akeneo_products_join_their_root_models(make_sandbox, tmp_path, order):
+    """product_models.csv and products.csv in either order: a product naming a model is a variant of its
+    root model (two levels, codes ignoring case), with the root's fields (facts.joins.akeneo). One root,
+    model-biker-jacket, is held back: its leather and polyester sub-models differ on material, which is not
+    one of the preset's options, so two of its variants repeat an option combination (the reason is given)."""
+    join = _joins()["akeneo"]
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    pipeline = pipeline_for(tmp_path, sb)
+    files = [(CORPUS / join["files"][0], "akeneo-models"), (CORPUS / join["files"][1], "akeneo-products")]
+    if order == "products first":
+        files.reverse()
+    outcomes = [pipeline.run_file(path, mapping=preset) for path, preset in files]
+    assert all(o.status == "done" for o in outcomes), [o.message for o in outcomes]
+    problems = [p for o in outcomes for p in o.to_json()["problems"] if p["severity"] == "error"]
+    assert {p["product"] for p in problems} == {"model-biker-jacket"}
+    assert all("repeats the options" in p["reason"] or "held back" in p["reason"] for p in problems)
+    stored = {p["source_product_code"]: p for p in sb.state()["products"]}
+    variants = {v["source_variant_code"]: code for code, p in stored.items() for v in p["variants"]}
+    with open(CORPUS / join["files"][1], encoding="utf-8", newline="") as f:
+        parents = {r["sku"]: r["parent"] for r in csv.DictReader(f, delimiter=";") if r["parent"]}
+    under_models = [sku for sku in parents if sku in variants]
+    roots = {variants[sku] for sku in under_models}
+    assert len(under_models) == join["products_with_parent"] - 6  # model-biker-jacket's 6 variants held back
+    assert len(roots) == join["root_models_used"] - 1
+    for sku, facts in join["samples"].items():
+        product = stored[variants[sku]]
+        assert product["source_product_code"] == facts["root_model"], sku
+        assert product["collection"] == facts["root_collection"]
+    assert pipeline.ledger.waiting_rows(pipeline.endpoint) == []
