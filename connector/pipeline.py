@@ -617,6 +617,8 @@ class Pipeline:
         plan.released.extend(p.id for p in released if p.id is not None)
         for p in released:
             self.log.info("%s: line %d of %s (waiting for its product) goes with it", plan.path.name, p.line, p.file)
+        going = {p.code for p in plan.products}  # no picture goes before (or without) its product
+        plan.images = {code: jobs for code, jobs in plan.images.items() if code in going}
 
     def _changed(self, products: list[Product]) -> tuple[list[Product], int]:
         """Products with only the items not acknowledged unchanged before, and how many were dropped.

@@ -513,3 +513,13 @@ def test_compaction_drops_old_bodies_and_keeps_counts_the_catalogue_and_what_is_
     assert len(list(pipeline.ledger.catalogue_variants(pipeline.endpoint))) == 9
     sb.set_faults(Faults())
     assert pipeline.drain() and {p["title"] for p in sb.state()["products"]} >= {"Cotton Tee"}
+
+
+def test_a_row_waiting_for_its_product_sends_no_picture_before_it(fast_sandbox, tmp_path, example):
+    mapping = STOCK_MAPPING + "images:\n  columns: [picture]\n"
+    pipeline = pipeline_for(tmp_path, fast_sandbox, stock_settings(tmp_path, fast_sandbox, mapping))
+    (example / "stock.csv").write_text("Product code,Physical QOH,picture\nNEW-1,5,mug.jpg\n", encoding="utf-8")
+    outcome = pipeline.run_file(example / "stock.csv", mapping="warehouse-stock")
+    assert outcome.status == "done" and outcome.to_json()["counts"]["rows_waiting"] == 1
+    assert outcome.to_json()["counts"]["images_to_send"] == 0
+    assert fast_sandbox.state()["queue"] == []
