@@ -161,10 +161,15 @@ def unchanged(partials: list[Partial], known: Known, by_sku: dict | None, by_var
     this costs a comparison per row.
     """
     left, same = [], 0
+    items = known.items
     for partial in partials:
         targets = find_variants(partial, known, by_sku, by_variant)
-        if not targets or any(t[0] in busy for t in targets) or any(
-                _differs(partial, known.items[t]) for t in targets):
+        changes = not targets
+        for target in targets:
+            if target[0] in busy or _differs(partial, items[target]):
+                changes = True
+                break
+        if changes:
             left.append(partial)
         else:
             same += len(targets)

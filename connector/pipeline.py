@@ -511,14 +511,17 @@ class Pipeline:
         products = plan.products
         codes = [p.code for p in products]
         earlier = self.ledger.joined_rows(self.endpoint, codes)
-        known = self.ledger.known_items(self.endpoint, codes)
+        known: dict[str, list[dict]] = {}
+        for (code, _), item in self.ledger.known_items(self.endpoint, codes).items():
+            known.setdefault(code, []).append(item)
         out = []
         for product in products:
             mine = [it["product"]["variants"]["source_variant_code"] for it in product.items]
             plan.joined[product.code] = [JoinedRow(product.code, v, it, add, plan.path.name, plan.mapping.name, line)
                                          for v, it, line in zip(mine, product.items, product.lines, strict=True)]
             joins = set(mine) | {r.variant_code for r in earlier.get(product.code, ())}
-            owns = [it for (c, v), it in known.items() if c == product.code and v not in joins]
+            owns = [it for it in known.get(product.code, ())
+                    if it["product"]["variants"]["source_variant_code"] not in joins]
             if not owns:
                 plan.join_waiting += len(product.items)
                 plan.problems.extend(Problem(
@@ -577,9 +580,9 @@ class Pipeline:
             codes: set[str] = set()
             if not self.full:  # rows that change nothing are counted, not merged (the catalogue's values tell)
                 paths = read_paths(plan.mapping)
-                values = Known({(p, v): {("variant", "source_variant_code"): v, **dict(zip(paths, rest, strict=True))}
-                                for p, v, *rest in self.ledger.catalogue_fields(self.endpoint,
-                                                                                [json_path(x) for x in paths])})
+                named = [("variant", "source_variant_code"), *paths]  # the code is the catalogue's key
+                values = Known({(row[0], row[1]): dict(zip(named, row[1:], strict=True))
+                                for row in self.ledger.catalogue_fields(self.endpoint, [json_path(x) for x in paths])})
                 sku_index = variant_index = None  # only for rows not found under their product code
                 if plan.mapping.update.key == "sku" or any(not find_variants(p, values) for p in partials):
                     sku_index, variant_index = index(values)
@@ -843,6 +846,8 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     images: dict[str, list[ImageJob]] = {}
     folder = _image_folder(path, spec, settings)
     for product in products:
+        if not product.images:
+            continue  # nothing to look for (a stock file): no walk of the image folder per product
         found, image_problems = locate_images(product, folder=folder,
                                               allow_urls=settings.allow_image_urls or spec.allow_urls)
         images[product.code] = found
