@@ -41,10 +41,10 @@ variant:
 """
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from bench.bench_merge import settings_in
+from bench.bench_merge import peak_mib, settings_in
 from connector.api import ApiClient
 from connector.ledger import Ledger
 from connector.pipeline import Pipeline, plan_file
@@ -64,8 +64,22 @@ print(json.dumps({"read": plan.timings["read"], "map": plan.timings["map"], "mer
                   "to_send": sum(len(b) for b in batches), "unchanged": unchanged + plan.unchanged,
                   "batches": len(batches),
                   "waiting": len(plan.waiting),
-                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mib": peak_mib()}))
 """
+
+
+def peak_mib() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child
+    started by a parent that planned 100k rows would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def settings_in(folder: Path, url: str):
