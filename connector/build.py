@@ -699,7 +699,7 @@ class _Run:
         if self.mapping.totals:
             apply_totals(variant, self.mapping.totals)
         active = state != "delete"
-        for name in _REQUIRED if active else _REQUIRED_TO_DELETE:
+        for name in self.required(active):
             if name not in (product if name == "title" else variant):
                 column = b.columns_of.get(name)
                 why = f'column "{column}" is blank' if column else "the mapping does not say where it comes from"
@@ -717,6 +717,17 @@ class _Run:
         )
         item = {"source": source, "product": product}
         return item, variant.get("source_variant_code")
+
+    def required(self, active: bool) -> tuple[str, ...]:
+        """The fields a row must fill: an update file's row needs only what finds its item."""
+        if self.mapping.mode == "update":
+            key = self.mapping.update.key
+            return () if key == "product" else (key,)
+        if self.mapping.models is not None:  # a product model: product fields only
+            return ()
+        if self.mapping.join is not None:  # the title comes from the product's own item (another file)
+            return _REQUIRED_TO_DELETE
+        return _REQUIRED if active else _REQUIRED_TO_DELETE
 
     def option_values(self, b: _Bound, cells: dict[str, str], errors: list[CellError]) -> list[tuple[str, str]]:
         """The (name, value) of each option the row has, in the mapping's order; a blank value: not there."""
@@ -888,7 +899,8 @@ def apply_totals(variant: dict[str, Any], totals: tuple[tuple[str, str], ...]) -
         value_key = FAMILIES[family][4]
         entries = variant.get(family) or ()
         if entries:
-            variant[name] = sum(entry[value_key] for entry in entries)
+            total = sum(entry[value_key] for entry in entries)
+            variant[name] = round(total, 10) if isinstance(total, float) else total  # 0.1 + 0.2 is 0.3
         else:
             variant.pop(name, None)
 

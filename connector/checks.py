@@ -82,6 +82,8 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
             if seen[0] != value:
                 reason = f"{name} differs from line {seen[1]}; the last row sent wins"
                 add("conflict", reason, line, name, _short(value), "warning")
+        if not active:
+            continue  # a delete needs only its keys: its options and numbers are not stored
         options = body.get("options") or []
         names = tuple(o.get("name", "") for o in options)
         if len(names) > MAX_OPTIONS:

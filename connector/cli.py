@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--full", action="store_true",
                       help="send every item, even those the API acknowledged unchanged before")
     push.add_argument("--strict", action="store_true", help="exit 1 when any row was refused, not only the whole file")
+    push.add_argument("--allow-deletions", action="store_true",
+                      help="let a complete file (vanished: delete) delete more products than its max_vanished")
 
     check = commands.add_parser("check", parents=[config, logs],
                                 help="read, map and check a file without sending anything",
@@ -167,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "acknowledged) and the missing images after them, and send them")
     verify.add_argument("--report-dir", type=Path, default=Path("reports"), metavar="DIR",
                         help="where verify.report.json goes (default: ./reports)")
+
+    show = commands.add_parser("show", parents=[config], help="what the catalogue holds for a product or SKU",
+                               description="Show the item(s) of a product (or of the product holding a variant "
+                                           "code or SKU) as the API last acknowledged them from this source, which "
+                                           "files and mappings set them and when, its images, and the rows waiting "
+                                           "for it. Reads the ledger read-only: safe while `watch` runs.")
+    show.add_argument("code", help="a product code, variant code or SKU")
+    show.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     sandbox = commands.add_parser("sandbox", parents=[logs], help="serve the built-in sandbox Stock2Shop API",
                                   description="Serve a local, strict Stock2Shop API for trying the connector "
@@ -225,6 +235,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, clock: Clock
 
             print(render_status(settings, sandbox=sandbox))
             return EXIT_OK
+        if args.command == "show":
+            return _show(args, settings)
         with _api(settings, sandbox, clock):
             if args.command == "push":
                 return _push(args, settings, clock)
@@ -253,7 +265,8 @@ def _push(args, settings: Settings, clock: Clock) -> int:
         return _fail(EXIT_USAGE, f"{args.file}: no such file")
     require_credentials(settings)
     with StateLock(settings.folders.state, "push"):
-        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar(), fresh=args.sandbox)
+        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar(), fresh=args.sandbox,
+                                  allow_deletions=args.allow_deletions)
         try:
             report = pipeline.run_file(args.file, mapping=args.mapping)
         finally:
@@ -299,6 +312,17 @@ def _check(args, settings: Settings) -> int:
     print(summarise(report))
     print(f"items that would be sent, report and rejected rows: {args.out}/")
     return EXIT_CODES[report.outcome()]
+
+
+def _show(args, settings: Settings) -> int:
+    import json
+
+    from connector.pipeline import endpoint_of
+    from connector.show import find, render
+
+    found = find(settings.folders.state, endpoint_of(settings), args.code)
+    print(json.dumps(found, indent=2, ensure_ascii=False) if args.json else render(found))
+    return EXIT_OK if found["products"] or found["waiting"] else EXIT_REFUSED
 
 
 def _watch(settings: Settings, clock: Clock, *, sandbox: bool = False) -> int:
@@ -357,7 +381,8 @@ def _verify(args, settings: Settings, clock: Clock) -> int:
 
 # -- wiring ----------------------------------------------------------------------------------
 
-def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None, fresh: bool = False):
+def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None, fresh: bool = False,
+                   allow_deletions: bool = False):
     """The pipeline on the state folder's ledger; called with the state lock held. `fresh`
     (a --sandbox run): the ledger is started afresh first (see `_use_sandbox_state`)."""
     from connector.api import ApiClient
@@ -367,7 +392,8 @@ def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, prog
     if fresh:
         _start_afresh(settings.folders.state)
     client = ApiClient(settings.api, sleep=clock.sleep, clock=clock.monotonic)
-    return Pipeline(settings, client, Ledger.open(settings.folders.state), full=full, progress=progress)
+    return Pipeline(settings, client, Ledger.open(settings.folders.state), full=full, progress=progress,
+                    allow_deletions=allow_deletions)
 
 
 @contextlib.contextmanager

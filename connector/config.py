@@ -140,6 +140,10 @@ class WatchSettings(_Section):
     done_file: bool = Field(default=False, description="Take x.csv only when x.csv.done exists.")
     max_files_per_cycle: int = Field(default=50, ge=1, description="Files claimed per scan.")
     allow_empty: bool = Field(default=False, description="Process a file with no rows instead of refusing it.")
+    allow_deletions: bool = Field(
+        default=False, description="Let a complete file (vanished: delete) delete more than its max_vanished "
+        "products, as push --allow-deletions does."
+    )
     reprocess_duplicates: bool = Field(
         default=False, description="Process a file again when its content was seen before."
     )
@@ -217,6 +221,16 @@ class NotifySettings(_Section):
         return url
 
 
+class RetentionSettings(_Section):
+    """How long `watch` keeps what is done."""
+
+    days: int = Field(
+        default=90, ge=1,
+        description="Archived and failed files (and their reports) older than this are removed by watch, and the "
+        "ledger drops the bodies of work acknowledged longer ago (the catalogue keeps the last items).",
+    )
+
+
 class LimitSettings(_Section):
     """What one file may cost this machine."""
 
@@ -260,6 +274,15 @@ class Rule(_Section):
 
     pattern: str = Field(description="A file name glob, e.g. pastel_*.csv (case-insensitive).")
     mapping: str = Field(description="A mapping name (mappings/NAME.yaml) or a path.")
+    warehouse: str | None = Field(
+        default=None,
+        description='The warehouse a mapping\'s "{warehouse}" entry names, e.g. "{stem}" (the file name '
+        "without its extension) for one stock file per warehouse (default: the file name's stem).",
+    )
+    tier: str | None = Field(
+        default=None, description='The price tier a mapping\'s "{tier}" entry names, e.g. "{stem}" (default: the '
+        "file name's stem).",
+    )
 
 
 class Settings(_Section):
@@ -272,6 +295,7 @@ class Settings(_Section):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     rules: list[Rule] = Field(
         default_factory=list, description="The first rule matching a file's name picks its mapping."
     )
@@ -292,6 +316,19 @@ class Settings(_Section):
         except LookupError:
             raise ValueError(f"{name!r} is not a known encoding (e.g. cp1252, cp1250, latin-1)") from None
         return name
+
+    def names_for(self, file_name: str) -> dict[str, str]:
+        """The "{warehouse}" and "{tier}" a file's first matching rule gives ("{stem}" expanded)."""
+        stem = Path(file_name).stem
+        out = {"warehouse": stem, "tier": stem}
+        for rule in self.rules:
+            if fnmatch.fnmatch(file_name.lower(), rule.pattern.lower()):
+                for key in ("warehouse", "tier"):
+                    template = getattr(rule, key)
+                    if template:
+                        out[key] = template.replace("{stem}", stem).replace("{name}", file_name)
+                break
+        return out
 
     def mapping_for(self, file_name: str) -> str:
         """The mapping named by the first rule matching `file_name`, else the default.

@@ -5,23 +5,35 @@ One SQLite file in the state folder (WAL, synchronous=FULL, owner-only). The sen
 records what was acknowledged. A re-run after a crash finds the file's jobs by its sha256
 and only drains what is left (DESIGN.md invariants 1-3).
 
+The catalogue (`catalogue_*`) is the connector's memory of what Stock2Shop holds from one
+source: keyed by endpoint (API url + source id, `Pipeline.endpoint`), so nothing of it is
+shared between two sources or two API urls. Each record says which file and mapping last set
+it and when. It changes only with an acknowledgement, in the same transaction. Read it with
+`catalogue_variants`, `catalogue_products` and `catalogue_images`.
+
 Tables:
   files    one row per journaled file (by content sha256), with its plan-time report
   jobs     products batches and image jobs, in send order
   problems problems found while sending (API refusals, images changed), per file
-  sent     last acknowledged payload hash per variant: unchanged items are not sent again
-  sent_images  acknowledged images per product, by content hash
+  catalogue_variants  per endpoint: the last acknowledged whole item of every variant
+  catalogue_products  per endpoint: the product-level record of every product
+  catalogue_images    per endpoint: the acknowledged images of every product, by content hash
+  waiting  rows of update files whose variant is not in the catalogue yet ("waiting for its product")
+  models   product models (Akeneo product_models.csv): the product fields of the products naming them
+  joined   the last rows of join files (`join:` mappings, e.g. PrestaShop combinations), per product:
+           joined with the product's own item whichever file comes first, and again when it changes
   events   the last API errors and successes, for `connector status` and the health file
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -29,9 +41,9 @@ from typing import Any, Literal
 
 from connector.common import iso_utc, write_json_atomic
 from connector.errors import LedgerError
-from connector.model import Problem
+from connector.model import ImageJob, Problem
 from connector.report import Report
-from connector.wire import encode_text
+from connector.wire import encode_text, item_hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -41,6 +53,7 @@ CREATE TABLE IF NOT EXISTS files (
     size INTEGER NOT NULL,
     mtime_ns INTEGER,                  -- tells a file resumed after a crash from the same content dropped again
     mapping_sha256 TEXT,               -- the same content under another mapping is new work
+    mapping_name TEXT,                 -- named in the catalogue as what set an item
     endpoint TEXT NOT NULL DEFAULT '', -- API url and source id the work is for; never drained elsewhere
     status TEXT NOT NULL,              -- journaled | done | refused
     report TEXT NOT NULL,              -- JSON: the report as planned, completed when the file finishes
@@ -70,18 +83,72 @@ CREATE TABLE IF NOT EXISTS problems (
     file_id INTEGER NOT NULL REFERENCES files(id),
     problem TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS sent (
-    source_product_code TEXT NOT NULL,
-    source_variant_code TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (source_product_code, source_variant_code)
+CREATE TABLE IF NOT EXISTS catalogue_variants (
+    endpoint TEXT NOT NULL,            -- API url and source id (Pipeline.endpoint)
+    product_code TEXT NOT NULL,
+    variant_code TEXT NOT NULL,
+    item TEXT NOT NULL,                -- JSON: the whole item as last acknowledged
+    hash TEXT NOT NULL,                -- sha256 of the item as sent: unchanged items are not sent again
+    file TEXT NOT NULL,                -- the file and mapping that last set it
+    mapping TEXT NOT NULL,
+    at REAL NOT NULL,                  -- when it was acknowledged
+    PRIMARY KEY (endpoint, product_code, variant_code)
 );
-CREATE TABLE IF NOT EXISTS sent_images (
-    source_product_code TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS catalogue_products (
+    endpoint TEXT NOT NULL,
+    product_code TEXT NOT NULL,
+    record TEXT NOT NULL,              -- JSON: the item without its variant ({"source": ..., "product": ...})
+    file TEXT NOT NULL,
+    mapping TEXT NOT NULL,
     at REAL NOT NULL,
-    PRIMARY KEY (source_product_code, sha256)
+    PRIMARY KEY (endpoint, product_code)
+);
+CREATE TABLE IF NOT EXISTS catalogue_images (
+    endpoint TEXT NOT NULL,
+    product_code TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    variant_code TEXT,
+    sha256 TEXT NOT NULL,              -- the picture's content: a replaced picture is sent again
+    file TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (endpoint, product_code, image_id)
+);
+CREATE TABLE IF NOT EXISTS waiting (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    product_code TEXT NOT NULL,        -- the row's group_by value
+    key TEXT NOT NULL,                 -- what finds its item: source_variant_code | sku | product
+    value TEXT NOT NULL,               -- that key's value
+    partial TEXT NOT NULL,             -- JSON: {"item": the fields the row sets, "cleared": [[section, name], ...]}
+    file TEXT NOT NULL,
+    mapping TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    since REAL NOT NULL,
+    until REAL NOT NULL                -- after this it is reported abandoned (update.wait_days)
+);
+CREATE INDEX IF NOT EXISTS waiting_endpoint ON waiting(endpoint, product_code);
+CREATE TABLE IF NOT EXISTS joined (
+    endpoint TEXT NOT NULL,
+    product_code TEXT NOT NULL,
+    variant_code TEXT NOT NULL,
+    row TEXT NOT NULL,                 -- JSON: the row's item as built, before it took its product's fields
+    add_fields TEXT NOT NULL,          -- JSON: the fields that are differences to the product's own value
+    file TEXT NOT NULL,
+    mapping TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (endpoint, product_code, variant_code)
+);
+CREATE TABLE IF NOT EXISTS models (
+    endpoint TEXT NOT NULL,
+    key TEXT NOT NULL,                 -- the model's code in lower case: codes differing by case are one model
+    code TEXT NOT NULL,
+    parent TEXT NOT NULL,              -- its parent model's code ('' for a root model)
+    product TEXT NOT NULL,             -- JSON: its product fields
+    file TEXT NOT NULL,
+    mapping TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (endpoint, key)
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -99,6 +166,83 @@ class Job:
     kind: str
     payload: Any
     after_job: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueVariant:
+    """One variant as Stock2Shop last acknowledged it from this source.
+
+    `item` is the whole API item (`{"source": ..., "product": {..., "variants": {...}}}`);
+    a retired product's items say `"product_active": "false"` in their source.
+    """
+
+    product_code: str
+    variant_code: str
+    item: dict[str, Any]
+    file: str  # the file and mapping that last set it
+    mapping: str
+    at: float  # when it was acknowledged (seconds since the epoch)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingRow:
+    """A row of an update file kept until a file brings its product (see connector.catalogue.Partial)."""
+
+    product_code: str
+    key: str
+    value: str
+    partial: dict[str, Any]
+    file: str
+    mapping: str
+    line: int
+    until: float
+    since: float = 0.0
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """A product model (Akeneo): product fields for the products that name it; `parent` '' for a root."""
+
+    code: str
+    parent: str
+    product: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedRow:
+    """A row of a join file (a PrestaShop combination): a variant of the product another file brings."""
+
+    product_code: str
+    variant_code: str
+    item: dict[str, Any]  # as built from the row: the variant and its options, no product fields
+    add: tuple[str, ...]  # fields that are differences to the product's own value
+    file: str
+    mapping: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueProduct:
+    """A product's product-level record as last acknowledged: the item without `product.variants`."""
+
+    product_code: str
+    record: dict[str, Any]
+    file: str
+    mapping: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueImage:
+    """An image of a product Stock2Shop acknowledged from this source, by its content hash."""
+
+    product_code: str
+    variant_code: str | None
+    image_id: str
+    sha256: str
+    file: str
+    at: float
 
 
 class Ledger:
@@ -160,6 +304,30 @@ class Ledger:
             f"every item will be sent again and unsent work is gone, delete {self.marker}")
 
     @classmethod
+    def read_only(cls, state_dir: Path, *, clock=time.time) -> Ledger:
+        """The ledger of `state_dir` opened read-only (`connector show`): safe beside a running `watch`.
+
+        Nothing is created, migrated or locked; a missing ledger is a LedgerError.
+        """
+        self = cls.__new__(cls)
+        self.path, self.clock = Path(state_dir) / cls.FILE_NAME, clock
+        self.marker = self.path.with_name(cls.MARKER_NAME)
+        if not self.path.is_file():
+            raise LedgerError(f"there is no ledger at {self.path}: nothing was pushed with this state folder yet")
+        try:
+            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                      timeout=30)
+            self.db.execute("PRAGMA query_only = ON")
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as exc:
+            raise _ledger_error(self.path, exc, "cannot be read") from None
+        if "catalogue_variants" not in tables:
+            self.db.close()
+            raise LedgerError(f"the ledger {self.path} was written by an earlier version: run `connector push` or "
+                              "`connector watch` once to bring it up to date")
+        return self
+
+    @classmethod
     def open(cls, state_dir: Path, **kwargs: Any) -> Ledger:
         return cls(Path(state_dir) / cls.FILE_NAME, **kwargs)
 
@@ -167,10 +335,59 @@ class Ledger:
         self.db.close()
 
     def _migrate(self) -> None:
-        """Bring a ledger written by an earlier version up to this schema (columns only added)."""
-        for table, column, kind in (("files", "started_at", "REAL"), ("jobs", "acked", "INTEGER")):
+        """Bring a ledger written by an earlier version up to this schema."""
+        for table, column, kind in (("files", "started_at", "REAL"), ("jobs", "acked", "INTEGER"),
+                                    ("files", "mapping_name", "TEXT")):
             if column not in {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables & {"sent", "sent_images"}:
+            with self._transaction():
+                self._migrate_memory(tables)
+
+    def _migrate_memory(self, tables: set[str]) -> None:
+        """Turn the old memory (hashes by product code alone) into the endpoint-keyed catalogue.
+
+        The old tables did not say which API and source an acknowledgement was for, and held
+        hashes, not items. The items come back from the acknowledged batches still in the
+        ledger: an item of a done batch for endpoint E whose hash is the remembered one was
+        acknowledged by E. What cannot be attributed that way is forgotten, so it is sent (whole)
+        once more: never skipped for a source that did not get it.
+        """
+        if "sent" in tables:
+            sent = {(p, v): h for p, v, h in self.db.execute(
+                "SELECT source_product_code, source_variant_code, hash FROM sent")}
+            variants: dict[tuple[str, str, str], tuple] = {}
+            for endpoint, name, report, at, payload in self.db.execute(
+                "SELECT files.endpoint, files.name, files.report, jobs.done_at, jobs.payload FROM jobs"
+                " JOIN files ON files.id = jobs.file_id WHERE jobs.kind = 'products' AND jobs.state = 'done'"
+                " ORDER BY jobs.id"
+            ).fetchall():
+                mapping = _mapping_name(report)
+                for it in json.loads(payload):
+                    code = it["source"]["source_product_code"]
+                    variant = it["product"]["variants"]["source_variant_code"]
+                    if sent.get((code, variant)) == item_hash(it):
+                        variants[(endpoint, code, variant)] = (it, name, mapping, at or 0.0)
+            self._remember_items(
+                [(e, it, name, mapping, at) for (e, _, _), (it, name, mapping, at) in variants.items()])
+            self.db.execute("DROP TABLE sent")
+        if "sent_images" in tables:
+            known = {(p, h) for p, h in self.db.execute("SELECT source_product_code, sha256 FROM sent_images")}
+            rows = {}
+            for endpoint, name, at, payload in self.db.execute(
+                "SELECT files.endpoint, files.name, jobs.done_at, jobs.payload FROM jobs"
+                " JOIN files ON files.id = jobs.file_id WHERE jobs.kind = 'image' AND jobs.state = 'done'"
+                " ORDER BY jobs.id"
+            ).fetchall():
+                job = json.loads(payload)
+                if (job.get("source_product_code"), job.get("sha256")) in known:
+                    rows[(endpoint, job["source_product_code"], job["image_id"])] = (
+                        job.get("source_variant_code"), job["sha256"], name, at or 0.0)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO catalogue_images (endpoint, product_code, image_id, variant_code, sha256,"
+                " file, at) VALUES (?, ?, ?, ?, ?, ?, ?)", [(*key, *value) for key, value in rows.items()])
+            self.db.execute("DROP TABLE sent_images")
 
     # -- files ---------------------------------------------------------------------------
 
@@ -191,19 +408,43 @@ class Ledger:
         return {"id": row[0], "name": row[1], "status": row[2], "finished_at": row[3], "mtime_ns": row[4]}
 
     def journal(self, report: Report, *, mtime_ns: int, endpoint: str,
-                batches: Iterable[list[dict]], images: Iterable[tuple[int | None, dict]]) -> int:
+                batches: Iterable[list[dict]], images: Iterable[tuple[int | None, dict]],
+                waiting: Iterable[WaitingRow] = (), released: Iterable[int] = (),
+                joined: dict[str, list[JoinedRow]] | None = None, models: Iterable[ModelRecord] = ()) -> int:
         """Write a file and all its work in ONE transaction, before anything is sent.
 
         `batches` are lists of API items; `images` pairs the index of the batch holding the
-        image's product with the image job's fields. Returns the file id.
+        image's product with the image job's fields. `waiting` are this file's rows that wait
+        for their product; `released` the ids of rows that waited and are now in `batches`
+        (or were abandoned). `joined`: a join file's rows per product, replacing that product's earlier
+        ones. Returns the file id.
         """
         now = self.clock()
         data, rejected = report.to_ledger()
         with self._transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO models (endpoint, key, code, parent, product, file, mapping, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(endpoint, m.code.casefold(), m.code, m.parent, encode_text(m.product), report.file,
+                  report.mapping_name or "", now) for m in models])
+            for code, rows in (joined or {}).items():
+                self.db.execute("DELETE FROM joined WHERE endpoint = ? AND product_code = ?", (endpoint, code))
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO joined (endpoint, product_code, variant_code, row, add_fields, file,"
+                    " mapping, line, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(endpoint, code, r.variant_code, encode_text(r.item), encode_text(list(r.add)), r.file,
+                      r.mapping, r.line, now) for r in rows])
+            self.db.executemany("DELETE FROM waiting WHERE id = ?", [(i,) for i in released])
+            self.db.executemany(
+                "INSERT INTO waiting (endpoint, product_code, key, value, partial, file, mapping, line, since, until)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(endpoint, w.product_code, w.key, w.value, encode_text(w.partial), w.file, w.mapping, w.line,
+                  now, w.until) for w in waiting])
             file_id = self.db.execute(
-                "INSERT INTO files (sha256, name, size, mtime_ns, mapping_sha256, endpoint, status, report, rejected,"
-                " started_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'journaled', ?, ?, ?, ?)",
-                (report.sha256, report.file, report.size, mtime_ns, report.mapping_sha256, endpoint,
+                "INSERT INTO files (sha256, name, size, mtime_ns, mapping_sha256, mapping_name, endpoint, status,"
+                " report, rejected, started_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'journaled', ?, ?, ?, ?)",
+                (report.sha256, report.file, report.size, mtime_ns, report.mapping_sha256, report.mapping_name or "",
+                 endpoint,
                  encode_text(data), encode_text(rejected),
                  report.started_at, now),
             ).lastrowid
@@ -347,60 +588,202 @@ class Ledger:
             if error:
                 self._event("error", error)
 
-    def products_acknowledged(self, job_id: int, hashes: list[tuple[str, str, str]],
-                              remaining: list[dict] | None = None) -> None:
-        """Remember what was acknowledged and mark the batch done, atomically.
+    def products_acknowledged(self, job_id: int, items: list[dict], remaining: list[dict] | None = None) -> None:
+        """Mark what was acknowledged and put it in the catalogue, atomically.
 
-        With `remaining` (part of a batch too big for the API was acknowledged), the batch
-        stays pending with only the items still to send.
+        `items` are the API items one request queued (from this job's payload). With
+        `remaining` (part of a batch too big for the API was acknowledged), the batch stays
+        pending with only the items still to send.
         """
         now = self.clock()
         with self._transaction():
-            self.db.execute("UPDATE jobs SET acked = COALESCE(acked, 0) + ? WHERE id = ?", (len(hashes), job_id))
+            self.db.execute("UPDATE jobs SET acked = COALESCE(acked, 0) + ? WHERE id = ?", (len(items), job_id))
             if remaining:
                 self.db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (encode_text(remaining), job_id))
             else:
                 self.db.execute("UPDATE jobs SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?",
                                 (now, job_id))
-            self.db.executemany(
-                "INSERT INTO sent (source_product_code, source_variant_code, hash, at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (source_product_code, source_variant_code)"
-                " DO UPDATE SET hash = excluded.hash, at = excluded.at",
-                [(p, v, h, now) for p, v, h in hashes],
-            )
+            endpoint, name, mapping = self._job_origin(job_id)
+            self._remember_items([(endpoint, it, name, mapping, now) for it in items])
             self._event("success", f"job {job_id} acknowledged")
 
-    def images_acknowledged(self, acknowledged: list[tuple[int, str, str]]) -> None:
-        """Image jobs (job id, product, image sha256) one request queued: done, and remembered, atomically."""
+    def images_acknowledged(self, acknowledged: list[tuple[int, ImageJob]]) -> None:
+        """Image jobs one request queued (job id, the image): done, and in the catalogue, atomically."""
         now = self.clock()
         with self._transaction():
             self.db.executemany("UPDATE jobs SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?",
-                                [(now, job_id) for job_id, _, _ in acknowledged])
+                                [(now, job_id) for job_id, _ in acknowledged])
+            rows = []
+            for job_id, image in acknowledged:
+                endpoint, name, _ = self._job_origin(job_id)
+                rows.append((endpoint, image.source_product_code, image.image_id, image.source_variant_code,
+                             image.sha256, name, now))
             self.db.executemany(
-                "INSERT OR REPLACE INTO sent_images (source_product_code, sha256, at) VALUES (?, ?, ?)",
-                [(product, sha256, now) for _, product, sha256 in acknowledged],
-            )
+                "INSERT OR REPLACE INTO catalogue_images (endpoint, product_code, image_id, variant_code, sha256,"
+                " file, at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             self._event("success", f"{len(acknowledged)} image job(s) acknowledged")
 
-    def sent_hashes(self, codes: Iterable[str]) -> dict[tuple[str, str], str]:
-        """Acknowledged payload hashes for the variants of these products."""
+    def catalogue_hashes(self, endpoint: str, codes: Iterable[str]) -> dict[tuple[str, str], str]:
+        """Hashes of the items last acknowledged at `endpoint` for the variants of these products."""
         out: dict[tuple[str, str], str] = {}
-        codes = list(codes)
-        for start in range(0, len(codes), 500):
-            chunk = codes[start:start + 500]
+        for chunk in _chunks(list(codes), 500):
             marks = ",".join("?" * len(chunk))
             for p, v, h in self.db.execute(
-                "SELECT source_product_code, source_variant_code, hash FROM sent"
-                f" WHERE source_product_code IN ({marks})",
-                chunk,
-            ):
+                "SELECT product_code, variant_code, hash FROM catalogue_variants"
+                f" WHERE endpoint = ? AND product_code IN ({marks})", (endpoint, *chunk)):
                 out[(p, v)] = h
         return out
 
-    def image_sent(self, product: str, sha256: str) -> bool:
+    def image_known(self, endpoint: str, image: ImageJob) -> bool:
+        """True when `endpoint` acknowledged this very picture (same id, same content) for its product."""
         return self.db.execute(
-            "SELECT 1 FROM sent_images WHERE source_product_code = ? AND sha256 = ?", (product, sha256)
-        ).fetchone() is not None
+            "SELECT 1 FROM catalogue_images WHERE endpoint = ? AND product_code = ? AND image_id = ? AND sha256 = ?",
+            (endpoint, image.source_product_code, image.image_id, image.sha256)).fetchone() is not None
+
+    def known_items(self, endpoint: str, product_codes: Iterable[str] | None = None) -> dict[tuple[str, str], dict]:
+        """The whole items an update merges onto: the catalogue's, overlaid by items journaled and not yet sent.
+
+        Keyed by (product code, variant code); for these products, or (None) every product.
+        """
+        codes = None if product_codes is None else set(product_codes)
+        items = {(v.product_code, v.variant_code): v.item for v in self.catalogue_variants(endpoint, codes)}
+        for (payload,) in self.db.execute(
+            "SELECT payload FROM jobs JOIN files ON files.id = jobs.file_id"
+            " WHERE jobs.state = 'pending' AND jobs.kind = 'products' AND files.endpoint = ? ORDER BY jobs.id",
+            (endpoint,)
+        ):
+            for it in json.loads(payload):
+                code = it["source"]["source_product_code"]
+                if codes is None or code in codes:
+                    items[(code, it["product"]["variants"]["source_variant_code"])] = it
+        return items
+
+    def catalogue_fields(self, endpoint: str, paths: list[str]) -> Iterator[tuple]:
+        """(product code, variant code, *values) of every variant of `endpoint`'s catalogue: only the
+        values at these JSON paths (e.g. "$.product.variants.qty"; arrays and objects as JSON text).
+
+        Read by SQLite without decoding whole items: an update file compares its rows with the
+        catalogue this way and merges only the items it changes (bench/bench_merge.py).
+        """
+        columns = "".join(", json_extract(item, ?)" for _ in paths)
+        cursor = self.db.execute(
+            f"SELECT product_code, variant_code{columns} FROM catalogue_variants WHERE endpoint = ?",
+            (*paths, endpoint))
+        while rows := cursor.fetchmany(5000):
+            yield from rows
+
+    def model_records(self, endpoint: str) -> dict[str, ModelRecord]:
+        """Every product model known at this endpoint, by its code in lower case."""
+        return {key: ModelRecord(code, parent, json.loads(product)) for key, code, parent, product in self.db.execute(
+            "SELECT key, code, parent, product FROM models WHERE endpoint = ?", (endpoint,))}
+
+    def joined_rows(self, endpoint: str, product_codes: Iterable[str]) -> dict[str, list[JoinedRow]]:
+        """The join files' rows kept for these products, by product, in file order."""
+        out: dict[str, list[JoinedRow]] = {}
+        for chunk in _chunks(sorted(set(product_codes)), 500):
+            marks = ",".join("?" * len(chunk))
+            for p, v, row, add, file, mapping, line in self.db.execute(
+                "SELECT product_code, variant_code, row, add_fields, file, mapping, line FROM joined"
+                f" WHERE endpoint = ? AND product_code IN ({marks}) ORDER BY product_code, line", (endpoint, *chunk)):
+                out.setdefault(p, []).append(JoinedRow(p, v, json.loads(row), tuple(json.loads(add)), file,
+                                                       mapping, line))
+        return out
+
+    def waiting_rows(self, endpoint: str) -> list[WaitingRow]:
+        """Rows of update files waiting for their product at this endpoint, oldest first."""
+        return [WaitingRow(p, k, v, json.loads(partial), f, m, line, until, since, i)
+                for i, p, k, v, partial, f, m, line, since, until in self.db.execute(
+                    "SELECT id, product_code, key, value, partial, file, mapping, line, since, until FROM waiting"
+                    " WHERE endpoint = ? ORDER BY id", (endpoint,))]
+
+    # -- the catalogue, read ----------------------------------------------------------------
+
+    def catalogue_variants(self, endpoint: str, product_codes: Iterable[str] | None = None
+                           ) -> Iterator[CatalogueVariant]:
+        """Every variant of the catalogue of `endpoint` (or of these products), by product and variant code.
+
+        >>> for v in ledger.catalogue_variants("https://api.example#source=7", ["TEE"]):
+        ...     v.variant_code, v.item["product"]["variants"]["qty"], v.file
+        """
+        for rows in self._catalogue_rows(
+                "SELECT product_code, variant_code, item, file, mapping, at FROM catalogue_variants",
+                endpoint, product_codes, "product_code, variant_code"):
+            for p, v, item, file, mapping, at in rows:
+                yield CatalogueVariant(p, v, json.loads(item), file, mapping, at)
+
+    def catalogue_products(self, endpoint: str, product_codes: Iterable[str] | None = None
+                           ) -> Iterator[CatalogueProduct]:
+        """The product-level record of every product of the catalogue of `endpoint` (or of these products)."""
+        for rows in self._catalogue_rows(
+                "SELECT product_code, record, file, mapping, at FROM catalogue_products",
+                endpoint, product_codes, "product_code"):
+            for p, record, file, mapping, at in rows:
+                yield CatalogueProduct(p, json.loads(record), file, mapping, at)
+
+    def catalogue_images(self, endpoint: str, product_codes: Iterable[str] | None = None
+                         ) -> Iterator[CatalogueImage]:
+        """The acknowledged images of every product of `endpoint`'s catalogue (or of these products)."""
+        for rows in self._catalogue_rows(
+                "SELECT product_code, variant_code, image_id, sha256, file, at FROM catalogue_images",
+                endpoint, product_codes, "product_code, image_id"):
+            for p, v, image_id, sha256, file, at in rows:
+                yield CatalogueImage(p, v, image_id, sha256, file, at)
+
+    def _catalogue_rows(self, select: str, endpoint: str, codes: Iterable[str] | None, order: str
+                        ) -> Iterator[list[tuple]]:
+        if codes is None:
+            cursor = self.db.execute(f"{select} WHERE endpoint = ? ORDER BY {order}", (endpoint,))
+            while rows := cursor.fetchmany(1000):
+                yield rows
+            return
+        for chunk in _chunks(sorted(set(codes)), 500):
+            marks = ",".join("?" * len(chunk))
+            yield self.db.execute(f"{select} WHERE endpoint = ? AND product_code IN ({marks}) ORDER BY {order}",
+                                  (endpoint, *chunk)).fetchall()
+
+    def _job_origin(self, job_id: int) -> tuple[str, str, str]:
+        """(endpoint, file name, mapping name) of the file a job belongs to."""
+        endpoint, name, mapping, report = self.db.execute(
+            "SELECT files.endpoint, files.name, files.mapping_name, files.report FROM jobs"
+            " JOIN files ON files.id = jobs.file_id WHERE jobs.id = ?", (job_id,)).fetchone()
+        return endpoint, name, mapping or _mapping_name(report)
+
+    def _remember_items(self, rows: list[tuple[str, dict, str, str, float]]) -> None:
+        """Put acknowledged items (endpoint, item, file, mapping, at) in the catalogue; later rows win."""
+        variants, products = [], {}
+        for endpoint, it, name, mapping, at in rows:
+            code = it["source"]["source_product_code"]
+            text = encode_text(it)
+            variants.append((endpoint, code, it["product"]["variants"]["source_variant_code"], text,
+                             hashlib.sha256(text.encode("utf-8")).hexdigest(), name, mapping, at))
+            record = {"source": it["source"], "product": {k: v for k, v in it["product"].items() if k != "variants"}}
+            products[(endpoint, code)] = (encode_text(record), name, mapping, at)
+        self.db.executemany(
+            "INSERT OR REPLACE INTO catalogue_variants (endpoint, product_code, variant_code, item, hash, file,"
+            " mapping, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", variants)
+        self.db.executemany(
+            "INSERT OR REPLACE INTO catalogue_products (endpoint, product_code, record, file, mapping, at)"
+            " VALUES (?, ?, ?, ?, ?, ?)", [(*key, *value) for key, value in products.items()])
+
+    def compact(self, before: float) -> int:
+        """Drop the bodies of jobs that ended before `before` (epoch seconds), for files that finished.
+
+        Their items are in the catalogue; the counts a report shows are kept (`acked`). Pending
+        work and unfinished files are never touched. Returns the jobs compacted; when many were,
+        the file is vacuumed so the space goes back to the disk.
+        """
+        with self._transaction():
+            count = self.db.execute(
+                "UPDATE jobs SET acked = COALESCE(acked, CASE WHEN kind = 'products' AND state = 'done'"
+                " THEN json_array_length(payload) END), payload = 'null'"
+                " WHERE state != 'pending' AND payload != 'null' AND done_at < ?"
+                " AND file_id IN (SELECT id FROM files WHERE status != 'journaled')", (before,)).rowcount
+        if count >= 1000:
+            try:
+                self.db.execute("VACUUM")
+            except sqlite3.Error as exc:  # another process reading for a long time: next time
+                raise _ledger_error(self.path, exc, "cannot be compacted") from None
+        return count
 
     # -- what `status` and the health file show -------------------------------------------
 
@@ -509,6 +892,19 @@ def _disk_cause(path: Path) -> str | None:
     if not os.access(path.parent, os.W_OK):
         return f"{path.parent} is not writable by this user"
     return None
+
+
+def _chunks(values: list, size: int) -> Iterator[list]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _mapping_name(report: str | None) -> str:
+    """The mapping name a file's stored report names ("" when it names none)."""
+    try:
+        return (json.loads(report or "{}").get("mapping") or {}).get("name") or ""
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _cause(exc: OSError) -> str:

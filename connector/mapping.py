@@ -31,7 +31,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import cache
 from pathlib import Path
@@ -217,6 +217,23 @@ class SkipRule:
 
 
 @dataclass(frozen=True)
+class UpdateSpec:
+    """How an update file's rows find the item they change (mode: update)."""
+
+    key: str = "source_variant_code"  # source_variant_code | sku | product
+    clear: str | None = None  # a cell holding exactly this clears its field
+    wait_days: int = 7  # a row for an unknown variant waits this long for its product
+
+
+@dataclass(frozen=True)
+class JoinSpec:
+    """Rows are variants of a product another file brings (PrestaShop combinations): `join:`."""
+
+    add: tuple[str, ...] = ()  # variant fields that are differences to the product's own item's value
+    model: str | None = None  # Akeneo: the column naming a row's product model; the row joins its root model
+
+
+@dataclass(frozen=True)
 class ParentsSpec:
     """Parent and child rows: a parent row gives product fields; its children are the variants.
 
@@ -276,6 +293,33 @@ class Mapping:
     # continuation_rows: a row whose key columns are all blank adds its values to the record
     # above it. None: off; () : the key is the columns of group_by and source_variant_code.
     continuation_key: tuple[str, ...] | None = None
+    mode: str = "full"  # full: rows are whole items | update: rows change some fields of known items
+    update: UpdateSpec = UpdateSpec()
+    complete: bool = False  # the file is the whole catalogue: what it lacks has vanished
+    vanished: str = "keep"  # keep | delete (product_active false), guarded by max_vanished
+    max_vanished: int | None = None  # products one file may delete (default: 10 % of the catalogue, at most 50)
+    join: JoinSpec | None = None  # rows are variants of a product whose own item another file brings
+    models: str | None = None  # the file holds product models (Akeneo): this column names a model's parent
+
+    def with_names(self, names: dict[str, str]) -> Mapping:
+        """This mapping with "{warehouse}" / "{tier}" in family entry names filled in (from connector.yaml rules).
+
+        `qty_availability: {entries: [{name: "{warehouse}", value: Physical QOH}]}` with the rule
+        `{pattern: "*WarehouseInventory.csv", mapping: ..., warehouse: "{stem}"}` names each
+        file's entry after the file.
+        """
+        changed: dict[str, Any] = {}
+        for key in ("qty_availability", "price_tiers", "meta"):
+            fam = getattr(self, key)
+            if fam is None or not any("{" in name for name, _ in fam.entries):
+                continue
+            entries = []
+            for name, spec in fam.entries:
+                for placeholder, value in names.items():
+                    name = name.replace("{" + placeholder + "}", value)
+                entries.append((name, spec))
+            changed[key] = replace(fam, entries=tuple(entries))
+        return replace(self, **changed) if changed else self
 
     @property
     def images_folder(self) -> str | None:
@@ -323,12 +367,18 @@ _FAMILY_DOCS = {
 OUTPUT_TYPES = {kind: type_choices(kind) for kind in ("str", "float", "int", "flag")}
 ActiveState = Literal["active", "delete", "ignore"]
 SameVariant = Literal["error", "sum"]
+Mode = Literal["full", "update"]
+Vanished = Literal["keep", "delete"]
+UpdateKey = Literal["source_variant_code", "sku", "product"]
 MissingColumns = Literal["warn", "ignore", "error"]
 Delimiter = Literal[",", ";", "\t", "|"]
 DecimalSeparator = Literal[".", ","]
 ThousandsSeparator = Literal["", " ", ".", ",", "'"]
 ACTIVE_STATES: tuple[str, ...] = typing.get_args(ActiveState)
 SAME_VARIANT: tuple[str, ...] = typing.get_args(SameVariant)
+MODES: tuple[str, ...] = typing.get_args(Mode)
+VANISHED: tuple[str, ...] = typing.get_args(Vanished)
+UPDATE_KEYS: tuple[str, ...] = typing.get_args(UpdateKey)
 MISSING_COLUMNS: tuple[str, ...] = typing.get_args(MissingColumns)
 DELIMITERS: tuple[str, ...] = typing.get_args(Delimiter)
 DECIMAL_SEPARATORS: tuple[str, ...] = typing.get_args(DecimalSeparator)
@@ -608,7 +658,42 @@ if TYPE_CHECKING:
     VariantDoc: TypeAlias = BaseModel
 else:
     ProductDoc = _section("Product", _PRODUCT_TARGETS, ())
-    VariantDoc = _section("Variant", _VARIANT_TARGETS, ("source_variant_code", "sku"))
+    VariantDoc = _section("Variant", _VARIANT_TARGETS, ())  # required unless mode: update (checked by hand)
+
+
+class UpdateDoc(_Block):
+    """How the rows of an update file (mode: update) find the items they change."""
+
+    key: UpdateKey = Field(
+        "source_variant_code",
+        description="What a row names: source_variant_code (default; with group_by as its product), sku, or "
+        "product (the row changes every variant of its product).",
+    )
+    clear: str = Field(ABSENT, min_length=1, description='A cell holding exactly this clears its field, e.g. "-" '
+                       "(a blank cell keeps the known value).")
+    wait_days: int = Field(7, ge=0, le=365, description="A row for a variant not sent yet waits this many days for "
+                           "its product (default 7), then is reported abandoned.")
+
+
+class ModelsDoc(_Block):
+    """The rows are product models (Akeneo): the product fields of the products that name them, keyed by
+    group_by; a model may name its parent model (two levels: root model, sub-model)."""
+
+    parent: Column = Field(description="The column naming a model's parent model (blank: a root model).")
+
+
+class JoinDoc(_Block):
+    """The rows are variants of the product their group_by names, whose own item another file brings (in any
+    order): they take its product fields; its own item is retired once it has variants here."""
+
+    add: list[Literal["price", "grams", "qty"]] = Field(
+        ABSENT, description="Variant fields that are differences to the product's own value, e.g. [price, grams] "
+        "for PrestaShop's Impact on price and Impact on weight."
+    )
+    model: Column = Field(
+        ABSENT, description="Akeneo: the column naming a row's product model. A row naming one is a variant of "
+        "its root model (from a models file, codes matched ignoring case); other rows are whole products."
+    )
 
 
 class ContinuationDoc(_Block):
@@ -653,6 +738,28 @@ class MappingDoc(_Block):
         description="true: a row whose key columns are blank is not a record of its own; its values are more "
         "values of the record above (options, tags, images, meta, price tiers, warehouses), as Odoo "
         "writes a record's several values on the rows under it.",
+    )
+    mode: Mode = Field(
+        "full",
+        description="full (default): each row is a whole item. update: rows change only the fields they map "
+        "(stock, a warehouse's qty, prices) of items already sent; see docs/mapping.md.",
+    )
+    update: UpdateDoc = Field(ABSENT, description="How an update file's rows find their items (mode: update).")
+    join: JoinDoc = Field(ABSENT, description="The rows are variants of a product another file brings "
+                          "(PrestaShop combinations, Akeneo models); see docs/mapping.md.")
+    models: ModelsDoc = Field(ABSENT, description="The file holds product models (Akeneo product_models.csv): "
+                              "product-level records for the rows of a join: {model: ...} file; never sent alone.")
+    complete: bool = Field(
+        False, description="The file is the whole catalogue: products and variants sent before and missing from "
+        "it have vanished (see vanished)."
+    )
+    vanished: Vanished = Field(
+        "keep", description="With complete: true, what happens to vanished products: keep (default; reported) or "
+        "delete (queued with product_active false)."
+    )
+    max_vanished: int = Field(
+        ABSENT, ge=0, description="Products one file may delete; more and nothing is deleted unless pushed with "
+        "--allow-deletions (default: 10 % of the catalogue, at most 50)."
     )
 
 
@@ -856,9 +963,16 @@ class _Validator:
                 families[key] = self.family(block[key], f"{section}.{key}", type_, out)
         totals = self.totals(raw.get("variant"), families)
         named = {key for key, _ in variant}
-        for key in ("source_variant_code", "sku"):
-            if key not in named:
-                self.bad(f"variant.{key}", "is required: every variant needs it")
+        mode = self.known(raw.get("mode"), MODES)
+        update = self.update(raw.get("update"), mode)
+        if raw.get("models") is not None:
+            pass  # a models file has no variants
+        elif mode == "full":
+            for key in ("source_variant_code", "sku"):
+                if key not in named:
+                    self.bad(f"variant.{key}", "is required: every variant needs it")
+        elif update.key != "product" and update.key not in named:
+            self.bad(f"variant.{update.key}", f"is required: update.key says rows are found by their {update.key}")
         desc = raw.get("description", "")
         return Mapping(
             name=str(raw.get("name") or name),
@@ -882,7 +996,77 @@ class _Validator:
             same_variant=self.known(raw.get("same_variant"), SAME_VARIANT),
             totals=totals,
             continuation_key=self.continuation(raw.get("continuation_rows"), raw),
+            mode=mode,
+            update=update,
+            **self.vanishing(raw, mode),
+            join=self.join(raw.get("join"), mode, named),
+            models=self.models(raw.get("models"), mode),
         )
+
+    def models(self, raw: Any, mode: str) -> str | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, dict) or not isinstance(raw.get("parent"), str) or not raw["parent"].strip():
+            self.bad("models", "must be {parent: <the column naming a model's parent>}")
+            return None
+        self.block(raw, "models", ModelsDoc)
+        if mode == "update":
+            self.bad("models", "a models file is not an update file: remove mode: update")
+        return raw["parent"]
+
+    def join(self, raw: Any, mode: str, named: set[str]) -> JoinSpec | None:
+        if raw is None:
+            return None
+        if mode == "update":
+            self.bad("join", "an update file changes known items; join is for files of new variants")
+            return None
+        if not isinstance(raw, dict):
+            self.bad("join", "must be {} or {add: [price, grams]}")
+            return None
+        self.block(raw, "join", JoinDoc)
+        add = raw.get("add") or []
+        if not isinstance(add, list):
+            self.bad("join.add", "must be a list of variant fields, e.g. [price, grams]")
+            add = []
+        for name in add:
+            if name in ("price", "grams", "qty") and name not in named:
+                self.bad("join.add", f"names {name}, which the mapping's variant does not fill")
+        model = raw.get("model")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            self.bad("join.model", "must be the column naming a row's product model, e.g. parent")
+            model = None
+        return JoinSpec(add=tuple(n for n in add if n in ("price", "grams", "qty")), model=model)
+
+    def vanishing(self, raw: dict, mode: str) -> dict[str, Any]:
+        complete = raw.get("complete", False)
+        if not isinstance(complete, bool):
+            complete = False  # `block` reported it
+        if complete and mode == "update":
+            self.bad("complete", "an update file is never the whole catalogue: remove complete or mode: update")
+        for key in ("vanished", "max_vanished"):
+            if key in raw and not complete:
+                self.bad(key, "needs complete: true (only a file holding the whole catalogue can tell what vanished)")
+        limit = None
+        if raw.get("max_vanished") is not None:
+            limit = self.whole(raw["max_vanished"], "max_vanished", MappingDoc, "max_vanished", "a number of products")
+        return {"complete": complete, "vanished": self.known(raw.get("vanished"), VANISHED), "max_vanished": limit}
+
+    def update(self, raw: Any, mode: str) -> UpdateSpec:
+        if raw is None:
+            return UpdateSpec()
+        if mode != "update":
+            self.bad("update", "is only for update files: add mode: update")
+        if not isinstance(raw, dict):
+            self.bad("update", "must be a set of keys " + valid_choices(tuple(_keys(UpdateDoc))))
+            return UpdateSpec()
+        self.block(raw, "update", UpdateDoc)
+        clear = raw.get("clear")
+        if clear is not None and (not isinstance(clear, str) or not clear.strip()):
+            self.bad("update.clear", "must be a text such as \"-\" (a blank cell already keeps the known value)")
+            clear = None
+        days = self.whole(raw.get("wait_days", 7), "update.wait_days", UpdateDoc, "wait_days", "a number of days")
+        return UpdateSpec(key=self.known(raw.get("key"), UPDATE_KEYS), clear=clear,
+                          wait_days=7 if days is None else days)
 
     def source_options(self, raw: Any) -> SourceOptions:
         if raw is None:
@@ -1009,7 +1193,8 @@ class _Validator:
         if len(sources) != 1:
             self.bad(
                 where,
-                "needs exactly one of column, value, template" + (f" (found {', '.join(sources)})" if sources else ""),
+                "needs exactly one of column, value, template"
+                + (f" (found {', '.join(sources)})" if sources else ""),
             )
         spec: dict[str, Any] = {"where": where, "label": label}
         if "column" in raw:

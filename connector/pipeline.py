@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,20 @@ from connector.accounting import RowAccount, account_rows, settle
 from connector.api import ApiClient
 from connector.batches import make_batches
 from connector.build import build_products
+from connector.catalogue import (
+    Known,
+    Partial,
+    find_variants,
+    index,
+    join_item,
+    json_path,
+    merge_updates,
+    partials_of,
+    read_paths,
+    release,
+    retire,
+    unchanged,
+)
 from connector.checks import check_products
 from connector.common import file_identity, iso_utc
 from connector.config import Settings, builtin_mappings
@@ -36,7 +52,7 @@ from connector.errors import (
     ReadError,
 )
 from connector.images import encode_image, is_missing, locate_images
-from connector.ledger import Job, Ledger
+from connector.ledger import Job, JoinedRow, Ledger, ModelRecord, WaitingRow
 from connector.mapping import Mapping, find_mapping, load_mapping
 from connector.model import ImageJob, Problem, Product, Rejected, Row, Table
 from connector.read import read_table
@@ -60,7 +76,7 @@ class Pipeline:
 
     def __init__(self, settings: Settings, client: ApiClient, ledger: Ledger, *,
                  log: logging.Logger | None = None, clock: Callable[[], float] = time.time,
-                 progress: Progress | None = None, full: bool = False):
+                 progress: Progress | None = None, full: bool = False, allow_deletions: bool = False):
         self.settings = settings
         self.client = client
         self.ledger = ledger
@@ -68,6 +84,8 @@ class Pipeline:
         self.clock = clock
         self.progress = progress
         self.full = full  # send every item, even those acknowledged unchanged before
+        # a complete file may delete more than its mapping's max_vanished products (push --allow-deletions)
+        self.allow_deletions = allow_deletions or settings.watch.allow_deletions
         self._stop = threading.Event()
         self._reports: dict[int, Report] = {}  # files journaled by this process, finished in memory
         self._refused_cache: dict[int, set[str]] = {}
@@ -83,12 +101,16 @@ class Pipeline:
     def close(self) -> None:
         self.ledger.close()
 
+    def tidy(self) -> int:
+        """Drop the ledger's bodies of work acknowledged more than retention.days ago (watch calls it)."""
+        return self.ledger.compact(self.clock() - self.settings.retention.days * 86400)
+
     # -- the whole path for one file -----------------------------------------------------
 
     @property
     def endpoint(self) -> str:
         """Where journaled work goes: work journaled for another API or source is never sent here."""
-        return f"{self.settings.api.url.rstrip('/')}#source={self.settings.api.source_id}"
+        return endpoint_of(self.settings)
 
     def run_file(self, path: Path, *, mapping: str | None = None) -> Report:
         """Push one file: read, map, check, plan, journal, send; returns its report.
@@ -117,17 +139,14 @@ class Pipeline:
             self.drain()
             return self._outcome(known["id"])
         known = self.ledger.find_file(report.sha256, self.endpoint, spec.sha256)
+        duplicate: Callable[[], Report] | None = None
         if known and known["status"] == "done" and not self.full:  # `full`: every item again, whatever was sent
             if known["name"] == path.name and known["mtime_ns"] == mtime_ns:
-                # the very file again (or finished just before a crash): its own report, marked as
-                # that push's, so nobody reads its figures as what happened now
-                earlier = self._outcome(known["id"])
-                earlier.already_pushed = iso_utc(known["finished_at"] or 0)
-                earlier.message = (f"{path.name}: already pushed on {earlier.already_pushed}: nothing to send "
-                                   "(--full sends every item again)")
-                return earlier
-            if not self.settings.watch.reprocess_duplicates:
-                return self._duplicate(report, known)
+                duplicate = partial(self._earlier, known)  # finished just before a crash: its own report
+            elif not self.settings.watch.reprocess_duplicates:
+                duplicate = partial(self._duplicate, report, known)
+        if duplicate is not None and spec.images is None and not (spec.complete and self.allow_deletions):
+            return duplicate()  # (a complete file again with --allow-deletions: what it lacks may go now)
 
         try:
             plan = plan_file(path, self.settings, mapping=spec, clock=self.clock)
@@ -137,16 +156,31 @@ class Pipeline:
             return self._refused(report, exc)
 
         tick = self.clock()
-        to_send, unchanged = self._changed(plan.products)
+        if duplicate is None:
+            self._merge(plan)
+        if plan.mapping.complete and not plan.refused:  # a file refused for its data never deletes
+            self._vanished(plan)
+        to_send: list[Product] = []
+        if duplicate is not None:  # the same export again: only pictures replaced since (same names, new content) go
+            unchanged = sum(len(p.items) for p in plan.products)
+        else:
+            to_send, unchanged = self._changed(plan.products)
+            unchanged += plan.unchanged
+        to_send += plan.retired
         batches = self._batches(to_send, plan)
         batch_of = {item["source"]["source_product_code"]: i for i, batch in enumerate(batches) for item in batch}
+        products_known = None if duplicate is None else {
+            code for code, _ in self.ledger.catalogue_hashes(self.endpoint, plan.images)}
         images = [
             (batch_of.get(code), asdict(job))
             for code, jobs in plan.images.items()
+            if products_known is None or code in products_known
             for job in jobs
-            if self.full or not self.ledger.image_sent(code, job.sha256)
+            if self.full or not self.ledger.image_known(self.endpoint, job)
         ]
         plan.timings["plan"] = plan.timings.get("plan", 0.0) + self.clock() - tick
+        if duplicate is not None and not images and not plan.retired:
+            return duplicate()
 
         plan.fill(report)
         report.counts.items_to_send = sum(len(b) for b in batches)
@@ -159,8 +193,11 @@ class Pipeline:
             self.ledger.record_refused(report, endpoint=self.endpoint)
             return report
 
+        waiting = [WaitingRow(w.product_code, w.key, w.value, w.as_json(), w.file, w.mapping, w.line,
+                              self.clock() + plan.mapping.update.wait_days * 86400) for w in plan.waiting]
         file_id = self.ledger.journal(report, mtime_ns=mtime_ns, endpoint=self.endpoint,
-                                      batches=batches, images=images)
+                                      batches=batches, images=images, waiting=waiting, released=plan.released,
+                                      joined=plan.joined, models=plan.models)
         self._reports[file_id] = report
         self.log.info("%s: journaled %d batches and %d images (%d products, %d unchanged items)",
                       path.name, len(batches), len(images), len(plan.products), unchanged)
@@ -239,10 +276,7 @@ class Pipeline:
                 self.ledger.attempt(job.id, str(exc))
                 self.log.warning("API unavailable, work kept in the ledger: %s", exc)
                 return False
-            self.ledger.products_acknowledged(job.id, [
-                (_code(it), it["product"]["variants"]["source_variant_code"], item_hash(it))
-                for it in chunk
-            ], remaining=_flat(pieces))
+            self.ledger.products_acknowledged(job.id, chunk, remaining=_flat(pieces))
         return True
 
     def _send_images(self) -> bool:
@@ -297,7 +331,7 @@ class Pipeline:
             self.ledger.attempt(ready[0][0].id, str(exc))
             self.log.warning("API unavailable, work kept in the ledger: %s", exc)
             return False
-        self.ledger.images_acknowledged([(job.id, image.source_product_code, image.sha256) for job, image, _ in ready])
+        self.ledger.images_acknowledged([(job.id, image) for job, image, _ in ready])
         return True
 
     def _why_image_waits_no_more(self, job: Job, image: ImageJob) -> str | None:
@@ -339,6 +373,257 @@ class Pipeline:
 
     # -- planning helpers ------------------------------------------------------------------
 
+    def _vanished(self, plan: Plan) -> None:
+        """A complete file: products and variants of the catalogue it lacks have vanished.
+
+        vanished: keep reports how many; delete adds them to the file's work as items with
+        product_active "false", unless more than max_vanished products would go (then nothing
+        is deleted, the report and the log say why, and --allow-deletions lets it through).
+        Products the file holds but held back or skipped are present, never vanished.
+        """
+        present = {p.code for p in plan.products} | plan.held | {p.product for p in plan.problems if p.product}
+        in_file = {(p.code, it["product"]["variants"]["source_variant_code"]) for p in plan.products for it in p.items}
+        active: dict[str, list[str]] = {}
+        for code, variant, state in self.ledger.catalogue_fields(self.endpoint, ["$.source.product_active"]):
+            if state == "true":
+                active.setdefault(code, []).append(variant)
+        gone = {code: variants for code, variants in active.items() if code not in present}
+        for code in present & set(active):  # a product still there, some of its variants not
+            missing = [v for v in active[code] if (code, v) not in in_file]
+            if missing and code not in plan.held:
+                gone[code] = missing
+        plan.vanished = len(gone)
+        if not gone:
+            return
+        limit = plan.mapping.max_vanished
+        if limit is None:
+            limit = min(math.ceil(len(active) * 0.1), 50)
+        products = sorted(gone)
+        shown = ", ".join(products[:10]) + (f" and {len(products) - 10} more" if len(products) > 10 else "")
+        if plan.mapping.vanished == "keep":
+            plan.problems.append(Problem(kind="vanished", severity="warning", reason=(
+                f"{len(gone)} products sent before are not in this complete file ({shown}); kept (vanished: keep)")))
+            return
+        if len(gone) > limit and not self.allow_deletions:
+            why = (f"{len(gone)} of {len(active)} products sent before are not in this complete file ({shown}): more "
+                   f"than max_vanished ({limit}), so nothing is deleted. If they are really gone, push again with "
+                   "--allow-deletions (watch: watch.allow_deletions: true)")
+            plan.problems.append(Problem(kind="vanished", severity="warning", reason=why))
+            self.log.warning("%s: %s", plan.path.name, why)
+            return
+        items = {(v.product_code, v.variant_code): v.item for v in self.ledger.catalogue_variants(self.endpoint, gone)}
+        for code in products:
+            retired = [retire(items[(code, v)]) for v in gone[code] if (code, v) in items]
+            if retired:
+                plan.retired.append(Product(code, retired, [0] * len(retired)))
+                plan.deleted += 1
+        self.log.info("%s: %d vanished products queued for deletion", plan.path.name, plan.deleted)
+
+    def _models(self, plan: Plan, waited: list[WaitingRow]) -> None:
+        """A models file (Akeneo product_models.csv): its rows are product models, kept in the ledger, never
+        sent alone. Rows of products files that waited for these models go now, under their root model;
+        products already sent under a root model in this file take its new fields.
+        """
+        column = plan.mapping.models or ""
+        by_line = {r.line: r for r in plan.table.rows}
+        for product in plan.products:
+            row = by_line.get(product.lines[0])
+            fields = {k: v for k, v in product.items[0]["product"].items() if k not in ("variants", "options")}
+            plan.models.append(ModelRecord(product.code, _cell(row, column), fields))
+        plan.products, plan.images = [], {}
+        records = {**self.ledger.model_records(self.endpoint), **{m.code.casefold(): m for m in plan.models}}
+
+        def key(row: WaitingRow) -> tuple[str, str]:
+            return row.value.casefold(), row.partial["item"]["product"]["variants"]["source_variant_code"]
+
+        latest = {key(waiting): waiting for waiting in waited}  # the newest row of a variant wins
+        grouped: dict[str, Product] = {}
+        for waiting in waited:
+            root = _root_model(records, waiting.value)
+            if root is None:
+                continue
+            assert waiting.id is not None
+            plan.released.append(waiting.id)
+            if latest[key(waiting)] is not waiting:
+                continue
+            product = grouped.setdefault(root.code, Product(root.code, [], []))
+            product.items.append(_under_model(waiting.partial["item"], root))
+            product.lines.append(waiting.line)
+            have = {j.image_id for j in plan.images.get(root.code, [])}
+            plan.images.setdefault(root.code, []).extend(
+                ImageJob(**{**job, "source_product_code": root.code}) for job in waiting.partial.get("images", ())
+                if job["image_id"] not in have)
+        roots = {r.code for m in plan.models if (r := _root_model(records, m.code)) is not None}
+        known = self.ledger.known_items(self.endpoint, roots - set(grouped))
+        for (code, _), item in known.items():
+            root = records[code.casefold()]
+            grouped.setdefault(code, Product(code, [], [])).items.append(_under_model(item, root))
+            grouped[code].lines.append(0)
+        plan.products = list(grouped.values())
+        plan.hold(*check_products(plan.products)[1:])
+
+    def _join_models(self, plan: Plan) -> None:
+        """A products file naming product models (Akeneo `parent`): a row naming a model is a variant of its
+        root model (codes matched ignoring case, two levels), with the root's product fields; rows of a model
+        no models file has brought yet wait. Rows naming no model are whole products."""
+        column = plan.mapping.join.model if plan.mapping.join else None
+        records = self.ledger.model_records(self.endpoint)
+        by_line = {r.line: r for r in plan.table.rows}
+        out: dict[str, Product] = {}
+        for product in plan.products:
+            model = _cell(by_line.get(product.lines[0]), column or "")
+            if not model:
+                out.setdefault(product.code, product)
+                continue
+            root = _root_model(records, model)
+            if root is None:
+                waiting_images = tuple(asdict(j) for j in plan.images.get(product.code, ()))  # go with the rows
+                plan.waiting.extend(Partial(model, "model", model, it, line, (), plan.path.name, plan.mapping.name,
+                                            images=waiting_images if i == 0 else ())
+                                    for i, (it, line) in enumerate(zip(product.items, product.lines, strict=True)))
+                plan.problems.extend(Problem(
+                    kind="waiting", severity="warning", line=line, product=model, value=model,
+                    reason=f"waiting for its product model: no models file has brought {model} (or its parent) yet; "
+                           "the row is kept and sent under its root model when one does") for line in product.lines)
+                plan.images.pop(product.code, None)
+                continue
+            joined = out.setdefault(root.code, Product(root.code, [], []))
+            joined.items.extend(_under_model(it, root) for it in product.items)
+            joined.lines.extend(product.lines)
+            images = plan.images.pop(product.code, [])
+            if images:
+                have = {j.image_id for j in plan.images.get(root.code, [])}
+                plan.images.setdefault(root.code, []).extend(
+                    replace(j, source_product_code=root.code) for j in images if j.image_id not in have)
+        plan.products = list(out.values())
+        plan.hold(*check_products(plan.products)[1:])
+
+    def _join(self, plan: Plan) -> None:
+        """A join file (`join:`): each row a variant of the product its group_by names, joined with that
+        product's own item (brought by another file, known to the catalogue or journaled); the own item is
+        retired. Rows of a product no file has brought wait (kept in the ledger as this file's rows).
+        """
+        add = plan.mapping.join.add if plan.mapping.join else ()
+        # the rows' own rules first (options, duplicate codes), whether or not their product is known yet
+        stand_in = {"source": {"product_active": "true"}, "product": {"title": "-"}}
+        _, problems, held = check_products([Product(p.code, [join_item(stand_in, it, ()) for it in p.items],
+                                                    p.lines) for p in plan.products])
+        plan.hold(problems, held)
+        products = plan.products
+        codes = [p.code for p in products]
+        earlier = self.ledger.joined_rows(self.endpoint, codes)
+        known: dict[str, list[dict]] = {}
+        for (code, _), item in self.ledger.known_items(self.endpoint, codes).items():
+            known.setdefault(code, []).append(item)
+        out = []
+        for product in products:
+            mine = [it["product"]["variants"]["source_variant_code"] for it in product.items]
+            plan.joined[product.code] = [JoinedRow(product.code, v, it, add, plan.path.name, plan.mapping.name, line)
+                                         for v, it, line in zip(mine, product.items, product.lines, strict=True)]
+            joins = set(mine) | {r.variant_code for r in earlier.get(product.code, ())}
+            owns = [it for it in known.get(product.code, ())
+                    if it["product"]["variants"]["source_variant_code"] not in joins]
+            if not owns:
+                plan.join_waiting += len(product.items)
+                plan.problems.extend(Problem(
+                    kind="waiting", severity="warning", line=line, product=product.code, value=v,
+                    reason=f"waiting for its product: no file has brought product {product.code} yet; the row is "
+                           "kept and sent, joined with it, when one does") for v, line in zip(mine, product.lines,
+                                                                                              strict=True))
+                continue
+            # the own item goes first: the API refuses variants whose options differ from a stored variant's
+            items = [retire(o) for o in owns] + [join_item(owns[0], it, add) for it in product.items]
+            out.append(Product(product.code, items, [product.lines[0]] * len(owns) + product.lines))
+        plan.products = out
+        plan.hold(*check_products(out)[1:])
+
+    def _rejoin(self, plan: Plan) -> None:
+        """A product file bringing products that join files gave variants to: those variants go with its
+        fields (a join row that waited goes now), and its own item is retired."""
+        stored = self.ledger.joined_rows(self.endpoint, [p.code for p in plan.products])
+        rejoined = []
+        for product in plan.products:
+            rows = stored.get(product.code)
+            if not rows:
+                continue
+            joins = {r.variant_code for r in rows}
+            owns = [it for it in product.items if it["product"]["variants"]["source_variant_code"] not in joins]
+            if not owns or owns[0]["source"]["product_active"] != "true":
+                continue
+            line = product.lines[0]
+            product.items = [retire(o) for o in owns] + [join_item(owns[0], r.item, r.add) for r in rows]
+            product.lines = [line] * len(product.items)
+            rejoined.append(product)
+            self.log.info("%s: product %s goes with the %d variants of %s", plan.path.name, product.code,
+                          len(rows), rows[0].file)
+        if rejoined:
+            plan.hold(*check_products(rejoined)[1:])
+
+    def _merge(self, plan: Plan) -> None:
+        """Make whole items: an update file's rows merged onto the catalogue; rows that waited for a
+        product this file brings merged under its items. Rows for unknown variants wait; rows that
+        waited longer than their mapping's update.wait_days are reported abandoned.
+        """
+        now = self.clock()
+        stored = self.ledger.waiting_rows(self.endpoint)
+        for row in stored:
+            if row.until <= now:
+                assert row.id is not None
+                plan.released.append(row.id)
+                plan.rows_abandoned += 1
+                why = (f"abandoned: line {row.line} of {row.file} ({row.key} {row.value}) waited since "
+                       f"{iso_utc(row.since)} for its product, which no file brought (update.wait_days)")
+                plan.problems.append(Problem(kind="waiting", severity="warning", product=row.product_code,
+                                             reason=why))
+                self.log.warning("%s", why)
+        if plan.mapping.mode == "update":
+            partials = partials_of(plan.products, plan.mapping, plan.cleared, plan.path.name)
+            codes: set[str] = set()
+            if not self.full:  # rows that change nothing are counted, not merged (the catalogue's values tell)
+                paths = read_paths(plan.mapping)
+                named = [("variant", "source_variant_code"), *paths]  # the code is the catalogue's key
+                values = Known({(row[0], row[1]): dict(zip(named, row[1:], strict=True))
+                                for row in self.ledger.catalogue_fields(self.endpoint, [json_path(x) for x in paths])})
+                sku_index = variant_index = None  # only for rows not found under their product code
+                if plan.mapping.update.key == "sku" or any(not find_variants(p, values) for p in partials):
+                    sku_index, variant_index = index(values)
+                partials, plan.unchanged = unchanged(partials, values, sku_index, variant_index,
+                                                     self.ledger.pending_products(self.endpoint))
+                codes = {t[0] for p in partials for t in find_variants(p, values, sku_index, variant_index)}
+                del values
+            codes |= {p.product_code for p in partials}
+            known = Known(self.ledger.known_items(self.endpoint, codes))
+            by_sku = by_variant = None
+            if any(not find_variants(p, known) for p in partials) and plan.mapping.update.key != "product":
+                known = Known(self.ledger.known_items(self.endpoint))  # found by SKU or variant code elsewhere
+                by_sku, by_variant = index(known)
+            merged = merge_updates(partials, known, by_sku, by_variant)
+            plan.products = merged.products
+            plan.hold(*check_products(merged.products)[1:])
+            plan.waiting = merged.waiting
+            until = iso_utc(now + plan.mapping.update.wait_days * 86400)
+            plan.problems.extend(Problem(
+                kind="waiting", severity="warning", line=p.line, product=p.product_code, value=p.value,
+                reason=f"waiting for its product: no file has brought {p.key} {p.value} yet; the row is kept and "
+                       f"sent, merged, when one does (until {until})") for p in merged.waiting)
+        if plan.mapping.models is not None:
+            self._models(plan, [r for r in stored if r.until > now and r.key == "model"])
+        elif plan.mapping.join is not None and plan.mapping.join.model is not None:
+            self._join_models(plan)
+        elif plan.mapping.join is not None:
+            self._join(plan)
+        elif plan.mapping.mode == "full":
+            self._rejoin(plan)
+        ready = [Partial.from_json(r.partial, product_code=r.product_code, key=r.key, value=r.value, line=r.line,
+                                   file=r.file, mapping=r.mapping, id=r.id)
+                 for r in stored if r.until > now and r.key != "model"]
+        plan.products, released = release(plan.products, ready)
+        plan.released.extend(p.id for p in released if p.id is not None)
+        for p in released:
+            self.log.info("%s: line %d of %s (waiting for its product) goes with it", plan.path.name, p.line, p.file)
+        going = {p.code for p in plan.products}  # no picture goes before (or without) its product
+        plan.images = {code: jobs for code, jobs in plan.images.items() if code in going}
+
     def _changed(self, products: list[Product]) -> tuple[list[Product], int]:
         """Products with only the items not acknowledged unchanged before, and how many were dropped.
 
@@ -347,7 +632,7 @@ class Pipeline:
         """
         if self.full:
             return products, 0
-        sent = self.ledger.sent_hashes(p.code for p in products)
+        sent = self.ledger.catalogue_hashes(self.endpoint, (p.code for p in products))
         waiting = self.ledger.pending_products(self.endpoint)
         out, unchanged = [], 0
         for product in products:
@@ -431,6 +716,15 @@ class Pipeline:
         report.message = f"{report.file}: refused: {detail}"
         return report
 
+    def _earlier(self, known: dict) -> Report:
+        """The very file again (or finished just before a crash): its own report, marked as that
+        push's, so nobody reads its figures as what happened now."""
+        earlier = self._outcome(known["id"])
+        earlier.already_pushed = iso_utc(known["finished_at"] or 0)
+        earlier.message = (f"{earlier.file}: already pushed on {earlier.already_pushed}: nothing to send "
+                           "(--full sends every item again)")
+        return earlier
+
     def _duplicate(self, report: Report, known: dict) -> Report:
         report.status = "duplicate"
         finished = known["finished_at"] or 0
@@ -460,11 +754,39 @@ class Plan:
     lines: dict[str, list[int]] = field(default_factory=dict)
     file_refused: bool = False  # the mapping could not map the file at all (a column it needs is missing)
     rows: RowAccount = field(default_factory=RowAccount)
+    cleared: dict[int, frozenset[str]] = field(default_factory=dict)  # update files: line -> columns cleared
+    waiting: list[Partial] = field(default_factory=list)  # rows waiting for their product (kept in the ledger)
+    released: list[int] = field(default_factory=list)  # ids of rows that waited and go now (or were abandoned)
+    rows_abandoned: int = 0
+    unchanged: int = 0  # update rows that change nothing: not merged, counted as unchanged items
+    vanished: int = 0  # complete files: products of the catalogue the file lacks
+    deleted: int = 0  # ... of which queued for deletion
+    retired: list[Product] = field(default_factory=list)  # their items, with product_active "false"
+    joined: dict[str, list[JoinedRow]] = field(default_factory=dict)  # a join file's rows, kept in the ledger
+    models: list[ModelRecord] = field(default_factory=list)  # a models file's product models, kept in the ledger
+    join_waiting: int = 0  # ... of which waiting for their product
 
     @property
     def refused(self) -> bool:
-        """Nothing could be sent and rows were refused: the file as a whole is refused."""
-        return not self.products and any(p.severity == "error" for p in self.problems)
+        """Nothing could be sent (or wait) and rows were refused: the file as a whole is refused."""
+        if self.products or self.waiting or self.join_waiting:
+            return False
+        return any(p.severity == "error" for p in self.problems)
+
+    def hold(self, problems: list[Problem], held: dict[str, list[int]]) -> None:
+        """Problems found once rows were merged or joined: their products held back, their rows rejected."""
+        self.problems.extend(problems)
+        self.held.update(held)
+        self.products = [p for p in self.products if p.code not in held]
+        known = {(r.row.sheet, r.row.line) for r in self.rejected}
+        new = [r for r in _rejected_rows(self.table.rows, problems, held) if (r.row.sheet, r.row.line) not in known]
+        self.rejected.extend(new)
+        # the row accounting was made when the file was mapped (rows waiting for their product
+        # count as items then); a row refused once joined or merged moves from items to refused
+        not_items, row_lines = set(self.folded) | set(self.skipped), {row.line for row in self.table.rows}
+        moved = sum(1 for r in new if (r.row.sheet, r.row.line) not in not_items and r.row.line in row_lines)
+        self.rows.items -= moved
+        self.rows.refused += moved
 
     def hold_back(self, code: str, reason: str) -> None:
         """Hold back a product found unsendable after checking (e.g. an item too big to send)."""
@@ -509,6 +831,9 @@ class Plan:
         c.images_missing = sum(1 for p in problems if is_missing(p))
         c.images_refused = sum(1 for p in problems if p.kind == "image") - c.images_missing
         report.images_folder = str(self.image_folder) if self.image_folder else None
+        c.rows_waiting = len(self.waiting) + self.join_waiting
+        c.products_vanished, c.products_deleted = self.vanished, self.deleted
+        c.rows_abandoned = self.rows_abandoned
         report.problems.add(problems)
         report.header, report.rejected = list(t.header), list(self.rejected)
         report.header_row = self.mapping.source.header_row
@@ -525,15 +850,25 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     """
     timings: dict[str, float] = {}
     spec = mapping if isinstance(mapping, Mapping) else load_mapping_for(path, settings, mapping)
+    spec = spec.with_names(settings.names_for(path.name))
+    cleared: dict[int, frozenset[str]] = {}
     with _collector_paused():
         tick = clock()
         table = read_table(path, **_read_options(spec, settings))
         timings["read"] = clock() - tick
         tick = clock()
-        built = build_products(table.rows, spec, source_id=int(settings.api.source_id or 0))
+        rows = table.rows
+        if spec.mode == "update" and spec.update.clear is not None:
+            rows, cleared = _cleared(rows, spec.update.clear)
+        built = build_products(rows, spec, source_id=int(settings.api.source_id or 0))
         timings["map"] = clock() - tick
         tick = clock()
-        kept, check_problems, held = check_products(built.products)
+        check_problems: list[Problem] = []
+        held: dict[str, list[int]] = {}
+        if spec.mode == "update" or spec.join is not None or spec.models is not None:  # checked once whole
+            kept = built.products
+        else:
+            kept, check_problems, held = check_products(built.products)
     problems = [*table.problems, *built.problems, *check_problems]
     # held back by a bad row (build) or a broken rule (checks): code -> every line of the product,
     # its parent row and folded rows too
@@ -545,6 +880,8 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     images: dict[str, list[ImageJob]] = {}
     folder = _image_folder(path, spec, settings)
     for product in products:
+        if not product.images:
+            continue  # nothing to look for (a stock file): no walk of the image folder per product
         found, image_problems = locate_images(product, folder=folder,
                                               allow_urls=settings.allow_image_urls or spec.allow_urls)
         images[product.code] = found
@@ -552,9 +889,15 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     timings["plan"] = clock() - tick
     rejected = _rejected_rows(table.rows, problems, held)
     plan = Plan(path, spec, table, products, problems, images, rejected, set(held), timings, folder,
-                folded=built.folded, skipped=built.skipped, lines=built.lines, file_refused=built.file_refused)
+                folded=built.folded, skipped=built.skipped, lines=built.lines, file_refused=built.file_refused,
+                cleared=cleared)
     plan.account()
     return plan
+
+
+def endpoint_of(settings: Settings) -> str:
+    """API url + source id: the key of journaled work and of the catalogue."""
+    return f"{settings.api.url.rstrip('/')}#source={settings.api.source_id}"
 
 
 def load_mapping_for(path: Path, settings: Settings, name: str | None = None) -> Mapping:
@@ -610,6 +953,48 @@ def _read_options(spec, settings: Settings) -> dict:
         "legacy_encoding": source.legacy_encoding or settings.legacy_encoding,
         "max_rows": settings.limits.max_rows,
     }
+
+
+def _cell(row: Row | None, column: str) -> str:
+    """A row's cell by column name (exact, else ignoring case and spaces), stripped; "" when absent."""
+    if row is None or not column:
+        return ""
+    if column in row.cells:
+        return row.cells[column].strip()
+    loose = " ".join(column.split()).casefold()
+    return next((v.strip() for k, v in row.cells.items() if " ".join(k.split()).casefold() == loose), "")
+
+
+def _root_model(records: dict[str, ModelRecord], code: str) -> ModelRecord | None:
+    """The root model of model `code` (following parents, codes ignoring case), or None while one is unknown."""
+    record = records.get(code.casefold())
+    seen: set[str] = set()
+    while record is not None and record.parent and len(seen) < 8:
+        seen.add(record.code.casefold())
+        if record.parent.casefold() in seen:
+            return None  # a loop of parents: no root
+        record = records.get(record.parent.casefold())
+    return record
+
+
+def _under_model(item: dict, root: ModelRecord) -> dict:
+    """An item as a variant of its root model: the root's code and product fields, its own variant and options."""
+    product = {k: v for k, v in item["product"].items() if k != "variants"}
+    product.update(root.product)
+    product["variants"] = item["product"]["variants"]
+    return {"source": {**item["source"], "source_product_code": root.code}, "product": product}
+
+
+def _cleared(rows: list[Row], token: str) -> tuple[list[Row], dict[int, frozenset[str]]]:
+    """Rows with cells holding the clear token made blank, and which columns each line cleared."""
+    out, cleared = [], {}
+    for row in rows:
+        gone = frozenset(column for column, text in row.cells.items() if text.strip() == token)
+        if gone:
+            cleared[row.line] = gone
+            row = Row(row.line, {c: ("" if c in gone else t) for c, t in row.cells.items()}, row.sheet)
+        out.append(row)
+    return out, cleared
 
 
 def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]]) -> list[Rejected]:

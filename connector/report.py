@@ -92,6 +92,10 @@ class Counts:
     images_to_send: int = 0
     images_sent: int = 0
     products_refused_by_api: int = 0
+    rows_waiting: int = 0  # update rows for variants not sent yet: kept in the ledger until a file brings them
+    rows_abandoned: int = 0  # rows that waited longer than update.wait_days, dropped
+    products_vanished: int = 0  # complete files: products sent before that the file lacks
+    products_deleted: int = 0  # ... queued for deletion (vanished: delete, within max_vanished)
 
 
 @dataclass

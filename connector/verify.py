@@ -22,12 +22,9 @@ acknowledged, never half a product), and the missing images after them, as one l
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -38,7 +35,7 @@ from connector.batches import make_batches
 from connector.common import iso_utc, write_json_atomic
 from connector.model import Product
 from connector.report import Report
-from connector.wire import encode, item_hash
+from connector.wire import encode
 
 if TYPE_CHECKING:
     from connector.api import ApiClient
@@ -57,71 +54,40 @@ FIELDS = ("price", "qty", "sku", "title")  # what is compared with what was last
 def acknowledged(ledger: Ledger, endpoint: str,
                  product_codes: Iterable[str] | None = None) -> Iterator[tuple[str, str, dict]]:
     """(product code, variant code, item) for the last acknowledged item of every variant this
-    endpoint holds, deletes left out (a deleted variant is not expected to be there).
-
-    Read from the products jobs journaled for `endpoint`: an item counts when its hash is the
-    one the ledger recorded as last acknowledged for its variant, and the latest such item wins.
-    (The per-endpoint catalogue, when the ledger has one, answers this directly.)
-    """
-    wanted = set(product_codes) if product_codes is not None else None
-    sent = {(p, v): h for p, v, h in ledger.db.execute(
-        "SELECT source_product_code, source_variant_code, hash FROM sent")
-        if wanted is None or p in wanted}
-    latest: dict[tuple[str, str], dict | None] = {}  # in the order variants were first journaled
-    with _collector_paused():  # many small dicts and no cycles: the collector's scans would double the time
-        for (payload,) in ledger.db.execute(
-                "SELECT jobs.payload FROM jobs JOIN files ON files.id = jobs.file_id"
-                " WHERE jobs.kind = 'products' AND files.endpoint = ? ORDER BY jobs.id", (endpoint,)):
-            if wanted is not None and not wanted & _codes_in(payload):
-                continue  # none of the products asked about: not worth parsing
-            for item in json.loads(payload):
-                key = (item["source"]["source_product_code"], item["product"]["variants"]["source_variant_code"])
-                if key not in sent:
-                    continue
-                if sent[key] == item_hash(item):
-                    latest[key] = item  # a later acknowledgement replaces it
-                else:
-                    latest.setdefault(key, None)
-    for (code, variant), item in latest.items():
-        if item is not None and str(item["source"].get("product_active", "true")).lower() not in ("false", "0", ""):
-            yield code, variant, item
-
-
-_CODE = re.compile(r'"source_product_code":"((?:[^"\\]|\\.)*)"')
-
-
-def _codes_in(payload: str) -> set[str]:
-    """The product codes a journaled payload names, found without parsing it (wire.encode's compact JSON)."""
-    return {json.loads(f'"{m}"') if "\\" in m else m for m in _CODE.findall(payload)}
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+    endpoint holds (the ledger's catalogue), retired items left out (a deleted variant is not
+    expected to be there)."""
+    for v in ledger.catalogue_variants(endpoint, product_codes):
+        if str(v.item["source"].get("product_active", "true")).lower() not in ("false", "0", ""):
+            yield v.product_code, v.variant_code, v.item
 
 
 def acknowledged_images(ledger: Ledger, endpoint: str,
                         product_codes: Iterable[str] | None = None) -> Iterator[tuple[str, dict]]:
-    """(product code, image job fields) for the latest image queued per product and image id
-    for this endpoint (`ImageJob` as a dict: path, sha256, image_id, source_variant_code, ...)."""
-    wanted = set(product_codes) if product_codes is not None else None
-    latest: dict[tuple[str, str], dict] = {}
+    """(product code, image job fields) for every image of the catalogue of this endpoint
+    (`ImageJob` as a dict: path, sha256, image_id, source_variant_code, ...).
+
+    The catalogue keeps each image's content hash; where the picture came from is read from the
+    image job that sent it, while the ledger still holds its body (`retention.days`). Without
+    it the path is empty: verify still finds the image missing, a repair names it as gone."""
+    images = list(ledger.catalogue_images(endpoint, product_codes))
+    if not images:
+        return
+    wanted = {(i.product_code, i.image_id) for i in images}
+    jobs: dict[tuple[str, str], dict] = {}
     for (payload,) in ledger.db.execute(
             "SELECT jobs.payload FROM jobs JOIN files ON files.id = jobs.file_id"
-            " WHERE jobs.kind = 'image' AND jobs.state = 'done' AND files.endpoint = ? ORDER BY jobs.id",
-            (endpoint,)):
-        image = json.loads(payload)
-        code = image["source_product_code"]
-        if wanted is None or code in wanted:
-            latest[(code, image["image_id"])] = image
-    for (code, _), image in latest.items():
-        yield code, image
+            " WHERE jobs.kind = 'image' AND jobs.state = 'done' AND files.endpoint = ? AND jobs.payload != 'null'"
+            " ORDER BY jobs.id", (endpoint,)):
+        job = json.loads(payload)
+        key = (job.get("source_product_code"), job.get("image_id"))
+        if key in wanted:
+            jobs[key] = job  # the latest one wins
+    for image in images:
+        job = jobs.get((image.product_code, image.image_id))
+        if job is None or job.get("sha256") != image.sha256:
+            job = {"source_product_code": image.product_code, "source_variant_code": image.variant_code,
+                   "image_id": image.image_id, "sha256": image.sha256, "path": ""}
+        yield image.product_code, job
 
 
 def products_of_files(ledger: Ledger, endpoint: str, sha256s: Iterable[str]) -> set[str]:
@@ -130,7 +96,7 @@ def products_of_files(ledger: Ledger, endpoint: str, sha256s: Iterable[str]) -> 
     for sha256 in set(sha256s):
         for kind, payload in ledger.db.execute(
                 "SELECT jobs.kind, jobs.payload FROM jobs JOIN files ON files.id = jobs.file_id"
-                " WHERE files.sha256 = ? AND files.endpoint = ?", (sha256, endpoint)):
+                " WHERE files.sha256 = ? AND files.endpoint = ? AND jobs.payload != 'null'", (sha256, endpoint)):
             data = json.loads(payload)
             if kind == "image":
                 codes.add(data["source_product_code"])

@@ -368,7 +368,7 @@ def test_a_proxy_page_instead_of_an_answer_keeps_the_work_in_the_ledger(tmp_path
     assert "wait in the ledger" in outcome.message
     waiting = pipeline.ledger.next_job(pipeline.endpoint)
     assert waiting is not None and waiting.kind == "products" and len(waiting.payload) == 9  # the whole batch
-    assert pipeline.ledger.sent_hashes(["TEE-CLASSIC", "00471", "KETTLE-2L"]) == {}  # nothing acknowledged
+    assert pipeline.ledger.catalogue_hashes(pipeline.endpoint, ["TEE-CLASSIC", "00471", "KETTLE-2L"]) == {}  # nothing acknowledged
     assert server.paths.count("/v1/images/queue") == 0  # no image goes before its product
 
 

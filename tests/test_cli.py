@@ -147,7 +147,7 @@ def _workbook_text(path: Path) -> str:
     return " ".join(str(c.value) for row in openpyxl.load_workbook(path).active.iter_rows() for c in row)
 
 
-@pytest.mark.parametrize("command", ["push", "check", "watch", "status", "sandbox"])
+@pytest.mark.parametrize("command", ["push", "check", "watch", "status", "show", "sandbox"])
 def test_every_command_explains_itself_and_the_readme_names_it(command):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]

@@ -56,7 +56,7 @@ def test_every_problem_is_reported_at_once_with_its_place(tmp_path):
     assert "watch.observer: 'inotify' is not allowed (valid choices: auto, native, polling, none)" in text
     assert "watch.scan_interval: 'soon' is not valid: must be a number" in text
     assert 'folder: unknown setting; did you mean "folders"?' in text
-    assert 'rules[0].patern: unknown setting; did you mean "pattern"? (valid choices: pattern, mapping)' in text
+    assert 'rules[0].patern: unknown setting; did you mean "pattern"? (valid choices: pattern, mapping, warehouse, tier)' in text
     assert "rules[0].mapping" not in text  # given, and it exists
     assert "legacy_encoding: 'klingon' is not a known encoding" in text
     assert len(found) == 10, found

@@ -80,6 +80,8 @@ class Case:
     {index: {field: value}}, where a field of None means "not sent"; {"variant": "absent"}: the
     sample is not a variant we send (a parent row); {"product": "absent"}: its row was refused.
     lots_summed: a sample's qty is one lot of its product, whose rows are added up.
+    waits: an update file (stock, levels) pushed alone: its rows wait for their products, nothing
+    is sent (test_openboxes_files_join_on_product_code pushes them after products.csv).
     """
 
     path: str
@@ -94,6 +96,7 @@ class Case:
     images: int = 0
     samples: dict[int, dict[str, Any]] = field(default_factory=dict)
     lots_summed: bool = False
+    waits: bool = False
 
 
 CASES = [
@@ -112,12 +115,12 @@ CASES = [
                   1: {"title": "Example T-Shirt"}, 2: {"title": "Example T-Shirt"}}),  # filled down
     Case("prestashop/products_import.csv", "prestashop", items=7, why="one product per row, each one variant"),
     Case("thirtybees/products_import.csv", "prestashop", items=7, why="one product per row, each one variant"),
-    Case("prestashop/combinations_import.csv", "prestashop-combinations", products=0, items=0, refused=27,
-         refused_reason="title is required (the mapping does not say where it comes from)", file_refused=True,
-         why="combinations are half of a product: the title is in products_import.csv (a join, later)"),
-    Case("thirtybees/combinations_import.csv", "prestashop-combinations", products=0, items=0, refused=27,
-         refused_reason="title is required (the mapping does not say where it comes from)", file_refused=True,
-         why="combinations are half of a product: the title is in products_import.csv (a join, later)"),
+    Case("prestashop/combinations_import.csv", "prestashop-combinations", products=4, items=27, waits=True,
+         why="combinations are half of a product: pushed alone they wait for products_import.csv, but for "
+             "MacBook Air's 4, which repeat a reference (test_prestashop_combinations_join_their_products)"),
+    Case("thirtybees/combinations_import.csv", "prestashop-combinations", products=4, items=27, waits=True,
+         why="combinations are half of a product: pushed alone they wait for products_import.csv, but for "
+             "MacBook Air's 4, which repeat a reference (test_prestashop_combinations_join_their_products)"),
     Case("akeneo/products.csv", "akeneo", items=1239, images=AKENEO_IMAGES,
          why="999 standalone products + 240 variants under 68 models = 1,239 items; images: 218 of the 230 "
              "references have a file, and a picture repeated by a model's variants (same bytes) is sent "
@@ -147,13 +150,16 @@ CASES = [
     Case("openboxes/WHO_products.csv", "openboxes", products=0, items=0, refused=729, file_refused=True,
          refused_reason='the row has no product code (column "ProductCode" is blank)',
          why="no record has a ProductCode: nothing to key on"),
-    Case("openboxes/mainWarehouseInventory.csv", "openboxes-inventory", items=57, why="one row per product here"),
-    Case("openboxes/bostonWarehouseInventory.csv", "openboxes-inventory", items=57, why="one row per product here"),
-    Case("openboxes/chicagoWarehouseInventory.csv", "openboxes-inventory", items=42, why="one row per product here"),
-    Case("openboxes/inventory_template.xls", "openboxes-inventory", items=1, lots_summed=True,
+    Case("openboxes/mainWarehouseInventory.csv", "openboxes-inventory", items=57, waits=True,
+         why="one row per product here"),
+    Case("openboxes/bostonWarehouseInventory.csv", "openboxes-inventory", items=57, waits=True,
+         why="one row per product here"),
+    Case("openboxes/chicagoWarehouseInventory.csv", "openboxes-inventory", items=42, waits=True,
+         why="one row per product here"),
+    Case("openboxes/inventory_template.xls", "openboxes-inventory", items=1, lots_summed=True, waits=True,
          why="two lots of one product: their quantities are added up"),
-    Case("openboxes/inventoryLevels.csv", "openboxes-levels", items=52, why="one product per row"),
-    Case("openboxes/inventoryLevelImportData.xls", "openboxes-levels", items=1495,
+    Case("openboxes/inventoryLevels.csv", "openboxes-levels", items=52, waits=True, why="one product per row"),
+    Case("openboxes/inventoryLevelImportData.xls", "openboxes-levels", items=1495, waits=True,
          why="one product per row; the two footer rows of column counts are skipped"),
     Case("openboxes/inventory.xls", "openboxes-count", products=241, items=241, lots_summed=True,
          why="codes are trimmed (AD66 and 'AD66 ' are one product: facts.groups_after_strip); every lot "
@@ -206,6 +212,15 @@ def test_corpus_file_through_its_preset_to_the_sandbox(make_sandbox, tmp_path, c
     if case.file_refused:
         assert outcome.status == "refused", outcome.message
         assert state["products"] == []
+        return
+    if case.waits:  # an update file alone: every row waits for its product; nothing half is sent
+        assert outcome.status == "done", outcome.message
+        counts = outcome.to_json()["counts"]  # rows refused once joined (a repeated reference) do not wait
+        assert state["products"] == [] and counts["rows_waiting"] + counts["rows_refused"] == items
+        if case.lots_summed:
+            planned = {p.code: p.items[0]["product"]["variants"] for p in plan.products}
+            for sample in facts["samples"]:
+                assert planned[sample["product_key"].strip()]["qty"] == _lots_total(facts, sample, {}), sample
         return
     assert outcome.status == "done", outcome.message
 
@@ -327,3 +342,109 @@ def test_magento_media_paths_are_read_inside_the_image_folder_only_by_the_mappin
     found = [job for jobs in plan.images.values() for job in jobs]
     assert found and all(Path(job.path).is_relative_to((CORPUS / "magento2" / "images").resolve()) for job in found)
     assert not any("absolute path" in p.reason for p in plan.problems)
+
+
+def _joins() -> dict[str, Any]:
+    if not (CORPUS / "facts.json").is_file():
+        return {}
+    return json.loads((CORPUS / "facts.json").read_text(encoding="utf-8")).get("joins", {})
+
+
+@pytest.mark.parametrize("order", ["products first", "stock first"])
+def test_openboxes_files_join_on_product_code(make_sandbox, tmp_path, order):
+    """products.csv and the three warehouse files, in either order: every product keeps products.csv's
+    name and price and gets one qty_availability entry per warehouse file, qty their sum (facts.joins)."""
+    join = _joins()["openboxes"]
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    pipeline = pipeline_for(tmp_path, sb)
+    files = [CORPUS / name for name in join["files"]]
+    if order == "stock first":
+        files = files[1:] + files[:1]
+    for path in files:
+        preset = "openboxes" if path.name == "products.csv" else "openboxes-inventory"
+        outcome = pipeline.run_file(path, mapping=preset)
+        assert outcome.status == "done", outcome.message
+    stored = {p["source_product_code"]: p for p in sb.state()["products"]}
+    assert len(stored) == join["products"]
+    for code, facts in join["items"].items():
+        product = stored[code]
+        (variant,) = product["variants"]
+        assert product["title"] == facts["name"]
+        assert Decimal(str(variant["price"])) == Decimal(facts["unit_cost"])
+        entries = {e["description"]: e["qty"] for e in variant["qty_availability"]}
+        assert entries == facts["qty_by_warehouse_file"], code
+        assert variant["qty"] == sum(facts["qty_by_warehouse_file"].values())
+    assert pipeline.ledger.waiting_rows(pipeline.endpoint) == []
+
+
+@pytest.mark.parametrize("system", ["prestashop", "thirtybees"])
+@pytest.mark.parametrize("order", ["products first", "combinations first"])
+def test_prestashop_combinations_join_their_products(make_sandbox, tmp_path, system, order):
+    """products_import.csv and combinations_import.csv in either order: each combination is a variant of its
+    Product ID's product, with its title and price + Impact on price (facts.joins); the product's own row is
+    retired. MacBook Air (3) repeats a reference and an option combination in the export itself: it is held
+    back with that reason, so 3 products / 23 combinations reach the API."""
+    join = _joins()[system]
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    pipeline = pipeline_for(tmp_path, sb)
+    files = [(CORPUS / join["files"][0], "prestashop"), (CORPUS / join["files"][1], "prestashop-combinations")]
+    if order == "combinations first":
+        files.reverse()
+    outcomes = [pipeline.run_file(path, mapping=preset) for path, preset in files]
+    assert all(o.status == "done" for o in outcomes), [o.message for o in outcomes]
+    combinations = outcomes[1 if order == "products first" else 0].to_json()
+    assert any("RP-MacBookAir" in p["reason"] for p in combinations["problems"]
+               if p["severity"] == "error" and p.get("product") == "3"), combinations["problems"][:3]
+    assert combinations["counts"]["rows_refused"] == 4
+    stored = {p["source_product_code"]: p for p in sb.state()["products"]}
+    combined = 0
+    for product_id, facts in join["products"].items():
+        if product_id == "3":
+            continue
+        product = stored[product_id]
+        assert product["title"] == facts["product_name"]
+        variants = {v["source_variant_code"]: v for v in product["variants"]}
+        assert len(variants) == len(facts["combinations"])  # the product's own row is retired
+        for combination in facts["combinations"]:
+            variant = variants[combination["reference"]]
+            assert Decimal(str(variant["price"])) == Decimal(combination["price"]), combination
+            assert variant["qty"] == int(combination["qty"])
+            options = [o["name"] for o in sorted(product["options"], key=lambda o: o["position"])]
+            assert [variant[f"option{i}"] for i in range(1, len(options) + 1)] == list(
+                combination["options"].values())
+        combined += len(variants)
+    assert combined == join["combinations"] - 4  # MacBook Air's 4 combinations held back
+    sent = [e for e in sb.state()["queue"] if e["kind"] == "product" and e["source_product_code"] == "1"]
+    assert sum(1 for e in sent if e["source_variant_code"] == "RP-Nano-Blue-16GB") == 1  # each combination once
+
+
+@pytest.mark.parametrize("order", ["models first", "products first"])
+def test_akeneo_products_join_their_root_models(make_sandbox, tmp_path, order):
+    """product_models.csv and products.csv in either order: a product naming a model is a variant of its
+    root model (two levels, codes ignoring case), with the root's fields (facts.joins.akeneo). One root,
+    model-biker-jacket, is held back: its leather and polyester sub-models differ on material, which is not
+    one of the preset's options, so two of its variants repeat an option combination (the reason is given)."""
+    join = _joins()["akeneo"]
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    pipeline = pipeline_for(tmp_path, sb)
+    files = [(CORPUS / join["files"][0], "akeneo-models"), (CORPUS / join["files"][1], "akeneo-products")]
+    if order == "products first":
+        files.reverse()
+    outcomes = [pipeline.run_file(path, mapping=preset) for path, preset in files]
+    assert all(o.status == "done" for o in outcomes), [o.message for o in outcomes]
+    problems = [p for o in outcomes for p in o.to_json()["problems"] if p["severity"] == "error"]
+    assert {p["product"] for p in problems} == {"model-biker-jacket"}
+    assert all("repeats the options" in p["reason"] or "held back" in p["reason"] for p in problems)
+    stored = {p["source_product_code"]: p for p in sb.state()["products"]}
+    variants = {v["source_variant_code"]: code for code, p in stored.items() for v in p["variants"]}
+    with open(CORPUS / join["files"][1], encoding="utf-8", newline="") as f:
+        parents = {r["sku"]: r["parent"] for r in csv.DictReader(f, delimiter=";") if r["parent"]}
+    under_models = [sku for sku in parents if sku in variants]
+    roots = {variants[sku] for sku in under_models}
+    assert len(under_models) == join["products_with_parent"] - 6  # model-biker-jacket's 6 variants held back
+    assert len(roots) == join["root_models_used"] - 1
+    for sku, facts in join["samples"].items():
+        product = stored[variants[sku]]
+        assert product["source_product_code"] == facts["root_model"], sku
+        assert product["collection"] == facts["root_collection"]
+    assert pipeline.ledger.waiting_rows(pipeline.endpoint) == []

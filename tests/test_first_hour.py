@@ -214,7 +214,7 @@ def test_the_readme_says_which_shared_option_each_command_takes_and_help_agrees(
         offered = _options(sub) & shared
         assert offered == claimed[command], (
             f"connector {command} --help offers {sorted(offered)}, the README says {sorted(claimed[command])}")
-        sub.parse_args([*(["x"] if command in ("push", "check") else []), *_example_values(claimed[command])])
+        sub.parse_args([*(["x"] if command in ("push", "check", "show") else []), *_example_values(claimed[command])])
 
 
 def _example_values(options: set[str]) -> list[str]:

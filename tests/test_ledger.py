@@ -10,13 +10,20 @@ import pytest
 
 from connector.errors import LedgerError
 from connector.ledger import Ledger
+from connector.model import ImageJob
 from connector.report import Report
+from connector.wire import item_hash
 
 ENDPOINT = "http://api#source=1"
 
 
 def item(code: str, variant: str) -> dict:
     return {"source": {"source_product_code": code}, "product": {"variants": {"source_variant_code": variant}}}
+
+
+def image_job(code: str, image_id: str, sha256: str) -> ImageJob:
+    return ImageJob(path="/x", sha256=sha256, size=1, format="JPEG", source_product_code=code,
+                    source_variant_code=None, image_id=image_id, main=False, line=2)
 
 
 def journal(ledger: Ledger, name: str, batches, images=(), endpoint=ENDPOINT) -> int:
@@ -45,7 +52,7 @@ def test_jobs_drain_in_the_order_written_and_images_after_their_batch(tmp_path):
         if job.kind == "products":
             ledger.products_acknowledged(job.id, [])
         else:
-            ledger.images_acknowledged([(job.id, "P", "sha")])
+            ledger.images_acknowledged([(job.id, image_job("P", "p.jpg", "sha"))])
     first_batch = ledger.db.execute("SELECT MIN(id) FROM jobs").fetchone()[0]
     assert order == [("products", None), ("products", None), ("image", first_batch), ("products", None)]
 
@@ -62,12 +69,14 @@ def test_an_acknowledgement_and_what_it_acknowledged_are_one_transaction(tmp_pat
     ledger = Ledger.open(tmp_path / "state")
     journal(ledger, "a", [[item("P", "P-1"), item("P", "P-2")]])
     job = ledger.next_job(ENDPOINT)
-    ledger.products_acknowledged(job.id, [("P", "P-1", "h1")], remaining=[item("P", "P-2")])
+    ledger.products_acknowledged(job.id, [item("P", "P-1")], remaining=[item("P", "P-2")])
     job = ledger.next_job(ENDPOINT)
     assert job.payload == [item("P", "P-2")]  # half acknowledged: only the rest is left to send
-    ledger.products_acknowledged(job.id, [("P", "P-2", "h2")])
+    assert [v.variant_code for v in ledger.catalogue_variants(ENDPOINT)] == ["P-1"]
+    ledger.products_acknowledged(job.id, [item("P", "P-2")])
     assert ledger.next_job(ENDPOINT) is None
-    assert ledger.sent_hashes(["P"]) == {("P", "P-1"): "h1", ("P", "P-2"): "h2"}
+    assert ledger.catalogue_hashes(ENDPOINT, ["P"]) == {("P", "P-1"): item_hash(item("P", "P-1")),
+                                                        ("P", "P-2"): item_hash(item("P", "P-2"))}
     with sqlite3.connect(tmp_path / "state" / "ledger.sqlite") as db:  # a second process sees it all
         assert db.execute("SELECT state FROM jobs").fetchall() == [("done",)]
 

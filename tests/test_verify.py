@@ -204,15 +204,6 @@ def test_acknowledged_reads_the_last_acknowledged_item_of_each_variant_for_this_
     assert asked == [1, 1, 0, 0]
 
 
-@pytest.mark.parametrize("code", ["K", "Café", 'quote"and\\back', "tab\there", "😀"])
-def test_codes_are_found_in_a_journaled_payload_without_parsing_it(code):
-    from connector.verify import _codes_in
-    from connector.wire import encode_text
-
-    payload = encode_text([item(code, "v"), item("other", "w")])
-    assert _codes_in(payload) == {code, "other"}
-
-
 def item(code: str, variant: str, **fields) -> dict:
     title = fields.pop("title", "T")
     return {"source": {"source_product_code": code, "product_active": "true"},

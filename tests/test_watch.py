@@ -100,6 +100,10 @@ class RecordingPipeline:
         self.drains += 1
         return self.drain_answers.pop(0) if self.drain_answers else True
 
+    def tidy(self) -> int:
+        self.tidied = getattr(self, "tidied", 0) + 1
+        return 0
+
     def close(self) -> None:
         self.closed = True
 
@@ -955,3 +959,23 @@ def test_a_file_run_to_the_end_leaves_no_start_count_behind(tmp_path):
     assert Attempts(tmp_path / "attempts.json").begin("a.csv") == 2  # a restart after a death counts it
     Attempts(tmp_path / "attempts.json").end("a.csv")
     assert Attempts(tmp_path / "attempts.json").counts == {}
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+def test_archived_and_failed_files_older_than_retention_days_are_removed_and_the_ledger_compacted(tmp_path):
+    settings = make_settings(tmp_path)
+    settings.retention.days = 30
+    old, recent = time.time() - 31 * 86400, time.time() - 29 * 86400
+    for folder in (settings.folders.archive / "2026-01-01", settings.folders.failed):
+        folder.mkdir(parents=True)
+        for name, when in (("old.csv", old), ("old.report.json", old), ("recent.csv", recent)):
+            (folder / name).write_text("x", encoding="utf-8")
+            os.utime(folder / name, (when, when))
+    pipeline = RecordingPipeline()
+    with serving(settings, pipeline):
+        wait_until(lambda: getattr(pipeline, "tidied", 0) >= 1, what="the ledger compacted")
+        wait_until(lambda: not list(settings.folders.failed.glob("old*")), what="old failed files removed")
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.csv")
+                  if "archive" in p.parts or "failed" in p.parts)
+    assert left == ["archive/2026-01-01/recent.csv", "failed/recent.csv"]

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connector import inbox
+from connector import inbox, retention
 from connector.clock import Clock
 from connector.common import write_json_atomic
 from connector.config import Settings
@@ -59,6 +59,7 @@ HEARTBEAT_S = 5.0  # how often health is looked at while waiting or busy with on
 INTERNAL_ATTEMPTS = 3  # an unexpected error on the same file this often: it goes to failed/
 KILLED_ATTEMPTS = 3  # the service died this often while running the same file: it goes to failed/
 FAILED_RECOUNT_S = 300.0  # failed/ is walked at start-up and at most this often; counted in between
+RETENTION_EVERY_S = 6 * 3600.0  # old archived/failed files removed and the ledger compacted this often
 OWNER_STALE_S = 3600.0  # an Office owner file this old is probably left over from a crash
 PROBLEMS_SHOWN = 5  # per kind of problem in health; the rest are counted
 
@@ -148,6 +149,7 @@ class Watcher:
         self.all_refused: dict[str, str] = {}  # files whose every item the API refused, and why to look
         self.verifier = VerifySchedule(settings, clock, log)  # verify what was pushed, some minutes later
         self.on_file_failed: Callable[[str, str], None] | None = None  # alerts (connector.notify); never blocks
+        self._tidied_at: float | None = None
 
     # the loop
 
@@ -170,6 +172,7 @@ class Watcher:
                 self._take(candidate)
             self._verify_if_due()
             self._publish()
+            self._tidy()
             self._sleep_until_next()
 
     def _blocked(self) -> bool:
@@ -565,6 +568,33 @@ class Watcher:
     def _verify_if_due(self) -> None:
         """Verify the products of the files pushed `verify.after_minutes` ago, on the pipeline's thread."""
         self.verifier.run_if_due(lambda check, busy: self._call(check, self.pipeline, busy=busy))
+
+    def _tidy(self) -> None:
+        """At start-up and every RETENTION_EVERY_S: remove archived and failed files (and their reports)
+        older than retention.days, and compact the ledger (DESIGN.md: retention)."""
+        if self._tidied_at is not None and self.clock.monotonic() - self._tidied_at < RETENTION_EVERY_S:
+            return
+        self._tidied_at = self.clock.monotonic()
+        before = self.clock.time() - self.settings.retention.days * 86400
+        removed = 0
+        for folder in (self.folders.archive, self.folders.failed):
+            try:
+                removed += retention.remove_old(folder, before)
+            except OSError as exc:
+                self.log.warning("cannot remove old files from %s: %s", folder, exc)
+        try:
+            compacted = self._call(self.pipeline.tidy, busy="compacting the ledger")
+        except Abandoned:
+            raise
+        except Exception as exc:  # noqa: BLE001 - compaction is housekeeping: it never stops the service
+            self.log.warning("the ledger was not compacted: %s", exc, extra={"event": "retention_error"})
+            compacted = 0
+        if removed or compacted:
+            self.log.info("retention: removed %d files older than %d days; dropped the bodies of %d old jobs",
+                          removed, self.settings.retention.days, compacted or 0,
+                          extra={"event": "retention", "files": removed, "jobs": compacted})
+        if removed:
+            self._count_failed()
 
     # health
 

@@ -1,0 +1,525 @@
+"""The catalogue: what each source acknowledged, across files and runs, end to end over HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from connector.config import Rule
+from connector.ledger import Ledger
+from connector.sandbox import Faults
+from connector.wire import item_hash
+from tests.support import pipeline_for, settings_for
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture
+def fast_sandbox(make_sandbox):
+    return make_sandbox(rate=1000.0, unauth_rate=1000.0)
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    folder = tmp_path / "drop"
+    shutil.copytree(EXAMPLES, folder, ignore=shutil.ignore_patterns("*.py"))
+    return folder
+
+
+def product_items(sb) -> list[dict]:
+    return [e for e in sb.state()["queue"] if e["kind"] == "product"]
+
+
+def test_one_state_folder_used_for_two_sources_sends_each_every_item(make_sandbox, tmp_path, example):
+    test_account = make_sandbox(rate=1000.0, unauth_rate=1000.0, source_id=1)
+    live = make_sandbox(rate=1000.0, unauth_rate=1000.0, source_id=2)
+    assert pipeline_for(tmp_path, test_account).run_file(example / "products.csv").status == "done"
+    settings = settings_for(tmp_path, live)
+    settings.api.source_id = 2
+    pipeline = pipeline_for(tmp_path, live, settings)
+    outcome = pipeline.run_file(example / "products.csv")
+    assert outcome.status == "done", outcome.message
+    assert len(product_items(live)) == len(product_items(test_account)) == 9
+    assert len(live.state()["images"]) == 4
+    codes = {(v.product_code, v.variant_code) for v in pipeline.ledger.catalogue_variants(pipeline.endpoint)}
+    first = pipeline_for(tmp_path, test_account).endpoint
+    assert codes == {(v.product_code, v.variant_code) for v in pipeline.ledger.catalogue_variants(first)}
+    assert len(codes) == 9
+
+
+def test_a_replaced_picture_with_the_same_export_sends_that_picture_and_nothing_else(fast_sandbox, tmp_path,
+                                                                                     example):
+    pipeline = pipeline_for(tmp_path, fast_sandbox)
+    assert pipeline.run_file(example / "products.csv").status == "done"
+    before = len(fast_sandbox.state()["queue"])
+    assert pipeline.run_file(example / "products.csv").status == "done"  # untouched: nothing goes
+    assert len(fast_sandbox.state()["queue"]) == before
+
+    shutil.copy(example / "images" / "tee-white.jpg", example / "images" / "mug.jpg")  # a new photo of the mug
+    again = pipeline.run_file(example / "products.csv")
+    assert again.status == "done", again.message
+    new = fast_sandbox.state()["queue"][before:]
+    assert [(e["kind"], e["source_product_code"], e["image_id"]) for e in new] == [("image", "00471", "mug.jpg")]
+    assert again.to_json()["counts"]["items_sent"] == 0
+    image = next(i for i in pipeline.ledger.catalogue_images(pipeline.endpoint, ["00471"]))
+    assert image.image_id == "mug.jpg" and image.file == "products.csv"
+
+
+def test_the_catalogue_keeps_each_item_with_the_file_and_mapping_that_set_it(fast_sandbox, tmp_path, example):
+    pipeline = pipeline_for(tmp_path, fast_sandbox)
+    assert pipeline.run_file(example / "products.csv").status == "done"
+    variants = {v.variant_code: v for v in pipeline.ledger.catalogue_variants(pipeline.endpoint, ["TEE-CLASSIC"])}
+    assert sorted(variants) == ["TEE-BLA-L", "TEE-BLA-M", "TEE-BLA-S", "TEE-WHI-L", "TEE-WHI-M", "TEE-WHI-S"]
+    tee = variants["TEE-BLA-M"]
+    assert tee.item["product"]["variants"]["sku"] and tee.item["product"]["title"] == "Classic Cotton Tee"
+    assert (tee.file, tee.mapping) == ("products.csv", "stock2shop") and tee.at > 0
+    sent = [e for e in product_items(fast_sandbox) if e["source_variant_code"] == "TEE-BLA-M"]
+    assert len(sent) == 1
+    (record,) = pipeline.ledger.catalogue_products(pipeline.endpoint, ["TEE-CLASSIC"])
+    assert record.record["product"]["title"] == "Classic Cotton Tee" and "variants" not in record.record["product"]
+    assert record.record["source"]["source_product_code"] == "TEE-CLASSIC"
+
+
+def test_an_old_ledger_becomes_a_catalogue_for_the_source_that_acknowledged_it(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    endpoint = "http://api#source=1"
+    tee = {"source": {"source_product_code": "TEE"}, "product": {"title": "Tee", "variants": {
+        "source_variant_code": "TEE-M", "sku": "TEE-M", "qty": 3}}}
+    stale = {"source": {"source_product_code": "MUG"}, "product": {"title": "Mug", "variants": {
+        "source_variant_code": "MUG", "sku": "MUG"}}}
+    with sqlite3.connect(state / "ledger.sqlite") as db:  # the schema before the catalogue
+        db.executescript("""
+            CREATE TABLE files (id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, name TEXT NOT NULL,
+                size INTEGER NOT NULL, mtime_ns INTEGER, mapping_sha256 TEXT, endpoint TEXT NOT NULL DEFAULT '',
+                status TEXT NOT NULL, report TEXT NOT NULL, rejected TEXT NOT NULL DEFAULT '{}',
+                started_at REAL, created_at REAL NOT NULL, finished_at REAL);
+            CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, file_id INTEGER NOT NULL, kind TEXT NOT NULL,
+                payload TEXT NOT NULL, after_job INTEGER, state TEXT NOT NULL DEFAULT 'pending',
+                attempts INTEGER NOT NULL DEFAULT 0, acked INTEGER, last_error TEXT, created_at REAL NOT NULL,
+                done_at REAL);
+            CREATE TABLE sent (source_product_code TEXT NOT NULL, source_variant_code TEXT NOT NULL,
+                hash TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (source_product_code, source_variant_code));
+            CREATE TABLE sent_images (source_product_code TEXT NOT NULL, sha256 TEXT NOT NULL, at REAL NOT NULL,
+                PRIMARY KEY (source_product_code, sha256));
+        """)
+        report = json.dumps({"mapping": {"name": "stock2shop", "sha256": "m"}})
+        db.execute("INSERT INTO files VALUES (1, 'f', 'products.csv', 1, 1, 'm', ?, 'done', ?, '{}', 1, 1, 2)",
+                   (endpoint, report))
+        db.execute("INSERT INTO jobs (file_id, kind, payload, state, created_at, done_at)"
+                   " VALUES (1, 'products', ?, 'done', 1, 5)", (json.dumps([tee, stale]),))
+        db.execute("INSERT INTO jobs (file_id, kind, payload, state, created_at, done_at) VALUES (1, 'image', ?,"
+                   " 'done', 1, 6)", (json.dumps({"source_product_code": "TEE", "source_variant_code": None,
+                                                  "image_id": "tee.jpg", "sha256": "abc"}),))
+        db.executemany("INSERT INTO sent VALUES (?, ?, ?, 5)", [
+            ("TEE", "TEE-M", item_hash(tee)),
+            ("MUG", "MUG", "another-version"),  # acknowledged in a form no batch of the ledger holds
+        ])
+        db.execute("INSERT INTO sent_images VALUES ('TEE', 'abc', 6)")
+
+    ledger = Ledger.open(state)
+    (variant,) = ledger.catalogue_variants(endpoint)
+    assert (variant.product_code, variant.variant_code, variant.item) == ("TEE", "TEE-M", tee)
+    assert (variant.file, variant.mapping, variant.at) == ("products.csv", "stock2shop", 5)
+    assert list(ledger.catalogue_variants("http://other#source=2")) == []  # never shared with another source
+    assert [p.product_code for p in ledger.catalogue_products(endpoint)] == ["TEE"]
+    assert [(i.product_code, i.image_id, i.sha256) for i in ledger.catalogue_images(endpoint)] == [
+        ("TEE", "tee.jpg", "abc")]
+    tables = {r[0] for r in ledger.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not tables & {"sent", "sent_images"}
+    ledger.close()
+    Ledger.open(state).close()  # opening again finds nothing left to migrate
+
+
+# -- update files -------------------------------------------------------------------------------
+
+CORPUS = ROOT.parent / "shared" / "corpus"
+OPENBOXES = CORPUS / "openboxes"
+
+STOCK_MAPPING = """
+name: warehouse-stock
+mode: update
+update: {clear: "-"}
+source: {decimal: "."}
+group_by: Product code
+same_variant: sum
+variant:
+  source_variant_code: Product code
+  qty_availability:
+    entries: [{name: "{warehouse}", value: {column: Physical QOH, type: int}}]
+  qty: {sum: qty_availability}
+"""
+
+
+def stock_settings(tmp_path: Path, sb, mapping: str = STOCK_MAPPING, **update):
+    settings = settings_for(tmp_path, sb)
+    folder = tmp_path / "mappings"
+    folder.mkdir(exist_ok=True)
+    (folder / "warehouse-stock.yaml").write_text(mapping, encoding="utf-8")
+    return settings
+
+
+def stored(sb) -> dict[str, dict]:
+    return {p["source_product_code"]: p for p in sb.state()["products"]}
+
+
+def product_requests(sb) -> int:
+    return sb.state()["stats"]["by_path"].get("/v1/products/queue", 0)
+
+
+def copy_corpus(tmp_path: Path, *names: str) -> Path:
+    folder = tmp_path / "drop"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        shutil.copy(OPENBOXES / name, folder / name)
+    return folder
+
+
+def test_a_stock_file_after_the_full_file_changes_only_the_quantities_in_one_request(fast_sandbox, tmp_path):
+    drop = copy_corpus(tmp_path, "products.csv", "mainWarehouseInventory.csv")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, stock_settings(tmp_path, fast_sandbox))
+    assert pipeline.run_file(drop / "products.csv", mapping="openboxes").status == "done"
+    before = stored(fast_sandbox)["QX039"]
+    requests = product_requests(fast_sandbox)
+
+    outcome = pipeline.run_file(drop / "mainWarehouseInventory.csv", mapping="warehouse-stock")
+    assert outcome.status == "done", outcome.message
+    after = stored(fast_sandbox)["QX039"]
+    for name in ("title", "product_type", "tags", "meta"):
+        assert after[name] == before[name], name
+    assert after["meta"] and after["product_type"] == "Pain" and after["tags"]
+    (variant,) = after["variants"]
+    assert variant["price"] == 0.25 and variant["qty"] == 100000
+    assert variant["qty_availability"] == [{"description": "mainWarehouseInventory", "qty": 100000}]
+    assert product_requests(fast_sandbox) - requests == 1  # 57 merged items in one request
+    (record,) = pipeline.ledger.catalogue_variants(pipeline.endpoint, ["QX039"])
+    assert (record.file, record.mapping) == ("mainWarehouseInventory.csv", "warehouse-stock")
+
+
+def test_three_warehouse_files_keep_three_entries_and_none_is_lost_when_one_comes_again(fast_sandbox, tmp_path):
+    names = ("products.csv", "mainWarehouseInventory.csv", "bostonWarehouseInventory.csv",
+             "chicagoWarehouseInventory.csv")
+    drop = copy_corpus(tmp_path, *names)
+    settings = stock_settings(tmp_path, fast_sandbox)
+    settings.rules = [Rule(pattern="*WarehouseInventory.csv", mapping="warehouse-stock", warehouse="{stem}")]
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(drop / "products.csv", mapping="openboxes").status == "done"
+    for name in names[1:]:
+        assert pipeline.run_file(drop / name).status == "done"
+    (tz835,) = stored(fast_sandbox)["TZ835"]["variants"]
+    by_warehouse = {e["description"]: e["qty"] for e in tz835["qty_availability"]}
+    assert by_warehouse == {"mainWarehouseInventory": 7600, "bostonWarehouseInventory": 3800,
+                            "chicagoWarehouseInventory": 760}
+    assert tz835["qty"] == 7600 + 3800 + 760 and tz835["price"] == 0.29
+
+    requests = product_requests(fast_sandbox)
+    assert pipeline.run_file(drop / "bostonWarehouseInventory.csv").status == "done"  # the same file again
+    assert product_requests(fast_sandbox) == requests  # ... sends nothing
+    text = (drop / "bostonWarehouseInventory.csv").read_text(encoding="utf-8")
+    (drop / "bostonWarehouseInventory.csv").write_text(text.replace(",003P218,01/31/2023,RACK1-SHELF1,,3800,",
+                                                                    ",003P218,01/31/2023,RACK1-SHELF1,,3700,"),
+                                                       encoding="utf-8")
+    changed = pipeline.run_file(drop / "bostonWarehouseInventory.csv")
+    assert changed.status == "done" and changed.to_json()["counts"]["items_sent"] == 1
+    assert product_requests(fast_sandbox) - requests == 1
+    (tz835,) = stored(fast_sandbox)["TZ835"]["variants"]
+    assert {e["description"]: e["qty"] for e in tz835["qty_availability"]} == {
+        "mainWarehouseInventory": 7600, "bostonWarehouseInventory": 3700, "chicagoWarehouseInventory": 760}
+    assert tz835["qty"] == 7600 + 3700 + 760
+
+
+def test_a_stock_file_before_its_products_waits_then_whole_items_go_once(fast_sandbox, tmp_path):
+    drop = copy_corpus(tmp_path, "products.csv", "mainWarehouseInventory.csv")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, stock_settings(tmp_path, fast_sandbox))
+    early = pipeline.run_file(drop / "mainWarehouseInventory.csv", mapping="warehouse-stock")
+    assert early.status == "done", early.message
+    assert fast_sandbox.state()["queue"] == []  # nothing half is ever sent
+    counts = early.to_json()["counts"]
+    assert counts["rows_waiting"] == 57 and counts["items_sent"] == 0
+    waiting = [p for p in early.to_json()["problems"] if p["kind"] == "waiting"]
+    assert "waiting for its product" in waiting[0]["reason"]
+
+    products = pipeline.run_file(drop / "products.csv", mapping="openboxes")
+    assert products.status == "done", products.message
+    sent = Counter_of(fast_sandbox)
+    assert len(sent) == 57 and set(sent.values()) == {1}  # each whole item once
+    (variant,) = stored(fast_sandbox)["QX039"]["variants"]
+    assert variant["qty"] == 100000 and variant["price"] == 0.25
+    assert stored(fast_sandbox)["QX039"]["title"] == "Morphine 10mg immediate release tablet"
+    assert pipeline.ledger.waiting_rows(pipeline.endpoint) == []
+
+
+def Counter_of(sb) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in sb.state()["queue"]:
+        if e["kind"] == "product":
+            out[e["source_variant_code"]] = out.get(e["source_variant_code"], 0) + 1
+    return out
+
+
+PRICE_MAPPING = """
+name: prices
+mode: update
+update: {key: sku, clear: "-"}
+group_by: sku
+variant:
+  sku: sku
+  price: {column: price, type: decimal}
+  barcode: {column: was}
+product:
+  vendor: brand
+"""
+
+
+def test_an_update_by_sku_keeps_blanks_clears_on_purpose_and_changes_the_whole_product(fast_sandbox, tmp_path,
+                                                                                       example):
+    settings = stock_settings(tmp_path, fast_sandbox, PRICE_MAPPING)
+    (tmp_path / "mappings" / "prices.yaml").write_text(PRICE_MAPPING, encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(example / "products.csv").status == "done"
+    tee = {v["sku"]: v for v in stored(fast_sandbox)["TEE-CLASSIC"]["variants"]}
+    sku = sorted(tee)[0]
+    assert tee[sku]["barcode"]
+    requests = product_requests(fast_sandbox)
+    (example / "prices.csv").write_text(f"sku,price,was,brand\n{sku},111.5,,Acme\nNOPE-1,5,,\n", encoding="utf-8")
+    outcome = pipeline.run_file(example / "prices.csv", mapping="prices")
+    assert outcome.status == "done", outcome.message
+    after = stored(fast_sandbox)["TEE-CLASSIC"]
+    variants = {v["sku"]: v for v in after["variants"]}
+    assert variants[sku]["price"] == 111.5
+    assert variants[sku]["barcode"] == tee[sku]["barcode"]  # blank keeps
+    assert after["vendor"] == "Acme"  # a product-level field: every variant of the product takes it
+    assert outcome.to_json()["counts"]["items_sent"] == len(variants) and product_requests(fast_sandbox) == requests + 1
+    assert outcome.to_json()["counts"]["rows_waiting"] == 1  # NOPE-1 is not known
+
+    (example / "prices2.csv").write_text(f"sku,price,was,brand\n{sku},,,-\n", encoding="utf-8")
+    cleared = pipeline.run_file(example / "prices2.csv", mapping="prices")
+    assert cleared.status == "done", cleared.message
+    after = stored(fast_sandbox)["TEE-CLASSIC"]
+    assert not after.get("vendor")  # cleared on purpose
+    assert {v["sku"]: v for v in after["variants"]}[sku]["price"] == 111.5  # blank keeps
+
+
+def test_a_row_waits_at_most_update_wait_days_then_is_reported_abandoned(fast_sandbox, tmp_path):
+    drop = copy_corpus(tmp_path, "products.csv", "mainWarehouseInventory.csv")
+    clock = [1_000_000.0]
+    settings = stock_settings(tmp_path, fast_sandbox, STOCK_MAPPING.replace('update: {clear: "-"}',
+                                                                            "update: {wait_days: 2}"))
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings, clock=lambda: clock[0])
+    pipeline.ledger.clock = lambda: clock[0]
+    assert pipeline.run_file(drop / "mainWarehouseInventory.csv", mapping="warehouse-stock").status == "done"
+    clock[0] += 3 * 86400
+    outcome = pipeline.run_file(drop / "products.csv", mapping="openboxes")
+    assert outcome.to_json()["counts"]["rows_abandoned"] == 57
+    abandoned = [p for p in outcome.to_json()["problems"] if p["kind"] == "waiting"]
+    assert len(abandoned) == 57 and "abandoned" in abandoned[0]["reason"]
+    (variant,) = stored(fast_sandbox)["QX039"]["variants"]
+    assert "qty" not in variant or variant["qty"] in (None, 0)
+    assert pipeline.ledger.waiting_rows(pipeline.endpoint) == []
+
+
+def test_a_merged_send_killed_midway_resumes_and_every_item_goes_whole_once(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    drop = copy_corpus(tmp_path, "products.csv", "mainWarehouseInventory.csv")
+    settings = stock_settings(tmp_path, sb)
+    assert pipeline_for(tmp_path, sb, settings).run_file(drop / "products.csv", mapping="openboxes").status == "done"
+    first = len(sb.state()["queue"])
+    sb.set_faults(Faults(seed=1, latency=0.3))
+    (tmp_path / "connector.yaml").write_text(
+        f"batch:\n  max_items: 5\nfolders:\n  mappings: {tmp_path / 'mappings'}\n", encoding="utf-8")
+    env = {**os.environ, "S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo",
+           "S2S_SOURCE_ID": "1", "S2S_STATE_DIR": str(tmp_path / "state"), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "connector", "push", str(drop / "mainWarehouseInventory.csv"),
+           "--mapping", "warehouse-stock", "--report-dir", str(tmp_path / "r")]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ledger = tmp_path / "state" / "ledger.sqlite"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(ledger) as db:
+            if db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'done' AND file_id > 1").fetchone()[0]:
+                break  # the merged items journaled, and their first batch acknowledged
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the push never journaled its work")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    with sqlite3.connect(ledger) as db:
+        pending = db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'pending'").fetchone()[0]
+    assert pending > 0  # killed in the middle of the merged send
+
+    sb.set_faults(Faults())
+    rerun = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    merged = [e for e in sb.state()["queue"][first:] if e["kind"] == "product"]
+    sent: dict[str, int] = {}
+    for e in merged:
+        sent[e["source_variant_code"]] = sent.get(e["source_variant_code"], 0) + 1
+    assert len(sent) == 57
+    assert sum(n - 1 for n in sent.values()) <= 5  # at most the batch in flight at the kill went twice
+    for product in sb.state()["products"]:  # none half: every stored item is whole, with its new qty
+        (variant,) = product["variants"]
+        assert product["title"] and product["product_type"] is not None and variant["price"] is not None
+        assert variant["qty_availability"][0]["description"] == "mainWarehouseInventory"
+    assert stored(sb)["QX039"]["variants"][0]["qty"] == 100000
+    catalogue = Ledger.open(tmp_path / "state")
+    endpoint = pipeline_for(tmp_path, sb, settings).endpoint
+    assert {v.file for v in catalogue.catalogue_variants(endpoint)} == {"mainWarehouseInventory.csv"}
+
+
+# -- vanished products ----------------------------------------------------------------------------
+
+COMPLETE_MAPPING = """
+name: full-catalogue
+complete: true
+vanished: delete
+group_by: code
+product:
+  title: title
+variant:
+  source_variant_code: code
+  sku: code
+  price: {column: price, type: decimal}
+"""
+
+
+def catalogue_file(path: Path, codes) -> Path:
+    path.write_text("code,title,price\n" + "".join(f"P{n:03},Product {n},{n}.50\n" for n in codes),
+                    encoding="utf-8")
+    return path
+
+
+def test_a_complete_file_missing_60_percent_deletes_nothing_and_says_so_until_allowed(fast_sandbox, tmp_path):
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "full-catalogue.yaml").write_text(COMPLETE_MAPPING, encoding="utf-8")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(catalogue_file(drop / "all.csv", range(10)), mapping="full-catalogue").status == "done"
+    assert len(stored(fast_sandbox)) == 10
+
+    partial = catalogue_file(drop / "monday.csv", range(4))  # 6 of 10 products are missing
+    guarded = pipeline.run_file(partial, mapping="full-catalogue")
+    assert guarded.status == "done", guarded.message
+    assert len(stored(fast_sandbox)) == 10  # nothing deleted
+    (why,) = [p for p in guarded.to_json()["problems"] if p["kind"] == "vanished"]
+    assert "6 of 10 products" in why["reason"] and "max_vanished (1)" in why["reason"]
+    assert "--allow-deletions" in why["reason"]
+    counts = guarded.to_json()["counts"]
+    assert counts["products_vanished"] == 6 and counts["products_deleted"] == 0
+
+    refused = drop / "broken.csv"  # a file refused for its data never deletes
+    refused.write_text("code,title,price\nP000,,x\n", encoding="utf-8")
+    assert pipeline.run_file(refused, mapping="full-catalogue").status == "refused"
+    assert len(stored(fast_sandbox)) == 10
+
+    allowed = pipeline_for(tmp_path, fast_sandbox, settings, allow_deletions=True)
+    shutil.copy(partial, drop / "tuesday.csv")
+    outcome = allowed.run_file(drop / "tuesday.csv", mapping="full-catalogue")
+    assert outcome.status == "done", outcome.message
+    assert sorted(stored(fast_sandbox)) == ["P000", "P001", "P002", "P003"]  # exactly those deleted
+    deletes = [e for e in fast_sandbox.state()["queue"] if e.get("status") == "accepted" and
+               e["source_product_code"] in {f"P{n:03}" for n in range(4, 10)}]
+    assert deletes and outcome.to_json()["counts"]["products_deleted"] == 6
+    retired = {v.product_code: v.item["source"]["product_active"] for v in allowed.ledger.catalogue_variants(
+        allowed.endpoint)}
+    assert retired["P009"] == "false" and retired["P000"] == "true"
+    again = allowed.run_file(catalogue_file(drop / "wednesday.csv", range(4)), mapping="full-catalogue")
+    assert again.to_json()["counts"]["products_vanished"] == 0  # retired products are not retired again
+
+
+def test_a_complete_file_with_vanished_keep_reports_and_deletes_nothing(fast_sandbox, tmp_path):
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "full-catalogue.yaml").write_text(
+        COMPLETE_MAPPING.replace("vanished: delete", "vanished: keep"), encoding="utf-8")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings, allow_deletions=True)
+    assert pipeline.run_file(catalogue_file(drop / "all.csv", range(3)), mapping="full-catalogue").status == "done"
+    outcome = pipeline.run_file(catalogue_file(drop / "less.csv", range(2)), mapping="full-catalogue")
+    assert outcome.to_json()["counts"]["products_vanished"] == 1 and len(stored(fast_sandbox)) == 3
+
+
+# -- connector show -------------------------------------------------------------------------------
+
+def test_show_tells_what_the_catalogue_holds_and_what_waits_while_another_process_writes(fast_sandbox, tmp_path,
+                                                                                          example, monkeypatch,
+                                                                                          capsys):
+    from connector.cli import main
+    from tests.support import FakeClock
+
+    pipeline = pipeline_for(tmp_path, fast_sandbox, stock_settings(tmp_path, fast_sandbox))
+    assert pipeline.run_file(example / "products.csv").status == "done"
+    (example / "stock.csv").write_text("Product code,Physical QOH\nNEW-1,5\n", encoding="utf-8")
+    assert pipeline.run_file(example / "stock.csv", mapping="warehouse-stock").to_json()["counts"]["rows_waiting"] == 1
+    for name, value in {"S2S_API_URL": fast_sandbox.url, "S2S_SOURCE_ID": "1",
+                        "S2S_STATE_DIR": str(tmp_path / "state")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    writer = sqlite3.connect(tmp_path / "state" / "ledger.sqlite", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process (watch) holds the write lock
+    try:
+        capsys.readouterr()
+        assert main(["show", "TEE-BLA-M"], clock=FakeClock()) == 0  # a variant code finds its product
+        text = capsys.readouterr().out
+        assert "product TEE-CLASSIC" in text and "Classic Cotton Tee" in text
+        assert "variant TEE-WHI-S: set by products.csv (stock2shop) at" in text
+        assert "image tee-black.jpg" in text
+        assert main(["show", "NEW-1", "--json"], clock=FakeClock()) == 0
+        found = json.loads(capsys.readouterr().out)
+        assert found["products"] == [] and found["waiting"][0]["file"] == "stock.csv"
+        assert main(["show", "NOTHING"], clock=FakeClock()) == 1
+        assert "not in the catalogue" in capsys.readouterr().out
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+def test_compaction_drops_old_bodies_and_keeps_counts_the_catalogue_and_what_is_unsent(make_sandbox, tmp_path,
+                                                                                       example):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    now = [time.time()]
+    pipeline = pipeline_for(tmp_path, sb, clock=lambda: now[0])
+    pipeline.ledger.clock = lambda: now[0]
+    assert pipeline.run_file(example / "products.csv").status == "done"
+    file_id = pipeline.ledger.db.execute("SELECT MAX(id) FROM files").fetchone()[0]
+    counts = pipeline.ledger.file_sent_counts(file_id)
+    assert pipeline.tidy() == 0  # nothing is old yet
+    sb.set_faults(Faults(seed=1, error_rate=1.0))
+    shutil.copy(example / "products.csv", example / "later.csv")
+    text = (example / "later.csv").read_text(encoding="utf-8").replace("Classic Cotton Tee", "Cotton Tee")
+    (example / "later.csv").write_text(text, encoding="utf-8")
+    assert pipeline.run_file(example / "later.csv").status == "waiting"  # journaled, not acknowledged
+
+    now[0] += 91 * 86400
+    assert pipeline.tidy() > 0
+    kept = dict(pipeline.ledger.db.execute("SELECT state, MIN(payload != 'null') FROM jobs GROUP BY state"))
+    assert kept["pending"] == 1  # unsent work keeps its body, however old
+    assert not pipeline.ledger.db.execute("SELECT 1 FROM jobs WHERE state = 'done' AND payload != 'null'").fetchone()
+    assert pipeline.ledger.file_sent_counts(file_id) == counts  # the report's counts survive
+    assert len(list(pipeline.ledger.catalogue_variants(pipeline.endpoint))) == 9
+    sb.set_faults(Faults())
+    assert pipeline.drain() and {p["title"] for p in sb.state()["products"]} >= {"Cotton Tee"}
+
+
+def test_a_row_waiting_for_its_product_sends_no_picture_before_it(fast_sandbox, tmp_path, example):
+    mapping = STOCK_MAPPING + "images:\n  columns: [picture]\n"
+    pipeline = pipeline_for(tmp_path, fast_sandbox, stock_settings(tmp_path, fast_sandbox, mapping))
+    (example / "stock.csv").write_text("Product code,Physical QOH,picture\nNEW-1,5,mug.jpg\n", encoding="utf-8")
+    outcome = pipeline.run_file(example / "stock.csv", mapping="warehouse-stock")
+    assert outcome.status == "done" and outcome.to_json()["counts"]["rows_waiting"] == 1
+    assert outcome.to_json()["counts"]["images_to_send"] == 0
+    assert fast_sandbox.state()["queue"] == []
