@@ -464,7 +464,8 @@ class Plan:
         self.problems.append(Problem(kind="size", reason=reason, line=product.lines[0] if product.lines else None,
                                      product=code))
         refused = {(r.row.sheet, r.row.line) for r in self.rejected}
-        self.rejected.extend(Rejected(Row(line, {}), f"product {code} held back: {reason}")
+        numbers = {row.line: row.row_number for row in self.table.rows if row.sheet is None}
+        self.rejected.extend(Rejected(Row(line, {}, None, numbers.get(line)), f"product {code} held back: {reason}")
                              for line in product.lines if (None, line) not in refused)
 
     def fill(self, report: Report) -> Report:
@@ -473,7 +474,8 @@ class Plan:
         report.mapping_name, report.mapping_sha256 = self.mapping.name, self.mapping.sha256
         t = self.table
         report.read = ReadInfo(format=t.format, encoding=t.encoding, delimiter=t.delimiter, sheet=t.sheet,
-                               rows=len(t.rows))
+                               rows=len(t.rows), encoding_reason=t.encoding_reason, header_row=t.header_row,
+                               columns=list(t.header))
         report.timings.update({k: round(v, 3) for k, v in self.timings.items()})
         c = report.counts
         c.products = len(self.products)
@@ -508,6 +510,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         tick = clock()
         kept, check_problems, held = check_products(built.products)
     problems = [*table.problems, *built.problems, *check_problems]
+    _number_rows(problems, table)
     held = {**built.held, **held}  # held back by a bad row (build) or a broken rule (checks): code -> lines
     products = kept
     timings["check"] = clock() - tick
@@ -572,21 +575,41 @@ def _read_options(spec, settings: Settings) -> dict:
     return {
         "header_row": source.header_row,
         "find_header": source.find_header,
+        "columns": source.columns,
         "sheet": source.sheet,
         "delimiter": source.delimiter,
         "encoding": source.encoding,
+        # the mapping's candidates, else connector.yaml's (a name or a list)
         "legacy_encoding": source.legacy_encoding or settings.legacy_encoding,
         "max_rows": settings.limits.max_rows,
     }
 
 
+def _number_rows(problems: list[Problem], table: Table) -> None:
+    """Give every problem with a line the row a person finds it on in a spreadsheet (Row.row_number)."""
+    if table.format != "csv":  # a workbook's line is its Excel row
+        for p in problems:
+            if p.row_number is None:
+                p.row_number = p.line
+        return
+    numbers: dict[int, int | None] | None = None
+    for p in problems:
+        if p.row_number is None and p.line is not None:
+            if numbers is None:  # only when some problem needs it: a clean file pays nothing
+                numbers = {row.line: row.row_number for row in table.rows}
+            p.row_number = numbers.get(p.line)
+
+
 def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]]) -> list[Rejected]:
     """Every refused row with its reason; rows of a held-back product name the line that held it."""
     reasons: dict[int, str] = {}
+    numbers: dict[int, int] = {}  # rows refused while reading never became a Row: their number is here
     for p in problems:
         if p.severity == "error" and p.line is not None:
             where = f"{p.column}: " if p.column and p.column not in p.reason else ""
             reasons.setdefault(p.line, f"{where}{p.reason}")
+            if p.row_number is not None:
+                numbers.setdefault(p.line, p.row_number)
     for code, lines in held.items():
         first = next((ln for ln in lines if ln in reasons), None)
         for ln in lines:
@@ -596,7 +619,7 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
     for line in sorted(reasons):
         row = by_line.get(line)
         if row is None:
-            row = Row(line, {})  # refused while reading: the cells never became a row
+            row = Row(line, {}, None, numbers.get(line))  # refused while reading: the cells never became a row
         out.append(Rejected(row, reasons[line]))
     return out
 

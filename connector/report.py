@@ -9,7 +9,8 @@ were refused, `<name>.rejected.csv` a person opens in Excel.
       "sha256": "…", "size": 12345,         # of the file's bytes as claimed
       "status": "done",                     # done | refused | waiting | duplicate | checked
       "mapping": {"name": "stock2shop", "sha256": "…"},
-      "read": {"format": "csv", "encoding": "utf-8-sig", "delimiter": ";", "sheet": null, "rows": 120},
+      "read": {"format": "csv", "encoding": "utf-8-sig", "delimiter": ";", "sheet": null, "rows": 120,
+               "encoding_reason": "the whole file is valid UTF-8", "header_row": 1, "columns": ["sku", …]},
       "counts": {
         "products": 30, "variants": 118,    # built from the file
         "products_held_back": 1,            # a row of theirs failed, so none of them was sent
@@ -84,13 +85,21 @@ class Counts:
 
 @dataclass
 class ReadInfo:
-    """How the file was read (recorded so a person can see what the reader decided)."""
+    """How the file was read (recorded so a person can see what the reader decided).
+
+    `encoding_reason`: why the reader chose that encoding; `header_row`: the row the column
+    names came from (as a spreadsheet numbers it; None when the file has no header row);
+    `columns`: the columns found there (or named by position).
+    """
 
     format: str | None = None
     encoding: str | None = None
     delimiter: str | None = None
     sheet: str | None = None
     rows: int = 0
+    encoding_reason: str | None = None
+    header_row: int | None = None
+    columns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -205,7 +214,7 @@ class Report:
 
     def to_ledger(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """What the ledger keeps of a journaled file: the report's JSON and its rejected rows."""
-        rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason] for r in self.rejected]
+        rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason, r.row.row_number] for r in self.rejected]
         return self.to_json(), {"header": self.header, "rows": rows}
 
     @classmethod
@@ -234,8 +243,8 @@ class Report:
         report.duplicate_of, report.backlog = data.get("duplicate_of"), data.get("backlog")
         report.placed_as = data.get("placed_as")
         report.header = list(rejected.get("header") or [])
-        report.rejected = [Rejected(Row(line, cells, sheet), reason)
-                           for line, sheet, cells, reason in rejected.get("rows") or []]
+        report.rejected = [Rejected(Row(line, cells, sheet, *number), reason)  # row_number: kept since issue 11
+                           for line, sheet, cells, reason, *number in rejected.get("rows") or []]
         return report
 
 
@@ -253,17 +262,21 @@ def write_report_files(report: Report, stem: Path, *, sidecar: str = ".report.js
 
 
 def write_rejected_csv(path: Path, header: list[str], rejected: list[Rejected]) -> None:
-    """Write the refused rows to `path`: the original columns, then `line` and `reason`.
+    """Write the refused rows to `path`: the original columns, then `row`, `line` and `reason`.
 
+    `row` is where a person finds the row in a spreadsheet (the Excel row; for a CSV the record
+    number counting the header), `line` the physical line of a CSV where the record starts.
     Text that a spreadsheet would run as a formula is neutralised (see `neutralise`). The file
     is UTF-8 with a BOM so Excel shows accents right, and is written atomically.
     """
-    extra = _unique(["line", "reason"], header)
+    extra = _unique(["row", "line", "reason"], header)
     out = io.StringIO(newline="")
     writer = csv.writer(out)
     writer.writerow([neutralise(name) for name in header + extra])
     for row, reason in rejected:
-        writer.writerow([neutralise(row.cells.get(name, "")) for name in header] + [str(row.line), neutralise(reason)])
+        number = row.row_number if row.row_number is not None else row.line
+        writer.writerow([neutralise(row.cells.get(name, "")) for name in header]
+                        + [str(number), str(row.line), neutralise(reason)])
     write_atomic(path, out.getvalue().encode("utf-8-sig"))
 
 
