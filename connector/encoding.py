@@ -101,6 +101,12 @@ _ESCAPE = re.compile("[\udc80-\udcff]")  # an invalid byte, as the surrogateesca
 SAMPLE_RUNS = 200_000  # runs of non-ASCII characters looked at to count lines, at most
 
 
+def _line_end(text: str, start: int) -> int:
+    """Where the line holding `start` ends: its LF or CR (a Mac export ends lines with CR alone)."""
+    ends = [at for at in (text.find("\n", start), text.find("\r", start)) if at >= 0]
+    return min(ends) if ends else len(text)
+
+
 def _line_counts(escaped: str) -> tuple[int, int]:
     """(lines holding only well-formed UTF-8 beyond ASCII, lines holding an invalid byte).
 
@@ -120,9 +126,7 @@ def _line_counts(escaped: str) -> tuple[int, int]:
             good += line_good and not line_bad
             bad += line_bad
             line_good = line_bad = False
-            line_end = escaped.find("\n", start)
-            if line_end < 0:
-                line_end = len(escaped)
+            line_end = _line_end(escaped, start)
         if _ESCAPE.search(escaped, start, run.end()):
             line_bad = True
         else:

@@ -467,7 +467,10 @@ else:
         unit=(UnitDoc, Field(ABSENT)),
     )
 
-FieldRef = Annotated[str | FieldDoc, Field(description="A column name, or {column | value | template, ...}.")]
+FieldRef = Annotated[
+    Column | FieldDoc,
+    Field(description="A column name (or position, without a header row), or {column | value | template, ...}."),
+]
 
 
 class EntryDoc(_Block):
@@ -961,6 +964,8 @@ class _Validator:
             raw = {bare: raw}
         elif isinstance(raw, (bool, int, float)) and bare == "value":
             raw = {"value": raw}
+        elif isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+            raw = {"column": str(raw)}  # a column's position, in a file without a header row
         if not isinstance(raw, dict):
             self.bad(where, "must be a column name or a set of keys " + valid_choices(tuple(_keys(FieldDoc))))
             return FieldSpec(where=where, label=label, value="")

@@ -511,6 +511,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         kept, check_problems, held = check_products(built.products)
     problems = [*table.problems, *built.problems, *check_problems]
     _number_rows(problems, table)
+    _show_header(problems, table)
     held = {**built.held, **held}  # held back by a bad row (build) or a broken rule (checks): code -> lines
     products = kept
     timings["check"] = clock() - tick
@@ -583,6 +584,23 @@ def _read_options(spec, settings: Settings) -> dict:
         "legacy_encoding": source.legacy_encoding or settings.legacy_encoding,
         "max_rows": settings.limits.max_rows,
     }
+
+
+def _show_header(problems: list[Problem], table: Table) -> None:
+    """A column the mapping names but the file lacks: say what the header that was read holds.
+
+    Most often the header is not where the mapping says (a banner row above it, no header row
+    at all), and the names read there show it at once.
+    """
+    missing = [p for p in problems if p.kind == "column" and p.severity == "error"]
+    if not missing:
+        return
+    shown = ", ".join(table.header)
+    if len(shown) > 300:
+        shown = shown[:300] + "..."
+    where = f"row {table.header_row}" if table.header_row else "no header row: columns named by position"
+    for p in missing:
+        p.reason += f"; the file's header ({where}) reads: {shown}"
 
 
 def _number_rows(problems: list[Problem], table: Table) -> None:

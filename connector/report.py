@@ -305,6 +305,9 @@ def summarise(report: Report) -> str:
         f"; held back: {c.products_held_back} products",
         f"  rows refused: {c.rows_refused}, skipped: {c.rows_skipped}; images refused: {c.images_refused}",
     ]
+    # an encoding chosen on thin evidence: the one problem that says how to fix the whole file
+    lines.extend(f"  note: {p.reason}" for p in report.problems.stored
+                 if p.kind == "encoding" and p.severity == "warning")
     if c.items_sent or c.images_sent or c.items_unchanged:
         lines.append(f"  sent: {c.items_sent} items, {c.images_sent} images; unchanged: {c.items_unchanged} items")
     by_kind = report.problems.by_kind.most_common()
