@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import re
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from connector.errors import (
 from connector.images import encode_image, locate_images
 from connector.ledger import Job, Ledger
 from connector.mapping import Mapping, find_mapping, load_mapping
-from connector.model import ImageJob, Problem, Product, Rejected, Row, Table
+from connector.model import ImageJob, Problem, Product, Rejected, Row, Table, describe_place
 from connector.read import read_table
 from connector.report import ReadInfo, Report
 from connector.wire import encode, item_hash
@@ -510,7 +511,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         tick = clock()
         kept, check_problems, held = check_products(built.products)
     problems = [*table.problems, *built.problems, *check_problems]
-    _number_rows(problems, table)
+    _number_rows(problems, table, mentions=[*built.problems, *check_problems])
     _show_header(problems, table)
     held = {**built.held, **held}  # held back by a bad row (build) or a broken rule (checks): code -> lines
     products = kept
@@ -603,25 +604,41 @@ def _show_header(problems: list[Problem], table: Table) -> None:
         p.reason += f"; the file's header ({where}) reads: {shown}"
 
 
-def _number_rows(problems: list[Problem], table: Table) -> None:
-    """Give every problem with a line the row a person finds it on in a spreadsheet (Row.row_number)."""
+_LINE_MENTION = re.compile(r"\bline (\d+)\b")
+
+
+def _number_rows(problems: list[Problem], table: Table, mentions: Sequence[Problem] = ()) -> None:
+    """Give every problem with a line the row a person finds it on in a spreadsheet (Row.row_number).
+
+    In a CSV whose cells run over several lines the two differ, so where a reason of `mentions`
+    (mapping and checking problems) names another record's line, it names its row too:
+    "repeats the options of line 40" becomes "... of row 12 (line 40)".
+    """
     if table.format != "csv":  # a workbook's line is its Excel row
         for p in problems:
             if p.row_number is None:
                 p.row_number = p.line
         return
-    numbers: dict[int, int | None] | None = None
+    if not any(p.line is not None for p in problems):
+        return  # a clean file pays nothing
+    numbers = {row.line: row.row_number for row in table.rows}
     for p in problems:
         if p.row_number is None and p.line is not None:
-            if numbers is None:  # only when some problem needs it: a clean file pays nothing
-                numbers = {row.line: row.row_number for row in table.rows}
             p.row_number = numbers.get(p.line)
+    if any(line != number for line, number in numbers.items()):
+        def place(match: re.Match) -> str:
+            line = int(match.group(1))
+            return describe_place(line, numbers.get(line)) if line in numbers else match.group()
+
+        for p in mentions:
+            if "line " in p.reason:
+                p.reason = _LINE_MENTION.sub(place, p.reason)
 
 
 def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]]) -> list[Rejected]:
     """Every refused row with its reason; rows of a held-back product name the line that held it."""
     reasons: dict[int, str] = {}
-    numbers: dict[int, int] = {}  # rows refused while reading never became a Row: their number is here
+    numbers: dict[int, int] = {}  # line -> row; the rows refused while reading never became a Row
     for p in problems:
         if p.severity == "error" and p.line is not None:
             where = f"{p.column}: " if p.column and p.column not in p.reason else ""
@@ -631,7 +648,8 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
     for code, lines in held.items():
         first = next((ln for ln in lines if ln in reasons), None)
         for ln in lines:
-            reasons.setdefault(ln, f"product {code} held back" + (f" because of line {first}" if first else ""))
+            because = f" because of {describe_place(first, numbers.get(first))}" if first else ""
+            reasons.setdefault(ln, f"product {code} held back{because}")
     by_line = {row.line: row for row in rows}
     out = []
     for line in sorted(reasons):

@@ -270,12 +270,14 @@ def _decode(name: str, data: bytes, encoding: str | None, legacy: tuple[str, ...
     A file mostly made of NUL bytes is refused here, whatever its encoding.
     """
     if encoding and _is_utf16(encoding):
-        return _decode_utf16(name, data, encoding)
+        return _decode_utf16(name, data, encoding, reason="named by source.encoding in the mapping")
     if not encoding and data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return _decode_utf16(name, data, "utf-16")
+        return _decode_utf16(name, data, "utf-16", reason="the file starts with a UTF-16 byte-order mark")
     utf16 = None if encoding else _utf16_without_bom(data)
     if utf16:
-        return _decode_utf16(name, data, utf16, f"UTF-16 without a byte-order mark ({utf16.upper()})")
+        label = f"UTF-16 without a byte-order mark ({utf16.upper()})"
+        return _decode_utf16(name, data, utf16, label,
+                             reason=f"{label}: a NUL byte in one half of most character pairs")
     if b"\x00" in data:  # a memchr; counting every file's bytes would cost more than this check
         _refuse_mostly_nul(name, data.count(0), len(data))
     if encoding:
@@ -352,8 +354,9 @@ def _utf16_without_bom(data: bytes) -> str | None:
     return None
 
 
-def _decode_utf16(name: str, data: bytes, encoding: str, label: str = "") -> _Decoded:
+def _decode_utf16(name: str, data: bytes, encoding: str, label: str = "", *, reason: str = "") -> _Decoded:
     decoded = _decode_strict(name, data, encoding, label)
+    decoded.reason = reason
     _refuse_mostly_nul(name, 2 * decoded.text.count("\x00"), len(data))  # U+0000 is two NUL bytes
     return decoded
 

@@ -136,3 +136,23 @@ def test_a_row_without_a_number_is_written_with_its_line_as_its_row(tmp_path: Pa
     write_rejected_csv(out, ["sku"], [Rejected(Row(9, {"sku": "B"}), "held back")])
     with open(out, encoding="utf-8-sig", newline="") as f:
         assert list(csv.reader(f))[1] == ["B", "9", "9", "held back"]
+
+
+def test_a_reason_naming_another_record_names_its_row(tmp_path):
+    # two variants with the same options: the check names the first one's row, not only its line
+    body = '"one\ntwo\nthree"'
+    text = ("sku,code,title,body,size\n"
+            f"P1,V1,Tee,{body},M\n"
+            f"P1,V2,Tee,{body},M\n")
+    path = tmp_path / "p.csv"
+    path.write_text(text)
+    (tmp_path / "m.yaml").write_text("group_by: sku\nproduct: {title: title, body_html: body}\n"
+                                     "variant: {source_variant_code: code, sku: code}\n"
+                                     "options: [{name: {value: Size}, value: size}]\n")
+    plan = plan_file(path, settings(), mapping=str(tmp_path / "m.yaml"))
+    [problem] = [p for p in plan.problems if p.kind == "options"]
+    assert (problem.line, problem.row_number) == (5, 3)
+    assert "repeats the options of row 2 (line 2)" not in problem.reason  # row == line: just "row 2"
+    assert "repeats the options of row 2 " in problem.reason
+    reasons = {r.row.row_number: r.reason for r in plan.rejected}
+    assert reasons[2] == "product P1 held back because of row 3 (line 5)"
