@@ -21,9 +21,9 @@ The rules (docs/read.md, "Encoding"):
    configured order breaks ties.
 3. The choice is `uncertain` when the evidence is mixed (UTF-8 lines at 1/MIXED of the
    broken ones or more; broken lines close to the clean ones), when another candidate reads
-   the file differently but as cleanly and either the sample is small or the first candidate
-   was not the one chosen, or when a later candidate was chosen on a small sample; the reader
-   then warns and says how to set `source.encoding`.
+   the file differently but as cleanly and either there is little to judge by or the first
+   candidate was not the one chosen, or when a later candidate was chosen on little to judge
+   by (MIN_EVIDENCE, MIN_BYTES); the reader then warns and says how to set `source.encoding`.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ DEFAULT_LEGACY = ("cp1252", "mac_roman", "cp1250", "latin-1")
 MAX_STRAY_LINES = 16  # a damaged UTF-8 file (NULs, BOM remains) has stray bytes on at most this many lines
 MIXED = 20  # the minority evidence at 1/MIXED of the majority or more makes the choice uncertain
 MARGIN = 0.02  # charset-normalizer mess ratios closer than this are a tie
-MIN_EVIDENCE = 8  # non-ASCII characters in the sample below which a close or late choice is uncertain
+# Little to judge by: fewer accented characters than this in the sample's distinct words, and
+# fewer bytes than MIN_BYTES in the file that are not UTF-8; a close or late choice is then uncertain.
+MIN_EVIDENCE = 8
+MIN_BYTES = 64
 SAMPLE_WORDS = 4000  # distinct words holding a byte above 0x7F, at most
-SAMPLE_MATCHES = 50_000  # words looked at, at most (a bounded sample of a huge file)
+SAMPLE_MATCHES = 8_000  # non-ASCII runs looked at for words, at most (spread over the whole file)
 
 _ASCII = bytes(range(128))
 # A "word" holding a byte above 0x7F: delimiters, quotes and white space end it.
@@ -98,13 +101,21 @@ def _lines(count: int) -> str:
 
 _NON_ASCII = re.compile("[^\x00-\x7f]+")
 _ESCAPE = re.compile("[\udc80-\udcff]")  # an invalid byte, as the surrogateescape handler keeps it
-SAMPLE_RUNS = 200_000  # runs of non-ASCII characters looked at to count lines, at most
+_LINE_END = re.compile("[\r\n]")  # a Mac export ends its lines with CR alone
+SLICES = 64  # the file is looked at in this many evenly spaced slices...
+RUNS_PER_SLICE = 1000  # ...counting at most this many runs of non-ASCII characters in each
 
 
-def _line_end(text: str, start: int) -> int:
-    """Where the line holding `start` ends: its LF or CR (a Mac export ends lines with CR alone)."""
-    ends = [at for at in (text.find("\n", start), text.find("\r", start)) if at >= 0]
-    return min(ends) if ends else len(text)
+MIN_SLICE = 64 * 1024  # a smaller file is one slice
+
+
+def _slice_size(size: int) -> int:
+    return max(size // SLICES, MIN_SLICE)
+
+
+def _slices(size: int) -> range:
+    """The starts of at most SLICES evenly spaced slices of a text or file of `size` (bounded samples)."""
+    return range(0, size, _slice_size(size))
 
 
 def _line_counts(escaped: str) -> tuple[int, int]:
@@ -112,25 +123,29 @@ def _line_counts(escaped: str) -> tuple[int, int]:
 
     Lines, not bytes: a UTF-8 file with a few damaged records has its bad bytes in a few
     lines, however many; a legacy file has them on most lines with an accent, and the few
-    byte pairs that happen to be valid UTF-8 rarely make a line of their own. Looks at the
-    first SAMPLE_RUNS runs of non-ASCII characters (a bounded sample of a huge file).
+    byte pairs that happen to be valid UTF-8 rarely make a line of their own. A bounded
+    sample of a big file: the first RUNS_PER_SLICE runs of non-ASCII characters in each of
+    SLICES slices, so every line is counted in a file with few accents.
     """
     good = bad = 0
-    line_end = -1
+    step = _slice_size(len(escaped))
+    line_end = -1  # a line may run on into the next slice: it is still one line
     line_good = line_bad = False
-    for looked, run in enumerate(_NON_ASCII.finditer(escaped)):
-        if looked >= SAMPLE_RUNS:
-            break
-        start = run.start()
-        if start > line_end:  # a new line: count the one before
-            good += line_good and not line_bad
-            bad += line_bad
-            line_good = line_bad = False
-            line_end = _line_end(escaped, start)
-        if _ESCAPE.search(escaped, start, run.end()):
-            line_bad = True
-        else:
-            line_good = True
+    for begin in _slices(len(escaped)):
+        for looked, run in enumerate(_NON_ASCII.finditer(escaped, begin, begin + step)):
+            if looked >= RUNS_PER_SLICE:
+                break
+            start = run.start()
+            if start > line_end:  # a new line: count the one before
+                good += line_good and not line_bad
+                bad += line_bad
+                line_good = line_bad = False
+                found = _LINE_END.search(escaped, start)
+                line_end = found.start() if found else len(escaped)
+            if _ESCAPE.search(escaped, start, run.end()):
+                line_bad = True
+            else:
+                line_good = True
     return good + (line_good and not line_bad), bad + line_bad
 
 
@@ -163,7 +178,7 @@ def _choose_legacy(data: bytes, candidates: tuple[str, ...], valid: int, bad: in
         others = tuple(name for name in remaining if name != chosen and mess[name] <= mess[chosen] + MARGIN
                        and readings[name] != readings[chosen])
         by_order = chosen == candidates[0]
-        thin = evidence < MIN_EVIDENCE
+        thin = evidence < MIN_EVIDENCE and bad < MIN_BYTES
         uncertain = mixed or (bool(others) and (thin or not by_order)) or (thin and not by_order)
         return Choice(chosen, _legacy_reason(not_utf8, chosen, candidates, mess, others, by_order), uncertain=uncertain,
                       others=others), text
@@ -195,24 +210,30 @@ _REACH = 32  # bytes looked at either side of a non-ASCII run for the rest of it
 def _sample(data: bytes) -> bytes:
     """The distinct words of `data` that hold a byte above 0x7F, joined by spaces (bounded).
 
-    ASCII reads the same in every candidate, so only these words tell code pages apart; taken
-    from the whole file (not its first kilobytes), up to SAMPLE_WORDS words or SAMPLE_BYTES.
+    ASCII reads the same in every candidate, so only these words tell code pages apart. They
+    are taken from the whole file, not its first kilobytes: at most SAMPLE_MATCHES // SLICES
+    non-ASCII runs from each of SLICES evenly spaced slices, up to SAMPLE_WORDS words or
+    SAMPLE_BYTES in all.
     """
     words: dict[bytes, None] = {}
     size = 0
-    for looked, match in enumerate(_HIGH.finditer(data)):
-        if looked >= SAMPLE_MATCHES or len(words) >= SAMPLE_WORDS or size >= SAMPLE_BYTES:
-            break
-        start, end = match.span()
-        left = max(0, start - _REACH)
-        window = data[left:end + _REACH]
-        for token in _TOKEN.finditer(window):
-            if token.start() <= start - left < token.end():
-                word = token.group()
-                if word not in words:
-                    words[word] = None
-                    size += len(word) + 1
+    step = _slice_size(len(data))
+    for begin in _slices(len(data)):
+        for looked, match in enumerate(_HIGH.finditer(data, begin, begin + step)):
+            if looked >= SAMPLE_MATCHES // SLICES:
                 break
+            start, end = match.span()
+            left = max(0, start - _REACH)
+            window = data[left:end + _REACH]
+            for token in _TOKEN.finditer(window):
+                if token.start() <= start - left < token.end():
+                    word = token.group()
+                    if word not in words:
+                        words[word] = None
+                        size += len(word) + 1
+                    break
+            if len(words) >= SAMPLE_WORDS or size >= SAMPLE_BYTES:
+                return b" ".join(words)
     return b" ".join(words)
 
 
