@@ -28,7 +28,6 @@ The rules (docs/read.md, "Encoding"):
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -187,11 +186,16 @@ def _choose_legacy(data: bytes, candidates: tuple[str, ...], valid: int, bad: in
 
 def _legacy_reason(not_utf8: str, chosen: str, candidates: tuple[str, ...], mess: dict[str, float],
                    others: tuple[str, ...], by_order: bool) -> str:
-    scores = ", ".join(f"{name} {mess[name]:.2f}" if name in mess and mess[name] != float("inf")
-                       else f"{name} unreadable" for name in candidates)
+    scores = ", ".join(f"{name} {_score(mess.get(name))}" for name in candidates)
     how = "the first candidate" if by_order else "the candidate reading its accented text most cleanly"
     also = f"; {', '.join(others)} read it about as cleanly" if others else ""
     return f"{not_utf8}; {chosen} is {how} (mess by charset-normalizer: {scores}){also}"
+
+
+def _score(mess: float | None) -> str:
+    if mess is None:
+        return "cannot decode it"
+    return "garbled" if mess == float("inf") else f"{mess:.2f}"
 
 
 def _decoded(data: bytes, encoding: str) -> str | None:
@@ -241,7 +245,6 @@ def _mess(sample: bytes, encoding: str) -> float:
     """charset-normalizer's mess ratio of the sample read in `encoding` (inf: too messy to rank)."""
     from charset_normalizer import from_bytes  # imported here: UTF-8 files never need it
 
-    codecs.lookup(encoding)  # an unknown name was refused when the settings were loaded
     matches = from_bytes(sample, cp_isolation=[encoding], steps=1, chunk_size=max(len(sample), 1), threshold=1.0,
                          preemptive_behaviour=False, enable_fallback=False)
     best = matches.best()

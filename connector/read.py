@@ -290,7 +290,10 @@ def _decode(name: str, data: bytes, encoding: str | None, legacy: tuple[str, ...
         return _Decoded(data.decode(utf8), utf8, bom_bytes=3 * bom, reason="the whole file is valid UTF-8")
     except UnicodeDecodeError:
         pass
-    choice, text = choose_encoding(data, legacy, bom=bom)
+    try:
+        choice, text = choose_encoding(data, legacy, bom=bom)
+    except LookupError as exc:  # the settings and the mapping refuse unknown names; a direct caller may not
+        raise ReadError(f"{name}: unknown encoding in legacy_encoding ({exc})") from exc
     if text is None:
         try:
             _decode_strict(name, data, legacy[0])  # raises, naming the first byte the first candidate lacks
