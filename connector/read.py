@@ -218,6 +218,25 @@ def _name_columns(cells: list[str], where: str, first_col: int = 0) -> list[str]
     return names
 
 
+# A cell no header holds: a code with leading zeros, a number with decimals, a long number
+# (a barcode, an article number). Small whole numbers and years can be column names.
+_DATA_NUMBER = re.compile(r"[+-]?(?:0\d+|\d[\d .']*[.,]\d+|\d{5,})")
+
+
+def _warn_if_data(table: Table, header: list[str], row: int, line: int, sheet: str | None = None) -> None:
+    """Warn when the header row holds values no header has (two or more codes, prices or
+    barcodes): the file probably has no header row, and the row taken for it is a product
+    that is not read (set `source.header: none`)."""
+    numbers = [name for name in header if _DATA_NUMBER.fullmatch(name)]
+    if len(numbers) >= 2:
+        shown = ", ".join(numbers[:5]) + (", ..." if len(numbers) > 5 else "")
+        table.problems.append(Problem(
+            kind="header", severity="warning", line=line, row_number=row, sheet=sheet,
+            reason=f"the header row (row {row}) holds numbers ({shown}): if the file has no header row, "
+                   f"that row is data and is not read; say so in the mapping with `source: {{header: none}}` "
+                   f"and name the columns by position or with source.columns"))
+
+
 def _is_header(cells: list[str], wanted: set[str]) -> bool:
     return wanted <= {column_key(c) for c in cells}
 
@@ -610,6 +629,7 @@ def _fill_csv_table(csv_file, table, reader, rule: _HeaderRule, usual, damage, p
                 f"fields separated by {table.delimiter!r}; set the delimiter or fix the header"
             )
         table.header_row = number
+        _warn_if_data(table, header, number, header_start)
     else:  # no header row: every record is data, its columns named by position (or `columns`)
         leading = list(_through_first_filled(reader))
         if not leading:
@@ -920,6 +940,7 @@ def _add_sheet(file, table, name, raw, rule: _HeaderRule, all_sheets, max_rows=N
             raise ReadError(f"{where}: no header row ({what} not found){_first_row_shown(found)}")
         cells, header_line = found
         header = _name_columns([_cell_text(v) for v in cells], f"{where}, row {header_line}", first_col)
+        _warn_if_data(table, header, header_line, header_line, name if all_sheets else None)
     else:  # no header row: columns named by `columns`, then by their Excel column number
         header_line = 0
         width = (raw.end[1] + 1 - first_col) if raw.end else 0

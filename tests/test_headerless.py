@@ -207,3 +207,11 @@ def test_the_headerless_example_in_the_docs_loads():
     jsonschema.Draft202012Validator(schema).validate(yaml.safe_load(example))
     spec = parse_mapping(yaml.safe_load(example))
     assert (spec.source.header_row, spec.source.columns, spec.source.decimal) == (0, ("code",), ",")
+
+
+def test_a_header_row_of_numbers_warns_that_the_file_may_have_none(tmp_path):
+    table = read_table(write(tmp_path, "s.csv", SUPPLIER))  # read as if row 1 were the header
+    [warning] = table.problems
+    assert (warning.kind, warning.severity, warning.row_number) == ("header", "warning", 1)
+    assert "(00123, 1 299,50)" in warning.reason and "`source: {header: none}`" in warning.reason
+    assert read_table(write(tmp_path, "h.csv", "sku,2024,2025,1,2\nA,1,2,3,4\n")).problems == []  # years, sizes
