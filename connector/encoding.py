@@ -91,7 +91,8 @@ def choose_encoding(data: bytes, candidates: Sequence[str], *, bom: bool = False
             why += " (the file holds NUL bytes or the remains of a byte-order mark: it is damaged UTF-8)"
         return Choice(utf8, why, damaged=True, uncertain=bad_lines <= good_lines < 2 * bad_lines), escaped
     del escaped
-    return _choose_legacy(data, tuple(candidates), valid, bad, good_lines, bad_lines)
+    # a UTF-8 byte-order mark before legacy text (a tool added it): not part of the first column's name
+    return _choose_legacy(data[3:] if bom else data, tuple(candidates), valid, bad, good_lines, bad_lines)
 
 
 def _lines(count: int) -> str:

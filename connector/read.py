@@ -322,8 +322,7 @@ def _decode(name: str, data: bytes, encoding: str | None, legacy: tuple[str, ...
             raise ReadError(f"{exc}, and no other legacy_encoding candidate ({', '.join(legacy[1:])}) "
                             f"reads the file either") from exc
         raise ReadError(f"{name}: no legacy_encoding candidate ({', '.join(legacy)}) reads the file")
-    decoded = _Decoded(text, choice.encoding, escaped=choice.damaged, bom_bytes=3 * bom * choice.damaged,
-                       reason=choice.reason)
+    decoded = _Decoded(text, choice.encoding, escaped=choice.damaged, bom_bytes=3 * bom, reason=choice.reason)
     if choice.uncertain:
         decoded.doubt = _doubt(choice, legacy)
     return decoded

@@ -202,3 +202,11 @@ def test_a_mapping_names_the_encoding_of_its_files(tmp_path):
     plan = plan_file(path, settings, mapping=str(tmp_path / "m.yaml"))
     assert plan.products[0].items[0]["product"]["title"] == "Café"
     assert plan.table.encoding_reason == "named by source.encoding in the mapping"
+
+
+def test_a_byte_order_mark_before_legacy_text_is_not_part_of_the_first_name(tmp_path):
+    text = "sku;title\n" + "".join(f"{i};{t}\n" for i, t in enumerate(FRENCH))
+    table = read_table(write(tmp_path, "bom.csv", b"\xef\xbb\xbf" + text.encode("cp1252")))
+    assert table.encoding == "cp1252"
+    assert table.header == ["sku", "title"]
+    assert [r.cells["title"] for r in table.rows] == FRENCH
