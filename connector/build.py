@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from .cells import MAX_NUMBER_CHARS, CellError, parse_code, text_steps
+from .columns import Header as _Header  # column names are resolved in one place, with the reader's find_header
 from .mapping import (
     FAMILIES,
     PRODUCT_FIELDS,
@@ -38,33 +39,6 @@ Getter = Callable[[dict[str, str]], Any]  # cells -> value for the API, or None 
 
 
 # --------------------------------------------------------------------------- binding to a header
-
-
-class _Header:
-    """Finds a mapping's column names in a file's header: exact first, then ignoring case and spaces."""
-
-    def __init__(self, columns: Iterable[str]):
-        self.columns = list(columns)
-        self.exact = set(self.columns)
-        self.loose: dict[str, str] = {}
-        for c in self.columns:
-            self.loose.setdefault(_loose(c), c)
-        self.missing: dict[str, str] = {}  # column -> where in the mapping it is named
-
-    def find(self, name: str, where: str) -> str | None:
-        if name in self.exact:
-            return name
-        found = self.loose.get(_loose(name))
-        if found is None:
-            self.missing.setdefault(name, where)
-        return found
-
-    def has(self, name: str) -> bool:
-        return name in self.exact or _loose(name) in self.loose
-
-
-def _loose(name: str) -> str:
-    return " ".join(name.replace("\ufeff", "").replace("\u00a0", " ").split()).casefold()
 
 
 def _raw_getter(spec: FieldSpec, header: _Header) -> tuple[Getter, str | None]:
@@ -1103,7 +1077,7 @@ def _filled_down(rows: list[Row], bound: dict[str | None, _Bound]) -> list[Row]:
             elif column in seen:
                 filled = filled if filled is not None else dict(row.cells)
                 filled[column] = seen[column]
-        out.append(row if filled is None else Row(row.line, filled, row.sheet))
+        out.append(row if filled is None else replace(row, cells=filled))
     return out
 
 

@@ -28,7 +28,7 @@ import sys
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -36,6 +36,7 @@ from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 
 from connector.common import did_you_mean, published_schema, valid_choices
+from connector.encoding import DEFAULT_LEGACY
 from connector.errors import ConfigError
 
 DEFAULT_API_URL = "https://app.stock2shop.com"
@@ -300,8 +301,10 @@ class Settings(_Section):
         default_factory=list, description="The first rule matching a file's name picks its mapping."
     )
     default_mapping: str = Field(default="stock2shop", description="The mapping of a file no rule matches.")
-    legacy_encoding: str = Field(
-        default="cp1252", description="Text encoding of CSV files that are not UTF-8 or UTF-16."
+    legacy_encoding: str | Annotated[list[str], Field(min_length=1)] = Field(
+        default_factory=lambda: list(DEFAULT_LEGACY),
+        description="The code page of CSV files that are not UTF-8 or UTF-16, or the candidates the reader "
+        "chooses among, in order of preference (a mapping's source.encoding names one for its files).",
     )
     allow_image_urls: bool = Field(default=False, description="Fetch http(s) image URLs named in a file.")
     config_path: SkipJsonSchema[Path | None] = Field(
@@ -310,12 +313,13 @@ class Settings(_Section):
 
     @field_validator("legacy_encoding")
     @classmethod
-    def _encoding(cls, name: str) -> str:
-        try:
-            codecs.lookup(name)
-        except LookupError:
-            raise ValueError(f"{name!r} is not a known encoding (e.g. cp1252, cp1250, latin-1)") from None
-        return name
+    def _encoding(cls, value: str | list[str]) -> str | list[str]:
+        for name in [value] if isinstance(value, str) else value:
+            try:
+                codecs.lookup(name)
+            except LookupError:
+                raise ValueError(f"{name!r} is not a known encoding (e.g. cp1252, mac_roman, cp1250)") from None
+        return value
 
     def names_for(self, file_name: str) -> dict[str, str]:
         """The "{warehouse}" and "{tier}" a file's first matching rule gives ("{stem}" expanded)."""

@@ -111,12 +111,13 @@ __all__ = [
 class SourceOptions:
     """How to read the file, for `read.read_table`, plus the number format of its cells."""
 
-    header_row: int = 1
+    header_row: int = 1  # 0: the file has no header row (`header: none`)
     find_header: tuple[str, ...] | None = None  # find the header row by these column names
     sheet: str | int | None = None
     delimiter: str | None = None  # None: detect
     encoding: str | None = None  # None: detect
-    legacy_encoding: str | None = None  # None: the settings' default (cp1252)
+    legacy_encoding: tuple[str, ...] | None = None  # None: the settings' candidates
+    columns: tuple[str, ...] = ()  # names of a headerless file's columns, in order (the rest by position)
     decimal: str = "."
     thousands: str = ""
 
@@ -392,12 +393,25 @@ NUMBER_TYPES = tuple(t.name for t in cells.CELL_TYPES.values() if "multiply" in 
 ABSENT: Any = None
 
 
+def _is_column_name(value: Any) -> bool:
+    """A column name: text, or a whole number (a position in a file without a header row)."""
+    if isinstance(value, bool):
+        return False
+    return (isinstance(value, str) and bool(value.strip())) or (isinstance(value, int) and value >= 1)
+
+
 def _literal(values: tuple[Any, ...]) -> Any:
     return Literal[values]  # Literal[("a", "b")] is Literal["a", "b"]
 
 
 Scalar = Annotated[str | float | bool, WithJsonSchema({"type": ["string", "number", "boolean"]})]
-Column = Annotated[str, Field(min_length=1, description="A column name, as in the file's header.")]
+Column = Annotated[
+    str,
+    Field(min_length=1),
+    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1}, {"type": "integer", "minimum": 1}],
+                    "description": "A column name, as in the file's header; in a file without a header row "
+                    "(source.header: none), its position: 1 is the first column."}),
+]
 Regex = Annotated[str, Field(description="A regular expression (in quotes).")]
 Spellings = Annotated[
     str | list[str | float],
@@ -510,7 +524,10 @@ else:
         unit=(UnitDoc, Field(ABSENT)),
     )
 
-FieldRef = Annotated[str | FieldDoc, Field(description="A column name, or {column | value | template, ...}.")]
+FieldRef = Annotated[
+    Column | FieldDoc,
+    Field(description="A column name (or position, without a header row), or {column | value | template, ...}."),
+]
 
 
 class EntryDoc(_Block):
@@ -548,8 +565,20 @@ class SourceDoc(_Block):
     sheet: str | int | None = Field(ABSENT, description="Workbook sheet, by name or number (default: the first).")
     delimiter: Delimiter | None = Field(ABSENT, description="CSV separator (default: detect).")
     encoding: str | None = Field(ABSENT, description="CSV text encoding, e.g. utf-8, cp1252, utf-16 (default: detect).")
-    legacy_encoding: str | None = Field(
-        ABSENT, description="Used when the file is not UTF-8 or UTF-16 (default: cp1252)."
+    legacy_encoding: str | Annotated[list[str], Field(min_length=1)] | None = Field(
+        ABSENT,
+        description="The code page of a file that is not UTF-8 or UTF-16, or the candidates in order of "
+        "preference (default: connector.yaml's legacy_encoding).",
+    )
+    header: Literal["none"] = Field(
+        ABSENT,
+        description='"none": the file has no header row; every row is data, and its columns are named by '
+        'position ("1" is the first) or by `columns`.',
+    )
+    columns: Annotated[list[Column], Field(min_length=1)] = Field(
+        ABSENT,
+        description="With header: none, the names of the file's columns in order; columns beyond the list "
+        "keep their position as their name.",
     )
     decimal: DecimalSeparator = Field(".", description="Decimal separator of numbers.")
     thousands: ThousandsSeparator | None = Field("", description="Thousands separator (default: none).")
@@ -1097,11 +1126,18 @@ class _Validator:
             enc = raw.get(key)
             if enc is None:
                 continue
-            try:
-                codecs.lookup(str(enc))
-                opts[key] = str(enc)
-            except LookupError:
-                self.bad(f"source.{key}", f'"{enc}" is not a known text encoding (for example utf-8, cp1252, utf-16)')
+            names = enc if key == "legacy_encoding" and isinstance(enc, list) and enc else [enc]
+            known = []
+            for name in names:
+                try:
+                    codecs.lookup(str(name))
+                    known.append(str(name))
+                except LookupError:
+                    self.bad(f"source.{key}",
+                             f'"{name}" is not a known text encoding (for example utf-8, cp1252, mac_roman, utf-16)')
+            if len(known) == len(names):
+                opts[key] = tuple(known) if key == "legacy_encoding" else known[0]
+        self.header_options(raw, opts)
         decimal = self.known(raw.get("decimal"), DECIMAL_SEPARATORS)
         thousands = self.known(raw.get("thousands"), THOUSANDS_SEPARATORS)
         if thousands == decimal:
@@ -1109,6 +1145,27 @@ class _Validator:
             thousands = ""
         opts["decimal"], opts["thousands"] = decimal, thousands
         return SourceOptions(**opts)
+
+    def header_options(self, raw: dict, opts: dict[str, Any]) -> None:
+        """`header: none` (no header row) and `columns:` (names for a headerless file's columns)."""
+        header = raw.get("header")
+        if header == "none":
+            for key in ("header_row", "find_header"):
+                if raw.get(key) is not None:
+                    self.bad(f"source.{key}", "cannot be used with header: none (the file has no header row)")
+            opts["header_row"] = 0
+            opts.pop("find_header", None)
+        columns = raw.get("columns")
+        if columns is None:
+            return
+        names = self.column_list(columns, "source.columns")
+        if len(set(names)) < len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            self.bad("source.columns", f"names a column twice: {', '.join(twice)}")
+        elif header != "none":
+            self.bad("source.columns", "names the columns of a file without a header row: add `header: none`")
+        else:
+            opts["columns"] = names
 
     def fields(self, raw: Any, where: str, table: dict) -> tuple[tuple[str, FieldSpec], ...]:
         if raw is None:
@@ -1185,6 +1242,8 @@ class _Validator:
             raw = {bare: raw}
         elif isinstance(raw, (bool, int, float)) and bare == "value":
             raw = {"value": raw}
+        elif isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+            raw = {"column": str(raw)}  # a column's position, in a file without a header row
         if not isinstance(raw, dict):
             self.bad(where, "must be a column name or a set of keys " + valid_choices(tuple(_keys(FieldDoc))))
             return FieldSpec(where=where, label=label, value="")
@@ -1543,8 +1602,8 @@ class _Validator:
         columns = raw.get("columns")
         if isinstance(columns, str):
             spec["columns_pattern"] = self.regex(columns, f"{where}.columns")
-        elif isinstance(columns, list) and all(isinstance(c, str) and c for c in columns):
-            spec["columns"] = tuple(columns)
+        elif isinstance(columns, list) and all(_is_column_name(c) for c in columns):
+            spec["columns"] = tuple(str(c) for c in columns)
         elif columns is not None:
             self.bad(f"{where}.columns", "must be a list of column names or a pattern in quotes")
         patterns = raw.get("pattern")
@@ -1610,12 +1669,12 @@ class _Validator:
     def column_list(self, raw: Any, where: str) -> tuple[str, ...]:
         if raw is None:
             return ()
-        if isinstance(raw, str):
+        if isinstance(raw, (str, int)) and not isinstance(raw, bool):
             raw = [raw]
-        if not isinstance(raw, list) or not all(isinstance(c, str) and c.strip() for c in raw):
+        if not isinstance(raw, list) or not all(_is_column_name(c) for c in raw):
             self.bad(where, "must be a list of column names")
             return ()
-        return tuple(raw)
+        return tuple(str(c) for c in raw)
 
     @staticmethod
     def known(raw: Any, valid: tuple[Any, ...], absent: Any = ...) -> Any:

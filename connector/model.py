@@ -27,11 +27,31 @@ class Row:
     `line` is the 1-based physical line in a CSV (the line the record starts on) or the
     1-based row number in a sheet; `cells` maps the header name to the cell text ("" for
     a blank cell). Example: Row(line=7, cells={"sku": "00123", "price": "1 299,50"}).
+    `row_number` is the row a person finds it on when the file is opened in a spreadsheet:
+    in a CSV the record's number counting the header and any rows above it (a quoted cell
+    over several lines makes it differ from `line`), in a workbook the Excel row (= `line`);
+    None when unknown (rows made by hand). `sheet` is set when several sheets are read.
     """
 
     line: int
     cells: dict[str, str]
     sheet: str | None = None
+    row_number: int | None = None
+
+    @property
+    def where(self) -> str:
+        """Where a person finds the row: "row 12 (line 30)", "row 12", or "sheet 'S', row 12"."""
+        return describe_place(self.line, self.row_number, self.sheet)
+
+
+def describe_place(line: int | None, row_number: int | None, sheet: str | None = None) -> str:
+    """"row 1107 (line 21133)" for a CSV record whose lines differ from its row, else "row N";
+    a sheet's name first when given. "" when nothing is known."""
+    if line is None and row_number is None:
+        return ""
+    row = row_number if row_number is not None else line
+    text = f"row {row}" + (f" (line {line})" if line is not None and line != row else "")
+    return f"sheet {sheet!r}, {text}" if sheet else text
 
 
 @dataclass(slots=True)
@@ -49,6 +69,8 @@ class Problem:
     # A summary standing for this many problems of its kind that are not listed one by one
     # (the reader lists the first few of a kind in a damaged file); None: just this one.
     count: int | None = None
+    # The spreadsheet row of `line` (see Row.row_number); filled in for every problem with a line.
+    row_number: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -59,7 +81,7 @@ class Problem:
         return cls(**{k: v for k, v in data.items() if k in _PROBLEM_FIELDS})
 
 
-_PROBLEM_FIELDS = {"kind", "reason", "severity", "line", "column", "value", "product", "sheet", "count"}
+_PROBLEM_FIELDS = {"kind", "reason", "severity", "line", "column", "value", "product", "sheet", "count", "row_number"}
 
 
 class _Refusal(NamedTuple):
@@ -94,6 +116,10 @@ class Table:
     sheet: str | None = None  # workbooks only
     problems: list[Problem] = field(default_factory=list)  # rows refused while reading
     rows_refused: int = 0  # records refused while reading (never rows): each may have several problems
+    encoding_reason: str | None = None  # csv only: why this encoding (a sentence for the report)
+    # The row the column names came from, as a spreadsheet numbers it (the first sheet's when
+    # several are read); None when the file has no header row (source.header: none).
+    header_row: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

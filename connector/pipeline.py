@@ -12,10 +12,11 @@ import contextlib
 import gc
 import logging
 import math
+import re
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -54,7 +55,7 @@ from connector.errors import (
 from connector.images import encode_image, is_missing, locate_images
 from connector.ledger import Job, JoinedRow, Ledger, ModelRecord, WaitingRow
 from connector.mapping import Mapping, find_mapping, load_mapping
-from connector.model import ImageJob, Problem, Product, Rejected, Row, Table
+from connector.model import ImageJob, Problem, Product, Rejected, Row, Table, describe_place
 from connector.read import read_table
 from connector.report import ReadInfo, Report
 from connector.wire import encode, item_hash
@@ -818,7 +819,8 @@ class Plan:
         report.mapping_name, report.mapping_sha256 = self.mapping.name, self.mapping.sha256
         t = self.table
         report.read = ReadInfo(format=t.format, encoding=t.encoding, delimiter=t.delimiter, sheet=t.sheet,
-                               rows=len(t.rows))
+                               rows=len(t.rows), encoding_reason=t.encoding_reason, header_row=t.header_row,
+                               columns=list(t.header))
         report.timings.update({k: round(v, 3) for k, v in self.timings.items()})
         c = report.counts
         c.products = len(self.products)
@@ -870,6 +872,8 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         else:
             kept, check_problems, held = check_products(built.products)
     problems = [*table.problems, *built.problems, *check_problems]
+    _number_rows(problems, table, mentions=[*built.problems, *check_problems])
+    _show_header(problems, table)
     # held back by a bad row (build) or a broken rule (checks): code -> every line of the product,
     # its parent row and folded rows too
     held = {**built.held, **{code: sorted(built.lines.get(code) or lines) for code, lines in held.items()}}
@@ -947,9 +951,11 @@ def _read_options(spec, settings: Settings) -> dict:
     return {
         "header_row": source.header_row,
         "find_header": source.find_header,
+        "columns": source.columns,
         "sheet": source.sheet,
         "delimiter": source.delimiter,
         "encoding": source.encoding,
+        # the mapping's candidates, else connector.yaml's (a name or a list)
         "legacy_encoding": source.legacy_encoding or settings.legacy_encoding,
         "max_rows": settings.limits.max_rows,
     }
@@ -992,30 +998,82 @@ def _cleared(rows: list[Row], token: str) -> tuple[list[Row], dict[int, frozense
         gone = frozenset(column for column, text in row.cells.items() if text.strip() == token)
         if gone:
             cleared[row.line] = gone
-            row = Row(row.line, {c: ("" if c in gone else t) for c, t in row.cells.items()}, row.sheet)
+            row = replace(row, cells={c: ("" if c in gone else t) for c, t in row.cells.items()})
         out.append(row)
     return out, cleared
+
+
+def _show_header(problems: list[Problem], table: Table) -> None:
+    """A column the mapping names but the file lacks: say what the header that was read holds.
+
+    Most often the header is not where the mapping says (a banner row above it, no header row
+    at all), and the names read there show it at once.
+    """
+    missing = [p for p in problems if p.kind == "column" and p.severity == "error"]
+    if not missing:
+        return
+    shown = ", ".join(table.header)
+    if len(shown) > 300:
+        shown = shown[:300] + "..."
+    where = f"row {table.header_row}" if table.header_row else "no header row: columns named by position"
+    for p in missing:
+        p.reason += f"; the file's header ({where}) reads: {shown}"
+
+
+_LINE_MENTION = re.compile(r"\bline (\d+)\b")
+
+
+def _number_rows(problems: list[Problem], table: Table, mentions: Sequence[Problem] = ()) -> None:
+    """Give every problem with a line the row a person finds it on in a spreadsheet (Row.row_number).
+
+    In a CSV whose cells run over several lines the two differ, so where a reason of `mentions`
+    (mapping and checking problems) names another record's line, it names its row too:
+    "repeats the options of line 40" becomes "... of row 12 (line 40)".
+    """
+    if table.format != "csv":  # a workbook's line is its Excel row
+        for p in problems:
+            if p.row_number is None:
+                p.row_number = p.line
+        return
+    if not any(p.line is not None for p in problems):
+        return  # a clean file pays nothing
+    numbers = {row.line: row.row_number for row in table.rows}
+    for p in problems:
+        if p.row_number is None and p.line is not None:
+            p.row_number = numbers.get(p.line)
+    if any(line != number for line, number in numbers.items()):
+        def place(match: re.Match) -> str:
+            line = int(match.group(1))
+            return describe_place(line, numbers.get(line)) if line in numbers else match.group()
+
+        for p in mentions:
+            if "line " in p.reason:
+                p.reason = _LINE_MENTION.sub(place, p.reason)
 
 
 def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]]) -> list[Rejected]:
     """Every refused row with its reason; rows of a held-back product name the line that held it."""
     reasons: dict[int, str] = {}
     columns: dict[int, str | None] = {}
+    numbers: dict[int, int] = {}  # line -> row; the rows refused while reading never became a Row
     for p in problems:
         if p.severity == "error" and p.line is not None:
             where = f"{p.column}: " if p.column and p.column not in p.reason else ""
             reasons.setdefault(p.line, f"{where}{p.reason}")
             columns.setdefault(p.line, p.column)
+            if p.row_number is not None:
+                numbers.setdefault(p.line, p.row_number)
     for code, lines in held.items():
         first = next((ln for ln in lines if ln in reasons), None)
         for ln in lines:
-            reasons.setdefault(ln, f"product {code} held back" + (f" because of line {first}" if first else ""))
+            because = f" because of {describe_place(first, numbers.get(first))}" if first else ""
+            reasons.setdefault(ln, f"product {code} held back{because}")
     by_line = {row.line: row for row in rows}
     out = []
     for line in sorted(reasons):
         row = by_line.get(line)
         if row is None:
-            row = Row(line, {})  # refused while reading: the cells never became a row
+            row = Row(line, {}, None, numbers.get(line))  # refused while reading: the cells never became a row
         out.append(Rejected(row, reasons[line], columns.get(line)))
     return out
 

@@ -26,11 +26,15 @@ import multiprocessing
 import re
 import zipfile
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from itertools import chain, islice
 from pathlib import Path
+from typing import Any
 
+from connector.columns import column_key, normalise_name, positional_names
+from connector.encoding import Choice, choose_encoding, legacy_candidates
 from connector.errors import ReadError
 from connector.model import Problem, Row, Table
 
@@ -54,15 +58,7 @@ RATIO_MIN_SIZE = 1024 * 1024
 MAX_SHEET_CELLS = 30_000_000  # rows x columns of one sheet's used range (calamine keeps it dense)
 EXCEL_MAX_ROWS, EXCEL_MAX_COLS = 1_048_576, 16_384
 
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\ufeff\u200b\u200c\u200d\u2060"), None)
-_SPACES = {0xA0: " ", 0x202F: " ", 0x2007: " "}
 _SEP_LINE = re.compile(r"sep=(.)[ \t]*(?:\r\n|\n|\r)")
-# A well-formed UTF-8 multi-byte sequence: its presence means the file is UTF-8 text.
-_UTF8_MULTIBYTE = re.compile(
-    rb"[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}"
-    rb"|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}"
-    rb"|\xf4[\x80-\x8f][\x80-\xbf]{2}"
-)
 
 
 # --------------------------------------------------------------------------- public API
@@ -73,38 +69,52 @@ def read_table(
     *,
     header_row: int = 1,
     find_header: list[str] | None = None,
+    columns: Sequence[str] = (),
     sheet: str | int | None = None,
     delimiter: str | None = None,
     encoding: str | None = None,
-    legacy_encoding: str = "cp1252",
+    legacy_encoding: str | Sequence[str] | None = None,
     max_rows: int | None = MAX_ROWS,
 ) -> Table:
     """Read a CSV/XLSX/XLS/ODS file into a Table of text rows.
 
-    header_row:  1-based row holding the column names (after a `sep=` line in a CSV).
+    header_row:  1-based row holding the column names (after a `sep=` line in a CSV);
+                 0: the file has no header row, every row is data (`source.header: none`).
     find_header: instead of header_row, the first of the first 50 rows whose cells contain all
                  these names (for exports with banner rows above the table).
+    columns:     with header_row 0: the names of the first columns; the others (all of them
+                 when empty) are named by their 1-based position: "1", "2", ...
     sheet:       workbooks only: a name, a 0-based index, None for the first, "*" for all.
     delimiter, encoding: CSV only; detected when None.
-    legacy_encoding: the codepage for CSV files that are not UTF-8/UTF-16.
+    legacy_encoding: the code page, or the candidate code pages in order of preference, for CSV
+                 files that are not UTF-8/UTF-16 (None: cp1252, mac_roman, cp1250, latin-1).
     max_rows:    refuse a file with more data rows than this (`limits.max_rows`); None: no limit.
     Raises ReadError for file-level problems; refused records are in Table.problems.
     """
     path = Path(path)
-    if header_row < 1:
-        raise ReadError(f"{path.name}: header_row must be 1 or more, not {header_row}")
+    if header_row < 0:
+        raise ReadError(f"{path.name}: header_row must be 1 or more (0: no header row), not {header_row}")
+    rule = _HeaderRule(header_row, list(find_header) if find_header and header_row else None, tuple(columns))
     try:
-        return _read_file(path, header_row, find_header, sheet, delimiter, encoding, legacy_encoding, max_rows)
+        return _read_file(path, rule, sheet, delimiter, encoding, legacy_candidates(legacy_encoding), max_rows)
     except OSError as exc:
         raise ReadError(f"{path.name}: cannot read the file ({exc.strerror or exc})") from exc
 
 
-def _read_file(path, header_row, find_header, sheet, delimiter, encoding, legacy_encoding, max_rows) -> Table:
+@dataclass(frozen=True)
+class _HeaderRule:
+    """Where the column names are: row `row` (0: no header row), or the row holding `find`."""
+
+    row: int
+    find: list[str] | None
+    columns: tuple[str, ...] = ()
+
+
+def _read_file(path, rule: _HeaderRule, sheet, delimiter, encoding, legacy_encoding, max_rows) -> Table:
     kind = _file_kind(path)
     if kind == "csv":
-        return _read_csv(path.name, path.read_bytes(), header_row, find_header, delimiter, encoding, legacy_encoding,
-                         max_rows)
-    return _read_workbook_isolated(path, kind, header_row, find_header, sheet, max_rows)
+        return _read_csv(path.name, path.read_bytes(), rule, delimiter, encoding, legacy_encoding, max_rows)
+    return _read_workbook_isolated(path, kind, rule, sheet, max_rows)
 
 
 # A damaged or hostile workbook can make the spreadsheet library allocate without bound and
@@ -116,13 +126,13 @@ WORKBOOK_MEMORY_LIMIT = 4 * 1024**3  # bytes of address space; a 100k-row x 25-c
 WORKBOOK_TIME_LIMIT = 600.0  # seconds
 
 
-def _read_workbook_isolated(path: Path, kind: str, header_row, find_header, sheet, max_rows=None) -> Table:
+def _read_workbook_isolated(path: Path, kind: str, rule: _HeaderRule, sheet, max_rows=None) -> Table:
     if "fork" not in multiprocessing.get_all_start_methods():
-        return _read_workbook(path, kind, header_row, find_header, sheet, max_rows=max_rows)
+        return _read_workbook(path, kind, rule, sheet, max_rows=max_rows)
     _preflight(path, kind)  # cheap refusals first, with their precise reasons
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_workbook_child, args=(send, path, kind, header_row, find_header, sheet, max_rows),
+    child = context.Process(target=_workbook_child, args=(send, path, kind, rule, sheet, max_rows),
                             name="connector-workbook-reader", daemon=True)
     child.start()
     send.close()
@@ -143,14 +153,15 @@ def _read_workbook_isolated(path: Path, kind: str, header_row, find_header, shee
             child.join()
     if outcome == "refused":
         raise ReadError(payload)
-    header, fmt, sheet_names, problems, rows = payload
-    table = Table(header=header, rows=[], format=fmt, sheet=sheet_names, problems=problems)
+    header, fmt, sheet_names, problems, header_row, rows = payload
+    table = Table(header=header, rows=[], format=fmt, sheet=sheet_names, problems=problems, header_row=header_row)
     # zip without strict=: a keyword argument costs 15% of zip's time in these per-row loops (B905)
-    table.rows = [Row(line, dict(zip(header, values)), row_sheet) for line, row_sheet, values in rows]  # noqa: B905
+    table.rows = [Row(line, dict(zip(header, values)), row_sheet, line)  # noqa: B905
+                  for line, row_sheet, values in rows]
     return table
 
 
-def _workbook_child(send, path: Path, kind: str, header_row, find_header, sheet, max_rows=None) -> None:
+def _workbook_child(send, path: Path, kind: str, rule: _HeaderRule, sheet, max_rows=None) -> None:
     """In the child: read the workbook under limits and send back plain data (or a refusal)."""
     import faulthandler
 
@@ -162,12 +173,12 @@ def _workbook_child(send, path: Path, kind: str, header_row, find_header, sheet,
     except (ImportError, ValueError, OSError):
         pass  # no limit to be had here: the pre-flight checks still apply
     try:
-        table = _read_workbook(path, kind, header_row, find_header, sheet, preflight=False,  # the parent did it
+        table = _read_workbook(path, kind, rule, sheet, preflight=False,  # the parent did it
                                max_rows=max_rows)
         header = table.header
         # Equal texts stay one object through pickling, so the parent keeps the sharing.
         rows = [(row.line, row.sheet, [row.cells.get(name, "") for name in header]) for row in table.rows]
-        send.send(("read", (header, table.format, table.sheet, table.problems, rows)))
+        send.send(("read", (header, table.format, table.sheet, table.problems, table.header_row, rows)))
     except ReadError as exc:
         send.send(("refused", str(exc)))
     except MemoryError:
@@ -196,18 +207,6 @@ def _file_kind(path: Path) -> str:
 # --------------------------------------------------------------------------- header names
 
 
-def normalise_name(name: str) -> str:
-    """A header cell as a column name: no BOM or zero-width characters, NBSP as space, trimmed.
-
-    normalise_name("\\ufeffSKU\\u00a0 ") -> "SKU"
-    """
-    return name.translate(_ZERO_WIDTH).translate(_SPACES).strip()
-
-
-def _match_key(name: str) -> str:
-    return normalise_name(name).casefold()
-
-
 def _name_columns(cells: list[str], where: str, first_col: int = 0) -> list[str]:
     """Column names from header cells; blanks become column_<N>; duplicates are a ReadError."""
     names = [normalise_name(c) or f"column_{first_col + i + 1}" for i, c in enumerate(cells)]
@@ -219,8 +218,27 @@ def _name_columns(cells: list[str], where: str, first_col: int = 0) -> list[str]
     return names
 
 
+# A cell no header holds: a code with leading zeros, a number with decimals, a long number
+# (a barcode, an article number). Small whole numbers and years can be column names.
+_DATA_NUMBER = re.compile(r"[+-]?(?:0\d+|\d[\d .']*[.,]\d+|\d{5,})")
+
+
+def _warn_if_data(table: Table, header: list[str], row: int, line: int, sheet: str | None = None) -> None:
+    """Warn when the header row holds values no header has (two or more codes, prices or
+    barcodes): the file probably has no header row, and the row taken for it is a product
+    that is not read (set `source.header: none`)."""
+    numbers = [name for name in header if _DATA_NUMBER.fullmatch(name)]
+    if len(numbers) >= 2:
+        shown = ", ".join(numbers[:5]) + (", ..." if len(numbers) > 5 else "")
+        table.problems.append(Problem(
+            kind="header", severity="warning", line=line, row_number=row, sheet=sheet,
+            reason=f"the header row (row {row}) holds numbers ({shown}): if the file has no header row, "
+                   f"that row is data and is not read; say so in the mapping with `source: {{header: none}}` "
+                   f"and name the columns by position or with source.columns"))
+
+
 def _is_header(cells: list[str], wanted: set[str]) -> bool:
-    return wanted <= {_match_key(c) for c in cells}
+    return wanted <= {column_key(c) for c in cells}
 
 
 # --------------------------------------------------------------------------- CSV: bytes -> text
@@ -250,6 +268,8 @@ class _Decoded:
     encoding: str
     escaped: bool = False  # invalid UTF-8 bytes are in the text as surrogate escapes
     bom_bytes: int = 0  # bytes of a UTF-8 BOM before line 1 (byte columns count them)
+    reason: str = ""  # why this encoding, for the report
+    doubt: str | None = None  # the encoding is not certain: a warning saying how to name it
 
     def byte_length(self, text: str) -> int:
         """How many bytes of the file `text` came from (characters for UTF-16)."""
@@ -259,36 +279,61 @@ class _Decoded:
         return len(text.encode("utf-8" if utf8 else self.encoding, "surrogateescape"))
 
 
-def _decode(name: str, data: bytes, encoding: str | None, legacy: str) -> _Decoded:
+def _decode(name: str, data: bytes, encoding: str | None, legacy: tuple[str, ...]) -> _Decoded:
     """Bytes -> text, never replacing a character silently.
 
     Explicit encoding: strict. Else a UTF-16 BOM, UTF-16 without a BOM (recognised by its NUL
-    bytes), a UTF-8 BOM, strict UTF-8; then either UTF-8 with a few bad records (their bytes
-    kept as surrogate escapes, the records refused later) or the legacy codepage (strict).
+    bytes), a UTF-8 BOM, strict UTF-8; then, judged on the whole file (connector/encoding.py),
+    either UTF-8 with a few bad records (their bytes kept as surrogate escapes, the records
+    refused later) or the legacy code page among `legacy` that reads it (strict).
     A file mostly made of NUL bytes is refused here, whatever its encoding.
     """
     if encoding and _is_utf16(encoding):
-        return _decode_utf16(name, data, encoding)
+        return _decode_utf16(name, data, encoding, reason="named by source.encoding in the mapping")
     if not encoding and data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return _decode_utf16(name, data, "utf-16")
+        return _decode_utf16(name, data, "utf-16", reason="the file starts with a UTF-16 byte-order mark")
     utf16 = None if encoding else _utf16_without_bom(data)
     if utf16:
-        return _decode_utf16(name, data, utf16, f"UTF-16 without a byte-order mark ({utf16.upper()})")
+        label = f"UTF-16 without a byte-order mark ({utf16.upper()})"
+        return _decode_utf16(name, data, utf16, label,
+                             reason=f"{label}: a NUL byte in one half of most character pairs")
     if b"\x00" in data:  # a memchr; counting every file's bytes would cost more than this check
         _refuse_mostly_nul(name, data.count(0), len(data))
     if encoding:
-        return _decode_strict(name, data, encoding)
+        decoded = _decode_strict(name, data, encoding)
+        decoded.reason = "named by source.encoding in the mapping"
+        return decoded
     bom = data.startswith(b"\xef\xbb\xbf")
     utf8 = "utf-8-sig" if bom else "utf-8"
     try:
-        return _Decoded(data.decode(utf8), utf8, bom_bytes=3 * bom)
+        return _Decoded(data.decode(utf8), utf8, bom_bytes=3 * bom, reason="the whole file is valid UTF-8")
     except UnicodeDecodeError:
         pass
-    if _looks_like_broken_utf8(data):
-        # One pass at C speed, however many bad bytes: each becomes a lone surrogate that
-        # keeps its place, so the records after it parse as written (the bad ones are refused).
-        return _Decoded(data.decode(utf8, "surrogateescape"), utf8, escaped=True, bom_bytes=3 * bom)
-    return _decode_strict(name, data, legacy)
+    try:
+        choice, text = choose_encoding(data, legacy, bom=bom)
+    except LookupError as exc:  # the settings and the mapping refuse unknown names; a direct caller may not
+        raise ReadError(f"{name}: unknown encoding in legacy_encoding ({exc})") from exc
+    if text is None:
+        try:
+            _decode_strict(name, data, legacy[0])  # raises, naming the first byte the first candidate lacks
+        except ReadError as exc:
+            if len(legacy) == 1:
+                raise
+            raise ReadError(f"{exc}, and no other legacy_encoding candidate ({', '.join(legacy[1:])}) "
+                            f"reads the file either") from exc
+        raise ReadError(f"{name}: no legacy_encoding candidate ({', '.join(legacy)}) reads the file")
+    decoded = _Decoded(text, choice.encoding, escaped=choice.damaged, bom_bytes=3 * bom, reason=choice.reason)
+    if choice.uncertain:
+        decoded.doubt = _doubt(choice, legacy)
+    return decoded
+
+
+def _doubt(choice: Choice, legacy: tuple[str, ...]) -> str:
+    """The warning for an encoding chosen on thin or mixed evidence: how to name the right one."""
+    other = next((e for e in (*choice.others, *legacy) if e != choice.encoding), "cp1252")
+    return (f"the file was read as {choice.encoding}, but that is not certain ({choice.reason}); if accented "
+            f"letters look wrong, name the file's encoding in the mapping, e.g. `source: {{encoding: {other}}}` "
+            f"(or `source: {{encoding: {choice.encoding}}}` to confirm this one)")
 
 
 def _is_utf16(encoding: str) -> bool:
@@ -330,8 +375,9 @@ def _utf16_without_bom(data: bytes) -> str | None:
     return None
 
 
-def _decode_utf16(name: str, data: bytes, encoding: str, label: str = "") -> _Decoded:
+def _decode_utf16(name: str, data: bytes, encoding: str, label: str = "", *, reason: str = "") -> _Decoded:
     decoded = _decode_strict(name, data, encoding, label)
+    decoded.reason = reason
     _refuse_mostly_nul(name, 2 * decoded.text.count("\x00"), len(data))  # U+0000 is two NUL bytes
     return decoded
 
@@ -352,17 +398,6 @@ def _line_and_column(data: bytes, offset: int) -> tuple[int, int]:
     if not lines or lines[-1].endswith((b"\n", b"\r")):
         return len(lines) + 1, 1
     return len(lines), len(lines[-1]) + 1
-
-
-def _looks_like_broken_utf8(data: bytes) -> bool:
-    """True when a file that failed strict UTF-8 is UTF-8 with damaged bytes, not legacy text.
-
-    Legacy-codepage text never holds well-formed UTF-8 sequences, NUL bytes, or the remains of
-    a UTF-8 BOM (EF BB) in mid-file; a file that does is UTF-8 whose bad records must be refused
-    rather than the whole file being re-read in another codepage (which would garble it quietly).
-    The akeneo fixture `non_utf8.csv` is such a file: ASCII but for a lone 0xFF, a NUL and EF BB.
-    """
-    return bool(_UTF8_MULTIBYTE.search(data) or b"\x00" in data or b"\xef\xbb" in data[3:])
 
 
 def _damage(decoded: _Decoded, line: str, number: int, room: int) -> tuple[int, list[tuple[int, str]]]:
@@ -435,11 +470,10 @@ def detect_delimiter(text: str) -> tuple[str, int]:
 def _read_csv(
     name: str,
     data: bytes,
-    header_row: int,
-    find_header: list[str] | None,
+    rule: _HeaderRule,
     delimiter: str | None,
     encoding: str | None,
-    legacy: str,
+    legacy: tuple[str, ...],
     max_rows: int | None = None,
 ) -> Table:
     if not data.strip():
@@ -458,7 +492,10 @@ def _read_csv(
         delimiter, usual = sep, 0
     else:
         delimiter, usual = detect_delimiter(text)
-    table = Table(header=[], rows=[], format="csv", encoding=decoded.encoding, delimiter=delimiter)
+    table = Table(header=[], rows=[], format="csv", encoding=decoded.encoding, delimiter=delimiter,
+                  encoding_reason=decoded.reason)
+    if decoded.doubt:
+        table.problems.append(Problem(kind="encoding", severity="warning", reason=decoded.doubt))
     bare_cr = text.count("\r") != text.count("\r\n")
     lines = _physical_lines(text, bare_cr)
     problems = _Problems(table.problems)
@@ -466,9 +503,9 @@ def _read_csv(
     if decoded.escaped or "\x00" in text:
         lines = _screened(lines, line_offset + 1, decoded, damage, problems)
     reader = csv.reader(lines, delimiter=delimiter)
-    csv_file = _CsvFile(name, text, bare_cr, delimiter, line_offset, max_rows)
+    csv_file = _CsvFile(name, text, bare_cr, delimiter, line_offset, max_rows, reader)
     try:
-        _fill_csv_table(csv_file, table, reader, header_row, find_header, usual, damage, problems)
+        _fill_csv_table(csv_file, table, reader, rule, usual, damage, problems)
     except csv.Error as exc:
         raise ReadError(f"{name}: line {line_offset + reader.line_num}: cannot parse the CSV ({exc})") from exc
     problems.close()
@@ -496,6 +533,7 @@ class _CsvFile:
     delimiter: str
     line_offset: int  # 1 after a `sep=` line
     max_rows: int | None
+    reader: Any = None  # the csv.reader over the text (its line_num is the last physical line read)
 
 
 def _physical_lines(text: str, bare_cr: bool = False):
@@ -533,46 +571,89 @@ def _screened(lines, number: int, decoded: _Decoded, damage: dict, problems: _Pr
         number += 1
 
 
-def _locate_csv_header(csv_file, reader, header_row, find_header) -> tuple[list[str], int, int]:
-    """Read up to the header record; return its cells and the physical lines it starts/ends on."""
+def _locate_csv_header(csv_file, reader, rule: _HeaderRule) -> tuple[list[str], int, int, int]:
+    """Read up to the header record; return its cells, the physical lines it starts/ends on and its record number."""
     name, line_offset = csv_file.name, csv_file.line_offset
-    wanted = {_match_key(n) for n in find_header} if find_header else None
-    limit = FIND_HEADER_WITHIN if wanted else header_row
+    wanted = {column_key(n) for n in rule.find} if rule.find else None
+    limit = FIND_HEADER_WITHIN if wanted else rule.row
     previous_end = 0
+    first: list[str] | None = None  # the first row with something in it, to show when no header is found
     for index, record in enumerate(reader, start=1):
         if index > limit:
             break
         start, previous_end = previous_end + 1, reader.line_num
         if previous_end - start >= MAX_CELL_LINES:
             _refuse_runaway_cell(csv_file, reader, record, line_offset + start)
-        if (wanted and _is_header(record, wanted)) or (not wanted and index == header_row):
-            return record, line_offset + start, line_offset + previous_end
+        if first is None and "".join(record).strip():
+            first = record
+        if (wanted and _is_header(record, wanted)) or (not wanted and index == rule.row):
+            return record, line_offset + start, line_offset + previous_end, index
     else:
         if previous_end:  # the whole file was read: did a quote left open swallow the header?
             _check_last_record(csv_file, line_offset + start, line_offset + previous_end, header=True)
     if wanted:
         raise ReadError(
-            f"{name}: no header row with the columns {', '.join(find_header)} "
-            f"in the first {FIND_HEADER_WITHIN} rows"
+            f"{name}: no header row with the columns {', '.join(rule.find or ())} "
+            f"in the first {FIND_HEADER_WITHIN} rows{_first_row_shown(first)}"
         )
-    raise ReadError(f"{name}: no header: the file has fewer than {header_row} rows")
+    raise ReadError(f"{name}: no header: the file has fewer than {rule.row} rows")
 
 
-def _fill_csv_table(csv_file, table, reader, header_row, find_header, usual, damage, problems) -> None:
-    """The CSV loop: header, then one Row per record; refused records become Problems."""
+def _first_row_shown(cells: list[str] | None) -> str:
+    """"; the first row reads: a, b, c" (cut short), to show a header that was not found."""
+    if not cells:
+        return ""
+    shown = ", ".join(c.strip() for c in cells)
+    return f"; the first row reads: {shown[:300]}{'...' if len(shown) > 300 else ''}"
+
+
+def _fill_csv_table(csv_file, table, reader, rule: _HeaderRule, usual, damage, problems) -> None:
+    """The CSV loop: header, then one Row per record; refused records become Problems.
+
+    A Row's `line` is the physical line its record starts on; its `row_number` is the record's
+    number counting the header and any rows above it (blank ones too), as a spreadsheet
+    shows it: a description over 20 lines makes those differ by 19 from there on.
+    """
     name, line_offset = csv_file.name, csv_file.line_offset
-    cells, header_start, header_end = _locate_csv_header(csv_file, reader, header_row, find_header)
-    for line in sorted(damage):
-        count, listed = damage.pop(line)
-        if line >= header_start:
-            reason = listed[0][1] if listed else f"{count:,} bad bytes"
-            raise ReadError(f"{name}: line {line}: the header holds a bad byte: {reason}")
-    header = _name_columns(cells, f"{name}: line {header_end}")
-    if len(header) == 1 and usual > 1:
-        raise ReadError(
-            f"{name}: line {header_end}: the header has one column but the rows have {usual} "
-            f"fields separated by {table.delimiter!r}; set the delimiter or fix the header"
-        )
+    if rule.row:
+        cells, header_start, header_end, number = _locate_csv_header(csv_file, reader, rule)
+        for line in sorted(damage):
+            count, listed = damage.pop(line)
+            if line >= header_start:
+                reason = listed[0][1] if listed else f"{count:,} bad bytes"
+                raise ReadError(f"{name}: line {line}: the header holds a bad byte: {reason}")
+        header = _name_columns(cells, f"{name}: line {header_end}")
+        if len(header) == 1 and usual > 1:
+            raise ReadError(
+                f"{name}: line {header_end}: the header has one column but the rows have {usual} "
+                f"fields separated by {table.delimiter!r}; set the delimiter or fix the header"
+            )
+        table.header_row = number
+        _warn_if_data(table, header, number, header_start)
+    else:  # no header row: every record is data, its columns named by position (or `columns`)
+        leading = list(_through_first_filled(reader))
+        if not leading:
+            raise ReadError(f"{name}: the file holds no rows")
+        reader = chain(leading, reader)
+        width = max(len(leading[-1]), usual, len(rule.columns))
+        header = _name_columns(positional_names(width, rule.columns), f"{name}: source.columns")
+        header_start = header_end = line_offset
+        number = 0
+    _fill_csv_rows(csv_file, table, reader, header, (header_start, header_end, number), damage, problems)
+
+
+def _through_first_filled(reader):
+    """The records up to and including the first that holds something (blank lines come first)."""
+    for record in reader:
+        yield record
+        if "".join(record).strip():
+            return
+
+
+def _fill_csv_rows(csv_file, table, reader, header, after, damage, problems) -> None:
+    """One Row per record after the header (lines header_start..header_end, record `number`)."""
+    line_offset = csv_file.line_offset
+    header_start, header_end, number = after
     table.header = header
     width = len(header)
     rows = table.rows
@@ -580,20 +661,22 @@ def _fill_csv_table(csv_file, table, reader, header_row, find_header, usual, dam
     start = header_start
     shared = _SharedText()
     records = reader if csv_file.max_rows is None else islice(reader, csv_file.max_rows)
+    raw = csv_file.reader
     for record in records:
+        number += 1
         start = line_offset + previous_end + 1
-        previous_end = reader.line_num
+        previous_end = raw.line_num
         if previous_end + line_offset - start >= MAX_CELL_LINES:
-            _refuse_runaway_cell(csv_file, reader, record, start)
+            _refuse_runaway_cell(csv_file, raw, record, start)
         if damage:
-            _refuse_bad_bytes(start, damage, problems)
+            _refuse_bad_bytes(start, damage, problems, number)
             continue
         count = len(record)
         if count != width:
             if count > width:
                 extra = record[width:]
                 if any(v.strip() for v in extra):
-                    problems.add(_shape_problem(record, width, start))
+                    problems.add(_shape_problem(record, width, start, number, headerless=not table.header_row))
                     continue
                 record = record[:width]
             else:
@@ -601,11 +684,11 @@ def _fill_csv_table(csv_file, table, reader, header_row, find_header, usual, dam
         first = record[0]
         if (not first or first.isspace()) and not "".join(record).strip():
             continue  # blank row
-        rows.append(Row(start, dict(zip(header, shared.cells(record)))))  # noqa: B905 (strict= costs 15% of zip here)
+        rows.append(Row(start, dict(zip(header, shared.cells(record))), None, number))  # noqa: B905 (strict= costs 15% of zip here)
     if csv_file.max_rows is not None:
-        _refuse_too_many_rows(csv_file, reader, damage)
+        _refuse_too_many_rows(csv_file, raw, damage)
     if start == header_start:
-        _check_last_record(csv_file, header_start, header_end, header=True)
+        _check_last_record(csv_file, header_start, header_end, header=bool(table.header_row))
     else:
         _check_last_record(csv_file, start, line_offset + previous_end, width=width, rows=rows, problems=problems)
 
@@ -675,8 +758,8 @@ def _check_last_record(csv_file: _CsvFile, start: int, end: int, *, header: bool
         why = f"it has {len(parsed)} of the header's {width} fields and no line end"
     if not rows or rows[-1].line != start or problems is None:
         return  # the last record was blank or already refused
-    rows.pop()
-    problems.add(Problem(kind="cut", line=start, reason=(
+    cut = rows.pop()
+    problems.add(Problem(kind="cut", line=start, row_number=cut.row_number, reason=(
         f"the last record looks cut short ({why}): the file was probably still being written "
         f"or the disk was full; the record is not read")))
 
@@ -769,32 +852,35 @@ class _Problems:
                     f"{MAX_LISTED_PER_KIND:,} of each kind are)")))
 
 
-def _refuse_bad_bytes(start: int, damage: dict, problems: _Problems) -> None:
-    """Refuse the record starting at `start`: a Problem per listed bad byte, the rest counted."""
+def _refuse_bad_bytes(start: int, damage: dict, problems: _Problems, number: int | None = None) -> None:
+    """Refuse the record starting at `start` (record `number`): a Problem per listed bad byte, the rest counted."""
     problems.records.add(start)
     for line in sorted(damage):
         count, listed = damage.pop(line)
         where = "" if line == start else f" (line {line})"
         for _, reason in listed:
-            problems.add(Problem(kind="encoding", reason=reason + where, line=start))
+            problems.add(Problem(kind="encoding", reason=reason + where, line=start, row_number=number))
         problems.count("encoding", count - len(listed))
 
 
-def _shape_problem(record: list[str], width: int, line: int) -> Problem:
+def _shape_problem(record: list[str], width: int, line: int, number: int | None = None, *,
+                   headerless: bool = False) -> Problem:
     extra = [v for v in record[width:] if v.strip()]
+    than = f"the file's rows have {width} (columns beyond them need names in source.columns)" if headerless \
+        else f"the header has {width}"
     return Problem(
         kind="shape",
-        reason=f"the row has {len(record)} fields but the header has {width}; "
-        f"extra values are not read",
+        reason=f"the row has {len(record)} fields but {than}; extra values are not read",
         line=line,
         value=", ".join(extra)[:200],
+        row_number=number,
     )
 
 
 # --------------------------------------------------------------------------- workbooks
 
 
-def _read_workbook(path: Path, kind: str, header_row, find_header, sheet, *, preflight: bool = True,
+def _read_workbook(path: Path, kind: str, rule: _HeaderRule, sheet, *, preflight: bool = True,
                    max_rows: int | None = None) -> Table:
     if preflight:
         _preflight(path, kind)
@@ -807,7 +893,7 @@ def _read_workbook(path: Path, kind: str, header_row, find_header, sheet, *, pre
             table = Table(header=[], rows=[], format=kind, sheet=", ".join(names))
             for name in names:
                 raw = workbook.get_sheet_by_name(name)
-                _add_sheet(path.name, table, name, raw, header_row, find_header, all_sheets=sheet == "*",
+                _add_sheet(path.name, table, name, raw, rule, all_sheets=sheet == "*",
                            max_rows=max_rows)
             if len(names) > 1:
                 _fill_missing_columns(table)  # sheets whose headers differ
@@ -841,26 +927,35 @@ def _choose_sheets(file: str, names: list[str], sheet: str | int | None) -> list
     raise ReadError(f"{file}: no sheet named {sheet!r} (sheets: {', '.join(names)})")
 
 
-def _add_sheet(file, table, name, raw, header_row, find_header, all_sheets, max_rows=None) -> None:
-    """Append one sheet's rows to the table; row numbers are the sheet's own (1-based)."""
+def _add_sheet(file, table, name, raw, rule: _HeaderRule, all_sheets, max_rows=None) -> None:
+    """Append one sheet's rows to the table; row numbers are the sheet's own (1-based, as Excel shows them)."""
     first_col = raw.start[1] if raw.start else 0  # iter_rows pads rows from row 1, not columns
     rows = raw.iter_rows()
     where = f"{file}, sheet {name!r}"
-    found = _locate_sheet_header(rows, header_row, find_header)
-    if found is None:
-        if all_sheets:
-            table.problems.append(Problem(kind="header", severity="warning", sheet=name,
-                                          reason=f"sheet {name!r} skipped: no header row found"))
-            return
-        what = f"the columns {', '.join(find_header)}" if find_header else f"row {header_row}"
-        raise ReadError(f"{where}: no header row ({what} not found)")
-    cells, header_line = found
+    if rule.row:
+        found = _locate_sheet_header(rows, rule)
+        if isinstance(found, list):  # not found: the first row with something in it
+            if all_sheets:
+                table.problems.append(Problem(kind="header", severity="warning", sheet=name,
+                                              reason=f"sheet {name!r} skipped: no header row found"
+                                                     f"{_first_row_shown(found)}"))
+                return
+            what = f"the columns {', '.join(rule.find)}" if rule.find else f"row {rule.row}"
+            raise ReadError(f"{where}: no header row ({what} not found){_first_row_shown(found)}")
+        cells, header_line = found
+        header = _name_columns([_cell_text(v) for v in cells], f"{where}, row {header_line}", first_col)
+        _warn_if_data(table, header, header_line, header_line, name if all_sheets else None)
+    else:  # no header row: columns named by `columns`, then by their Excel column number
+        header_line = 0
+        width = (raw.end[1] + 1 - first_col) if raw.end else 0
+        header = _name_columns(positional_names(width, rule.columns, first_col), f"{where}: source.columns")
     if max_rows is not None:  # before any row is made: the sheet's extent is known up front
         last_row = raw.end[0] + 1 if raw.end else 0  # 1-based, as iter_rows counts from row 1
         rows_after = len(table.rows) + max(last_row - header_line, 0)
         if rows_after > max_rows:
             raise ReadError(_too_large(f"{file}, sheet {name!r}", rows_after, max_rows))
-    header = _name_columns([_cell_text(v) for v in cells], f"{where}, row {header_line}", first_col)
+    if table.header_row is None and header_line:
+        table.header_row = header_line
     for column in header:
         if column not in table.header:
             table.header.append(column)
@@ -874,20 +969,25 @@ def _add_sheet(file, table, name, raw, header_row, find_header, all_sheets, max_
             continue
         if len(texts) < width:
             texts += [""] * (width - len(texts))
-        append(Row(number, dict(zip(header, shared.cells(texts))), sheet_name))  # noqa: B905 (strict= costs 15% of zip here)
+        append(Row(number, dict(zip(header, shared.cells(texts))), sheet_name, number))  # noqa: B905 (strict= costs 15% of zip here)
 
 
-def _locate_sheet_header(rows, header_row, find_header):
-    """Consume rows up to the header; return (cells, 1-based row number) or None."""
-    wanted = {_match_key(n) for n in find_header} if find_header else None
-    limit = FIND_HEADER_WITHIN if wanted else header_row
+def _locate_sheet_header(rows, rule: _HeaderRule):
+    """Consume rows up to the header; return (cells, 1-based row number), or when it is not
+    found the first row with something in it (a list, [] when none), to show to a person."""
+    wanted = {column_key(n) for n in rule.find} if rule.find else None
+    limit = FIND_HEADER_WITHIN if wanted else rule.row
+    first: list[str] = []
     for number, values in enumerate(islice(rows, limit), start=1):
+        texts = [_cell_text(v) for v in values]
+        if not first and "".join(texts).strip():
+            first = texts
         if wanted:
-            if _is_header([_cell_text(v) for v in values], wanted):
+            if _is_header(texts, wanted):
                 return values, number
-        elif number == header_row:
+        elif number == rule.row:
             return values, number
-    return None
+    return first
 
 
 def _fill_missing_columns(table: Table) -> None:

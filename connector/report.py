@@ -10,7 +10,8 @@ same rows as text cells with the refusing cell highlighted, to fix in Excel and 
       "sha256": "…", "size": 12345,         # of the file's bytes as claimed
       "status": "done",                     # done | refused | waiting | duplicate | checked
       "mapping": {"name": "stock2shop", "sha256": "…"},
-      "read": {"format": "csv", "encoding": "utf-8-sig", "delimiter": ";", "sheet": null, "rows": 120},
+      "read": {"format": "csv", "encoding": "utf-8-sig", "delimiter": ";", "sheet": null, "rows": 120,
+               "encoding_reason": "the whole file is valid UTF-8", "header_row": 1, "columns": ["sku", …]},
       "counts": {
         "products": 30, "variants": 118,    # built from the file
         "products_held_back": 1,            # a row of theirs failed, so none of them was sent
@@ -100,13 +101,21 @@ class Counts:
 
 @dataclass
 class ReadInfo:
-    """How the file was read (recorded so a person can see what the reader decided)."""
+    """How the file was read (recorded so a person can see what the reader decided).
+
+    `encoding_reason`: why the reader chose that encoding; `header_row`: the row the column
+    names came from (as a spreadsheet numbers it; None when the file has no header row);
+    `columns`: the columns found there (or named by position).
+    """
 
     format: str | None = None
     encoding: str | None = None
     delimiter: str | None = None
     sheet: str | None = None
     rows: int = 0
+    encoding_reason: str | None = None
+    header_row: int | None = None
+    columns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -231,7 +240,7 @@ class Report:
 
     def to_ledger(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """What the ledger keeps of a journaled file: the report's JSON and its rejected rows."""
-        rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason, r.column] for r in self.rejected]
+        rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason, r.column, r.row.row_number] for r in self.rejected]
         return self.to_json(), {"header": self.header, "rows": rows, "header_row": self.header_row}
 
     @classmethod
@@ -264,8 +273,9 @@ class Report:
         report.already_pushed = (data.get("already_pushed") or {}).get("finished_at")
         report.header = list(rejected.get("header") or [])
         report.header_row = rejected.get("header_row") or 1
-        report.rejected = [Rejected(Row(line, cells, sheet), reason, *column)  # column: kept since rejected.xlsx
-                           for line, sheet, cells, reason, *column in rejected.get("rows") or []]
+        # [line, sheet, cells, reason] then, in later ledgers, the refusing column and the row number
+        report.rejected = [Rejected(Row(line, cells, sheet, *rest[1:2]), reason, *rest[:1])
+                           for line, sheet, cells, reason, *rest in rejected.get("rows") or []]
         return report
 
 
@@ -286,17 +296,21 @@ def write_report_files(report: Report, stem: Path, *, sidecar: str = ".report.js
 
 
 def write_rejected_csv(path: Path, header: list[str], rejected: list[Rejected]) -> None:
-    """Write the refused rows to `path`: the original columns, then `line` and `reason`.
+    """Write the refused rows to `path`: the original columns, then `row`, `line` and `reason`.
 
+    `row` is where a person finds the row in a spreadsheet (the Excel row; for a CSV the record
+    number counting the header), `line` the physical line of a CSV where the record starts.
     Text that a spreadsheet would run as a formula is neutralised (see `neutralise`). The file
     is UTF-8 with a BOM so Excel shows accents right, and is written atomically.
     """
-    extra = _unique(["line", "reason"], header)
+    extra = _unique(["row", "line", "reason"], header)
     out = io.StringIO(newline="")
     writer = csv.writer(out)
     writer.writerow([neutralise(name) for name in header + extra])
     for row, reason in rejected:
-        writer.writerow([neutralise(row.cells.get(name, "")) for name in header] + [str(row.line), neutralise(reason)])
+        number = row.row_number if row.row_number is not None else row.line
+        writer.writerow([neutralise(row.cells.get(name, "")) for name in header]
+                        + [str(number), str(row.line), neutralise(reason)])
     write_atomic(path, out.getvalue().encode("utf-8-sig"))
 
 
@@ -446,6 +460,9 @@ def _summary_lines(report: Report) -> list[str]:
     if report.rows:
         lines[2:2] = [f"  rows: {report.rows.line()}",
                       *(f"    skipped {n} by {rule}" for rule, n in report.rows.skipped.items())]
+    # an encoding chosen on thin evidence: the one problem that says how to fix the whole file
+    lines.extend(f"  note: {p.reason}" for p in report.problems.stored
+                 if p.kind == "encoding" and p.severity == "warning")
     if c.items_sent or c.images_sent or c.items_unchanged:
         lines.append(f"  sent: {c.items_sent} items, {c.images_sent} images; unchanged: {c.items_unchanged} items")
     by_kind = report.problems.by_kind.most_common()

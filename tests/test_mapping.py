@@ -366,7 +366,7 @@ def test_the_complete_example_in_the_docs_loads():
         ({"product": {"title": {"column": "t", "pick": {"key": "a", "index": 1}}}}, "product.title.pick: must be {key: name}"),
         ({"product": {"title": {"column": "t", "fallback": {"colum": "u"}}}}, 'product.title.fallback.colum: unknown key'),
         ({"fill_down": "Title"}, None),
-        ({"fill_down": [1]}, "fill_down: must be a list of column names"),
+        ({"fill_down": [True]}, "fill_down: must be a list of column names"),
         ({"same_variant": "add"}, 'same_variant: "add" is not allowed (valid choices: error, sum)'),
         ({"images": {"columns": ["i"], "strip_leading_slash": "yes"}}, "images.strip_leading_slash: must be true or false"),
     ],

@@ -47,7 +47,7 @@ def test_neutralise_prefixes_formula_text_but_not_plain_numbers(text: str, expec
     assert neutralise(text) == expected
 
 
-def test_rejected_csv_has_the_original_columns_then_line_and_reason(tmp_path: Path):
+def test_rejected_csv_has_the_original_columns_then_row_line_and_reason(tmp_path: Path):
     path = tmp_path / "export.csv.rejected.csv"
     header = ["sku", "title", "price"]
     rejected = [
@@ -61,10 +61,10 @@ def test_rejected_csv_has_the_original_columns_then_line_and_reason(tmp_path: Pa
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.reader(f))
     assert rows == [
-        ["sku", "title", "price", "line", "reason"],
-        ["00123", "'=cmd|' /C calc'!A0", "-2.50", "3", "price: not a number"],
-        ["A,9", 'Café "quoted"\nsecond line', "abc", "9", "'=bad reason"],
-        ["X", "", "", "11", "title is required"],
+        ["sku", "title", "price", "row", "line", "reason"],
+        ["00123", "'=cmd|' /C calc'!A0", "-2.50", "3", "3", "price: not a number"],
+        ["A,9", 'Café "quoted"\nsecond line', "abc", "9", "9", "'=bad reason"],
+        ["X", "", "", "11", "11", "title is required"],
     ]
 
 
@@ -73,7 +73,7 @@ def test_rejected_csv_keeps_a_file_column_named_line(tmp_path: Path):
     write_rejected_csv(path, ["line", "sku"], [(Row(line=5, cells={"line": "L1", "sku": "S"}), "bad")])
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert rows == [{"line": "L1", "sku": "S", "rejected_line": "5", "reason": "bad"}]
+    assert rows == [{"line": "L1", "sku": "S", "row": "5", "rejected_line": "5", "reason": "bad"}]
 
 
 def test_json_write_is_atomic_and_leaves_no_temporary_files(tmp_path: Path):
