@@ -24,6 +24,7 @@ import os
 import re
 import stat
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -51,8 +52,26 @@ _OPEN_FLAGS = (
 )
 
 
+@dataclass(frozen=True)
+class ImageFolder:
+    """The image folder resolved once for a whole file: `base` (symlinks followed) and whether it exists.
+
+    A file's 100,000 image names are looked up in one folder; resolving it (and finding it
+    missing) once instead of per product and per name keeps `check` of an export whose images
+    are elsewhere fast (3.4 s of 10 s per 100,000 names before).
+    """
+
+    base: Path
+    exists: bool
+
+    @classmethod
+    def of(cls, folder: Path) -> ImageFolder:
+        base = folder.resolve()
+        return cls(base, base.is_dir())
+
+
 def locate_images(
-    product: Product, *, folder: Path, allow_urls: bool = False
+    product: Product, *, folder: Path | ImageFolder, allow_urls: bool = False
 ) -> tuple[list[ImageJob], list[Problem]]:
     """Locate and validate `product.images` inside `folder`.
 
@@ -60,7 +79,8 @@ def locate_images(
     sha256) kept once and `main=True` on the first one; and one warning Problem per image
     refused. Reads each file once, fully (at most 2 MiB), to check it.
     """
-    base = folder.resolve()
+    place = folder if isinstance(folder, ImageFolder) else ImageFolder.of(folder)
+    base = place.base
     jobs: list[ImageJob] = []
     problems: list[Problem] = []
     seen_paths: set[Path] = set()
@@ -70,7 +90,7 @@ def locate_images(
         if not name:
             continue
         try:
-            path = _resolve(name, base, allow_urls)
+            path = _resolve(name, place, allow_urls)
             if path in seen_paths:  # variant rows often repeat their product's picture
                 continue
             seen_paths.add(path)
@@ -122,8 +142,8 @@ def encode_image(job: ImageJob) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _resolve(name: str, base: Path, allow_urls: bool) -> Path:
-    """The absolute path `name` names inside `base`, or ImageError saying why not."""
+def _resolve(name: str, place: ImageFolder, allow_urls: bool) -> Path:
+    """The absolute path `name` names inside the folder, or ImageError saying why not."""
     if _CONTROL.search(name):
         raise ImageError("the image name contains control characters")
     if _URL.match(name):
@@ -136,6 +156,9 @@ def _resolve(name: str, base: Path, allow_urls: bool) -> Path:
     parts = [p for p in re.split(r"[\\/]", name) if p not in ("", ".")]
     if ".." in parts:
         raise ImageError("the image name goes up a folder ('..'); give a name inside the image folder")
+    if not place.exists:
+        raise ImageError("no such file in the image folder")
+    base = place.base
     try:
         path = base.joinpath(*parts).resolve(strict=True)
     except FileNotFoundError:

@@ -34,7 +34,7 @@ from connector.errors import (
     OversizedItem,
     ReadError,
 )
-from connector.images import encode_image, locate_images
+from connector.images import ImageFolder, encode_image, locate_images
 from connector.ledger import Job, Ledger
 from connector.mapping import Mapping, find_mapping, load_mapping
 from connector.model import ImageJob, Problem, Product, Rejected, Row, Table
@@ -514,7 +514,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
 
     tick = clock()
     images: dict[str, list[ImageJob]] = {}
-    folder = _image_folder(path, spec, settings)
+    folder = ImageFolder.of(_image_folder(path, spec, settings))
     for product in products:
         found, image_problems = locate_images(product, folder=folder,
                                               allow_urls=settings.allow_image_urls or spec.allow_urls)
