@@ -224,8 +224,9 @@ class ApiClient:
 
     # -- endpoints -------------------------------------------------------------------------
 
-    def queue_products(self, items: list[dict]) -> dict:
-        body = encode({"system_products": items})  # the bytes batches were sized by
+    def queue_products(self, items: list[dict], *, payload: bytes | None = None) -> dict:
+        """Queue `items`; `payload`, when given, is their JSON array as journaled, sent as it is."""
+        body = b'{"system_products":' + payload + b"}" if payload is not None else encode({"system_products": items})
         return self.call("POST", "/v1/products/queue", body, params={"source_id": self.settings.source_id})
 
     def queue_images(self, items: list[dict]) -> dict:

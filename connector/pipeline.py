@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.api import ApiClient
-from connector.batches import make_batches
+from connector.batches import Batch, iter_batches
 from connector.build import build_products
 from connector.checks import check_products
 from connector.common import file_identity, iso_utc
@@ -134,32 +134,40 @@ class Pipeline:
 
         tick = self.clock()
         to_send, unchanged = self._changed(plan.products)
-        batches = self._batches(to_send, plan)
-        batch_of = {item["source"]["source_product_code"]: i for i, batch in enumerate(batches) for item in batch}
-        images = [
-            (batch_of.get(code), asdict(job))
-            for code, jobs in plan.images.items()
-            for job in jobs
-            if self.full or not self.ledger.image_sent(code, job.sha256)
-        ]
         plan.timings["plan"] = plan.timings.get("plan", 0.0) + self.clock() - tick
-
-        plan.fill(report)
-        report.counts.items_to_send = sum(len(b) for b in batches)
-        report.counts.items_unchanged = unchanged
-        report.counts.images_to_send = len(images)
         if plan.refused:
-            report.fail("refused", "data", "no row of the file could be sent")
-            report.message = f"{path.name}: refused: no row of the file could be sent"
-            report.finished_at = self.clock()
-            self.ledger.record_refused(report, endpoint=self.endpoint)
-            return report
+            return self._refused_whole(report, plan)
 
-        file_id = self.ledger.journal(report, mtime_ns=mtime_ns, endpoint=self.endpoint,
-                                      batches=batches, images=images)
+        # Each item is encoded once, while batching, and journaled a batch at a time: the
+        # bytes the ledger keeps are the ones the API gets, and only one batch's are in memory.
+        tick = self.clock()
+        try:
+            with self.ledger.journaling(report, mtime_ns=mtime_ns, endpoint=self.endpoint) as journal:
+                batch_of: dict[str, int] = {}
+                for batch in self._batches(to_send, plan):
+                    index = journal.batch(batch)
+                    batch_of.update((_code(item), index) for item in batch)
+                    report.counts.items_to_send += len(batch)
+                images = [
+                    (batch_of.get(code), asdict(job))
+                    for code, jobs in plan.images.items()
+                    for job in jobs
+                    if self.full or not self.ledger.image_sent(code, job.sha256)
+                ]
+                journal.images(images)
+                plan.timings["journal"] = self.clock() - tick
+                plan.fill(report)
+                report.counts.items_unchanged = unchanged
+                report.counts.images_to_send = len(images)
+                if plan.refused:  # every product was held back while batching: nothing is kept
+                    raise _NothingToSend
+        except _NothingToSend:
+            return self._refused_whole(report, plan)
+        file_id = journal.file_id
         self._reports[file_id] = report
         self.log.info("%s: journaled %d batches and %d images (%d products, %d unchanged items)",
-                      path.name, len(batches), len(images), len(plan.products), unchanged)
+                      path.name, len(journal.batch_ids), len(images), len(plan.products), unchanged)
+        del plan, to_send, batch_of, images  # what was built is in the ledger now: sending needs none of it
         self.drain()
         return self._outcome(file_id)
 
@@ -211,7 +219,9 @@ class Pipeline:
             if len(chunk) < len(piece):
                 pieces.appendleft(piece[len(chunk):])
             try:
-                self.client.queue_products(chunk)
+                # the batch as journaled goes as its bytes; a piece of it (after a 413 or a refusal) is encoded anew
+                whole = chunk is job.payload and bool(job.text)
+                self.client.queue_products(chunk, payload=job.text.encode("utf-8") if whole else None)
             except DataRejected as exc:
                 if exc.status == 413 and len(chunk) > 1:
                     cap = (len(chunk) + 1) // 2  # too big for the server: the same items in smaller requests
@@ -235,10 +245,7 @@ class Pipeline:
                 self.ledger.attempt(job.id, str(exc))
                 self.log.warning("API unavailable, work kept in the ledger: %s", exc)
                 return False
-            self.ledger.products_acknowledged(job.id, [
-                (_code(it), it["product"]["variants"]["source_variant_code"], item_hash(it))
-                for it in chunk
-            ], remaining=_flat(pieces))
+            self.ledger.products_acknowledged(job.id, _acknowledged(chunk, job.hashes or {}), remaining=_flat(pieces))
         return True
 
     def _send_images(self) -> bool:
@@ -357,16 +364,15 @@ class Pipeline:
                 out.append(Product(product.code, [it for it, _ in kept], [line for _, line in kept], product.images))
         return out, unchanged
 
-    def _batches(self, products: list[Product], plan: Plan) -> list[list[dict]]:
-        """Batches within the limits; a product with an item too big for any request is held back."""
-        while True:
-            try:
-                return make_batches(products, max_items=self.settings.batch.max_items,
-                                    max_bytes=self.settings.batch.max_bytes)
-            except OversizedItem as exc:
-                plan.hold_back(exc.code, f"an item is {exc.size} bytes, above batch.max_bytes "
-                                         f"({self.settings.batch.max_bytes}); shorten its text fields")
-                products = [p for p in products if p.code != exc.code]
+    def _batches(self, products: list[Product], plan: Plan) -> Iterator[Batch]:
+        """Batches within the limits, one at a time; a product with an item too big for any request is held back."""
+        limit = self.settings.batch.max_bytes
+
+        def hold_back(exc: OversizedItem) -> None:
+            plan.hold_back(exc.code, f"an item is {exc.size} bytes, above batch.max_bytes ({limit}); "
+                                     "shorten its text fields")
+
+        return iter_batches(products, max_items=self.settings.batch.max_items, max_bytes=limit, oversized=hold_back)
 
     # -- outcomes and reports ------------------------------------------------------------
 
@@ -396,7 +402,7 @@ class Pipeline:
             report.counts.products_refused_by_api = len({p.product for p in send_problems if p.kind == "api"})
             report.status = "done"
             report.finished_at = now = self.clock()
-            planned = sum(v for k, v in report.timings.items() if k in ("read", "map", "check", "plan"))
+            planned = sum(v for k, v in report.timings.items() if k in ("read", "map", "check", "plan", "journal"))
             report.timings["send"] = round(now - (report.started_at or now) - planned, 3)
             report.timings["total"] = round(planned + report.timings["send"], 3)
             used = Counter(self.client.requests)
@@ -407,6 +413,15 @@ class Pipeline:
     def _pending_count(self) -> int:
         backlog = self.ledger.backlog(self.endpoint)
         return backlog["batches"] + backlog["images"]
+
+    def _refused_whole(self, report: Report, plan: Plan) -> Report:
+        """No row of the file can be sent: refused, remembered so `status` lists it, nothing journaled."""
+        plan.fill(report)
+        report.fail("refused", "data", "no row of the file could be sent")
+        report.message = f"{report.file}: refused: no row of the file could be sent"
+        report.finished_at = self.clock()
+        self.ledger.record_refused(report, endpoint=self.endpoint)
+        return report
 
     def _unavailable(self, report: Report, exc: Exception) -> Report:
         """The file could not be read right now (a share gone, a lock): it waits, it is not refused."""
@@ -432,6 +447,10 @@ class Pipeline:
         report.duplicate_of = {"name": known["name"], "finished_at": iso_utc(finished)}
         report.message = f"{report.file}: the same content was already pushed as {known['name']}; nothing sent"
         return report
+
+
+class _NothingToSend(Exception):
+    """Every product was held back while batching: the file's journaling is undone."""
 
 
 @dataclass
@@ -622,6 +641,15 @@ def _refusals(chunk: list[dict], exc: DataRejected) -> tuple[set[str], list[Prob
 
 def _code(item: dict) -> str:
     return item["source"]["source_product_code"]
+
+
+def _acknowledged(chunk: list[dict], hashes: dict[tuple[str, str], str]) -> list[tuple[str, str, str]]:
+    """(product, variant, hash) of each item acknowledged: the hash journaled with its bytes, else made now."""
+    out = []
+    for item in chunk:
+        key = (_code(item), item["product"]["variants"]["source_variant_code"])
+        out.append((*key, hashes.get(key) or item_hash(item)))
+    return out
 
 
 def _flat(pieces: deque[list[dict]]) -> list[dict]:
