@@ -203,7 +203,8 @@ def _push(args, settings: Settings, clock: Clock) -> int:
         return _fail(EXIT_USAGE, f"{args.file}: no such file")
     require_credentials(settings)
     with StateLock(settings.folders.state):
-        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar())
+        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar(),
+                                  stage=_stage_line(args.file))
         try:
             report = pipeline.run_file(args.file, mapping=args.mapping)
         finally:
@@ -261,13 +262,13 @@ def _watch(settings: Settings, clock: Clock) -> int:
 
 # -- wiring ----------------------------------------------------------------------------------
 
-def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None):
+def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None, stage=None):
     from connector.api import ApiClient
     from connector.ledger import Ledger
     from connector.pipeline import Pipeline
 
     client = ApiClient(settings.api, sleep=clock.sleep, clock=clock.monotonic)
-    return Pipeline(settings, client, Ledger.open(settings.folders.state), full=full, progress=progress)
+    return Pipeline(settings, client, Ledger.open(settings.folders.state), full=full, progress=progress, stage=stage)
 
 
 @contextlib.contextmanager
@@ -296,7 +297,19 @@ def _progress_bar():
     def show(done: int, total: int) -> None:
         total = max(total, done, 1)
         filled = int(30 * done / total)
-        sys.stderr.write(f"\rsending [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} requests")
+        sys.stderr.write(f"\r\033[Ksending [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} requests")
+        sys.stderr.flush()
+
+    return show
+
+
+def _stage_line(path: Path):
+    """On a terminal, what happens before the first request: "reading products.csv ...", "mapping ..."."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(stage: str) -> None:
+        sys.stderr.write(f"\r\033[K{stage} {path.name} ...")
         sys.stderr.flush()
 
     return show

@@ -43,6 +43,7 @@ from connector.report import ReadInfo, Report
 from connector.wire import encode, item_hash
 
 Progress = Callable[[int, int], None]  # (jobs finished, jobs in all) of the file being sent
+Stage = Callable[[str], None]  # what the work before the first request is doing: "reading", "mapping", ...
 
 # Image jobs looked at for one request; a request holds at most this many images.
 IMAGE_LOOKAHEAD = 200
@@ -59,13 +60,14 @@ class Pipeline:
 
     def __init__(self, settings: Settings, client: ApiClient, ledger: Ledger, *,
                  log: logging.Logger | None = None, clock: Callable[[], float] = time.time,
-                 progress: Progress | None = None, full: bool = False):
+                 progress: Progress | None = None, full: bool = False, stage: Stage | None = None):
         self.settings = settings
         self.client = client
         self.ledger = ledger
         self.log = log or logging.getLogger("connector.pipeline")
         self.clock = clock
         self.progress = progress
+        self.stage = stage or _quiet
         self.full = full  # send every item, even those acknowledged unchanged before
         self._stop = threading.Event()
         self._reports: dict[int, Report] = {}  # files journaled by this process, finished in memory
@@ -126,13 +128,14 @@ class Pipeline:
                 return self._duplicate(report, known)
 
         try:
-            plan = plan_file(path, self.settings, mapping=spec, clock=self.clock)
+            plan = plan_file(path, self.settings, mapping=spec, clock=self.clock, stage=self.stage)
         except (MappingError, ReadError) as exc:
             if isinstance(exc.__cause__, OSError):
                 return self._unavailable(report, exc)
             return self._refused(report, exc)
 
         tick = self.clock()
+        self.stage("planning")
         to_send, unchanged = self._changed(plan.products)
         plan.timings["plan"] = plan.timings.get("plan", 0.0) + self.clock() - tick
         if plan.refused:
@@ -141,6 +144,7 @@ class Pipeline:
         # Each item is encoded once, while batching, and journaled a batch at a time: the
         # bytes the ledger keeps are the ones the API gets, and only one batch's are in memory.
         tick = self.clock()
+        self.stage("journaling")
         try:
             with self.ledger.journaling(report, mtime_ns=mtime_ns, endpoint=self.endpoint) as journal:
                 batch_of: dict[str, int] = {}
@@ -179,6 +183,8 @@ class Pipeline:
         fix. Files whose work has all ended get their final report in the ledger.
         """
         total = self._pending_count()
+        if self.progress and total:
+            self.progress(0, total)
         self._refused_cache = {}
         for other in self.ledger.other_endpoints(self.endpoint):
             self.log.warning("the ledger also holds unsent work for %s; it is sent only by a connector "
@@ -508,7 +514,7 @@ class Plan:
 
 
 def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None = None,
-              clock: Callable[[], float] = time.time) -> Plan:
+              clock: Callable[[], float] = time.time, stage: Stage | None = None) -> Plan:
     """Read, map and check one file and locate its images. No network, no ledger.
 
     `mapping`: a loaded Mapping, or a name or path to load (default: the settings' rule for
@@ -516,15 +522,19 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     is unreadable).
     """
     timings: dict[str, float] = {}
+    stage = stage or _quiet
     spec = mapping if isinstance(mapping, Mapping) else load_mapping_for(path, settings, mapping)
     with _collector_paused():
         tick = clock()
+        stage("reading")
         table = read_table(path, **_read_options(spec, settings))
         timings["read"] = clock() - tick
         tick = clock()
+        stage("mapping")
         built = build_products(table.rows, spec, source_id=int(settings.api.source_id or 0))
         timings["map"] = clock() - tick
         tick = clock()
+        stage("checking")
         kept, check_problems, held = check_products(built.products)
     problems = [*table.problems, *built.problems, *check_problems]
     held = {**built.held, **held}  # held back by a bad row (build) or a broken rule (checks): code -> lines
@@ -532,6 +542,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     timings["check"] = clock() - tick
 
     tick = clock()
+    stage("locating images")
     images: dict[str, list[ImageJob]] = {}
     folder = ImageFolder.of(_image_folder(path, spec, settings))
     for product in products:
@@ -542,6 +553,10 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     timings["plan"] = clock() - tick
     rejected = _rejected_rows(table.rows, problems, held)
     return Plan(path, spec, table, products, problems, images, rejected, set(held), timings)
+
+
+def _quiet(stage: str) -> None:
+    """No display of stages (the service, tests)."""
 
 
 def load_mapping_for(path: Path, settings: Settings, name: str | None = None) -> Mapping:

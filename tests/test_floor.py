@@ -1,0 +1,120 @@
+"""At the API's floor: the limiter earns no 429, each item is encoded once, start-up is shown."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from connector import batches, pipeline, wire
+from connector.api import ApiClient
+from connector.config import ApiSettings
+from connector.ledger import Ledger
+from connector.pipeline import Pipeline, plan_file
+from connector.sandbox import Faults
+from tests.support import FakeTime, pipeline_for, settings_for
+from tests.test_send import export as two_option_export
+from tests.test_send import store_one_option_product
+
+HEADER = "source_product_code,source_variant_code,title,sku,price,qty,option1_name,option1_value"
+
+
+def export(path: Path, products: int, variants: int = 2) -> Path:
+    lines = [HEADER]
+    for n in range(products):
+        for v in range(variants):
+            lines.append(f"P{n:04d},P{n:04d}-{v},Product {n} é,P{n:04d}-{v},{10 + v}.50,{n % 7},Size,S{v}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("burst_every, burst_size", [(0, 0), (5, 1), (7, 3)])
+def test_the_limiter_at_the_announced_rate_never_earns_a_429_even_between_injected_ones(
+        make_sandbox, tmp_path, burst_every, burst_size):
+    """The sandbox and the client on one clock: requests take no time at all, the worst case for pacing.
+
+    The client starts at the configured 1/s and follows the announced 3/s; the sandbox injects
+    bursts of 429s (with Retry-After) that the push survives. Of all the 429s, the rate limit
+    itself gave none: only the injected ones were seen.
+    """
+    fake = FakeTime()
+    sb = make_sandbox(rate=3.0, unauth_rate=1.0, clock=fake.monotonic,
+                      faults=Faults(seed=1, burst_every=burst_every, burst_size=burst_size, retry_after="seconds"))
+    settings = settings_for(tmp_path, sb)
+    settings.api = ApiSettings(url=sb.url, username="demo", password="demo", source_id=1, retry_budget=600.0)
+    settings.batch.max_items = 4  # 120 items: 30 product requests
+    client = ApiClient(settings.api, sleep=fake.sleep, clock=fake.monotonic, rng=lambda: 0.5)
+    push = Pipeline(settings, client, Ledger.open(settings.folders.state))
+    started = fake.now
+    report = push.run_file(export(tmp_path / "stock.csv", 60))
+
+    stats = sb.state()["stats"]
+    assert report.status == "done" and report.counts.items_sent == 120
+    assert stats["rate_limited"] == 0, stats  # the limiter never caused one
+    assert client.limiter.rate == 3.0  # it followed the announced rate itself
+    injected = stats["responses_429"]
+    assert (injected > 0) == (burst_every > 0)
+    assert client.requests["429"] == injected
+    if not burst_every:  # and it went at the rate: 30 requests at 3/s, not at 1/s
+        assert fake.now - started < 30 / 3 * 1.1 + 1
+
+
+def test_an_item_is_encoded_once_and_acknowledged_by_the_hash_of_the_bytes_sent(make_sandbox, tmp_path, monkeypatch):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    encoded: list[bytes] = []
+
+    def counted(value):
+        data = wire.encode(value)
+        encoded.append(data)
+        return data
+
+    def never(item):
+        raise AssertionError("an item was encoded again to hash it")
+
+    monkeypatch.setattr(batches, "_dumps", counted)
+    monkeypatch.setattr(pipeline, "item_hash", never)
+    settings = settings_for(tmp_path, sb)
+    settings.batch.max_items = 10
+    push = pipeline_for(tmp_path, sb, settings)
+    report = push.run_file(export(tmp_path / "stock.csv", 25))
+    push.close()
+
+    assert report.status == "done" and report.counts.items_sent == 50
+    assert len(encoded) == 50  # once each, while batching
+    db = sqlite3.connect(settings.folders.state / Ledger.FILE_NAME)
+    sent = {(p, v): h for p, v, h in db.execute("SELECT source_product_code, source_variant_code, hash FROM sent")}
+    assert sorted(sent.values()) == sorted(hashlib.sha256(data).hexdigest() for data in encoded)
+    payloads = [text for (text,) in db.execute("SELECT payload FROM jobs WHERE kind = 'products' ORDER BY id")]
+    assert len(payloads) == 5
+    assert b",".join(p.encode()[1:-1] for p in payloads) == b",".join(encoded)  # journaled as the very bytes
+
+
+def test_a_batch_the_api_cut_down_still_records_the_hashes_of_the_bytes_sent(make_sandbox, tmp_path):
+    """After a refusal the rest of a batch goes as a new body; its items' hashes are still those of their bytes."""
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    store_one_option_product(sb, "P007")  # the file's two-option variants of P007 then clash: refused by the API
+    path = two_option_export(tmp_path / "stock.csv", 12)
+    push = pipeline_for(tmp_path, sb)
+    report = push.run_file(path)
+    push.close()
+    assert report.status == "done" and report.counts.products_refused_by_api == 1
+
+    built = plan_file(path, settings_for(tmp_path, sb), mapping="stock2shop")
+    expected = {(p.code, it["product"]["variants"]["source_variant_code"]): wire.item_hash(it)
+                for p in built.products for it in p.items if p.code != "P007"}
+    db = sqlite3.connect(tmp_path / "state" / Ledger.FILE_NAME)
+    sent = {(p, v): h for p, v, h in db.execute("SELECT source_product_code, source_variant_code, hash FROM sent")}
+    assert sent == expected
+
+
+def test_the_work_before_the_first_request_is_shown_stage_by_stage(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    shown: list[str] = []
+    push = pipeline_for(tmp_path, sb, stage=shown.append,
+                        progress=lambda done, total: shown.append(f"sending {done}/{total}"))
+    push.run_file(export(tmp_path / "stock.csv", 3))
+    assert shown[:7] == ["reading", "mapping", "checking", "locating images", "planning", "journaling",
+                         "sending 0/1"]
+    assert shown[-1] == "sending 1/1"
