@@ -240,11 +240,15 @@ def _check(args, settings: Settings) -> int:
     if plan.refused:
         report.fail("refused", "data", "no row of the file could be sent")
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / f"{args.file.name}.items.json", "wb") as out:  # one item per line: diffable, streamable
-        out.write(b'{"system_products": [\n')
-        items = (item for product in plan.products for item in product.items)
-        for n, item in enumerate(items):
-            out.write((b",\n" if n else b"") + encode(item))
+    # The body the API would get, one item per line: valid JSON, diffable, greppable, and
+    # written a product at a time (never the whole file's text in memory).
+    with open(args.out / f"{args.file.name}.items.json", "wb") as out:
+        out.write(b'{"system_products": [')
+        lead = b"\n"
+        for product in plan.products:
+            if product.items:
+                out.write(lead + b",\n".join(encode(item) for item in product.items))
+                lead = b",\n"
         out.write(b"\n]}\n")
     write_report_files(report, args.out / args.file.name)
     print(summarise(report))

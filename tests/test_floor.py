@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
@@ -118,3 +119,26 @@ def test_the_work_before_the_first_request_is_shown_stage_by_stage(make_sandbox,
     assert shown[:7] == ["reading", "mapping", "checking", "locating images", "planning", "journaling",
                          "sending 0/1"]
     assert shown[-1] == "sending 1/1"
+
+
+def test_check_writes_the_items_as_a_request_body_one_item_per_line(tmp_path, capsys):
+    from connector.cli import main
+
+    path = export(tmp_path / "stock.csv", 3)
+    assert main(["check", str(path), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "stock.csv.items.json").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert lines[0] == '{"system_products": [' and lines[-1] == "]}"
+    items = [json.loads(line.rstrip(",")) for line in lines[1:-1]]
+    assert [it["product"]["variants"]["sku"] for it in items] == [f"P{n:04d}-{v}" for n in range(3) for v in range(2)]
+    assert json.loads(text)["system_products"] == items  # and the whole is the JSON the API would be sent
+    assert "Product 0 é" in text  # UTF-8 as sent, not \\u escapes
+
+
+def test_check_of_a_file_with_nothing_to_send_writes_an_empty_body(tmp_path, capsys):
+    from connector.cli import main
+
+    path = tmp_path / "empty.csv"
+    path.write_text(HEADER + "\n", encoding="utf-8")
+    main(["check", str(path), "--out", str(tmp_path / "out")])
+    assert json.loads((tmp_path / "out" / "empty.csv.items.json").read_text()) == {"system_products": []}
