@@ -229,8 +229,9 @@ class ApiClient:
         body = b'{"system_products":' + payload + b"}" if payload is not None else encode({"system_products": items})
         return self.call("POST", "/v1/products/queue", body, params={"source_id": self.settings.source_id})
 
-    def queue_images(self, items: list[dict]) -> dict:
-        body = encode({"system_images": items})
+    def queue_images(self, items: list[dict] | None = None, *, payload: bytes | None = None) -> dict:
+        """Queue images: `items`, or `payload`, their JSON array already encoded, sent as it is."""
+        body = b'{"system_images":' + payload + b"}" if payload is not None else encode({"system_images": items or []})
         return self.call("POST", "/v1/images/queue", body)
 
     def authenticate(self) -> None:

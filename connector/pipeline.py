@@ -75,7 +75,7 @@ class Pipeline:
         self._baseline: Counter[str] = Counter()
         self._configured_image_max = settings.batch.image_max_bytes
         self.image_max_bytes = self._configured_image_max  # lowered for the run by a 413
-        self._ahead: dict[int, dict[str, Any]] = {}  # the image encoded for the next request
+        self._ahead: dict[int, bytes] = {}  # the image read, checked and encoded already: it opens the next request
 
     def request_stop(self) -> None:
         """Finish the request under way, then stop draining (SIGTERM in `watch`). Thread-safe."""
@@ -260,33 +260,33 @@ class Pipeline:
         An image goes only after its product's batch was acknowledged; one that cannot go is
         reported against its product and the others still go. False when the API is unavailable.
         """
-        ready: list[tuple[Job, ImageJob, dict[str, Any]]] = []
+        ready: list[tuple[Job, ImageJob, bytes]] = []  # each image's item, encoded once: sized and sent as is
         size = IMAGES_ENVELOPE
         for job in self.ledger.next_jobs(self.endpoint, IMAGE_LOOKAHEAD):
             if job.kind != "image":
                 break
             image = ImageJob(**job.payload)
             why = self._why_image_waits_no_more(job, image)
-            item = self._ahead.pop(job.id, None)
-            if why is None and item is None:
+            data = self._ahead.pop(job.id, None)
+            if why is None and data is None:
                 try:
-                    item = self._image_item(image)
+                    data = encode(self._image_item(image))
                 except ImageError as exc:
                     why = str(exc)
-            if why is not None or item is None:
+            if why is not None or data is None:
                 self._skip_image(job, image, why or "it could not be read")
                 continue
-            grows = len(encode(item)) + (1 if ready else 0)
+            grows = len(data) + (1 if ready else 0)
             if ready and size + grows > self.image_max_bytes:
-                self._ahead = {job.id: item}  # encoded already: it opens the next request
+                self._ahead = {job.id: data}  # encoded already: it opens the next request
                 break
-            ready.append((job, image, item))
+            ready.append((job, image, data))
             size += grows
         return self._queue_images(ready, size) if ready else True
 
-    def _queue_images(self, ready: list[tuple[Job, ImageJob, dict[str, Any]]], size: int) -> bool:
+    def _queue_images(self, ready: list[tuple[Job, ImageJob, bytes]], size: int) -> bool:
         try:
-            self.client.queue_images([item for _, _, item in ready])
+            self.client.queue_images(payload=b"[" + b",".join(data for _, _, data in ready) + b"]")
         except DataRejected as exc:
             if exc.status == 413 and len(ready) > 1:
                 self._lower_image_limit(size)
@@ -298,7 +298,7 @@ class Pipeline:
                     self._skip_image(job, image, f"refused by the API: {_error_for(exc, i)}", state="failed")
                 return True
             if len(ready) > 1:  # the API named no image: each goes on its own, so only the bad one is refused
-                return all(self._queue_images([one], IMAGES_ENVELOPE + len(encode(one[2]))) for one in ready)
+                return all(self._queue_images([one], IMAGES_ENVELOPE + len(one[2])) for one in ready)
             job, image, _ = ready[0]
             self._skip_image(job, image, f"refused by the API: {exc}", state="failed")
             return True
