@@ -142,3 +142,19 @@ def test_check_of_a_file_with_nothing_to_send_writes_an_empty_body(tmp_path, cap
     path.write_text(HEADER + "\n", encoding="utf-8")
     main(["check", str(path), "--out", str(tmp_path / "out")])
     assert json.loads((tmp_path / "out" / "empty.csv.items.json").read_text()) == {"system_products": []}
+
+
+def test_a_429_widens_the_limiters_guard_for_the_rest_of_the_run_within_a_bound():
+    from connector.api import RateLimiter
+
+    fake = FakeTime()
+    limiter = RateLimiter(3.0, clock=fake.monotonic, sleep=fake.sleep)
+    assert limiter.guard == RateLimiter.WINDOW_GUARD
+    limiter.back_off(0.0)  # a 429: a request arrived within a window of the one 3 before it
+    assert limiter.guard == 2 * RateLimiter.WINDOW_GUARD
+    for _ in range(10):
+        limiter.back_off(0.0)
+    assert limiter.guard == RateLimiter.MAX_GUARD
+    for _ in range(4):
+        limiter.wait()
+    assert fake.sleeps[-1] == pytest.approx(1.0 + RateLimiter.MAX_GUARD)
