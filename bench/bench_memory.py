@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"push  {rows:>7,} rows: {r['seconds']:6.2f} s, peak RSS {r['peak_mib']:5.0f} MiB "
                   f"({r['status']}, {r['items']:,} items in {r['requests']} requests; read {t.get('read', 0):.1f} s, "
                   f"map {t.get('map', 0):.1f} s, check {t.get('check', 0):.1f} s, plan {t.get('plan', 0):.1f} s, "
-                  f"send {t.get('send', 0):.1f} s)", flush=True)
+                  f"journal {t.get('journal', 0):.1f} s, send {t.get('send', 0):.1f} s)", flush=True)
 
 
 if __name__ == "__main__":
