@@ -89,6 +89,9 @@ def locate_images(
         name = ref.name.strip()
         if not name:
             continue
+        if not place.exists:  # every image is missing: said without an exception (and a redaction) per name
+            problems.append(_problem(product, ref, _name_parts(name, allow_urls)[1] or _NO_SUCH_FILE))
+            continue
         try:
             path = _resolve(name, place, allow_urls)
             if path in seen_paths:  # variant rows often repeat their product's picture
@@ -144,30 +147,41 @@ def encode_image(job: ImageJob) -> str:
 
 def _resolve(name: str, place: ImageFolder, allow_urls: bool) -> Path:
     """The absolute path `name` names inside the folder, or ImageError saying why not."""
-    if _CONTROL.search(name):
-        raise ImageError("the image name contains control characters")
-    if _URL.match(name):
-        if allow_urls and name.lower().startswith(_FETCHABLE):
-            raise ImageError("image URLs are not fetched by this connector yet; put the file in the image folder")
-        raise ImageError("the image name is a URL; give a file name inside the image folder")
-    if name.startswith(("/", "\\")) or _DRIVE.match(name):
-        raise ImageError("the image name is an absolute path; give a name relative to the image folder")
-    # Either slash separates folders: exports made on Windows write `sub\a.jpg`.
-    parts = [p for p in re.split(r"[\\/]", name) if p not in ("", ".")]
-    if ".." in parts:
-        raise ImageError("the image name goes up a folder ('..'); give a name inside the image folder")
+    parts, why = _name_parts(name, allow_urls)
+    if why is not None:
+        raise ImageError(why)
     if not place.exists:
-        raise ImageError("no such file in the image folder")
+        raise ImageError(_NO_SUCH_FILE)
     base = place.base
     try:
         path = base.joinpath(*parts).resolve(strict=True)
     except FileNotFoundError:
-        raise ImageError("no such file in the image folder") from None
+        raise ImageError(_NO_SUCH_FILE) from None
     except (OSError, RuntimeError):  # symlink loops, permissions, names too long
         raise ImageError("the image file cannot be reached") from None
     if not path.is_relative_to(base):
         raise ImageError("the image name leads outside the image folder (through a symbolic link)")
     return path
+
+
+_NO_SUCH_FILE = "no such file in the image folder"
+
+
+def _name_parts(name: str, allow_urls: bool) -> tuple[list[str], str | None]:
+    """The folders and file `name` names, or why such a name is never looked up. No file is touched."""
+    if _CONTROL.search(name):
+        return [], "the image name contains control characters"
+    if _URL.match(name):
+        if allow_urls and name.lower().startswith(_FETCHABLE):
+            return [], "image URLs are not fetched by this connector yet; put the file in the image folder"
+        return [], "the image name is a URL; give a file name inside the image folder"
+    if name.startswith(("/", "\\")) or _DRIVE.match(name):
+        return [], "the image name is an absolute path; give a name relative to the image folder"
+    # Either slash separates folders: exports made on Windows write `sub\a.jpg`.
+    parts = [p for p in re.split(r"[\\/]", name) if p not in ("", ".")]
+    if ".." in parts:
+        return [], "the image name goes up a folder ('..'); give a name inside the image folder"
+    return parts, None
 
 
 def _read_checked(path: Path) -> bytes:
