@@ -159,12 +159,12 @@ class Pipeline:
                     if self.full or not self.ledger.image_sent(code, job.sha256)
                 ]
                 journal.images(images)
+                if plan.refused:  # every product was held back while batching: nothing is kept
+                    raise _NothingToSend
                 plan.timings["journal"] = self.clock() - tick
                 plan.fill(report)
                 report.counts.items_unchanged = unchanged
                 report.counts.images_to_send = len(images)
-                if plan.refused:  # every product was held back while batching: nothing is kept
-                    raise _NothingToSend
         except _NothingToSend:
             return self._refused_whole(report, plan)
         file_id = journal.file_id

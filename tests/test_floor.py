@@ -158,3 +158,21 @@ def test_a_429_widens_the_limiters_guard_for_the_rest_of_the_run_within_a_bound(
     for _ in range(4):
         limiter.wait()
     assert fake.sleeps[-1] == pytest.approx(1.0 + RateLimiter.MAX_GUARD)
+
+
+def test_a_file_whose_every_product_is_too_big_to_send_is_refused_and_nothing_is_journaled(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    path = tmp_path / "big.csv"
+    path.write_text(HEADER + "\n" + "\n".join(
+        f"P{n},P{n}-0,{'long title ' * 300},P{n}-0,10.00,1,Size,S" for n in range(3)) + "\n", encoding="utf-8")
+    settings = settings_for(tmp_path, sb)
+    settings.batch.max_bytes = 2000
+    push = pipeline_for(tmp_path, sb, settings)
+    report = push.run_file(path)
+    push.close()
+    assert report.status == "refused" and "no row of the file could be sent" in report.message
+    assert sorted(p.product for p in report.problems.stored if p.kind == "size") == ["P0", "P1", "P2"]
+    db = sqlite3.connect(settings.folders.state / Ledger.FILE_NAME)
+    assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+    assert db.execute("SELECT status FROM files").fetchall() == [("refused",)]
+    assert sb.state()["stats"]["by_path"].get("/v1/products/queue", 0) == 0
