@@ -48,6 +48,10 @@ ACKNOWLEDGEMENT_KEYS = {
     "/v1/products/queue": "system_products",
     "/v1/images/queue": "system_images",
     "/v1/users/authenticate": "system_user",
+    "/v1/sources": "system_sources",
+    "/v1/channels": "system_channels",
+    # Elasticsearch's own part of the answer: `system_products` may well be left out when nothing matched
+    "/v1/products/elastic_search": "hits",
 }
 
 
@@ -216,6 +220,7 @@ class ApiClient:
         self._token: str | None = None
         self._token_worked = False  # the current token has been accepted at least once
         self.requests: Counter[str] = Counter()  # by status ("200", "429", "error")
+        self.announced_rate: str | None = None  # x-S2S-RateLimit of the last authenticated answer
         self._auth_lock = threading.Lock()
         register_secret(settings.password)
         install_redaction()
@@ -243,6 +248,20 @@ class ApiClient:
         """Queue images: `items`, or `payload`, their JSON array already encoded, sent as it is."""
         body = b'{"system_images":' + payload + b"}" if payload is not None else encode({"system_images": items or []})
         return self.call("POST", "/v1/images/queue", body)
+
+    def list_sources(self) -> list[dict]:
+        """The user's sources (`GET /v1/sources`): [{"id", "description", "type", "active", "source_id"}, ...]."""
+        # ?format=json as the docs' examples of both list endpoints send it
+        return _listed(self.call("GET", "/v1/sources", params={"format": "json"}), "system_sources")
+
+    def list_channels(self) -> list[dict]:
+        """The user's channels (`GET /v1/channels`): [{"id", "description", "type", "active"}, ...]."""
+        return _listed(self.call("GET", "/v1/channels", params={"format": "json"}), "system_channels")
+
+    def search_products(self, query: dict) -> dict:
+        """`POST /v1/products/elastic_search` with an Elasticsearch body; the answer, whose
+        `system_products` are the products as stored (live, not the index) and `hits.total` counts all."""
+        return self.call("POST", "/v1/products/elastic_search", encode(query))
 
     def authenticate(self) -> None:
         """Log in and keep the token. A new login invalidates the old token for everybody."""
@@ -323,6 +342,8 @@ class ApiClient:
         if authed and verdict.past_token:
             self._token_worked = True  # the server got past the token to answer this
         limiter.follow(headers.get("x-S2S-RateLimit"))
+        if authed and headers.get("x-S2S-RateLimit"):
+            self.announced_rate = headers["x-S2S-RateLimit"]
         message = f"{where}: {verdict.reason}"
         if verdict.kind == "acknowledged":
             return verdict.data
@@ -429,6 +450,12 @@ def _why(exc: Exception) -> str:
         if marker in text:
             return reason
     return redact(f"{type(exc).__name__}: {' '.join(text.split())[:200]}")
+
+
+def _listed(data: dict, key: str) -> list[dict]:
+    """The list of objects under `key` of an answer (an object missing or of another shape: [])."""
+    value = data.get(key)
+    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
 
 
 def _json_object(body: bytes) -> dict | None:

@@ -304,6 +304,9 @@ class _Bound:
     parent_rule: tuple[Any, str | None] | None  # (rule, column) that marks parent rows
     parent_key: str | None  # the column naming a row for its parent or children
     parent_link: str | None  # the column holding a child's parent (children_by) or a parent's children
+    continuation_keys: list[str]  # continuation_rows: the key columns found (all blank: a continuation row)
+    product_keys: list[str]  # the group_by columns of those (blank with a variant code: a variant of the product above)
+    product_columns: list[str]  # what such a variant row takes from its product's row when blank
 
 
 def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
@@ -355,6 +358,22 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
         parent_key = header.find(parents.key, f"{parents.where}.key")
         link = parents.children_by or parents.children_in or ""
         parent_link = header.find(link, f"{parents.where}.{'children_by' if parents.children_by else 'children_in'}")
+    continuation_keys: list[str] = []
+    product_keys: list[str] = []
+    product_columns: list[str] = []
+    if mapping.continuation_key is not None:
+        group_columns = _chain_columns(mapping.group_by)
+        named = mapping.continuation_key or (
+            *group_columns,
+            *_chain_columns(dict(mapping.variant).get("source_variant_code")),
+        )
+        for name in dict.fromkeys(named):
+            key_column = header.find(name, "continuation_rows.key")
+            if key_column is not None:
+                continuation_keys.append(key_column)
+        if not mapping.continuation_key:  # the default key has two levels: the product's and the variant's
+            product_keys = [c for c in (header.find(n, "group_by") for n in group_columns) if c is not None]
+            product_columns = _product_columns(mapping, header)
     return _Bound(
         skips=skips,
         group=group,
@@ -372,7 +391,25 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
         parent_rule=parent_rule,
         parent_key=parent_key,
         parent_link=parent_link,
+        continuation_keys=continuation_keys,
+        product_keys=product_keys,
+        product_columns=product_columns,
     )
+
+
+def _product_columns(mapping: Mapping, header: _Header) -> list[str]:
+    """The columns group_by, active, the product fields and product meta read, as found in the header."""
+    names: list[str] = [*_chain_columns(mapping.group_by)]
+    if mapping.active is not None:
+        names += _chain_columns(mapping.active.field)
+    for _, spec in mapping.product:
+        names += _chain_columns(spec)
+    if mapping.meta is not None:
+        if mapping.meta.pattern is not None:
+            names += [c for c in header.columns if mapping.meta.pattern.search(c)]
+        for _, spec in mapping.meta.entries:
+            names += _chain_columns(spec)
+    return [header.find(n, "product") or n for n in dict.fromkeys(names) if header.has(n)]
 
 
 # --------------------------------------------------------------------------- rows -> products
@@ -390,6 +427,8 @@ class _Run:
         self.failed: set[str] = set()
         self.problems: list[Problem] = []
         self.skipped = 0
+        self.folded: dict[tuple[str | None, int], str] = {}  # rows folded into another row's item: why
+        self.skipped_by: dict[tuple[str | None, int], str] = {}  # rows skipped: the rule that skipped each
         self.statuses = dict(mapping.active.values) if mapping.active else {}
         self.family: _Family | None = None  # parent rows and their children (mapping.parents)
         self.image_rows: dict[str, list[tuple[Row, _Bound]]] = {}  # skipped rows whose images are kept
@@ -405,20 +444,35 @@ class _Run:
             found = self.shared[key] = make()
         return found
 
-    def row(self, row: Row, b: _Bound) -> None:
+    def record(self, row: Row, b: _Bound, extras: list[Row]) -> None:
+        """One record: its row and the continuation rows under it, which share the row's fate."""
+        fate = self.row(row, b, extras)
+        if not extras or fate in ("item", "folded"):
+            return
+        if fate == "skipped":
+            rule = self.skipped_by[(row.sheet, row.line)]
+            for extra in extras:
+                self.skip(extra, "continuation", f"skipped with line {row.line}, the row it continues", None,
+                          None, rule=rule)
+        elif fate == "refused":  # refused without a product (its product's rows are held back whole)
+            for extra in extras:
+                self.fail(extra, None, [CellError(f"continues line {row.line}, which was refused", None, None,
+                                                  "continuation")])
+
+    def row(self, row: Row, b: _Bound, extras: list[Row] | tuple[()] = ()) -> str:
+        """Map one row (with its continuation rows); returns its fate: item, folded, skipped, refused, held."""
         cells = row.cells
         if self.skipped_by_rule(row, b):
-            return
+            return "skipped"
         errors: list[CellError] = []
         parent = None
         if self.family is not None:
             role, parent = self.family.role(row, b)
             if role == "parent":
-                self.parent_row(row, parent)
-                return
+                return self.parent_row(row, parent)
             if role == "orphan":
                 self.fail(row, None, [parent])
-                return
+                return "refused"
         if parent is not None:
             code = parent.code
             if code is None:  # the parent row itself was refused for having no code
@@ -431,7 +485,7 @@ class _Run:
                         )
                     ],
                 )
-                return
+                return "refused"
             parent.used = True
         else:
             code = self.value(b.group, cells, errors)
@@ -446,8 +500,7 @@ class _Run:
                     )
                 )
             self.fail(row, None, errors)
-            return
-        self.lines.setdefault(code, []).append(row.line)
+            return "refused"
         state = self.status(b, cells, errors)
         if state == "ignore":
             self.skip(
@@ -457,12 +510,20 @@ class _Run:
                 b.status_column,
                 cells.get(b.status_column or "", ""),
                 code,
+                rule=f'active: column "{b.status_column}" says ignore',
             )
-            return
-        item, variant_code = self.item(row, b, code, state, errors, parent.product if parent else None)
-        if errors:
+            return "skipped"
+        lines = self.lines.setdefault(code, [])
+        lines.append(row.line)
+        lines.extend(extra.line for extra in extras)
+        extra_errors: list[tuple[Row, list[CellError]]] = []
+        item, variant_code = self.item(row, b, code, state, errors, parent.product if parent else None,
+                                       extras, extra_errors)
+        if errors or extra_errors:
             self.fail(row, code, errors)
-            return
+            for extra, its_errors in extra_errors:
+                self.fail(extra, code, its_errors)
+            return "held"
         product = self.products.get(code)
         if product is None:
             product = self.products[code] = Product(code=code, items=[], lines=[])
@@ -471,17 +532,25 @@ class _Run:
                 self.images(
                     parent.row, parent.bound, product, None, None
                 )  # the parent's pictures first: its main image
+        for extra in extras:
+            self.folded[(extra.sheet, extra.line)] = "continuation"
         if self.mapping.same_variant == "sum" and variant_code is not None:
             at = self.variant_at.setdefault((code, variant_code), len(product.items))
             if at < len(product.items):
                 _add_quantities(product.items[at]["product"]["variants"], item["product"]["variants"])
+                if self.mapping.totals:
+                    apply_totals(product.items[at]["product"]["variants"], self.mapping.totals)
                 if state == "active" and self.mapping.images is not None:
-                    self.images(row, b, product, item, variant_code)
-                return
+                    for one in (row, *extras):
+                        self.images(one, b, product, item, variant_code)
+                self.folded[(row.sheet, row.line)] = "same_variant"
+                return "folded"
         product.items.append(item)
         product.lines.append(row.line)
         if state == "active" and self.mapping.images is not None:
-            self.images(row, b, product, item, variant_code)
+            for one in (row, *extras):
+                self.images(one, b, product, item, variant_code)
+        return "item"
 
     def skipped_by_rule(self, row: Row, b: _Bound) -> bool:
         for rule, key, shown in b.skips:
@@ -493,7 +562,8 @@ class _Run:
                     reason = (
                         f'not a variant: column "{shown}" {rule.describe()}; its images are kept for product {code}'
                     )
-                self.skip(row, "filter", reason, shown, value, code)
+                self.skip(row, "filter", reason, shown, value, code, rule=f"{rule.where}: column \"{shown}\" "
+                                                                         f"{rule.describe()}")
                 return True
         return False
 
@@ -524,12 +594,15 @@ class _Run:
             for row, b in rows:
                 self.images(row, b, product, None, None)
 
-    def parent_row(self, row: Row, parent: _Parent) -> None:
+    def parent_row(self, row: Row, parent: _Parent) -> str:
         """A parent row is not a variant: its lines belong to its product; its errors hold it back."""
         if parent.code is not None:
             self.lines.setdefault(parent.code, []).append(row.line)
         if parent.errors:
             self.fail(row, parent.code, parent.errors)
+            return "refused"
+        self.folded[(row.sheet, row.line)] = "parent"  # unless no child comes (unused_parents)
+        return "folded"
 
     def product_fields(self, b: _Bound, cells: dict[str, str], errors: list[CellError]) -> dict[str, Any]:
         """The product fields (and product-level families such as meta) of one row."""
@@ -545,6 +618,7 @@ class _Run:
         """Parent rows no child row pointed at: nothing to sell, so nothing is sent for them."""
         for parent in self.family.parents if self.family else ():
             if not parent.used and not parent.errors:
+                self.folded.pop((parent.row.sheet, parent.row.line), None)
                 self.skip(
                     parent.row,
                     "parent",
@@ -552,6 +626,7 @@ class _Run:
                     None,
                     None,
                     parent.code,
+                    rule="parents: a parent row with no variant rows in the file",
                 )
 
     def value(self, get: Getter, cells: dict[str, str], errors: list[CellError]) -> Any:
@@ -585,21 +660,44 @@ class _Run:
         state: str,
         errors: list[CellError],
         parent_product: dict[str, Any] | None = None,
+        extras: list[Row] | tuple[()] = (),
+        extra_errors: list[tuple[Row, list[CellError]]] | None = None,
     ) -> tuple[dict, str | None]:
+        """The row's API item; continuation rows (`extras`) add their values, their errors to `extra_errors`."""
         cells = row.cells
         product = _fill(b.product, cells, errors)
         variant = _fill(b.variant, cells, errors)
-        if b.options:
-            self.options(b, cells, product, variant, errors)
-        for section, key, name_key, value_key, entries in b.families:
+        present = self.option_values(b, cells, errors) if b.options else []
+        lists: dict[str, list[dict[str, Any]]] = {}
+        for _, key, name_key, value_key, entries in b.families:
             listed = _family_values(entries, cells, errors, name_key, value_key)
             if listed:
+                lists[key] = listed
+        for extra in extras:
+            its_errors: list[CellError] = []
+            _continue_fields(product, _fill(b.product, extra.cells, its_errors), row, its_errors, b)
+            _continue_fields(variant, _fill(b.variant, extra.cells, its_errors), row, its_errors, b)
+            if b.options:
+                present.extend(self.option_values(b, extra.cells, its_errors))
+            for _, key, name_key, value_key, entries in b.families:
+                listed = _family_values(entries, extra.cells, its_errors, name_key, value_key)
+                if listed:
+                    lists.setdefault(key, []).extend(listed)
+            if its_errors and extra_errors is not None:
+                extra_errors.append((extra, its_errors))
+        if present:
+            self.set_options(product, variant, present)
+        for section, key, name_key, value_key, _ in b.families:
+            if lists.get(key):
+                listed = lists[key]
                 if section == "product":
                     shape = (key, tuple((d[name_key], d[value_key]) for d in listed))
                     listed = self.shared.setdefault(shape, listed)  # one list for every variant of the product
                 (product if section == "product" else variant)[key] = listed
         if parent_product:
             product.update(parent_product)  # the parent row's product fields win over the child's
+        if self.mapping.totals:
+            apply_totals(variant, self.mapping.totals)
         active = state != "delete"
         for name in _REQUIRED if active else _REQUIRED_TO_DELETE:
             if name not in (product if name == "title" else variant):
@@ -620,7 +718,8 @@ class _Run:
         item = {"source": source, "product": product}
         return item, variant.get("source_variant_code")
 
-    def options(self, b: _Bound, cells: dict[str, str], product: dict, variant: dict, errors: list[CellError]) -> None:
+    def option_values(self, b: _Bound, cells: dict[str, str], errors: list[CellError]) -> list[tuple[str, str]]:
+        """The (name, value) of each option the row has, in the mapping's order; a blank value: not there."""
         present = []
         for get_name, get_value, name_col, _ in b.options:
             try:
@@ -642,13 +741,16 @@ class _Run:
                 )
                 continue
             present.append((name, value))
-        if present:
-            names = tuple(n for n, _ in present)
-            product["options"] = self.share(
-                ("options", names), lambda: [{"name": n, "position": i} for i, n in enumerate(names, 1)]
-            )
-            for i, (_, v) in enumerate(present, 1):
-                variant[_SLOTS[i]] = v
+        return present
+
+    def set_options(self, product: dict, variant: dict, present: list[tuple[str, str]]) -> None:
+        """The product's option list and the variant's option1..N, numbered in the order present."""
+        names = tuple(n for n, _ in present)
+        product["options"] = self.share(
+            ("options", names), lambda: [{"name": n, "position": i} for i, n in enumerate(names, 1)]
+        )
+        for i, (_, v) in enumerate(present, 1):
+            variant[_SLOTS[i]] = v
 
     def images(self, row: Row, b: _Bound, product: Product, item: dict | None, variant_code: str | None) -> None:
         seen = self.seen_images[product.code]
@@ -675,15 +777,31 @@ class _Run:
                     product.images.append(ImageRef(name, row.line, None, variant_code))
 
     def skip(
-        self, row: Row, kind: str, reason: str, column: str | None, value: str | None, code: str | None = None
+        self,
+        row: Row,
+        kind: str,
+        reason: str,
+        column: str | None,
+        value: str | None,
+        code: str | None = None,
+        *,
+        rule: str,
     ) -> None:
+        """Leave a row out on purpose; `rule` names what skipped it (the report counts rows per rule)."""
         self.skipped += 1
+        self.skipped_by[(row.sheet, row.line)] = rule
         self.problems.append(Problem(kind, reason, "skipped", row.line, column, value, code, row.sheet))
 
     def fail(self, row: Row, code: str | None, errors: list[CellError]) -> None:
+        """Refuse a row: one problem per cell (the first thing wrong with it), the row's product held."""
         if code is not None:
             self.failed.add(code)
+        told: set[str] = set()
         for exc in errors:
+            if exc.column is not None:
+                if exc.column in told:
+                    continue  # one true message per cell: `sku "7.67E+11"` is not also blank or required
+                told.add(exc.column)
             self.problems.append(
                 Problem(exc.kind, exc.reason, "error", row.line, exc.column, exc.value, code, row.sheet)
             )
@@ -708,6 +826,34 @@ def _fill(getters: list[tuple[str, Getter]], cells: dict[str, str], errors: list
     return out
 
 
+# Product and variant fields that take several values from continuation rows (joined as `split` sends them).
+_LIST_FIELDS = ("tags",)
+
+
+def _continue_fields(
+    into: dict[str, Any], more: dict[str, Any], record: Row, errors: list[CellError], b: _Bound
+) -> None:
+    """A continuation row's field values added to its record's: lists grow, a single value must agree.
+
+    A field the record left blank takes the continuation's value; a different value for a field
+    that holds one (a price, a title) is an error on the continuation row, since which is right
+    cannot be known.
+    """
+    for name, value in more.items():
+        have = into.get(name)
+        if have is None:
+            into[name] = value
+        elif name in _LIST_FIELDS:
+            into[name] = ",".join(dict.fromkeys([*str(have).split(","), *str(value).split(",")]))
+        elif have != value:
+            column = b.columns_of.get(name)
+            errors.append(CellError(
+                f'{name} "{value}" differs from "{have}" on line {record.line}, the row it continues '
+                f"(a continuation row adds options, tags, images and column families, and cannot change "
+                f"a value)",
+                column, str(value), "continuation"))
+
+
 def _family_values(
     entries: list[tuple[str, Getter]], cells: dict[str, str], errors: list[CellError], name_key: str, value_key: str
 ) -> list[dict[str, Any]]:
@@ -726,6 +872,25 @@ def _add_quantities(into: dict[str, Any], other: dict[str, Any]) -> None:
                 stock[s["description"]]["qty"] += s["qty"]
             else:
                 into["qty_availability"].append(dict(s))
+
+
+def apply_totals(variant: dict[str, Any], totals: tuple[tuple[str, str], ...]) -> None:
+    """Set each total field of a variant to the sum of its family's values (`qty: {sum: qty_availability}`).
+
+    A family with no value leaves the field out (blank, as a blank cell would), never 0. Run
+    again whenever the family changes (continuation rows, same_variant: sum, a merge).
+
+    >>> v = {"qty_availability": [{"description": "JHB", "qty": 3}, {"description": "CPT", "qty": 4}]}
+    >>> apply_totals(v, (("qty", "qty_availability"),)); v["qty"]
+    7
+    """
+    for name, family in totals:
+        value_key = FAMILIES[family][4]
+        entries = variant.get(family) or ()
+        if entries:
+            variant[name] = sum(entry[value_key] for entry in entries)
+        else:
+            variant.pop(name, None)
 
 
 def _skips(rule: Any, value: str) -> bool:
@@ -782,6 +947,7 @@ def _build(rows: Iterable[Row], mapping: Mapping, source_id: int) -> Built:
     if mapping.parents is not None or mapping.fill_down:
         return _build_in_passes(list(rows), run, bound)
     rows = iter(rows)
+    records = _Records(run)
     for row in rows:
         rows_read += 1
         b = bound.get(row.sheet)
@@ -789,8 +955,72 @@ def _build(rows: Iterable[Row], mapping: Mapping, source_id: int) -> Built:
             b = bound[row.sheet] = _bind(mapping, row.cells)
             if _missing(run, b, mapping, row.sheet):
                 return _refused(run, rows_read, rows)
-        run.row(row, b)
+        done = records.add(row, b)
+        if done is not None:
+            run.record(*done)
+    if records.open is not None:
+        run.record(*records.open)
     return _result(run, rows_read)
+
+
+class _Records:
+    """continuation_rows: rows grouped into records, each a row and the continuation rows under it.
+
+    A row whose key columns are all blank continues the record above. With the default key
+    (group_by's columns and source_variant_code's), a row whose group_by columns are blank but
+    that has a variant code is a new variant of the product above (Odoo's product template
+    export writes its variants so): its blank product cells are taken from the product's row.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.open: tuple[Row, _Bound, list[Row]] | None = None
+        self.product_row: dict[str | None, Row] = {}  # per sheet: the last row that named its product
+
+    def add(self, row: Row, b: _Bound) -> tuple[Row, _Bound, list[Row]] | None:
+        """Take the next row; returns the record it closed, if any."""
+        if b.continuation_keys:
+            cells = row.cells
+            if not any(cells.get(key, "").strip() for key in b.continuation_keys):
+                if self.open is not None and self.open[0].sheet == row.sheet:
+                    self.open[2].append(row)
+                else:
+                    self.run.fail(row, None, [_nothing_to_continue(b, "continue")])
+                return None
+            if b.product_keys and not any(cells.get(key, "").strip() for key in b.product_keys):
+                above = self.product_row.get(row.sheet)
+                if above is None:
+                    self.run.fail(row, None, [_nothing_to_continue(b, "take its product from")])
+                    return None
+                row = Row(row.line, {**cells, **{c: above.cells.get(c, "") for c in b.product_columns
+                                                 if not cells.get(c, "").strip()}}, row.sheet)
+            else:
+                self.product_row[row.sheet] = row
+        done, self.open = self.open, (row, b, [])
+        return done
+
+
+def _nothing_to_continue(b: _Bound, what: str) -> CellError:
+    keys = ", ".join(f'"{k}"' for k in (b.product_keys or b.continuation_keys))
+    return CellError(
+        f"the row has no product code (its key columns {keys} are blank) and no row above it to {what}",
+        b.continuation_keys[0],
+        "",
+        "required",
+    )
+
+
+def _records(rows: list[Row], run: _Run, bound: dict[str | None, _Bound]) -> list[tuple[Row, list[Row]]]:
+    """Rows with the continuation rows under each (see _Records)."""
+    records = _Records(run)
+    out = []
+    for row in rows:
+        done = records.add(row, bound[row.sheet])
+        if done is not None:
+            out.append((done[0], done[2]))
+    if records.open is not None:
+        out.append((records.open[0], records.open[2]))
+    return out
 
 
 def _build_in_passes(rows: list[Row], run: _Run, bound: dict[str | None, _Bound]) -> Built:
@@ -801,21 +1031,42 @@ def _build_in_passes(rows: list[Row], run: _Run, bound: dict[str | None, _Bound]
             b = bound[row.sheet] = _bind(mapping, row.cells)
             if _missing(run, b, mapping, row.sheet):
                 return _refused(run, len(rows), iter(()))
+    records = _records(rows, run, bound)
     if mapping.fill_down:
-        rows = _filled_down(rows, bound)
+        filled = _filled_down([row for row, _ in records], bound)
+        records = [(row, extras) for row, (_, extras) in zip(filled, records, strict=True)]
     if mapping.parents is not None:
-        run.family = _Family.scan(rows, bound, run)
-    for row in rows:
-        run.row(row, bound[row.sheet])
+        run.family = _Family.scan([row for row, _ in records], bound, run)
+    for row, extras in records:
+        run.record(row, bound[row.sheet], extras)
     run.unused_parents()
     return _result(run, len(rows))
 
 
 def _result(run: _Run, rows_read: int) -> Built:
     run.attach_kept_images()
+    if run.mapping.continuation_key is not None:
+        for product in run.products.values():
+            _one_product_list(product)
     products = [p for code, p in run.products.items() if code not in run.failed]
     held = {code: sorted(run.lines.get(code, [])) for code in sorted(run.failed)}
-    return Built(products=products, problems=run.problems, rows_read=rows_read, rows_skipped=run.skipped, held=held)
+    return Built(products=products, problems=run.problems, rows_read=rows_read, rows_skipped=run.skipped, held=held,
+                 folded=run.folded, skipped=run.skipped_by, lines=run.lines)
+
+
+def _one_product_list(product: Product) -> None:
+    """Tags and meta the rows of one product spread among them (continuation_rows), on every item alike."""
+    if len(product.items) < 2:
+        return
+    tags = [t for it in product.items for t in str(it["product"].get("tags", "")).split(",") if t]
+    meta = [m for it in product.items for m in it["product"].get("meta", ())]
+    joined_tags = ",".join(dict.fromkeys(tags))
+    joined_meta = list({(m["key"], m["value"]): m for m in meta}.values())
+    for item in product.items:
+        if joined_tags:
+            item["product"]["tags"] = joined_tags
+        if joined_meta:
+            item["product"]["meta"] = joined_meta
 
 
 def _filled_down(rows: list[Row], bound: dict[str | None, _Bound]) -> list[Row]:
@@ -956,4 +1207,4 @@ def _chain_columns(spec: FieldSpec | None) -> list[str]:
 
 def _refused(run: _Run, rows_read: int, rows: Iterable[Row]) -> Built:
     count = rows_read + sum(1 for _ in rows)
-    return Built(products=[], problems=run.problems, rows_read=count, rows_skipped=0)
+    return Built(products=[], problems=run.problems, rows_read=count, rows_skipped=0, file_refused=True)

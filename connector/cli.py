@@ -3,7 +3,7 @@
 Exit codes (every command), from one table (`EXIT_CODES`):
   0  everything sendable was acknowledged (or nothing needed sending)
   1  the file was refused for data reasons, or the API refused every item it was sent
-     (with --strict: any row or item was refused)
+     (with --strict: any row or item was refused); `verify`: items missing or differing
   2  usage, configuration, mapping or credential error: a person must change the setup
   3  work is left waiting in the ledger (API unreachable); the next run sends it
   4  an unexpected error inside the connector (a bug): journaled work stays in the ledger
@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from connector.config import Settings, load_settings, require_credentials
 from connector.errors import ConnectorError, FatalError, RefusedData, RetriableError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_WAITING, EXIT_INTERNAL = 0, 1, 2, 3, 4
+SOURCES_RETRY_BUDGET = 20.0  # seconds `connector sources` retries an API that does not answer
 
 # What happened -> the exit code. The only place outcomes become exit codes: a report's
 # `outcome()`, or the branch of the exception tree that ended a command.
@@ -36,6 +36,7 @@ EXIT_CODES: dict[str, int] = {
     "refused": EXIT_REFUSED,
     "refused_by_api": EXIT_REFUSED,  # every item sent was refused (e.g. another account's source id)
     "rows_refused": EXIT_REFUSED,    # --strict only
+    "mismatch": EXIT_REFUSED,        # verify: acknowledged items missing or differing in Stock2Shop
     "waiting": EXIT_WAITING,
     "mapping": EXIT_USAGE,
     "setup": EXIT_USAGE,
@@ -66,8 +67,8 @@ Try it without credentials:  connector push examples/products.csv --sandbox
 """
 
 EPILOG = """\
-exit codes: 0 done, 1 file (or every item) refused for data reasons, 2 usage/config/
-mapping/credentials error, 3 work left waiting in the ledger (API unreachable),
+exit codes: 0 done, 1 file (or every item) refused for data reasons (verify: items
+missing or differing), 2 usage/config/mapping/credentials error, 3 work left waiting in the ledger (API unreachable),
 4 unexpected internal error (journaled work stays in the ledger).
 configuration: ./connector.yaml (or --config), overridden by S2S_API_URL,
 S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID and S2S_STATE_DIR.
@@ -75,26 +76,32 @@ S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID and S2S_STATE_DIR.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, metavar="FILE",
+    # The options several commands share, each given only to the commands that use it (the
+    # README's table of them is checked against every command's --help by a test).
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", type=Path, metavar="FILE",
                         help="settings file (default: ./connector.yaml when it exists)")
-    common.add_argument("--sandbox", action="store_true",
-                        help="run the built-in sandbox API in-process and point the connector at it "
-                             "(no credentials needed; nothing leaves this machine)")
-    common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="how much to log (default INFO)")
-    common.add_argument("--log-format", default="text", choices=["text", "json"],
-                        help="human-readable lines (default) or one JSON object per line for log shippers")
+    sandbox_api = argparse.ArgumentParser(add_help=False)
+    sandbox_api.add_argument("--sandbox", action="store_true",
+                             help="run the built-in sandbox API in-process and point the connector at it "
+                                  "(no credentials needed; nothing leaves this machine); sandbox runs keep "
+                                  "their own ledger in <state>/sandbox, started afresh by each run")
+    logs = argparse.ArgumentParser(add_help=False)
+    logs.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                      help="how much to log (default INFO)")
+    logs.add_argument("--log-format", default="text", choices=["text", "json"],
+                      help="human-readable lines (default) or one JSON object per line for log shippers")
+    common = [config, sandbox_api, logs]
 
     parser = argparse.ArgumentParser(prog="connector", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"connector {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    push = commands.add_parser("push", parents=[common], help="push one export file end to end",
+    push = commands.add_parser("push", parents=common, help="push one export file end to end",
                                description="Read, map, check, journal and send one file: products, then images. "
-                                           "Writes <name>.report.json (and <name>.rejected.csv when rows were "
-                                           "refused) to the report folder.",
+                                           "Writes <name>.report.json (and <name>.rejected.csv and .xlsx when "
+                                           "rows were refused) to the report folder.",
                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     push.add_argument("file", type=Path, help="the export to push (CSV, XLSX, XLS or ODS)")
     push.add_argument("--mapping", metavar="NAME_OR_FILE",
@@ -106,26 +113,62 @@ def build_parser() -> argparse.ArgumentParser:
                       help="send every item, even those the API acknowledged unchanged before")
     push.add_argument("--strict", action="store_true", help="exit 1 when any row was refused, not only the whole file")
 
-    check = commands.add_parser("check", parents=[common], help="read, map and check a file without sending anything",
+    check = commands.add_parser("check", parents=[config, logs],
+                                help="read, map and check a file without sending anything",
                                 description="Read, map and check one file; print a summary and write the items "
                                             "that would be sent, the report and the rejected rows. No network.")
     check.add_argument("file", type=Path, help="the export to check")
     check.add_argument("--mapping", metavar="NAME_OR_FILE", help="mapping to use (as for push)")
     check.add_argument("--out", type=Path, default=Path("check"), metavar="DIR",
-                       help="where <name>.items.json, <name>.report.json and <name>.rejected.csv go (default: ./check)")
+                       help="where <name>.items.json, <name>.report.json and <name>.rejected.csv/.xlsx go "
+                            "(default: ./check)")
 
-    watch = commands.add_parser("watch", parents=[common],
+    watch = commands.add_parser("watch", parents=common,
                                 help="run as a service: take every file dropped in the inbox",
                                 description="Watch the inbox folder and push every complete file exactly once, "
                                             "oldest first; archive it with its report, or move it to failed/ "
-                                            "when it is refused. Stops cleanly on SIGTERM/Ctrl-C.")
+                                            "when it is refused. Stops cleanly on SIGTERM/Ctrl-C. A file's images "
+                                            "go in the inbox's images/ folder (or folders.images). Without a "
+                                            "connector.yaml it makes inbox/, inbox/images/, processing/, archive/ "
+                                            "and failed/ in the current folder; a configured inbox is never made "
+                                            "(it may be a share not mounted yet). The first log lines name every "
+                                            "folder.")
     del watch  # its options are the common ones; the folders come from the settings
 
-    commands.add_parser("status", parents=[common], help="what is waiting, what was done, the last API error",
-                        description="Show files in processing/, the ledger backlog, the last files archived "
-                                    "and failed, and the last API error. Safe while `watch` runs.")
+    status = commands.add_parser(
+        "status", parents=[config], help="whether watch runs, what is waiting, what was done, the last API error",
+        description="Show whether `connector watch` is running (by who holds the state folder's lock), files in "
+                    "processing/, the ledger backlog, the last files archived and failed, and the last API error. "
+                    "Safe while `watch` runs. Prints text; logs nothing.")
+    status.add_argument("--sandbox", action="store_true",
+                        help="show the state of sandbox runs (push/watch --sandbox: their own ledger in "
+                             "<state>/sandbox) instead of the real one")
 
-    sandbox = commands.add_parser("sandbox", help="serve the built-in sandbox Stock2Shop API",
+    commands.add_parser("sources", parents=common,
+                        help="log in and list your sources and channels; check api.source_id",
+                        description="Log in to the Stock2Shop API, list the user's sources and channels, say "
+                                    "whether api.source_id (S2S_SOURCE_ID) is one of those sources and what it is, "
+                                    "and show the rate limit the API announces. Run it first when setting up: "
+                                    "exit 2 names what to fix (the URL, the credentials or the source id).",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    verify = commands.add_parser(
+        "verify", parents=[config, logs],  # no --sandbox: a fresh sandbox holds nothing this ledger acknowledged
+        help="check that what the API acknowledged is in Stock2Shop; --repair resends it",
+        description="Compare what this source had acknowledged (the ledger) with what Stock2Shop holds "
+                    "(POST /v1/products/elastic_search): products and variants missing, price, qty, sku or "
+                    "title differing from what was last sent, images missing. The queue is asynchronous, so run "
+                    "it some minutes after a push (`watch` does so by itself, verify.after_minutes after each "
+                    "file). Prints a summary and writes verify.report.json to the report folder; exit 1 when "
+                    "something is missing or differs.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    verify.add_argument("--repair", action="store_true",
+                        help="journal the products found missing or differing again (whole, every variant as last "
+                             "acknowledged) and the missing images after them, and send them")
+    verify.add_argument("--report-dir", type=Path, default=Path("reports"), metavar="DIR",
+                        help="where verify.report.json goes (default: ./reports)")
+
+    sandbox = commands.add_parser("sandbox", parents=[logs], help="serve the built-in sandbox Stock2Shop API",
                                   description="Serve a local, strict Stock2Shop API for trying the connector "
                                               "and for tests. Log in with demo/demo; source id 1.")
     from connector.sandbox.cli import add_arguments
@@ -140,12 +183,12 @@ def main(argv: list[str] | None = None, *, clock: Clock = SYSTEM_CLOCK) -> int:
     they were when it returns, so it can be called again in the same process."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "sandbox":
-        from connector.sandbox.cli import run
+    # status prints and logs nothing of its own: errors still get one line, at the default level
+    with _logging(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text")):
+        if args.command == "sandbox":
+            from connector.sandbox.cli import run
 
-        return run(args)
-
-    with _logging(args.log_level, args.log_format):
+            return run(args)
         return _run(args, parser, clock)
 
 
@@ -174,16 +217,23 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, clock: Clock
         settings = load_settings(args.config, os.environ)
         if args.command == "check":
             return _check(args, settings)
-        with _api(settings, args.sandbox, clock):
+        sandbox = getattr(args, "sandbox", False)  # only the commands that offer --sandbox have it
+        if sandbox:
+            _use_sandbox_state(settings)
+        if args.command == "status":
+            from connector.status import render_status
+
+            print(render_status(settings, sandbox=sandbox))
+            return EXIT_OK
+        with _api(settings, sandbox, clock):
             if args.command == "push":
                 return _push(args, settings, clock)
             if args.command == "watch":
-                return _watch(settings, clock)
-            if args.command == "status":
-                from connector.status import render_status
-
-                print(render_status(settings))
-                return EXIT_OK
+                return _watch(settings, clock, sandbox=sandbox)
+            if args.command == "sources":
+                return _sources(settings, clock)
+            if args.command == "verify":
+                return _verify(args, settings, clock)
     except KeyboardInterrupt:
         print("interrupted; journaled work stays in the ledger and is sent on the next run", file=sys.stderr)
         return EXIT_WAITING
@@ -202,8 +252,8 @@ def _push(args, settings: Settings, clock: Clock) -> int:
     if not args.file.is_file():
         return _fail(EXIT_USAGE, f"{args.file}: no such file")
     require_credentials(settings)
-    with StateLock(settings.folders.state):
-        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar(),
+    with StateLock(settings.folders.state, "push"):
+        pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar(), fresh=args.sandbox,
                                   stage=_stage_line(args.file))
         try:
             report = pipeline.run_file(args.file, mapping=args.mapping)
@@ -256,21 +306,72 @@ def _check(args, settings: Settings) -> int:
     return EXIT_CODES[report.outcome()]
 
 
-def _watch(settings: Settings, clock: Clock) -> int:
+def _watch(settings: Settings, clock: Clock, *, sandbox: bool = False) -> int:
     from connector.watch import serve
 
     require_credentials(settings)
-    serve(settings, lambda: _make_pipeline(settings, clock), clock=clock)
+    # Without connector.yaml the default folders are the user's to have: made here. A configured
+    # inbox is never made (an unmounted share must not be replaced by a local folder).
+    serve(settings, lambda: _make_pipeline(settings, clock, fresh=sandbox), clock=clock,
+          make_inbox=settings.config_path is None)
     return EXIT_OK
+
+
+def _sources(settings: Settings, clock: Clock) -> int:
+    from connector.api import ApiClient
+    from connector.config import ConfigError
+    from connector.sources import look_up, render
+
+    missing = [f"{name} is not set (or run with --sandbox to try the built-in sandbox API)"
+               for name, value in (("S2S_USERNAME (api.username)", settings.api.username),
+                                   ("S2S_PASSWORD (api.password)", settings.api.password)) if not value]
+    if missing:
+        raise ConfigError(missing)
+    # A setup check answers within seconds: an address nobody answers at is reported, not waited for.
+    settings.api.retry_budget = min(settings.api.retry_budget, SOURCES_RETRY_BUDGET)
+    client = ApiClient(settings.api, sleep=clock.sleep, clock=clock.monotonic)
+    account = look_up(client, settings.api.source_id)
+    print(render(account))
+    if account.problem:
+        raise ConfigError([account.problem])
+    print(f"api.source_id {settings.api.source_id} can be pushed to.")
+    return EXIT_OK
+
+
+def _verify(args, settings: Settings, clock: Clock) -> int:
+    from connector.common import write_json_atomic
+    from connector.lock import StateLock
+    from connector.verify import run_verify
+
+    require_credentials(settings)
+    with StateLock(settings.folders.state, "verify"):
+        pipeline = _make_pipeline(settings, clock, progress=_progress_bar() if args.repair else None)
+        try:
+            result = run_verify(pipeline, repair_too=args.repair)
+        finally:
+            pipeline.close()
+            if args.repair:
+                _end_progress()
+    args.report_dir.mkdir(parents=True, exist_ok=True)
+    report_path = args.report_dir / "verify.report.json"
+    write_json_atomic(report_path, result.to_json())
+    print(result.summary())
+    print(f"report: {report_path}")
+    return EXIT_CODES[result.outcome()]
 
 
 # -- wiring ----------------------------------------------------------------------------------
 
-def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None, stage=None):
+def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None, fresh: bool = False,
+                   stage=None):
+    """The pipeline on the state folder's ledger; called with the state lock held. `fresh`
+    (a --sandbox run): the ledger is started afresh first (see `_use_sandbox_state`)."""
     from connector.api import ApiClient
     from connector.ledger import Ledger
     from connector.pipeline import Pipeline
 
+    if fresh:
+        _start_afresh(settings.folders.state)
     client = ApiClient(settings.api, sleep=clock.sleep, clock=clock.monotonic)
     return Pipeline(settings, client, Ledger.open(settings.folders.state), full=full, progress=progress, stage=stage)
 
@@ -283,15 +384,41 @@ def _api(settings: Settings, sandbox: bool, clock: Clock) -> Iterator[None]:
         return
     from connector.sandbox import Sandbox, SandboxConfig
 
-    with Sandbox(SandboxConfig(clock=clock.monotonic)) as sb, \
-            tempfile.TemporaryDirectory(prefix="connector-sandbox-") as tmp:
+    with Sandbox(SandboxConfig(clock=clock.monotonic)) as sb:
         settings.api.url = sb.url
         settings.api.username, settings.api.password, settings.api.source_id = "demo", "demo", 1
-        # Always a ledger of its own: a fresh sandbox knows no products, and work journaled
-        # for the real API must never be drained into the sandbox.
-        settings.folders.state = Path(tmp) / "state"
-        logging.getLogger("connector").info("sandbox API at %s (user demo, source 1)", sb.url)
+        logging.getLogger("connector").info("sandbox API at %s (user demo, source 1); ledger %s, started afresh",
+                                            sb.url, settings.folders.state)
         yield
+
+
+SANDBOX_STATE = "sandbox"
+
+
+def _use_sandbox_state(settings: Settings) -> None:
+    """Point a --sandbox run at the sandbox runs' own state folder, `<state>/sandbox`.
+
+    Always a ledger of its own: work journaled for the real API must never be drained into the
+    sandbox, and the real ledger must not learn of products only the sandbox holds. It is in a
+    known place (not a temporary folder) so that `connector status --sandbox` can show it, and
+    each sandbox push or watch starts it afresh (`_start_afresh`): a fresh sandbox API knows no
+    products, so nothing may be skipped as sent before.
+    """
+    real = settings.folders.state
+    settings.folders.state = real / SANDBOX_STATE
+    if settings.watch.health_file == real / "health.json":
+        settings.watch.health_file = settings.folders.state / "health.json"
+
+
+def _start_afresh(state: Path) -> None:
+    """Forget a sandbox state folder's ledger, watch attempts and last verify (the lock is held:
+    nobody uses them)."""
+    from connector import verify
+    from connector.ledger import Ledger
+
+    for name in (Ledger.FILE_NAME, f"{Ledger.FILE_NAME}-wal", f"{Ledger.FILE_NAME}-shm", Ledger.MARKER_NAME,
+                 "attempts.json", verify.STATE_FILE):
+        (state / name).unlink(missing_ok=True)
 
 
 def _progress_bar():

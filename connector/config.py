@@ -12,14 +12,16 @@ when the committed file differs). Every problem is reported at once with its pla
 
 Relative folders are resolved against the config file's folder, or against the current
 directory when there is no config file. Environment variables win over the file:
-S2S_API_URL, S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID, S2S_STATE_DIR.
-The password is kept out of every repr and message, YAML syntax errors included.
+S2S_API_URL, S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID, S2S_STATE_DIR, S2S_HTTP_TOKEN,
+S2S_NOTIFY_WEBHOOK_URL. The secrets (the password, the status page's token, the webhook URL) are
+kept out of every repr and message, YAML syntax errors included.
 """
 
 from __future__ import annotations
 
 import codecs
 import fnmatch
+import ipaddress
 import json
 import re
 import sys
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 
@@ -39,6 +41,9 @@ from connector.errors import ConfigError
 DEFAULT_API_URL = "https://app.stock2shop.com"
 DEFAULT_PATTERNS = ["*.csv", "*.xlsx", "*.xls", "*.ods"]
 HIDDEN = "(hidden)"
+OWN_TOKEN = ("watch.http_token: it is the API password; give the status page a token of its own (whoever "
+             "opens the page must not learn the API password)")
+MIN_TOKEN_LENGTH = 16  # the status page's token: long enough that guessing it over HTTP is hopeless
 
 
 # --------------------------------------------------------------------------- the definition
@@ -138,12 +143,78 @@ class WatchSettings(_Section):
     reprocess_duplicates: bool = Field(
         default=False, description="Process a file again when its content was seen before."
     )
+    http_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Serve the status page and /healthz at this port (0: any free port; none: not served).",
+    )
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="The address the status page listens on; any address but loopback needs http_token.",
+    )
+    http_token: str = Field(
+        default="",
+        repr=False,
+        description="The status page's own token (or S2S_HTTP_TOKEN), never the API password; never shown.",
+        json_schema_extra={"writeOnly": True},
+    )
     health_port: int | None = Field(
-        default=None, ge=0, le=65535, description="Serve /healthz on 127.0.0.1 at this port (0: any free port)."
+        default=None, ge=0, le=65535, description="The old name of http_port (deprecated: a warning at start-up)."
     )
     health_file: Path | None = Field(
         default=None, description="Where health is written (default: <state>/health.json)."
     )
+
+    @model_validator(mode="after")
+    def _http(self) -> WatchSettings:
+        if self.health_port is not None:
+            if self.http_port is not None and self.http_port != self.health_port:
+                raise ValueError("http_port and health_port (its old name) differ: keep only http_port")
+            self.http_port = self.health_port
+        if self.http_token and len(self.http_token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"http_token is too short to guard a page: use at least {MIN_TOKEN_LENGTH} characters, "
+                             "e.g. from: python -c \"import secrets; print(secrets.token_urlsafe(24))\"")
+        if self.http_port is not None and not is_loopback(self.http_host) and not self.http_token:
+            raise ValueError(f"http_host {self.http_host!r} is not a loopback address: the status page would be "
+                             "open to the network; set http_token (or S2S_HTTP_TOKEN) to require it, or keep "
+                             "http_host 127.0.0.1")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: reachable only from this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class NotifySettings(_Section):
+    """Alerts to a chat or monitoring webhook when a file fails or the API is unreachable."""
+
+    webhook_url: str = Field(
+        default="",
+        repr=False,
+        description="Where alerts are posted (or S2S_NOTIFY_WEBHOOK_URL); a secret: never logged or shown.",
+        json_schema_extra={"writeOnly": True},
+    )
+    format: Literal["auto", "slack", "teams", "json"] = Field(
+        default="auto",
+        description='slack and teams post {"text": ...}; json posts {"event", "text", ...}; auto: by the URL.',
+    )
+    after_minutes: float = Field(
+        default=15.0, gt=0,
+        description="The API unreachable this long is alerted; at most one message per cause this often.",
+    )
+    timeout: float = Field(default=10.0, gt=0, le=60, description="Seconds one delivery may take.")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url
 
 
 class LimitSettings(_Section):
@@ -154,6 +225,33 @@ class LimitSettings(_Section):
     max_rows: int = Field(
         default=500_000, ge=1,
         description="Rows of one file held in memory at once; a bigger file is refused, naming this setting.",
+    )
+
+
+VerifyField = Literal["price", "qty", "sku", "title"]
+
+
+class VerifySettings(_Section):
+    """`connector verify`: checking that what the API acknowledged is in Stock2Shop."""
+
+    after_minutes: float = Field(
+        default=10.0, ge=0,
+        description="`watch` verifies the products of each file it pushed this many minutes later (the queue is "
+                    "asynchronous: give it time to process them).",
+    )
+    page_size: int = Field(
+        default=100, ge=1, le=1000,
+        description="Products asked for per search request (POST /v1/products/elastic_search).",
+    )
+    repair: bool = Field(
+        default=False,
+        description="`watch` also sends again, at once, what its verify finds missing or differing "
+                    "(as `connector verify --repair`).",
+    )
+    fields: list[VerifyField] = Field(
+        default_factory=lambda: list(typing.get_args(VerifyField)),
+        description="The fields compared with what was last sent; leave out one your Stock2Shop source flags "
+                    "\"system\" (edited in the console, not taken from the ERP), or it differs forever.",
     )
 
 
@@ -172,6 +270,8 @@ class Settings(_Section):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     rules: list[Rule] = Field(
         default_factory=list, description="The first rule matching a file's name picks its mapping."
     )
@@ -194,12 +294,22 @@ class Settings(_Section):
         return name
 
     def mapping_for(self, file_name: str) -> str:
-        """The mapping named by the first rule matching `file_name`, else the default."""
-        for rule in self.rules:
-            if fnmatch.fnmatch(file_name.lower(), rule.pattern.lower()):
-                return rule.mapping
+        """The mapping named by the first rule matching `file_name`, else the default.
+
+        Refused rows fixed and dropped back (`stock.csv.rejected.xlsx`) take the mapping of
+        the file they came from (`stock.csv`) when no rule names them.
+        """
+        names = [file_name.lower()]
+        if names[0].endswith(REJECTED_WORKBOOK):
+            names.append(names[0][: -len(REJECTED_WORKBOOK)])
+        for name in names:
+            for rule in self.rules:
+                if fnmatch.fnmatch(name, rule.pattern.lower()):
+                    return rule.mapping
         return self.default_mapping
 
+
+REJECTED_WORKBOOK = ".rejected.xlsx"  # the refused rows of a file, as report.write_rejected_xlsx names them
 
 # Environment variable: its place in the settings.
 _ENV = {
@@ -208,6 +318,8 @@ _ENV = {
     "S2S_PASSWORD": ("api", "password"),
     "S2S_SOURCE_ID": ("api", "source_id"),
     "S2S_STATE_DIR": ("folders", "state"),
+    "S2S_HTTP_TOKEN": ("watch", "http_token"),
+    "S2S_NOTIFY_WEBHOOK_URL": ("notify", "webhook_url"),
 }
 
 
@@ -268,6 +380,8 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
     if settings.watch.health_file is None:
         settings.watch.health_file = folders.state / "health.json"
     problems.extend(_check_rules(doc.get("rules"), settings))
+    if settings.watch.http_token and settings.watch.http_token == settings.api.password:
+        problems.append(OWN_TOKEN)
     if problems:
         raise ConfigError(problems)
     return settings
@@ -280,7 +394,7 @@ def _with_env(raw: dict[str, Any], env: Mapping[str, str]) -> tuple[dict[str, An
     """
     doc: dict[str, Any] = {}
     for key, value in raw.items():
-        if isinstance(value, dict) and key in ("api", "folders", "batch", "watch"):
+        if isinstance(value, dict) and key in ("api", "folders", "batch", "watch", "notify"):
             model = _keys(Settings)[key].annotation
             assert isinstance(model, type) and issubclass(model, BaseModel)
             known = _keys(model)
@@ -401,8 +515,8 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
-# `password: value` on a line of the file, for redacting a file that does not parse.
-_SECRET_LINE = re.compile(r"^\s*[\"']?password[\"']?\s*:\s*(.+?)\s*$", re.MULTILINE)
+# `password: value` (or another secret's key) on a line of the file, for redacting a file that does not parse.
+_SECRET_LINE = re.compile(r"^\s*[\"']?(?:password|http_token|webhook_url)[\"']?\s*:\s*(.+?)\s*$", re.MULTILINE)
 
 
 def _redact(message: str, text: str, env: Mapping[str, str]) -> str:

@@ -1,8 +1,8 @@
 """How `connector watch` is doing, for people and for supervisors (Docker, systemd, monitoring).
 
 The watcher calls `Health.update(snapshot)` after every cycle and every few seconds while it
-waits or works on a long file. The snapshot is written to the health file atomically and, when a
-port is set, served as `GET /healthz` on 127.0.0.1: 200 when `state` is "ok", 503 when
+waits or works on a long file. The snapshot is written to the health file atomically and, with
+`watch.http_port`, served by connector.web as `GET /healthz`: 200 when `state` is "ok", 503 when
 "degraded", and 503 with state "stale" when no update came for `STALE_AFTER_S` (the service loop
 is stuck: a cached "ok" must not be served forever). Example snapshot:
 
@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,56 +39,20 @@ STALE_AFTER_S = 180.0
 
 
 class Health:
-    """Publishes the latest snapshot to a file and, optionally, to /healthz on 127.0.0.1:`port`."""
+    """Holds the latest snapshot, writes it to a file, and tells its listeners (alerts);
+    connector.web serves it as /healthz."""
 
-    def __init__(self, path: Path | None, port: int | None = None, *, log: logging.Logger | None = None,
+    def __init__(self, path: Path | None, *, log: logging.Logger | None = None,
                  stale_after: float = STALE_AFTER_S, clock: Clock = SYSTEM_CLOCK):
         self.path = path
-        self.port = port
         self.log = log or logging.getLogger("connector.health")
         self.stale_after = stale_after
         self.clock = clock
         self._snapshot: dict[str, Any] = {"state": "degraded", "problems": ["starting"]}
         self._updated = clock.monotonic()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start the /healthz server when a port is set (port 0 picks a free one; see `bound_port`)."""
-        if self.port is None:
-            return
-        health = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] not in ("/healthz", "/health"):
-                    self.send_error(404)
-                    return
-                snapshot = health.current()
-                body = json.dumps(snapshot, indent=2).encode()
-                self.send_response(200 if snapshot.get("state") == "ok" else 503)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # a probe every few seconds would flood the log
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="healthz", daemon=True)
-        self._thread.start()
-        self.log.info("health endpoint on %s", self.url, extra={"event": "health_endpoint"})
-
-    @property
-    def bound_port(self) -> int | None:
-        return self._server.server_address[1] if self._server else None
-
-    @property
-    def url(self) -> str | None:
-        return f"http://127.0.0.1:{self.bound_port}/healthz" if self._server else None
+        self.url: str | None = None  # where connector.web serves /healthz, when it does
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # told every snapshot (alerts); must not block
 
     def snapshot(self) -> dict[str, Any]:
         """The last snapshot published, as it was."""
@@ -109,6 +73,11 @@ class Health:
         snapshot = {**snapshot, "pid": os.getpid(), "updated_at": utc_now(self.clock), "health_url": self.url}
         with self._lock:
             self._snapshot, self._updated = snapshot, self.clock.monotonic()
+        for listener in self.listeners:
+            try:
+                listener(snapshot)
+            except Exception:
+                self.log.exception("a health listener failed")
         if self.path is None:
             return
         try:
@@ -116,12 +85,6 @@ class Health:
             write_json_atomic(self.path, snapshot, mode=0o600)
         except OSError as exc:
             self.log.warning("cannot write the health file %s: %s", self.path, exc)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 def utc_now(clock: Clock = SYSTEM_CLOCK) -> str:

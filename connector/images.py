@@ -35,6 +35,9 @@ from .model import ImageJob, ImageRef, Problem, Product
 MAX_BYTES = 2 * 1024 * 1024  # the API's limit per image (api-docs: "at most 2 MB")
 MAX_PIXELS = 40_000_000  # far above any product photo; bounds decode memory to ~160 MB
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+# The reason of an image that is not in the image folder: counted apart from the refused ones
+# (`is_missing`), because the fix is different (put it there, or point at the right folder).
+MISSING = "no such file in the image folder"
 # Formats people commonly export by mistake, named in the message so they know what to fix.
 _OTHER_MAGIC = {b"GIF8": "GIF", b"RIFF": "WebP", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"%PDF": "PDF"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -90,7 +93,7 @@ def locate_images(
         if not name:
             continue
         if not place.exists:  # every image is missing: said without an exception (and a redaction) per name
-            problems.append(_problem(product, ref, _name_parts(name, allow_urls)[1] or _NO_SUCH_FILE))
+            problems.append(_problem(product, ref, _name_parts(name, allow_urls)[1] or MISSING))
             continue
         try:
             path = _resolve(name, place, allow_urls)
@@ -151,20 +154,17 @@ def _resolve(name: str, place: ImageFolder, allow_urls: bool) -> Path:
     if why is not None:
         raise ImageError(why)
     if not place.exists:
-        raise ImageError(_NO_SUCH_FILE)
+        raise ImageError(MISSING)
     base = place.base
     try:
         path = base.joinpath(*parts).resolve(strict=True)
     except FileNotFoundError:
-        raise ImageError(_NO_SUCH_FILE) from None
+        raise ImageError(MISSING) from None
     except (OSError, RuntimeError):  # symlink loops, permissions, names too long
         raise ImageError("the image file cannot be reached") from None
     if not path.is_relative_to(base):
         raise ImageError("the image name leads outside the image folder (through a symbolic link)")
     return path
-
-
-_NO_SUCH_FILE = "no such file in the image folder"
 
 
 def _name_parts(name: str, allow_urls: bool) -> tuple[list[str], str | None]:
@@ -189,7 +189,7 @@ def _read_checked(path: Path) -> bytes:
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
-        raise ImageError("no such file in the image folder") from None
+        raise ImageError(MISSING) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ImageError("the image file is a symbolic link") from None
@@ -253,6 +253,11 @@ def _decode(data: bytes, fmt: str) -> None:
             raise ImageError(f"the image could not be decoded: its {fmt} header is damaged") from None
         except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError... on bad data
             raise ImageError(f"the image could not be decoded: {_short(exc)}") from None
+
+
+def is_missing(problem: Problem) -> bool:
+    """True for the problem of an image that was not found in the image folder."""
+    return problem.kind == "image" and problem.reason == MISSING
 
 
 def _problem(product: Product, ref: ImageRef, reason: str) -> Problem:

@@ -30,8 +30,13 @@ from connector.report import Report, write_report_files
 # Partial downloads and temp saves (browsers, WinSCP, rsync-style tools, Office).
 IGNORED_SUFFIXES = (".tmp", ".part", ".filepart", ".crdownload", ".partial", ".download")
 DONE_SUFFIX = ".done"
+# The inbox's own notes for people (the repository ships inbox/README.md): never an export,
+# whatever `watch.patterns` says.
+README_NAMES = frozenset({"readme", "readme.md", "readme.txt"})
 # Sidecars written next to a placed file; never counted as data files.
-SIDECAR_SUFFIXES = (".report.json", ".error.json", ".rejected.csv", DONE_SUFFIX)
+SIDECAR_SUFFIXES = (".report.json", ".error.json", ".rejected.csv", ".rejected.xlsx", DONE_SUFFIX)
+# What is never data in processing/: refused rows fixed and dropped back (x.rejected.xlsx) are.
+_NOT_DATA = (".report.json", ".error.json", DONE_SUFFIX)
 
 Verdict = Literal["wait", "ready", "empty"]
 
@@ -66,11 +71,11 @@ def is_candidate_name(name: str, patterns: Iterable[str], *, done_file: bool = F
     """True when a file called `name` may hold an export (before looking at the disk).
 
     Hidden files, Office owner files (`~$...`), names with no extension (Excel's temp saves),
-    partial downloads and done files never are; otherwise one of `patterns` (case-insensitive
-    globs) must match.
+    partial downloads, done files and the inbox's README never are; otherwise one of `patterns`
+    (case-insensitive globs) must match.
     """
     lower = name.lower()
-    if not name or name.startswith((".", "~$")):
+    if not name or name.startswith((".", "~$")) or lower in README_NAMES:
         return False
     if "." not in name.strip("."):
         return False
@@ -334,7 +339,7 @@ def list_processing(processing_dir: Path) -> list[Path]:
     try:
         with os.scandir(processing_dir) as it:
             for entry in it:
-                if entry.name.startswith(".") or entry.name.lower().endswith(SIDECAR_SUFFIXES):
+                if entry.name.startswith(".") or entry.name.lower().endswith(_NOT_DATA):
                     continue
                 try:
                     if entry.is_file(follow_symlinks=False):
@@ -362,7 +367,7 @@ def place(path: Path, outcome: Report, folders: Folders, now: datetime) -> Path:
 
     done / duplicate -> archive/YYYY/MM/DD/<name> with <name>.report.json beside it;
     refused          -> failed/YYYY/MM/DD/<name> with <name>.error.json.
-    A `.rejected.csv` of refused rows is written when there are any, and a `.done` file moves
+    A `.rejected.csv` and `.rejected.xlsx` of refused rows are written when there are any, and a `.done` file moves
     with its data file. The report is written before the file moves (a crash in between leaves
     the file in processing/, and the next run files it under a new name). Nothing is ever
     overwritten: a clash adds a counter.
@@ -380,7 +385,7 @@ def place(path: Path, outcome: Report, folders: Folders, now: datetime) -> Path:
     counter = 1
     while True:
         target = folder / placed_name(path.stem, path.suffix, now, digest, counter)
-        if not any(os.path.lexists(str(target) + s) for s in ("", sidecar, ".rejected.csv", DONE_SUFFIX)):
+        if not any(os.path.lexists(str(target) + s) for s in ("", sidecar, *SIDECAR_SUFFIXES)):
             break
         counter += 1
 

@@ -269,6 +269,13 @@ class Mapping:
     parents: ParentsSpec | None = None
     fill_down: tuple[str, ...] = ()  # columns a product's later rows take from its earlier rows
     same_variant: str = "error"  # error | sum: rows repeating a variant add up their quantities
+    # Variant number fields that are the sum of a family's values: ((field, family), ...),
+    # e.g. (("qty", "qty_availability"),). Applied by build.apply_totals after the row (and any
+    # continuation rows, and any merge onto the catalogue) gave the family its entries.
+    totals: tuple[tuple[str, str], ...] = ()
+    # continuation_rows: a row whose key columns are all blank adds its values to the record
+    # above it. None: off; () : the key is the columns of group_by and source_variant_code.
+    continuation_key: tuple[str, ...] | None = None
 
     @property
     def images_folder(self) -> str | None:
@@ -571,9 +578,24 @@ class ParentsDoc(_Block):
     )
 
 
+# Variant families of numbers: what `{sum: ...}` may name.
+SUMMABLE = tuple(k for k, (section, _, kind, _, _) in FAMILIES.items() if section == "variant" and kind != "str")
+NUMBER_KINDS = ("int", "float")
+
+
+class SumDoc(_Block):
+    """This number is the sum of a family's values on the row, e.g. qty as the sum of qty_availability."""
+
+    sum: _literal(SUMMABLE) = Field(  # type: ignore[valid-type]
+        description="The variant family whose values are added up (blank when the family has no value)."
+    )
+
+
 def _section(name: str, targets: dict[str, tuple[str, str, str]], required: tuple[str, ...]) -> Any:
     keys: dict[str, Any] = {
-        k: (FieldRef, Field(... if k in required else None, description=d)) for k, (_, _, d) in targets.items()
+        k: (FieldRef | SumDoc if name == "Variant" and kind in NUMBER_KINDS else FieldRef,
+            Field(... if k in required else None, description=d))
+        for k, (_, kind, d) in targets.items()
     }
     keys |= {
         k: (FamilyRef, Field(ABSENT, description=_FAMILY_DOCS[k])) for k, f in FAMILIES.items() if f[0] == name.lower()
@@ -587,6 +609,16 @@ if TYPE_CHECKING:
 else:
     ProductDoc = _section("Product", _PRODUCT_TARGETS, ())
     VariantDoc = _section("Variant", _VARIANT_TARGETS, ("source_variant_code", "sku"))
+
+
+class ContinuationDoc(_Block):
+    """Rows whose key columns are all blank continue the record above them (Odoo exports)."""
+
+    key: str | Annotated[list[Column], Field(min_length=1)] = Field(
+        ABSENT,
+        description="The columns that are blank on a continuation row "
+        "(default: the columns of group_by and variant.source_variant_code).",
+    )
 
 
 class MappingDoc(_Block):
@@ -615,6 +647,12 @@ class MappingDoc(_Block):
         "error",
         description="Rows repeating a variant code: error (default), or sum their qty and qty_availability "
         "(a row per lot or bin).",
+    )
+    continuation_rows: bool | ContinuationDoc = Field(
+        False,
+        description="true: a row whose key columns are blank is not a record of its own; its values are more "
+        "values of the record above (options, tags, images, meta, price tiers, warehouses), as Odoo "
+        "writes a record's several values on the rows under it.",
     )
 
 
@@ -816,6 +854,7 @@ class _Validator:
             block = raw.get(section)
             if isinstance(block, dict) and key in block:
                 families[key] = self.family(block[key], f"{section}.{key}", type_, out)
+        totals = self.totals(raw.get("variant"), families)
         named = {key for key, _ in variant}
         for key in ("source_variant_code", "sku"):
             if key not in named:
@@ -841,6 +880,8 @@ class _Validator:
             parents=self.parents(raw["parents"], "parents") if raw.get("parents") is not None else None,
             fill_down=self.column_list(raw.get("fill_down"), "fill_down"),
             same_variant=self.known(raw.get("same_variant"), SAME_VARIANT),
+            totals=totals,
+            continuation_key=self.continuation(raw.get("continuation_rows"), raw),
         )
 
     def source_options(self, raw: Any) -> SourceOptions:
@@ -894,9 +935,62 @@ class _Validator:
         self.block(raw, where, ProductDoc if where == "product" else VariantDoc, own=tuple(raw))
         out = []
         for key, spec in raw.items():
-            if key in table:
+            if key in table and not (isinstance(spec, dict) and "sum" in spec):  # a total: see `totals`
                 type_, kind = table[key]
                 out.append((key, self.field(spec, f"{where}.{key}", key, type_, kind)))
+            elif key in table and where == "product":
+                self.bad(f"{where}.{key}.sum", "only variant number fields (price, qty, grams) can be a sum")
+        return tuple(out)
+
+    def continuation(self, raw: Any, doc: dict) -> tuple[str, ...] | None:
+        """`continuation_rows: true` or `{key: [columns]}`: the key columns (() = the default), or None."""
+        if raw is None or raw is False:
+            return None
+        where = "continuation_rows"
+        if raw is True:
+            key: tuple[str, ...] = ()
+        elif isinstance(raw, dict):
+            self.block(raw, where, ContinuationDoc)
+            key = self.column_list(raw.get("key"), f"{where}.key")
+            if "key" in raw and not key:
+                return None
+        else:
+            self.bad(where, "must be true, or {key: [the columns that are blank on a continuation row]}")
+            return None
+        if doc.get("parents") is not None:
+            self.bad(where, "cannot be used with parents (a row continues the record above it, or belongs to "
+                            "a parent, not both)")
+            return None
+        return key
+
+    def totals(self, raw: Any, families: dict[str, FamilySpec | None]) -> tuple[tuple[str, str], ...]:
+        """`variant: {qty: {sum: qty_availability}}`: number fields that add up a family's values."""
+        if not isinstance(raw, dict):
+            return ()
+        out = []
+        for key, spec in raw.items():
+            if key not in VARIANT_FIELDS or not isinstance(spec, dict) or "sum" not in spec:
+                continue
+            where = f"variant.{key}"
+            kind = VARIANT_FIELDS[key][1]
+            if kind not in NUMBER_KINDS:
+                self.bad(f"{where}.sum", "only number fields (price, qty, grams) can be a sum")
+                continue
+            extra = [k for k in spec if k != "sum"]
+            if extra:
+                self.bad(where, f"a sum takes no other keys (found {', '.join(map(str, extra))})")
+            name = spec["sum"]
+            if name not in SUMMABLE:
+                self.bad(f"{where}.sum", f'"{name}" is not a family of numbers{did_you_mean(name, SUMMABLE)} '
+                                         f"{valid_choices(SUMMABLE)}")
+                continue
+            if families.get(name) is None:
+                self.bad(f"{where}.sum", f"the mapping has no variant.{name} to add up")
+                continue
+            if kind == "int" and FAMILIES[name][2] != "int":
+                self.bad(f"{where}.sum", f"{key} is a whole number; {name} holds decimal numbers")
+                continue
+            out.append((key, name))
         return tuple(out)
 
     # -- one field

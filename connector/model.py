@@ -62,11 +62,24 @@ class Problem:
 _PROBLEM_FIELDS = {"kind", "reason", "severity", "line", "column", "value", "product", "sheet", "count"}
 
 
-class Rejected(NamedTuple):
-    """A refused row and why: the one shape of a line of the rejected-rows CSV."""
-
+class _Refusal(NamedTuple):
     row: Row
     reason: str
+
+
+class Rejected(_Refusal):
+    """A refused row and why: the one shape of a line of the rejected-rows CSV and workbook.
+
+    Unpacks as `row, reason`; `column` names the cell that caused the refusal, when one did
+    (the workbook highlights it). Example: Rejected(Row(7, cells), 'price "12,5O" ...', "price").
+    """
+
+    column: str | None
+
+    def __new__(cls, row: Row, reason: str, column: str | None = None) -> Rejected:
+        self = super().__new__(cls, row, reason)
+        self.column = column
+        return self
 
 
 @dataclass
@@ -80,6 +93,7 @@ class Table:
     delimiter: str | None = None  # csv only
     sheet: str | None = None  # workbooks only
     problems: list[Problem] = field(default_factory=list)  # rows refused while reading
+    rows_refused: int = 0  # records refused while reading (never rows): each may have several problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +129,15 @@ class Built:
     rows_skipped: int = 0
     # products held back because one of their rows failed: code -> every line of the product
     held: dict[str, list[int]] = field(default_factory=dict)
+    # Rows that are not an item of their own, by (sheet, line), so every row is accounted for:
+    # folded into another row's item ("parent", "same_variant", "continuation") ...
+    folded: dict[tuple[str | None, int], str] = field(default_factory=dict)
+    # ... or skipped, with the rule that skipped it ('skip_rows[0]: column "Type" is "grouped"').
+    skipped: dict[tuple[str | None, int], str] = field(default_factory=dict)
+    # every line of every product (its items, parent row, folded rows), sent or not
+    lines: dict[str, list[int]] = field(default_factory=dict)
+    # the mapping cannot map this file (a column it needs is missing): every row is refused with it
+    file_refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

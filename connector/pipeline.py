@@ -15,10 +15,11 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connector.accounting import RowAccount, account_rows, settle
 from connector.api import ApiClient
 from connector.batches import Batch, iter_batches
 from connector.build import build_products
@@ -34,7 +35,7 @@ from connector.errors import (
     OversizedItem,
     ReadError,
 )
-from connector.images import ImageFolder, encode_image, locate_images
+from connector.images import ImageFolder, encode_image, is_missing, locate_images
 from connector.ledger import Job, Ledger
 from connector.mapping import Mapping, find_mapping, load_mapping
 from connector.model import ImageJob, Problem, Product, Rejected, Row, Table
@@ -120,9 +121,12 @@ class Pipeline:
         known = self.ledger.find_file(report.sha256, self.endpoint, spec.sha256)
         if known and known["status"] == "done" and not self.full:  # `full`: every item again, whatever was sent
             if known["name"] == path.name and known["mtime_ns"] == mtime_ns:
-                earlier = self._outcome(known["id"])  # finished just before a crash: its own report
-                earlier.message = (f"{path.name}: already pushed on {iso_utc(known['finished_at'] or 0)}; nothing "
-                                   "sent now (this is the report of that push; --full sends every item again)")
+                # the very file again (or finished just before a crash): its own report, marked as
+                # that push's, so nobody reads its figures as what happened now
+                earlier = self._outcome(known["id"])
+                earlier.already_pushed = iso_utc(known["finished_at"] or 0)
+                earlier.message = (f"{path.name}: already pushed on {earlier.already_pushed}: nothing to send "
+                                   "(--full sends every item again)")
                 return earlier
             if not self.settings.watch.reprocess_duplicates:
                 return self._duplicate(report, known)
@@ -406,6 +410,7 @@ class Pipeline:
             sent = self.ledger.file_sent_counts(file_id)
             report.counts.items_sent, report.counts.images_sent = sent["items_sent"], sent["images_sent"]
             report.counts.products_refused_by_api = len({p.product for p in send_problems if p.kind == "api"})
+            report.counts.images_refused += sum(1 for p in send_problems if p.kind == "image")  # not sent after all
             report.status = "done"
             report.finished_at = now = self.clock()
             planned = sum(v for k, v in report.timings.items() if k in ("read", "map", "check", "plan", "journal"))
@@ -472,6 +477,14 @@ class Plan:
     rejected: list[Rejected]
     held: set[str]
     timings: dict[str, float]
+    image_folder: Path | None = None  # where the images were looked for
+    # from the build, for the row accounting: rows folded into another's item, rows skipped (by
+    # rule), every line of each product (a product held back refuses all of them)
+    folded: dict[tuple[str | None, int], str] = field(default_factory=dict)
+    skipped: dict[tuple[str | None, int], str] = field(default_factory=dict)
+    lines: dict[str, list[int]] = field(default_factory=dict)
+    file_refused: bool = False  # the mapping could not map the file at all (a column it needs is missing)
+    rows: RowAccount = field(default_factory=RowAccount)
 
     @property
     def refused(self) -> bool:
@@ -488,9 +501,19 @@ class Plan:
         self.images.pop(code, None)
         self.problems.append(Problem(kind="size", reason=reason, line=product.lines[0] if product.lines else None,
                                      product=code))
-        refused = {(r.row.sheet, r.row.line) for r in self.rejected}
-        self.rejected.extend(Rejected(Row(line, {}), f"product {code} held back: {reason}")
-                             for line in product.lines if (None, line) not in refused)
+        refused = {r.row.line for r in self.rejected}
+        by_line = {row.line: row for row in self.table.rows}
+        self.rejected.extend(Rejected(by_line.get(line) or Row(line, {}), f"product {code} held back: {reason}")
+                             for line in sorted(self.lines.get(code) or product.lines) if line not in refused)
+        self.rejected.sort(key=lambda r: r.row.line)
+        self.account()
+
+    def account(self) -> RowAccount:
+        """Reconcile the rows (see connector.accounting): every row read is in exactly one count."""
+        self.rows, wrong = account_rows(self.table, self.products, self.folded, self.skipped, self.rejected,
+                                        file_refused=self.file_refused)
+        settle(self.rows, wrong, self.path.name, self.problems)
+        return self.rows
 
     def fill(self, report: Report) -> Report:
         """Put what planning knows into `report`: how the file was read, counts, problems, timings."""
@@ -504,12 +527,16 @@ class Plan:
         c.products = len(self.products)
         c.variants = sum(len(p.items) for p in self.products)
         c.products_held_back = len(self.held)
-        c.rows_refused = len(self.rejected)
-        c.rows_skipped = sum(1 for p in problems if p.severity == "skipped")
+        c.rows_refused = self.rows.refused
+        c.rows_skipped = sum(self.rows.skipped.values())
+        report.rows = self.rows
         c.images_found = sum(len(j) for j in self.images.values())
-        c.images_refused = sum(1 for p in problems if p.kind == "image")
+        c.images_missing = sum(1 for p in problems if is_missing(p))
+        c.images_refused = sum(1 for p in problems if p.kind == "image") - c.images_missing
+        report.images_folder = str(self.image_folder) if self.image_folder else None
         report.problems.add(problems)
         report.header, report.rejected = list(t.header), list(self.rejected)
+        report.header_row = self.mapping.source.header_row
         return report
 
 
@@ -537,22 +564,28 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         stage("checking")
         kept, check_problems, held = check_products(built.products)
     problems = [*table.problems, *built.problems, *check_problems]
-    held = {**built.held, **held}  # held back by a bad row (build) or a broken rule (checks): code -> lines
+    # held back by a bad row (build) or a broken rule (checks): code -> every line of the product,
+    # its parent row and folded rows too
+    held = {**built.held, **{code: sorted(built.lines.get(code) or lines) for code, lines in held.items()}}
     products = kept
     timings["check"] = clock() - tick
 
     tick = clock()
     stage("locating images")
     images: dict[str, list[ImageJob]] = {}
-    folder = ImageFolder.of(_image_folder(path, spec, settings))
+    folder = _image_folder(path, spec, settings)
+    place = ImageFolder.of(folder)  # resolved once for the whole file
     for product in products:
-        found, image_problems = locate_images(product, folder=folder,
+        found, image_problems = locate_images(product, folder=place,
                                               allow_urls=settings.allow_image_urls or spec.allow_urls)
         images[product.code] = found
         problems.extend(image_problems)
     timings["plan"] = clock() - tick
     rejected = _rejected_rows(table.rows, problems, held)
-    return Plan(path, spec, table, products, problems, images, rejected, set(held), timings)
+    plan = Plan(path, spec, table, products, problems, images, rejected, set(held), timings, folder,
+                folded=built.folded, skipped=built.skipped, lines=built.lines, file_refused=built.file_refused)
+    plan.account()
+    return plan
 
 
 def _quiet(stage: str) -> None:
@@ -617,10 +650,12 @@ def _read_options(spec, settings: Settings) -> dict:
 def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]]) -> list[Rejected]:
     """Every refused row with its reason; rows of a held-back product name the line that held it."""
     reasons: dict[int, str] = {}
+    columns: dict[int, str | None] = {}
     for p in problems:
         if p.severity == "error" and p.line is not None:
             where = f"{p.column}: " if p.column and p.column not in p.reason else ""
             reasons.setdefault(p.line, f"{where}{p.reason}")
+            columns.setdefault(p.line, p.column)
     for code, lines in held.items():
         first = next((ln for ln in lines if ln in reasons), None)
         for ln in lines:
@@ -631,7 +666,7 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
         row = by_line.get(line)
         if row is None:
             row = Row(line, {})  # refused while reading: the cells never became a row
-        out.append(Rejected(row, reasons[line]))
+        out.append(Rejected(row, reasons[line], columns.get(line)))
     return out
 
 

@@ -472,6 +472,7 @@ def _read_csv(
     except csv.Error as exc:
         raise ReadError(f"{name}: line {line_offset + reader.line_num}: cannot parse the CSV ({exc})") from exc
     problems.close()
+    table.rows_refused = len(problems.records)
     return table
 
 
@@ -742,11 +743,14 @@ class _Problems:
         self.out = out
         self.listed: Counter[str] = Counter()
         self.unlisted: Counter[str] = Counter()
+        self.records: set[int] = set()  # lines of the records refused, listed or not
 
     def room(self, kind: str) -> int:
         return max(MAX_LISTED_PER_KIND - self.listed[kind], 0)
 
     def add(self, problem: Problem) -> None:
+        if problem.line is not None and problem.severity == "error":
+            self.records.add(problem.line)
         if self.listed[problem.kind] < MAX_LISTED_PER_KIND:
             self.listed[problem.kind] += 1
             self.out.append(problem)
@@ -767,6 +771,7 @@ class _Problems:
 
 def _refuse_bad_bytes(start: int, damage: dict, problems: _Problems) -> None:
     """Refuse the record starting at `start`: a Problem per listed bad byte, the rest counted."""
+    problems.records.add(start)
     for line in sorted(damage):
         count, listed = damage.pop(line)
         where = "" if line == start else f" (line {line})"

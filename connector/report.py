@@ -2,7 +2,8 @@
 
 `pipeline` fills it step by step (read, map, check, plan, send); `write_report_files` writes
 it for `push`, `check` and `watch` alike: `<name>.report.json` (this shape) and, when rows
-were refused, `<name>.rejected.csv` a person opens in Excel.
+were refused, `<name>.rejected.csv` a person opens in Excel and `<name>.rejected.xlsx`, the
+same rows as text cells with the refusing cell highlighted, to fix in Excel and drop back.
 
     {
       "file": "export.csv",                 # the file's name, never a secret-bearing URL
@@ -14,9 +15,15 @@ were refused, `<name>.rejected.csv` a person opens in Excel.
         "products": 30, "variants": 118,    # built from the file
         "products_held_back": 1,            # a row of theirs failed, so none of them was sent
         "rows_refused": 2, "rows_skipped": 1,
-        "images_found": 40, "images_refused": 2,
+        "images_found": 40,                 # found in the image folder and sendable
+        "images_refused": 2,                # broken, not JPEG/PNG, too big, or refused when sent
+        "images_missing": 1,                # named by the file, not in the image folder
         "items_to_send": 112, "items_sent": 110, "items_unchanged": 6,
         "images_to_send": 40, "images_sent": 38, "products_refused_by_api": 0
+      },
+      "rows": {                             # every row read, in exactly one place (connector.accounting)
+        "read": 120, "items": 110, "folded": {"parent": 4, "continuation": 2}, "refused": 2,
+        "skipped": {"skip_rows[0]: column \"Type\" is \"grouped\"": 2}
       },
       "timings_s": {"read": 0.1, "map": 0.2, "check": 0.0, "plan": 0.0, "send": 9.5, "total": 9.8},
       "requests": {"total": 42, "by_status": {"200": 40, "429": 2}},
@@ -35,9 +42,12 @@ problems, and written with mode 0644 so support staff can read it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -45,7 +55,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import __version__
-from .common import iso_utc, write_atomic, write_json_atomic
+from .accounting import RowAccount
+from .common import fsync_dir, iso_utc, write_atomic, write_json_atomic
 from .model import Problem, Rejected, Row
 
 MAX_PROBLEMS = 10_000  # keeps a report of a badly mapped 100k-row file readable and small
@@ -73,7 +84,8 @@ class Counts:
     rows_refused: int = 0
     rows_skipped: int = 0
     images_found: int = 0
-    images_refused: int = 0
+    images_refused: int = 0  # left out for a reason of their own (bad bytes, too big, refused when sent)
+    images_missing: int = 0  # named by the file but not in the image folder (`images_folder`)
     items_to_send: int = 0
     items_sent: int = 0
     items_unchanged: int = 0
@@ -149,9 +161,15 @@ class Report:
     duplicate_of: dict[str, Any] | None = None
     backlog: dict[str, Any] | None = None
     placed_as: str | None = None
+    images_folder: str | None = None  # where the file's images were looked for
+    # When the very file was pushed before (same content, name, date, mapping): when that push
+    # finished. The counts, timings and problems are then that push's; nothing was sent now.
+    already_pushed: str | None = None
+    rows: RowAccount | None = None  # where every row read went (connector.accounting)
     connector_version: str = __version__
     header: list[str] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    header_row: int = 1  # where the mapping finds the header: the rejected workbook puts its header there too
 
     def outcome(self, *, strict: bool = False) -> str:
         """How the file's run ended, as one word: the key of cli.EXIT_CODES.
@@ -184,6 +202,7 @@ class Report:
             "mapping": {"name": self.mapping_name, "sha256": self.mapping_sha256},
             "read": asdict(self.read),
             "counts": asdict(self.counts),
+            "rows": self.rows.as_dict() if self.rows else None,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "requests": {"total": sum(self.requests.values()), "by_status": dict(self.requests)},
             "problems": [p.as_dict() for p in self.problems.stored],
@@ -198,15 +217,18 @@ class Report:
             out["error"] = {"kind": self.error_kind, "message": self.error_message}
             if self.attempts:
                 out["error"]["attempts"] = self.attempts
-        for key in ("message", "duplicate_of", "backlog", "placed_as"):
+        for key in ("message", "duplicate_of", "backlog", "placed_as", "images_folder"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
+        if self.already_pushed:
+            out["already_pushed"] = {"finished_at": self.already_pushed, "note": "nothing was sent now; the "
+                                     "counts, timings and problems are those of that push"}
         return out
 
     def to_ledger(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """What the ledger keeps of a journaled file: the report's JSON and its rejected rows."""
-        rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason] for r in self.rejected]
-        return self.to_json(), {"header": self.header, "rows": rows}
+        rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason, r.column] for r in self.rejected]
+        return self.to_json(), {"header": self.header, "rows": rows, "header_row": self.header_row}
 
     @classmethod
     def from_ledger(cls, data: dict[str, Any], rejected: dict[str, Any], *, started_at: float | None = None,
@@ -223,6 +245,7 @@ class Report:
         known = {f.name for f in fields(Counts)}
         report.counts = Counts(**{k: v for k, v in (data.get("counts") or {}).items() if k in known})
         report.timings.update(data.get("timings_s") or {})
+        report.rows = RowAccount.from_dict(data["rows"]) if data.get("rows") else None
         report.requests.update((data.get("requests") or {}).get("by_status") or {})
         report.problems.stored = [Problem.from_dict(p) for p in data.get("problems") or []]
         report.problems.by_kind.update(data.get("problems_by_kind") or {})
@@ -233,14 +256,18 @@ class Report:
         report.message = data.get("message") or ""
         report.duplicate_of, report.backlog = data.get("duplicate_of"), data.get("backlog")
         report.placed_as = data.get("placed_as")
+        report.images_folder = data.get("images_folder")
+        report.already_pushed = (data.get("already_pushed") or {}).get("finished_at")
         report.header = list(rejected.get("header") or [])
-        report.rejected = [Rejected(Row(line, cells, sheet), reason)
-                           for line, sheet, cells, reason in rejected.get("rows") or []]
+        report.header_row = rejected.get("header_row") or 1
+        report.rejected = [Rejected(Row(line, cells, sheet), reason, *column)  # column: kept since rejected.xlsx
+                           for line, sheet, cells, reason, *column in rejected.get("rows") or []]
         return report
 
 
 def write_report_files(report: Report, stem: Path, *, sidecar: str = ".report.json") -> Path:
-    """Write `<stem><sidecar>` (the JSON) and, when rows were refused, `<stem>.rejected.csv`.
+    """Write `<stem><sidecar>` (the JSON) and, when rows were refused, `<stem>.rejected.csv` and
+    `<stem>.rejected.xlsx`.
 
     The one writer of report files: `push` and `check` write beside the report folder's file
     name, `watch` beside the file it archives or fails. Returns the JSON's path.
@@ -249,6 +276,8 @@ def write_report_files(report: Report, stem: Path, *, sidecar: str = ".report.js
     write_json_atomic(path, report.to_json())
     if report.rejected:
         write_rejected_csv(Path(f"{stem}.rejected.csv"), report.header, report.rejected)
+        write_rejected_xlsx(Path(f"{stem}.rejected.xlsx"), report.header, report.rejected, sheet=report.read.sheet,
+                            header_row=report.header_row, file=report.file)
     return path
 
 
@@ -267,6 +296,111 @@ def write_rejected_csv(path: Path, header: list[str], rejected: list[Rejected]) 
     write_atomic(path, out.getvalue().encode("utf-8-sig"))
 
 
+# Refusals beyond this many are highlighted without a comment: each comment is a drawn shape
+# that costs ~2 ms to write and memory until the file is saved (10,000 comments: +20 s, +50 MiB).
+MAX_COMMENTS = 1_000
+# Refused rows beyond this many are left to rejected.csv (which holds them all): openpyxl writes
+# some 2,000 rows of 14 cells a second here (100,000 rows: 58 s), and a file refused by the ten
+# thousand is a mapping to fix, not rows to retype. With both bounds, 100,000 refused rows
+# take 10 s and 15 MiB over the rows themselves (bench/bench_rejected.py).
+MAX_WORKBOOK_ROWS = 20_000
+_CELL_MAX = 32_767  # Excel's limit on the text of one cell
+_NOT_IN_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # control characters a worksheet cannot hold
+_SHEET_NAME_BAD = re.compile(r"[\[\]:*?/\\]")
+
+
+def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected], *, sheet: str | None = None,
+                        header_row: int = 1, file: str = "", max_comments: int = MAX_COMMENTS,
+                        max_rows: int = MAX_WORKBOOK_ROWS) -> None:
+    """Write the refused rows as a workbook a person fixes in Excel and drops back into the inbox.
+
+    The same columns as the export (so the same mapping reads the fixed file), then `line` and
+    `reason`. Every cell is text, formatted as text (`00123` keeps its zeros, a barcode stays
+    digits, `=1+1` stays those characters, never a formula); the cell that caused each
+    refusal is highlighted with the reason as its comment (the reason cell when no cell did;
+    comments for the first `max_comments` refusals, highlights for all). The header is on row
+    `header_row`, where the mapping looks for it, under a line saying what the file is. Written
+    row by row (openpyxl's write-only mode) to a temporary file, then renamed into place. Past
+    `max_rows` refused rows the rest are left to rejected.csv, and a second sheet says so.
+    """
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import Cell
+    from openpyxl.comments import Comment
+    from openpyxl.styles import Font, PatternFill
+    from openpyxl.utils import get_column_letter
+
+    extra = _unique(["line", "reason"], header)
+    columns = header + extra
+    workbook = Workbook(write_only=True)
+    ws = workbook.create_sheet(_sheet_title(sheet))
+    ws.freeze_panes = f"A{header_row + 1}"
+    for i in range(1, len(columns) + 1):  # typed-in values stay text too
+        ws.column_dimensions[get_column_letter(i)].number_format = "@"
+    flagged = PatternFill("solid", fgColor="FFC7CE")  # Excel's "bad" red
+    bold = Font(bold=True)
+
+    def text(value: str) -> Cell:
+        """A cell holding `value` as text, formatted as text so what a person types there stays text."""
+        if _NOT_IN_XML.search(value) or len(value) > _CELL_MAX:
+            value = _NOT_IN_XML.sub("", value)[:_CELL_MAX]
+        cell = WriteOnlyCell(ws, value=value or None)
+        if value:
+            cell.data_type = "s"  # text even where openpyxl would guess a formula (=...) or an error (#N/A)
+        cell.number_format = "@"
+        return cell
+
+    def marked(cell: Cell, reason: str, comment: bool) -> Cell:
+        cell.fill = flagged
+        if comment:
+            cell.comment = Comment(reason, "connector", width=300, height=80)
+        return cell
+
+    if header_row > 1:
+        ws.append([text(f"Rows of {file or 'the export'} that were refused: fix the highlighted cells (the "
+                        "reason is in each cell's comment and in the reason column) and drop this file in the inbox")])
+        for _ in range(header_row - 2):
+            ws.append([])
+    heading = []
+    for name in columns:
+        cell = text(name)
+        cell.font = bold
+        heading.append(cell)
+    ws.append(heading)
+    position = {name: i for i, name in enumerate(header)}
+    for n, refused in enumerate(rejected[:max_rows]):
+        row, reason = refused
+        column = getattr(refused, "column", None)
+        values = [text(row.cells.get(name, "")) for name in header]
+        values += [text(str(row.line)), text(reason)]
+        at = position.get(column or "", len(header) + 1)
+        values[at] = marked(values[at], reason, n < max_comments)
+        ws.append(values)
+    if len(rejected) > max_rows:  # a sheet of its own: the mapping reads the first sheet only
+        note = workbook.create_sheet("more rows")
+        note.append([f"{len(rejected):,} rows were refused; the first {max_rows:,} are on the first sheet, and "
+                     f"all of them are in {file or 'the export'}.rejected.csv"])
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            workbook.save(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # like the other report files: for support staff to read
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def _sheet_title(sheet: str | None) -> str:
+    """The sheet the rows came from (a mapping's `sheet:` finds it again), as Excel allows a title."""
+    title = _SHEET_NAME_BAD.sub("_", sheet or "").strip("'")[:31]
+    return title or "rejected"
+
+
 def neutralise(text: str) -> str:
     """`text` made safe to open in a spreadsheet: a leading `'` when it could run as a formula.
 
@@ -281,7 +415,19 @@ def neutralise(text: str) -> str:
 
 
 def summarise(report: Report) -> str:
-    """A few lines for a terminal: file, status, what was sent, problems by kind, time."""
+    """A few lines for a terminal: file, status, what was sent, problems by kind, time.
+
+    A file pushed before says so first; that push's figures follow, marked as that push's.
+    """
+    if report.already_pushed:
+        earlier = _summary_lines(report)
+        earlier[0] = f"  that push ({report.already_pushed}): {earlier[0].split(': ', 1)[1]}"
+        return "\n".join([f"{report.file}: already pushed on {report.already_pushed}: nothing to send",
+                          *earlier[:1], *("  " + line for line in earlier[1:])])
+    return "\n".join(_summary_lines(report))
+
+
+def _summary_lines(report: Report) -> list[str]:
     c, read = report.counts, report.read
     source = ", ".join(str(v) for v in (read.format, read.encoding, _delimiter_name(read.delimiter), read.sheet) if v)
     total = report.timings.get("total")
@@ -290,13 +436,17 @@ def summarise(report: Report) -> str:
         f"  read: {read.rows} rows" + (f" ({source})" if source else ""),
         f"  built: {c.products} products, {c.variants} variants, {c.images_found} images"
         f"; held back: {c.products_held_back} products",
-        f"  rows refused: {c.rows_refused}, skipped: {c.rows_skipped}; images refused: {c.images_refused}",
+        f"  rows refused: {c.rows_refused}, skipped: {c.rows_skipped}; images refused: {c.images_refused}, "
+        f"missing: {c.images_missing}" + (f" (not in {report.images_folder})" if c.images_missing else ""),
     ]
+    if report.rows:
+        lines[2:2] = [f"  rows: {report.rows.line()}",
+                      *(f"    skipped {n} by {rule}" for rule, n in report.rows.skipped.items())]
     if c.items_sent or c.images_sent or c.items_unchanged:
         lines.append(f"  sent: {c.items_sent} items, {c.images_sent} images; unchanged: {c.items_unchanged} items")
     by_kind = report.problems.by_kind.most_common()
     lines.append("  problems: " + (", ".join(f"{n} {kind}" for kind, n in by_kind) if by_kind else "none"))
-    return "\n".join(lines)
+    return lines
 
 
 def _unique(names: list[str], taken: list[str]) -> list[str]:

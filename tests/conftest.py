@@ -11,11 +11,13 @@ Every sandbox started here is stopped when the test ends.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from connector.accounting import STRICT_ENV
 from connector.sandbox import Sandbox, SandboxConfig
 
 
@@ -38,3 +40,8 @@ def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
 def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
     """A started sandbox with the default config (user demo/demo, source 1, 3 req/s)."""
     return make_sandbox()
+
+
+# Every plan a test makes checks that each row read is in exactly one count (connector.accounting):
+# a row unaccounted for raises instead of only being logged, so the suite catches it wherever it happens.
+os.environ[STRICT_ENV] = "1"

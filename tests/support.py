@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connector.accounting import RowAccount
 from connector.api import ApiClient
 from connector.config import ApiSettings, Settings
 from connector.ledger import Ledger
@@ -183,3 +184,14 @@ def report_of(status: str, data: dict | None = None, header: list[str] | None = 
     report.rejected = [Rejected(*r) for r in rejected or []]
     report.message = message
     return report
+
+
+def assert_every_row_once(plan) -> RowAccount:
+    """A plan's rows reconcile: rows read = items + folded + refused + skipped, every refusal listed."""
+    rows = plan.rows
+    assert rows.balanced, rows.line()
+    assert rows.read == len(plan.table.rows) + plan.table.rows_refused
+    assert rows.items == sum(len(p.items) for p in plan.products)
+    assert rows.refused == len({r.row.line for r in plan.rejected})  # every refusal listed in these files
+    assert sum(rows.skipped.values()) == sum(1 for p in plan.problems if p.severity == "skipped")
+    return rows

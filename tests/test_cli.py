@@ -70,6 +70,7 @@ def test_quick_start_push_to_the_built_in_sandbox(run, workdir, name):
     assert report["counts"]["items_sent"] == 9 and report["counts"]["images_sent"] == 4
     rejected = (workdir / "reports" / f"{name}.rejected.csv").read_text(encoding="utf-8-sig")
     assert "12,5O" in rejected and "line" in rejected.splitlines()[0]
+    assert "12,5O" in _workbook_text(workdir / "reports" / f"{name}.rejected.xlsx")  # beside it, as a workbook
     assert f"{name}: done" in result.stdout
 
 
@@ -133,10 +134,17 @@ def test_debug_logs_and_reports_never_show_the_token_or_password(run, make_sandb
     result = run(["push", "examples/products.csv", "--log-level", "DEBUG"], workdir, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     seen = result.stdout + result.stderr
-    seen += "".join(p.read_text(encoding="utf-8-sig") for p in (workdir / "reports").iterdir())
+    seen += "".join(p.read_text(encoding="utf-8-sig") if p.suffix != ".xlsx" else _workbook_text(p)
+                    for p in (workdir / "reports").iterdir())
     assert "token=***" in seen  # the DEBUG request lines were logged, redacted
     assert not TOKEN_SHAPED.findall(seen)
     assert "sentinel-pass-7d1e" not in seen
+
+
+def _workbook_text(path: Path) -> str:
+    import openpyxl
+
+    return " ".join(str(c.value) for row in openpyxl.load_workbook(path).active.iter_rows() for c in row)
 
 
 @pytest.mark.parametrize("command", ["push", "check", "watch", "status", "sandbox"])
@@ -172,3 +180,28 @@ def test_the_installed_entry_point_runs(workdir):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (workdir / "out" / "products.csv.items.json").exists() and "products" in result.stdout
+
+
+def test_the_same_file_again_says_already_pushed_and_full_sends_every_item_again(run, make_sandbox, workdir):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1"}
+    first = run(["push", "examples/products.csv"], workdir, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    queued = len(sb.state()["queue"])
+
+    again = run(["push", "examples/products.csv"], workdir, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert re.search(r"^products\.csv: already pushed on \d{4}-\d\d-\d\dT[\d:]+Z: nothing to send$", again.stdout, re.M)
+    # the earlier figures are shown as that push's, never as what happened now
+    assert not re.search(r"^products\.csv: done", again.stdout, re.M)
+    assert re.search(r"^  that push \(.+\): done", again.stdout, re.M)
+    assert len(sb.state()["queue"]) == queued  # nothing went
+    report = json.loads((workdir / "reports" / "products.csv.report.json").read_text())
+    assert report["already_pushed"]["finished_at"] and "nothing was sent now" in report["already_pushed"]["note"]
+
+    full = run(["push", "examples/products.csv", "--full"], workdir, env=env)
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert "already pushed" not in full.stdout and "products.csv: done" in full.stdout
+    new = sb.state()["queue"][queued:]
+    assert sum(e["kind"] == "product" for e in new) == 9  # every item of the file again
+    assert sum(e["kind"] == "image" for e in new) == 4

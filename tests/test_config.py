@@ -109,7 +109,7 @@ def test_the_readme_lists_every_setting_with_its_default():
     documented = yaml.safe_load(block)
     defaults = Settings()
     assert set(documented) == set(Settings.model_fields) - {"config_path"}
-    for section in ("api", "folders", "batch", "watch", "limits"):
+    for section in ("api", "folders", "batch", "watch", "limits", "notify"):
         model = getattr(defaults, section)
         assert set(documented[section]) == set(type(model).model_fields), section
         for key, value in documented[section].items():

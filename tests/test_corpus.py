@@ -23,7 +23,7 @@ import pytest
 
 from connector.config import Settings
 from connector.pipeline import plan_file
-from tests.support import pipeline_for, settings_for
+from tests.support import assert_every_row_once, pipeline_for, settings_for
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 pytestmark = pytest.mark.skipif(
@@ -188,6 +188,7 @@ def test_corpus_file_through_its_preset_to_the_sandbox(make_sandbox, tmp_path, c
     items = (facts["variants"] or facts["records"]) if case.items is None else case.items
     if case.products is not None or case.items is not None:
         assert case.why, "a deliberate difference from facts.json must say why"
+    assert_every_row_once(plan)  # rows read = items + folded + refused + skipped, each row once
     assert len(plan.products) == products, case.why
     assert sum(len(p.items) for p in plan.products) == items, case.why
 

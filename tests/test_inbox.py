@@ -62,6 +62,22 @@ def test_candidate_names(name, done_file, expected):
     assert inbox.is_candidate_name(name, PATTERNS, done_file=done_file) is expected
 
 
+def test_the_inbox_readme_and_images_folder_are_never_taken(tmp_path):
+    """The repository's inbox/ holds a README.md for people and images/ for `watch`: neither is
+    an export, even with patterns that would match them."""
+    box = tmp_path / "inbox"
+    (box / "images").mkdir(parents=True)
+    write(box / "README.md", b"# Drop exports here\n")
+    write(box / "readme.txt", b"notes\n")
+    write(box / "images" / "mug.jpg", b"\xff\xd8\xff")
+    write(box / "products.csv")
+    for patterns in (PATTERNS, ["*"], ["*.md", "*.txt", "*.csv", "images"]):
+        found = [c.path.name for c in inbox.list_inbox(box, patterns).candidates]
+        assert found == ["products.csv"], patterns
+        assert inbox.inspect(box / "README.md", patterns) is None
+        assert inbox.inspect(box / "images", patterns) is None
+
+
 def test_patterns_are_configurable_and_case_insensitive():
     assert inbox.is_candidate_name("EXPORT.TXT", ["*.txt"])
     assert not inbox.is_candidate_name("export.csv", ["*.txt"])

@@ -131,7 +131,7 @@ def test_the_same_file_again_sends_nothing_and_with_full_sends_every_item_again(
     assert first.counts.items_sent == 10
     queued = len(sb.state()["queue"])
     again = pipeline_for(tmp_path, sb).run_file(path)
-    assert "already pushed on" in again.message and "nothing sent now" in again.message
+    assert "already pushed on" in again.message and "nothing to send" in again.message and again.already_pushed
     assert len(sb.state()["queue"]) == queued  # nothing went
     full = pipeline_for(tmp_path, sb, full=True).run_file(path)
     assert full.status == "done" and full.counts.items_sent == 10

@@ -558,10 +558,12 @@ def test_health_says_what_a_long_file_is_busy_with_and_stays_fresh(tmp_path):
 
 def test_healthz_turns_503_stale_when_no_update_came_for_too_long(tmp_path):
     from connector.health import Health
+    from connector.web import StatusServer
 
     clock = FakeClock()
-    h = Health(None, 0, stale_after=60, clock=clock)
-    h.start()
+    h = Health(None, stale_after=60, clock=clock)
+    server = StatusServer(Settings(watch=WatchSettings(http_port=0)), h)
+    server.start()
     try:
         h.update({"state": "ok", "problems": []})
         with urllib.request.urlopen(h.url, timeout=5) as reply:
@@ -572,7 +574,7 @@ def test_healthz_turns_503_stale_when_no_update_came_for_too_long(tmp_path):
         body = json.loads(stale.value.read())
         assert stale.value.code == 503 and body["state"] == "stale" and "no health update for 61 s" in body["problems"][-1]
     finally:
-        h.stop()
+        server.stop()
 
 
 @pytest.mark.parametrize("updated_ago, state, healthy", [
@@ -718,7 +720,7 @@ def test_status_works_before_anything_ran(tmp_path):
     from connector.status import render_status
 
     text = render_status(make_settings(tmp_path))
-    assert "no health file" in text and "Ledger: none yet" in text and "In processing/: nothing" in text
+    assert "Service: not running" in text and "Ledger: none yet" in text and "In processing/: nothing" in text
 
 
 # --- choosing the observer --------------------------------------------------------------------

@@ -77,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "'seconds' sends a number of seconds, 'date' an HTTP date (default: %(default)s)")
     faults.add_argument("--retry-after-seconds", type=int, default=1, metavar="S",
                         help="the wait a Retry-After header asks for (default: %(default)s)")
+    faults.add_argument("--queue-fail-rate", type=float, default=0.0, metavar="F",
+                        help="share of queued items (0 to 1), products and images, acknowledged with 200 "
+                             "and then failed by the queue: never stored, as the real asynchronous queue may "
+                             "do; `connector verify` finds them (default: %(default)s)")
     faults.add_argument("--anonymous-errors", action="store_true",
                         help="answer a refused products request 400 without naming the bad items")
     faults.add_argument("--expire-after", type=int, default=0, metavar="N",
@@ -89,7 +93,8 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
     faults = Faults(seed=args.seed, error_rate=args.error_rate, latency=args.latency,
                     drop_rate=args.drop_rate, burst_every=args.burst_every, burst_size=args.burst_size,
                     retry_after=args.retry_after, retry_after_seconds=args.retry_after_seconds,
-                    expire_after=args.expire_after, anonymous_errors=args.anonymous_errors)
+                    expire_after=args.expire_after, anonymous_errors=args.anonymous_errors,
+                    queue_fail_rate=args.queue_fail_rate)
     users = load_users(args.users) if args.users else {"demo": "demo"}
     return SandboxConfig(rate=args.rate, unauth_rate=args.unauth_rate, users=users,
                          token_lifetime=args.token_lifetime, faults=faults)

@@ -131,10 +131,15 @@ class FaultPlan:
     def __init__(self, faults: Faults):
         self.faults = faults
         self._random = random.Random(faults.seed)
+        self._items = random.Random(faults.seed)  # its own stream: the requests' faults stay as they were
         self._count = 0
 
     def applies(self, path: str) -> bool:
         return path in self.faults.paths
+
+    def fails_in_queue(self) -> bool:
+        """Whether the queue fails the next item it took (after acknowledging it): queue_fail_rate."""
+        return self.faults.queue_fail_rate > 0 and self._items.random() < self.faults.queue_fail_rate
 
     def decide(self) -> Decision:
         f = self.faults

@@ -31,6 +31,7 @@ from connector.sandbox.store import Store
 log = logging.getLogger("connector.sandbox")
 
 Reply = tuple[int, dict]
+QUEUE_FAULT = "sandbox fault: failed in the queue after it was acknowledged (--queue-fail-rate)"
 
 
 @dataclass
@@ -305,7 +306,11 @@ class Sandbox:
                 return 400, {"error": "validation failed"}
             return 400, {"error": "validation failed", "errors": sorted(errors, key=lambda e: e["index"])}
         for _, normal in normals:
-            self._store.apply_product(normal)
+            if self._fails_in_queue(request):
+                self._store.log("product", normal["source_product_code"], normal["source_variant_code"], None,
+                                "failed", "none", QUEUE_FAULT)
+            else:
+                self._store.apply_product(normal)
         return 200, {"system_products": {"sync_product": len(normals)}}
 
     def _images_queue(self, request: _Request) -> Reply:
@@ -321,11 +326,22 @@ class Sandbox:
         if errors:
             return 400, {"error": "validation failed", "errors": errors}
         for normal in normals:
-            self._store.apply_image(normal)
+            if self._fails_in_queue(request):
+                self._store.log("image", normal["source_product_code"], normal["source_variant_code"],
+                                normal["image_id"], "failed", "none", QUEUE_FAULT)
+            else:
+                self._store.apply_image(normal)
         return 200, {"system_images": {"sync_image": len(normals)}}
 
+    def _fails_in_queue(self, request: _Request) -> bool:
+        return self._plan.applies(request.path) and self._plan.fails_in_queue()
+
     def _products_search(self, request: _Request) -> Reply:
-        docs = [self._store.product_view(code) for code in self._store.products]
+        # A query that must match some codes (verify's terms on source_product_code) looks only at
+        # those products: the rest would be copied to be thrown away, for every page.
+        codes = _required_codes(request.body)
+        chosen = self._store.products if codes is None else [c for c in self._store.products if c in codes]
+        docs = [self._store.product_view(code) for code in chosen]
         return self._search(request, docs, "system_products")
 
     def _orders_search(self, request: _Request) -> Reply:
@@ -382,6 +398,30 @@ def _find_route(method: str, path: str) -> tuple[_Route | None, Reply]:
     if any(p == path for _, p in _ROUTES):
         return None, (405, {"error": f"{method} not allowed on {path}"})
     return None, (404, {"error": f"no endpoint {method} {path}"})
+
+
+def _required_codes(raw: bytes) -> set[str] | None:
+    """The source_product_codes a search body's bool filter/must requires one of (term or terms),
+    or None when it requires none (or is not a query the sandbox reads; search() then says why)."""
+    try:
+        body = json.loads(raw or b"{}")
+        clauses = body["query"]["bool"]
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(clauses, dict):
+        return None
+    for key in ("filter", "must"):
+        listed = clauses.get(key) or []
+        for clause in listed if isinstance(listed, list) else [listed]:
+            for kind in ("terms", "term"):
+                spec = clause.get(kind) if isinstance(clause, dict) else None
+                if isinstance(spec, dict) and list(spec) == ["source_product_code"]:
+                    wanted = spec["source_product_code"]
+                    if kind == "terms" and isinstance(wanted, list):
+                        return {str(code) for code in wanted}
+                    if kind == "term" and not isinstance(wanted, (dict, list)):
+                        return {str(wanted)}
+    return None
 
 
 def _json_object(raw: bytes, wrapper: str) -> tuple[dict | None, str | None]:

@@ -31,6 +31,9 @@ class Faults:
     - expire_after: a token dies after serving this many requests on the fault paths.
     - anonymous_errors: a refused queue request is answered 400 without naming the bad items
       (the real API's error format is not published; the connector must cope with either).
+    - queue_fail_rate: share of queued items (products and images) acknowledged with 200 and
+      then failed by the queue: never stored, logged `failed` in the queue log (the real queue
+      is asynchronous and loses such items without a word; `connector verify` finds them).
     """
 
     seed: int | None = 0
@@ -44,11 +47,12 @@ class Faults:
     drop_rate: float = 0.0
     expire_after: int = 0
     anonymous_errors: bool = False
+    queue_fail_rate: float = 0.0
     paths: tuple[str, ...] = QUEUE_PATHS
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("error_rate", "drop_rate"):
+        for name in ("error_rate", "drop_rate", "queue_fail_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be between 0 and 1")
         for name in ("burst_every", "burst_size", "expire_after", "retry_after_seconds"):

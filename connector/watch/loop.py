@@ -44,6 +44,7 @@ from connector.health import Health, utc_now
 from connector.logs import redact
 from connector.report import Report
 from connector.watch.observer import ObserverSupervisor
+from connector.watch.verifying import VerifySchedule
 from connector.watch.worker import WAKE_SLICE_S, Abandoned, Worker, wait_for
 
 if TYPE_CHECKING:
@@ -145,6 +146,8 @@ class Watcher:
         self._beat_at = clock.monotonic()
         self.attempts = Attempts(self.folders.state / "attempts.json")
         self.all_refused: dict[str, str] = {}  # files whose every item the API refused, and why to look
+        self.verifier = VerifySchedule(settings, clock, log)  # verify what was pushed, some minutes later
+        self.on_file_failed: Callable[[str, str], None] | None = None  # alerts (connector.notify); never blocks
 
     # the loop
 
@@ -165,6 +168,7 @@ class Watcher:
                 if self.stop.is_set() or self._blocked():
                     break
                 self._take(candidate)
+            self._verify_if_due()
             self._publish()
             self._sleep_until_next()
 
@@ -375,9 +379,13 @@ class Watcher:
             return self._set_aside(path, "place", f"was processed ({outcome.status}) but cannot be filed away: {exc}")
         self.troubles.pop(path.name, None)
         self.failed_files += outcome.status == "refused"
+        if outcome.status == "refused":
+            self._tell_failed(path.name, outcome)
         self.files_done += 1
+        self.verifier.file_pushed(outcome)
         if outcome.outcome() == "refused_by_api":
             self.all_refused[path.name] = f"see {placed}.report.json"
+            self._tell_failed(path.name, outcome, "the API refused every item it was sent; see its report in archive/")
             self.log.error("%s: the API refused every item it was sent (another account's source id, or data it "
                            "will not take); nothing of it is in Stock2Shop. See %s.report.json", path.name, placed,
                            extra={"event": "all_refused", "file": path.name})
@@ -466,8 +474,15 @@ class Watcher:
             self._set_aside(claimed, "place", f"cannot be moved to failed/: {exc}")
             return
         self.failed_files += 1
+        self._tell_failed(claimed.name, outcome)
         self.log.warning("%s -> %s", outcome.message, placed,
                          extra={"event": "file_finished", "file": claimed.name, "status": "refused"})
+
+    def _tell_failed(self, name: str, outcome: Report, reason: str | None = None) -> None:
+        if self.on_file_failed is not None:
+            reason = reason or (f"{outcome.message or outcome.error_message or outcome.status}; it is in failed/ with "
+                                "its reason: fix it (or the mapping) and put it back into the inbox")
+            self.on_file_failed(name, reason)
 
     def _call(self, fn: Callable[..., Any], *args: Any, busy: str | None = None) -> Any:
         """Run a pipeline call on the worker; a stop request is honoured within the grace period
@@ -516,6 +531,9 @@ class Watcher:
             timeout = min(timeout, due)
         if self.troubles:
             timeout = min(timeout, max(min(t.next_try for t in self.troubles.values()) - now, 0.0))
+        verify_in = self.verifier.due_in()
+        if verify_in is not None:
+            timeout = min(timeout, verify_in)
         self._wait(self.clock.monotonic() + max(timeout, MIN_WAIT_S), on_hint=True)
 
     def _wait(self, deadline: float, *, on_hint: bool) -> None:
@@ -544,6 +562,10 @@ class Watcher:
             if not self.clock.wait(self.wake, SETTLE_S):
                 return
 
+    def _verify_if_due(self) -> None:
+        """Verify the products of the files pushed `verify.after_minutes` ago, on the pipeline's thread."""
+        self.verifier.run_if_due(lambda check, busy: self._call(check, self.pipeline, busy=busy))
+
     # health
 
     def _count_failed(self) -> None:
@@ -568,6 +590,7 @@ class Watcher:
             problems.append("API work waiting in the ledger (sending resumes with backoff)")
         if self.mapping_problem:
             problems.append(f"mapping broken, nothing new is taken until it is fixed: {self.mapping_problem}")
+        problems += [p for p in [self.verifier.problem()] if p]
         problems += _capped([f"{name}: the API refused every item it was sent ({why})"
                              for name, why in sorted(self.all_refused.items())])
         problems += _capped([f"processing/{name} {t.message}" for name, t in sorted(self.troubles.items())])
@@ -586,6 +609,7 @@ class Watcher:
             "state": "degraded" if problems else "ok",
             "problems": problems,
             "busy": self.busy,
+            "api_waiting": self.api_waiting,
             "last_scan_at": self.last_scan_at,
             "last_success_at": _ask(ledger, "last_success_at"),
             "last_error": _ask(ledger, "last_error"),
@@ -596,6 +620,7 @@ class Watcher:
             "observer_state": self.observer.state,
             "observer_rebuilds": self.observer.rebuilds,
             "files_done": self.files_done,
+            "verify": self.verifier.summary(),
         }
 
     def _publish(self, *, force: bool = False) -> None:
@@ -672,5 +697,7 @@ def _summary(outcome: Report) -> str:
     if outcome.error_kind:
         return outcome.message or outcome.status
     c = asdict(outcome.counts)
-    keys = ("products", "variants", "items_sent", "items_unchanged", "images_sent", "rows_refused")
-    return ", ".join(f"{k.replace('_', ' ')} {c[k]}" for k in keys)
+    keys = ("products", "variants", "items_sent", "items_unchanged", "images_sent", "images_refused",
+            "images_missing", "rows_refused")
+    where = f" (not in {outcome.images_folder})" if c["images_missing"] else ""
+    return ", ".join(f"{k.replace('_', ' ')} {c[k]}" + (where if k == "images_missing" else "") for k in keys)

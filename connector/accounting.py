@@ -1,0 +1,116 @@
+"""Every input row accounted for: the report's row counts reconcile exactly.
+
+    rows read = rows that became items + rows folded into another row's item
+              + rows refused + rows skipped
+
+Rows read are the table's rows plus the records the reader refused (they never became rows;
+blank rows are not rows). Folded rows are parent rows, rows added up by `same_variant: sum`
+and continuation rows; skipped rows are counted per rule. `account_rows` checks that every
+row of the table is in exactly one of the four (when lines identify rows, that is one sheet)
+and that the counts add up. A row in none or in two is a bug of the connector, never of the
+file: `settle` logs it loudly and notes it in the report, and raises `UnaccountedRows` when
+the environment sets CONNECTOR_STRICT_ROWS=1, as the test suite does for every plan it makes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import Problem, Product, Rejected, Table
+
+STRICT_ENV = "CONNECTOR_STRICT_ROWS"
+log = logging.getLogger("connector.accounting")
+
+
+class UnaccountedRows(AssertionError):
+    """A row is in none or in two of items, folded, refused and skipped: a bug of the connector."""
+
+
+@dataclass
+class RowAccount:
+    """Where every row of a file went; `folded` and `skipped` say why, `skipped` per rule."""
+
+    read: int = 0
+    items: int = 0
+    folded: dict[str, int] = field(default_factory=dict)  # parent | same_variant | continuation -> rows
+    refused: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # the rule that skipped them -> rows
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == self.items + sum(self.folded.values()) + self.refused + sum(self.skipped.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"read": self.read, "items": self.items, "folded": dict(self.folded), "refused": self.refused,
+                "skipped": dict(self.skipped)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RowAccount:
+        return cls(read=data.get("read", 0), items=data.get("items", 0), folded=dict(data.get("folded") or {}),
+                   refused=data.get("refused", 0), skipped=dict(data.get("skipped") or {}))
+
+    def line(self) -> str:
+        """`120 read = 110 items + 5 folded + 3 refused + 2 skipped`."""
+        return (f"{self.read} read = {self.items} items + {sum(self.folded.values())} folded + {self.refused} "
+                f"refused + {sum(self.skipped.values())} skipped")
+
+
+def account_rows(table: Table, products: list[Product], folded: dict[tuple[str | None, int], str],
+                 skipped: dict[tuple[str | None, int], str], rejected: list[Rejected], *,
+                 file_refused: bool = False) -> tuple[RowAccount, list[str]]:
+    """Where each row went, and what does not add up (empty when every row is in exactly one place).
+
+    `products` are those going on to be sent (their `lines` one per item), `folded` and
+    `skipped` come from the build, `rejected` are the refused rows (by line). `file_refused`:
+    the mapping could not map the file at all (a column it needs is missing), so every row is
+    refused with it.
+    """
+    if file_refused:
+        read = len(table.rows) + table.rows_refused
+        account = RowAccount(read=read, refused=read)
+        return account, [] if not products and not folded and not skipped else ["a file refused whole has items"]
+    refused_lines = {r.row.line for r in rejected}
+    item_lines = Counter(line for p in products for line in p.lines)
+    folded_kept = {key: why for key, why in folded.items() if key[1] not in refused_lines}
+    account = RowAccount(
+        read=len(table.rows) + table.rows_refused,
+        items=sum(item_lines.values()),
+        folded=dict(Counter(folded_kept.values())),
+        skipped=dict(Counter(skipped.values())),
+    )
+    row_lines = Counter(row.line for row in table.rows)
+    refused_rows = sum(1 for line in refused_lines if line in row_lines)
+    account.refused = refused_rows + table.rows_refused
+    wrong: list[str] = []
+    if all(n == 1 for n in row_lines.values()):  # lines name rows: each row in exactly one place
+        folded_at = {line for _, line in folded_kept}
+        skipped_at = Counter(line for _, line in skipped)
+        for row in table.rows:
+            places = [name for name, there in (
+                ("item", item_lines[row.line]), ("folded", row.line in folded_at),
+                ("refused", row.line in refused_lines), ("skipped", skipped_at[row.line])) for _ in range(int(there))]
+            if len(places) != 1:
+                wrong.append(f"line {row.line}: " + (" and ".join(places) if places else "in no count"))
+                if len(wrong) >= 10:
+                    break
+        strays = sorted(set(item_lines) - set(row_lines))
+        if strays:
+            wrong.append(f"items from lines that are not rows of the file: {strays[:10]}")
+    if not account.balanced:
+        wrong.append(f"the counts do not add up: {account.line()}")
+    return account, wrong
+
+
+def settle(account: RowAccount, wrong: list[str], file: str, problems: list[Problem]) -> None:
+    """Make a failed reconciliation loud: raise in strict mode, else log an error and note it in `problems`."""
+    if not wrong:
+        return
+    text = f"{file}: rows not accounted for exactly (a bug of the connector; please report it): " + "; ".join(wrong)
+    if os.environ.get(STRICT_ENV) == "1":
+        raise UnaccountedRows(text)
+    log.error("%s", text)
+    problems.append(Problem(kind="accounting", severity="warning", reason=text))

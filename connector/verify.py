@@ -1,0 +1,480 @@
+"""`connector verify [--repair]`: does Stock2Shop hold what this source had acknowledged?
+
+The queue is asynchronous: an item or an image is acknowledged with 200 and processed later,
+and one the queue fails then (an image whose product failed, an item refused later) is lost
+without a word (api-docs, "Images": "If the product fails to be created ... you will need to
+requeue the image"). Verify reconciles:
+
+    expected  what the ledger says this endpoint (API url + source) had acknowledged: the last
+              acknowledged whole item of every variant, and the images done     [acknowledged()]
+    stored    POST /v1/products/elastic_search, terms on source_product_code, a page of
+              `verify.page_size` codes per request, through the one ApiClient (its limiter)
+    findings  products and variants missing, price/qty/sku/title differing from what was last
+              sent, images missing                                               [compare(), pure]
+
+`--repair` journals the products of every finding again, whole (every variant as last
+acknowledged, never half a product), and the missing images after them, as one ledger
+"file", then sends them through the normal drain.
+
+    result = run_verify(pipeline, repair=False)
+    print(result.summary())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from connector.batches import make_batches
+from connector.common import iso_utc, write_json_atomic
+from connector.model import Product
+from connector.report import Report
+from connector.wire import encode, item_hash
+
+if TYPE_CHECKING:
+    from connector.api import ApiClient
+    from connector.ledger import Ledger
+    from connector.pipeline import Pipeline
+
+log = logging.getLogger("connector.verify")
+
+STATE_FILE = "verify.json"  # the latest result, in the state folder: `status` and health show it
+FINDINGS_LOGGED = 20
+FIELDS = ("price", "qty", "sku", "title")  # what is compared with what was last sent (verify.fields)
+
+
+# -- what was acknowledged (the one place verify reads the ledger) -------------------------
+
+def acknowledged(ledger: Ledger, endpoint: str,
+                 product_codes: Iterable[str] | None = None) -> Iterator[tuple[str, str, dict]]:
+    """(product code, variant code, item) for the last acknowledged item of every variant this
+    endpoint holds, deletes left out (a deleted variant is not expected to be there).
+
+    Read from the products jobs journaled for `endpoint`: an item counts when its hash is the
+    one the ledger recorded as last acknowledged for its variant, and the latest such item wins.
+    (The per-endpoint catalogue, when the ledger has one, answers this directly.)
+    """
+    wanted = set(product_codes) if product_codes is not None else None
+    sent = {(p, v): h for p, v, h in ledger.db.execute(
+        "SELECT source_product_code, source_variant_code, hash FROM sent")
+        if wanted is None or p in wanted}
+    latest: dict[tuple[str, str], dict | None] = {}  # in the order variants were first journaled
+    with _collector_paused():  # many small dicts and no cycles: the collector's scans would double the time
+        for (payload,) in ledger.db.execute(
+                "SELECT jobs.payload FROM jobs JOIN files ON files.id = jobs.file_id"
+                " WHERE jobs.kind = 'products' AND files.endpoint = ? ORDER BY jobs.id", (endpoint,)):
+            if wanted is not None and not wanted & _codes_in(payload):
+                continue  # none of the products asked about: not worth parsing
+            for item in json.loads(payload):
+                key = (item["source"]["source_product_code"], item["product"]["variants"]["source_variant_code"])
+                if key not in sent:
+                    continue
+                if sent[key] == item_hash(item):
+                    latest[key] = item  # a later acknowledgement replaces it
+                else:
+                    latest.setdefault(key, None)
+    for (code, variant), item in latest.items():
+        if item is not None and str(item["source"].get("product_active", "true")).lower() not in ("false", "0", ""):
+            yield code, variant, item
+
+
+_CODE = re.compile(r'"source_product_code":"((?:[^"\\]|\\.)*)"')
+
+
+def _codes_in(payload: str) -> set[str]:
+    """The product codes a journaled payload names, found without parsing it (wire.encode's compact JSON)."""
+    return {json.loads(f'"{m}"') if "\\" in m else m for m in _CODE.findall(payload)}
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def acknowledged_images(ledger: Ledger, endpoint: str,
+                        product_codes: Iterable[str] | None = None) -> Iterator[tuple[str, dict]]:
+    """(product code, image job fields) for the latest image queued per product and image id
+    for this endpoint (`ImageJob` as a dict: path, sha256, image_id, source_variant_code, ...)."""
+    wanted = set(product_codes) if product_codes is not None else None
+    latest: dict[tuple[str, str], dict] = {}
+    for (payload,) in ledger.db.execute(
+            "SELECT jobs.payload FROM jobs JOIN files ON files.id = jobs.file_id"
+            " WHERE jobs.kind = 'image' AND jobs.state = 'done' AND files.endpoint = ? ORDER BY jobs.id",
+            (endpoint,)):
+        image = json.loads(payload)
+        code = image["source_product_code"]
+        if wanted is None or code in wanted:
+            latest[(code, image["image_id"])] = image
+    for (code, _), image in latest.items():
+        yield code, image
+
+
+def products_of_files(ledger: Ledger, endpoint: str, sha256s: Iterable[str]) -> set[str]:
+    """The products (and products of images) journaled for the files with these contents."""
+    codes: set[str] = set()
+    for sha256 in set(sha256s):
+        for kind, payload in ledger.db.execute(
+                "SELECT jobs.kind, jobs.payload FROM jobs JOIN files ON files.id = jobs.file_id"
+                " WHERE files.sha256 = ? AND files.endpoint = ?", (sha256, endpoint)):
+            data = json.loads(payload)
+            if kind == "image":
+                codes.add(data["source_product_code"])
+            else:
+                codes.update(item["source"]["source_product_code"] for item in data)
+    return codes
+
+
+# -- the result ------------------------------------------------------------------------------
+
+@dataclass
+class Finding:
+    """One difference between what was acknowledged and what Stock2Shop holds.
+
+    kind  missing_product | missing_variant | differs | missing_image
+    """
+
+    kind: str
+    product: str
+    variant: str | None = None
+    field: str | None = None
+    expected: Any = None
+    found: Any = None
+    image_id: str | None = None
+
+    def line(self) -> str:
+        if self.kind == "missing_product":
+            return f"product {self.product}: not in Stock2Shop ({self.expected} variant(s) acknowledged)"
+        if self.kind == "missing_variant":
+            return f"product {self.product}, variant {self.variant}: not in Stock2Shop"
+        if self.kind == "missing_image":
+            return f"product {self.product}: image {self.image_id} not in Stock2Shop"
+        where = f"variant {self.variant}" if self.variant else "product"
+        return f"product {self.product}, {where}: {self.field} is {self.found!r}, last sent {self.expected!r}"
+
+
+@dataclass
+class VerifyResult:
+    """What one verify found; `repair` says what was sent again (None without --repair)."""
+
+    endpoint: str
+    started_at: float
+    finished_at: float | None = None
+    products_checked: int = 0
+    variants_checked: int = 0
+    images_checked: int = 0
+    products_waiting: int = 0  # journaled and not yet acknowledged: checked after they are
+    requests: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    repair: dict[str, Any] | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = {"missing_products": 0, "missing_variants": 0, "differing": 0, "missing_images": 0}
+        key = {"missing_product": "missing_products", "missing_variant": "missing_variants",
+               "differs": "differing", "missing_image": "missing_images"}
+        for finding in self.findings:
+            counts[key[finding.kind]] += 1
+        return counts
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+    def outcome(self) -> str:
+        """The key of cli.EXIT_CODES: done (clean, or all repaired), mismatch (found and not repaired,
+        or a repair that could not send something) or waiting (repair work left in the ledger)."""
+        if self.repair is not None:
+            if self.repair.get("waiting"):
+                return "waiting"
+            return "mismatch" if self.repair.get("problems") else "done"
+        return "done" if self.clean else "mismatch"
+
+    def summary(self) -> str:
+        c = self.counts
+        head = (f"verify: {self.products_checked} products, {self.variants_checked} variants, "
+                f"{self.images_checked} images checked against Stock2Shop in {self.requests} requests")
+        if self.products_waiting:
+            head += f"; {self.products_waiting} products still waiting in the ledger (not checked)"
+        if self.clean:
+            return head + "\n  all there, as last sent"
+        lines = [head, f"  missing: {c['missing_products']} products, {c['missing_variants']} variants, "
+                       f"{c['missing_images']} images; differing: {c['differing']} fields"]
+        if c["missing_products"] == self.products_checked > 1:
+            lines.append("  none of them was found: if Stock2Shop does show them, the search does not reach them "
+                         "(a user that is not an admin may only search through a channel); check before --repair")
+        lines += [f"  - {f.line()}" for f in self.findings[:FINDINGS_LOGGED]]
+        if len(self.findings) > FINDINGS_LOGGED:
+            lines.append(f"  ... and {len(self.findings) - FINDINGS_LOGGED} more (see the report)")
+        if self.repair is not None:
+            r = self.repair
+            lines.append(f"  repair: {r['products']} products ({r['items']} items) and {r['images']} images "
+                         f"journaled again; sent {r['items_sent']} items and {r['images_sent']} images"
+                         + ("; the rest waits in the ledger" if r.get("waiting") else ""))
+            lines += [f"  - not repaired: {p}" for p in r.get("problems", [])[:FINDINGS_LOGGED]]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "verify",
+            "endpoint": self.endpoint.split("#")[0],
+            "source_id": self.endpoint.split("#source=")[-1],
+            "started_at": iso_utc(self.started_at),
+            "finished_at": iso_utc(self.finished_at or self.started_at),
+            "clean": self.clean,
+            "checked": {"products": self.products_checked, "variants": self.variants_checked,
+                        "images": self.images_checked, "products_waiting": self.products_waiting},
+            "counts": self.counts,
+            "requests": self.requests,
+            "findings": [{k: v for k, v in asdict(f).items() if v is not None} for f in self.findings],
+            "repair": self.repair,
+        }
+
+
+# -- comparing (pure) ------------------------------------------------------------------------
+
+def compare(expected: dict[str, dict[str, dict]], images: dict[str, list[dict]],
+            stored: dict[str, dict], fields: Iterable[str] = FIELDS) -> list[Finding]:
+    """Findings for `expected` (code -> variant code -> last acknowledged item) and `images`
+    (code -> image jobs, each with "md5" of its bytes when the file is still readable) against
+    `stored` (code -> the product as the API holds it: variants a list, images a list), on `fields`.
+
+        compare({"A": {"A-1": item}}, {}, {})  ->  [Finding("missing_product", "A", expected=1)]
+    """
+    findings: list[Finding] = []
+    variant_fields = [name for name in ("price", "qty", "sku") if name in fields]
+    for code, variants in expected.items():
+        product = stored.get(code)
+        if product is None:
+            findings.append(Finding("missing_product", code, expected=len(variants)))
+            findings += [Finding("missing_image", code, i.get("source_variant_code"), image_id=i["image_id"])
+                         for i in images.get(code, [])]
+            continue
+        held = {str(v.get("source_variant_code")): v for v in product.get("variants") or [] if isinstance(v, dict)}
+        last_title = None
+        for variant_code, item in variants.items():
+            last_title = item["product"].get("title", last_title)
+            variant = held.get(variant_code)
+            if variant is None:
+                findings.append(Finding("missing_variant", code, variant_code))
+                continue
+            sent = item["product"]["variants"]
+            for name in variant_fields:
+                if name in sent and not _same(name, sent[name], variant.get(name)):
+                    findings.append(Finding("differs", code, variant_code, name, sent[name], variant.get(name)))
+        if "title" in fields and last_title is not None and not _same("title", last_title, product.get("title")):
+            findings.append(Finding("differs", code, None, "title", last_title, product.get("title")))
+        present = product.get("images") or []
+        for image in images.get(code, []):
+            if not any(_is(image, held_image) for held_image in present if isinstance(held_image, dict)):
+                findings.append(Finding("missing_image", code, image.get("source_variant_code"),
+                                        image_id=image["image_id"]))
+    return findings
+
+
+def _is(image: dict, held: dict) -> bool:
+    """The stored image is this one: by the image id the connector gave it, or by its bytes' md5."""
+    if held.get("source_image_code") not in (None, "") and str(held["source_image_code"]) == image["image_id"]:
+        return True
+    return bool(image.get("md5")) and str(held.get("hash") or "").lower() == image["md5"]
+
+
+def _same(name: str, sent: Any, held: Any) -> bool:
+    """Equal as the API stores the field: numbers as numbers (qty whole and never below 0,
+    api-docs and reference §1.3), text as text, blank as null."""
+    if sent in (None, "") or held in (None, ""):
+        return sent in (None, "") and held in (None, "")
+    if name in ("price", "qty"):
+        try:
+            a, b = float(sent), float(held)
+        except (TypeError, ValueError):
+            return str(sent) == str(held)
+        if name == "qty":
+            return max(0, int(a)) == max(0, int(b))
+        return abs(a - b) < 1e-6
+    return str(sent) == str(held)
+
+
+# -- asking the API ----------------------------------------------------------------------------
+
+def fetch_stored(client: ApiClient, codes: list[str], *, page_size: int,
+                 source_id: int | None) -> tuple[dict[str, dict], int]:
+    """The stored products among `codes` (code -> product), and how many requests that took.
+
+    `page_size` codes per request (and as many hits per page); a page holding more hits (the
+    same codes in another source) is paged on with `from`. Products of another source are left out.
+    """
+    stored: dict[str, dict] = {}
+    requests = 0
+    for start in range(0, len(codes), page_size):
+        chunk = codes[start:start + page_size]
+        offset = 0
+        while True:
+            answer = client.search_products({
+                "query": {"bool": {"filter": [{"terms": {"source_product_code": chunk}}]}},
+                "size": page_size, "from": offset})
+            requests += 1
+            products = [p for p in answer.get("system_products") or [] if isinstance(p, dict)]
+            for product in products:
+                theirs = product.get("source_id")
+                if theirs not in (None, "") and source_id is not None and str(theirs) != str(source_id):
+                    continue
+                stored.setdefault(str(product.get("source_product_code")), product)
+            offset += page_size
+            if not products or offset >= _total(answer):
+                break
+    return stored, requests
+
+
+def _total(answer: dict) -> int:
+    total = (answer.get("hits") or {}).get("total", 0)
+    if isinstance(total, dict):  # Elasticsearch 7: {"value": n, "relation": "eq"}
+        total = total.get("value", 0)
+    try:
+        return int(total)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _with_md5(image: dict) -> dict:
+    """The image job with the md5 of its bytes (how the API names a stored image), when the file
+    is still there unchanged; without it otherwise."""
+    try:
+        data = Path(image["path"]).read_bytes()
+    except OSError:
+        return image
+    if hashlib.sha256(data).hexdigest() != image.get("sha256"):
+        return image
+    return {**image, "md5": hashlib.md5(data).hexdigest()}
+
+
+# -- the whole run -------------------------------------------------------------------------------
+
+def verify(ledger: Ledger, client: ApiClient, endpoint: str, *, source_id: int | None, page_size: int,
+           product_codes: Iterable[str] | None = None, fields: Iterable[str] = FIELDS,
+           clock=time.time) -> tuple[VerifyResult, dict, dict]:
+    """Compare what `endpoint` had acknowledged (all of it, or only `product_codes`) with what the
+    API holds. Returns the result and what it compared (code -> variant -> item; code -> images),
+    which a repair sends again. Raises ApiUnavailable / FatalError from the client."""
+    result = VerifyResult(endpoint=endpoint, started_at=clock())
+    waiting = ledger.pending_products(endpoint)
+    expected: dict[str, dict[str, dict]] = {}
+    for code, variant, item in acknowledged(ledger, endpoint, product_codes):
+        if code in waiting:
+            continue
+        expected.setdefault(code, {})[variant] = item
+    images: dict[str, list[dict]] = {}
+    for code, image in acknowledged_images(ledger, endpoint, list(expected)):
+        images.setdefault(code, []).append(_with_md5(image))
+    result.products_waiting = len(waiting if product_codes is None else waiting & set(product_codes))
+    stored, result.requests = fetch_stored(client, list(expected), page_size=page_size, source_id=source_id)
+    result.products_checked = len(expected)
+    result.variants_checked = sum(len(v) for v in expected.values())
+    result.images_checked = sum(len(i) for i in images.values())
+    result.findings = compare(expected, images, stored, list(fields))
+    result.finished_at = clock()
+    return result, expected, images
+
+
+def repair(pipeline: Pipeline, result: VerifyResult, expected: dict[str, dict[str, dict]],
+           images: dict[str, list[dict]]) -> dict[str, Any]:
+    """Journal the products of every finding again (whole, as last acknowledged) and the missing
+    images after them, as one ledger file, then drain the ledger. Returns what was sent."""
+    codes = list(dict.fromkeys(f.product for f in result.findings if f.kind != "missing_image"))
+    missing = {(f.product, f.image_id) for f in result.findings if f.kind == "missing_image"}
+    products = [Product(code, list(expected[code].values()), [], []) for code in codes]
+    batches = make_batches(products, max_items=pipeline.settings.batch.max_items,
+                           max_bytes=pipeline.settings.batch.max_bytes) if products else []
+    batch_of = {item["source"]["source_product_code"]: i for i, batch in enumerate(batches) for item in batch}
+    image_jobs = [(batch_of.get(code), {k: v for k, v in image.items() if k != "md5"})
+                  for code, jobs in images.items() for image in jobs if (code, image["image_id"]) in missing]
+    items = sum(len(b) for b in batches)
+    done = {"products": len(codes), "items": items, "images": len(image_jobs),
+            "items_sent": 0, "images_sent": 0, "waiting": False, "problems": []}
+    if not batches and not image_jobs:
+        return done
+    now = pipeline.clock()
+    report = Report(file=f"verify-repair {iso_utc(now)}", started_at=now)
+    report.sha256 = hashlib.sha256(encode([batches, [job for _, job in image_jobs]])).hexdigest()
+    report.size = 0
+    report.counts.products, report.counts.variants = len(codes), items
+    report.counts.items_to_send, report.counts.images_to_send = items, len(image_jobs)
+    ledger = pipeline.ledger
+    file_id = ledger.journal(report, mtime_ns=0, endpoint=pipeline.endpoint, batches=batches, images=image_jobs)
+    log.info("verify: journaled %d products (%d items) and %d images again", len(codes), items, len(image_jobs))
+    pipeline.drain()  # the normal drain: what the API does not take now waits in the ledger, as any push's
+    states = ledger.file_job_states(file_id)
+    sent = ledger.file_sent_counts(file_id)
+    done.update(items_sent=sent["items_sent"], images_sent=sent["images_sent"],
+                waiting=any(state == "pending" for _, state in states),
+                problems=[p.reason if not p.product else f"{p.product}: {p.reason}" for p in ledger.problems(file_id)])
+    return done
+
+
+def run_verify(pipeline: Pipeline, *, repair_too: bool = False,
+               product_codes: Iterable[str] | None = None) -> VerifyResult:
+    """Verify through `pipeline`'s ledger and client (and repair with `repair_too`), keep the
+    result in the state folder for `status`, and return it."""
+    settings = pipeline.settings
+    if repair_too:
+        pipeline.drain()  # work still waiting (an earlier repair cut short) goes first, then is checked
+    baseline = sum(pipeline.client.requests.values())
+    result, expected, images = verify(pipeline.ledger, pipeline.client, pipeline.endpoint,
+                                      source_id=settings.api.source_id, page_size=settings.verify.page_size,
+                                      product_codes=product_codes, fields=settings.verify.fields,
+                                      clock=pipeline.clock)
+    result.requests = sum(pipeline.client.requests.values()) - baseline
+    if repair_too and result.findings:
+        result.repair = repair(pipeline, result, expected, images)
+    result.finished_at = pipeline.clock()
+    keep_latest(settings.folders.state, result)
+    return result
+
+
+def keep_latest(state_dir: Path, result: VerifyResult) -> None:
+    """The result as the state folder's latest verify (best effort: status only reads it)."""
+    try:
+        write_json_atomic(Path(state_dir) / STATE_FILE, result.to_json(), mode=0o600)
+    except OSError as exc:
+        log.warning("cannot keep the verify result in %s: %s", state_dir, exc)
+
+
+def latest(state_dir: Path) -> dict | None:
+    """The last verify result kept in the state folder, or None."""
+    try:
+        data = json.loads((Path(state_dir) / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def one_line(data: dict | None) -> str:
+    """A kept verify result in one line, for `status` and health."""
+    if not data:
+        return "never run"
+    c = data.get("counts") or {}
+    when = data.get("finished_at", "?")
+    if data.get("clean"):
+        return f"clean at {when} ({(data.get('checked') or {}).get('products', 0)} products checked)"
+    text = (f"at {when}: missing {c.get('missing_products', 0)} products, {c.get('missing_variants', 0)} variants, "
+            f"{c.get('missing_images', 0)} images; {c.get('differing', 0)} fields differ")
+    repaired = data.get("repair")
+    if repaired:
+        text += f"; repaired: {repaired.get('items_sent', 0)} items and {repaired.get('images_sent', 0)} images sent"
+    else:
+        text += "; run `connector verify --repair` to send them again"
+    return text

@@ -1,0 +1,339 @@
+"""`connector verify [--repair]`: what the API acknowledged and then lost is found, and mended.
+
+End to end over HTTP against the sandbox, whose queue is made to fail items after
+acknowledging them (Faults.queue_fail_rate): real CSV files, real JPEGs, a real ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from connector import watch
+from connector.cli import main
+from connector.config import Folders, VerifySettings, WatchSettings
+from connector.health import read_health
+from connector.ledger import Ledger
+from connector.sandbox import Faults
+from connector.status import render_status
+from connector.verify import Finding, acknowledged, compare
+from tests.support import FakeClock, pipeline_for, settings_for, wait_real
+
+HEADER = "source_product_code,source_variant_code,title,sku,price,qty,image1,image2,option1_name,option1_value\n"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run(monkeypatch, capsys) -> Callable[..., Result]:
+    """`run(args, cwd, env)`: `connector ARGS` in-process, in `cwd`, with only `env`'s S2S_* variables."""
+
+    def run(args: list[str], cwd: Path, env: dict | None = None) -> Result:
+        for name in [k for k in os.environ if k.startswith("S2S_")]:
+            monkeypatch.delenv(name)
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = main(args, clock=FakeClock())
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+def jpeg(path: Path, colour: tuple[int, int, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), colour).save(path, "JPEG")
+
+
+def stored(sb) -> dict[str, dict]:
+    return {p["source_product_code"]: p for p in sb.state()["products"]}
+
+
+def report(workdir: Path) -> dict:
+    return json.loads((workdir / "reports" / "verify.report.json").read_text(encoding="utf-8"))
+
+
+def test_a_queue_that_loses_items_after_acknowledging_them_is_found_and_mended(run, make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1"}
+    for name, colour in (("p1.jpg", (200, 0, 0)), ("p2.jpg", (0, 200, 0)), ("p2-back.jpg", (0, 0, 200)),
+                         ("p3.jpg", (200, 200, 0))):
+        jpeg(tmp_path / "images" / name, colour)
+    (tmp_path / "a.csv").write_text(HEADER + "P1,P1-A,Mug,P1-A,10.00,5,p1.jpg,,Size,S\nP1,P1-B,Mug,P1-B,11.00,6,p1.jpg,,Size,M\n"
+                                    "P2,P2-A,Cup,P2-A,20.00,7,p2.jpg,\n", encoding="utf-8")
+    assert run(["push", "a.csv"], tmp_path, env).returncode == 0
+    first = run(["verify"], tmp_path, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert report(tmp_path)["clean"] and report(tmp_path)["checked"]["variants"] == 3
+
+    # The queue now acknowledges everything and keeps nothing: a price change of P1-A, a new
+    # product P3 with its image, and a second image of P2 (whose item is unchanged) are lost.
+    sb.set_faults(Faults(queue_fail_rate=1.0))
+    (tmp_path / "b.csv").write_text(HEADER + "P1,P1-A,Mug,P1-A,12.50,5,p1.jpg,,Size,S\nP1,P1-B,Mug,P1-B,11.00,6,p1.jpg,,Size,M\n"
+                                    "P2,P2-A,Cup,P2-A,20.00,7,p2.jpg,p2-back.jpg\n"
+                                    "P3,P3-A,Bowl,P3-A,30.00,8,p3.jpg,\n", encoding="utf-8")
+    pushed = run(["push", "b.csv"], tmp_path, env)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr  # every request was acknowledged
+    assert [q["status"] for q in sb.state()["queue"][-4:]] == ["failed"] * 4
+    sb.set_faults(Faults())
+
+    found = run(["verify"], tmp_path, env)
+    assert found.returncode == 1, found.stdout + found.stderr
+    findings = {(f["kind"], f["product"], f.get("variant"), f.get("field")) for f in report(tmp_path)["findings"]}
+    assert findings == {("missing_product", "P3", None, None), ("missing_image", "P3", "P3-A", None),
+                        ("missing_image", "P2", "P2-A", None), ("differs", "P1", "P1-A", "price")}
+    price = next(f for f in report(tmp_path)["findings"] if f["kind"] == "differs")
+    assert (price["expected"], price["found"]) == (12.5, 10.0)
+    assert "missing: 1 products, 0 variants, 2 images; differing: 1 fields" in found.stdout
+    status = run(["status"], tmp_path, env)
+    assert "Last verify:" in status.stdout and "missing 1 products" in status.stdout
+
+    before = len(sb.state()["queue"])
+    mended = run(["verify", "--repair"], tmp_path, env)
+    assert mended.returncode == 0, mended.stdout + mended.stderr
+    assert report(tmp_path)["repair"]["items_sent"] == 3 and report(tmp_path)["repair"]["images_sent"] == 2
+    again = sb.state()["queue"][before:]
+    # whole products, images after their product: P1 with both variants, P3, then the two images
+    assert [(q["kind"], q["source_product_code"], q["source_variant_code"] or q["image_id"]) for q in again][:3] == \
+        [("product", "P1", "P1-A"), ("product", "P1", "P1-B"), ("product", "P3", "P3-A")]
+    assert {q["source_product_code"] for q in again if q["kind"] == "image"} == {"P2", "P3"}
+    assert all(q["status"] == "accepted" for q in again)
+    products = stored(sb)
+    assert products["P1"]["variants"][0]["price"] == 12.5 and "P3" in products
+    assert len(products["P2"]["images"]) == 2
+
+    clean = run(["verify"], tmp_path, env)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert report(tmp_path)["clean"] and report(tmp_path)["checked"] == {
+        "products": 3, "variants": 4, "images": 4, "products_waiting": 0}
+    assert "all there, as last sent" in clean.stdout
+
+
+def test_an_image_whose_file_is_gone_cannot_be_repaired_and_is_named(run, make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(queue_fail_rate=1.0, paths=("/v1/images/queue",)))
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1"}
+    jpeg(tmp_path / "images" / "g.jpg", (9, 9, 9))
+    (tmp_path / "g.csv").write_text(HEADER + "G,G-1,Glass,G-1,3.00,1,g.jpg,,,\n", encoding="utf-8")
+    assert run(["push", "g.csv"], tmp_path, env).returncode == 0
+    assert stored(sb)["G"]["images"] == []  # acknowledged, then lost by the queue
+    sb.set_faults(Faults())
+    (tmp_path / "images" / "g.jpg").unlink()
+
+    result = run(["verify", "--repair"], tmp_path, env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert [f["kind"] for f in report(tmp_path)["findings"]] == ["missing_image"]
+    assert "product G: image g.jpg not in Stock2Shop" in result.stdout
+    assert "not repaired: G: image not sent" in result.stdout
+    assert report(tmp_path)["repair"]["images_sent"] == 0
+
+
+def test_a_repair_the_api_cannot_take_now_waits_in_the_ledger_and_goes_with_the_next(run, make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(queue_fail_rate=1.0))
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1"}
+    (tmp_path / "connector.yaml").write_text("api:\n  retry_budget: 5\n", encoding="utf-8")
+    (tmp_path / "h.csv").write_text(HEADER + "H,H-1,Hat,H-1,3.00,1,,,,\n", encoding="utf-8")
+    assert run(["push", "h.csv"], tmp_path, env).returncode == 0
+    sb.set_faults(Faults(error_rate=1.0))  # the queue answers 5xx: the repair cannot go now
+
+    waiting = run(["verify", "--repair"], tmp_path, env)
+    assert waiting.returncode == 3, waiting.stdout + waiting.stderr
+    assert "the rest waits in the ledger" in waiting.stdout and "H" not in stored(sb)
+    assert "Ledger: 1 product batch(es)" in run(["status"], tmp_path, env).stdout  # the repair is journaled
+
+    sb.set_faults(Faults())
+    sent = run(["verify", "--repair"], tmp_path, env)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "all there, as last sent" in sent.stdout and "H" in stored(sb)
+
+
+def test_verify_pages_its_searches_through_the_rate_limited_client(make_sandbox, tmp_path):
+    """60 products, 25 a page: 3 searches, each through the same client and limiter as the pushes."""
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    settings = settings_for(tmp_path, sb)
+    settings.verify.page_size = 25
+    rows = "".join(f"Q{i},Q{i}-A,Thing {i},Q{i}-A,{i}.00,{i},,\n" for i in range(60))
+    (tmp_path / "many.csv").write_text(HEADER + rows, encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, sb, settings)
+    try:
+        assert pipeline.run_file(tmp_path / "many.csv").status == "done"
+        searches = sb.state()["stats"]["by_path"].get("/v1/products/elastic_search", 0)
+        from connector.verify import run_verify
+
+        result = run_verify(pipeline)
+    finally:
+        pipeline.close()
+    assert result.clean and result.products_checked == 60
+    assert sb.state()["stats"]["by_path"]["/v1/products/elastic_search"] - searches == 3 == result.requests
+
+
+def test_acknowledged_reads_the_last_acknowledged_item_of_each_variant_for_this_endpoint(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    settings = settings_for(tmp_path, sb)
+    for name, price in (("one.csv", "1.00"), ("two.csv", "2.00")):
+        (tmp_path / name).write_text(HEADER + f"K,K-1,Kettle,K-1,{price},1,,\n", encoding="utf-8")
+        pipeline = pipeline_for(tmp_path, sb, settings)
+        try:
+            assert pipeline.run_file(tmp_path / name).status == "done"
+            endpoint = pipeline.endpoint
+        finally:
+            pipeline.close()
+    ledger = Ledger.open(settings.folders.state)
+    try:
+        items = list(acknowledged(ledger, endpoint))
+        elsewhere = list(acknowledged(ledger, "http://elsewhere#source=1"))
+        asked = [len(list(acknowledged(ledger, endpoint, codes))) for codes in (["K"], ["K", "L"], ["L"], [])]
+    finally:
+        ledger.close()
+    assert [(p, v, it["product"]["variants"]["price"]) for p, v, it in items] == [("K", "K-1", 2.0)]
+    assert elsewhere == []
+    assert asked == [1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("code", ["K", "Café", 'quote"and\\back', "tab\there", "😀"])
+def test_codes_are_found_in_a_journaled_payload_without_parsing_it(code):
+    from connector.verify import _codes_in
+    from connector.wire import encode_text
+
+    payload = encode_text([item(code, "v"), item("other", "w")])
+    assert _codes_in(payload) == {code, "other"}
+
+
+def item(code: str, variant: str, **fields) -> dict:
+    title = fields.pop("title", "T")
+    return {"source": {"source_product_code": code, "product_active": "true"},
+            "product": {"title": title, "variants": {"source_variant_code": variant, **fields}}}
+
+
+def held(code: str, *variants: dict, title: str = "T", images: list | None = None) -> dict:
+    return {"source_product_code": code, "title": title, "variants": list(variants), "images": images or []}
+
+
+@pytest.mark.parametrize("expected, images, stored_, found", [
+    # numbers as the API stores them: "10.50" is 10.5, a negative qty is kept as 0
+    ({"A": {"A1": item("A", "A1", price="10.50", qty=-3, sku="A1")}}, {},
+     {"A": held("A", {"source_variant_code": "A1", "price": 10.5, "qty": 0, "sku": "A1"})}, []),
+    ({"A": {"A1": item("A", "A1", qty=4)}}, {},
+     {"A": held("A", {"source_variant_code": "A1", "qty": 3})}, [Finding("differs", "A", "A1", "qty", 4, 3)]),
+    ({"A": {"A1": item("A", "A1", sku="X", title="New")}}, {},
+     {"A": held("A", {"source_variant_code": "A1", "sku": "Y"}, title="Old")},
+     [Finding("differs", "A", "A1", "sku", "X", "Y"), Finding("differs", "A", None, "title", "New", "Old")]),
+    ({"A": {"A1": item("A", "A1"), "A2": item("A", "A2")}}, {},
+     {"A": held("A", {"source_variant_code": "A1"})}, [Finding("missing_variant", "A", "A2")]),
+    # a field never sent is not compared; an image is known by its id or by its bytes' md5
+    ({"A": {"A1": item("A", "A1")}}, {"A": [{"image_id": "i1"}, {"image_id": "i2", "md5": "ab"},
+                                            {"image_id": "i3", "md5": "cd"}]},
+     {"A": held("A", {"source_variant_code": "A1", "price": 9}, images=[{"source_image_code": "i1"}, {"hash": "AB"}])},
+     [Finding("missing_image", "A", None, image_id="i3")]),
+    ({"B": {"B1": item("B", "B1")}}, {"B": [{"image_id": "b"}]}, {},
+     [Finding("missing_product", "B", expected=1), Finding("missing_image", "B", image_id="b")]),
+])
+def test_compare_finds_what_is_missing_or_differs(expected, images, stored_, found):
+    assert compare(expected, images, stored_) == found
+
+
+def test_compare_leaves_out_the_fields_not_asked_for():
+    expected = {"A": {"A1": item("A", "A1", price=5, qty=1, title="New")}}
+    held_there = {"A": held("A", {"source_variant_code": "A1", "price": 4, "qty": 1}, title="Edited in the console")}
+    assert [f.field for f in compare(expected, {}, held_there)] == ["price", "title"]
+    assert [f.field for f in compare(expected, {}, held_there, ["qty", "sku"])] == []
+
+
+def test_the_sandbox_queue_fault_fails_a_share_of_items_reproducibly(make_sandbox):
+    import requests
+
+    def failed(seed: int) -> list[str]:
+        sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(seed=seed, queue_fail_rate=0.5))
+        token = sb.issue_token()
+        items = [item(f"Z{i}", f"Z{i}", sku=f"Z{i}") for i in range(20)]
+        for it in items:
+            it["source"].update(source_id=1, sync_token="0", fetch_token="0")
+        answer = requests.post(f"{sb.url}/v1/products/queue", params={"token": token, "source_id": 1},
+                               json={"system_products": items}, timeout=10)
+        assert answer.json() == {"system_products": {"sync_product": 20}}  # all acknowledged
+        state = sb.state()
+        lost = [q["source_product_code"] for q in state["queue"] if q["status"] == "failed"]
+        assert len(state["products"]) == 20 - len(lost)
+        return lost
+
+    assert 0 < len(failed(5)) < 20 and failed(5) == failed(5)
+
+
+def watch_until(settings, sb, tmp_path: Path, condition: Callable[[dict], bool], what: str) -> dict[str, float]:
+    """Run the service on a fake clock over real folders and the sandbox until `condition(health)`;
+    returns when (the service's time) each logged event first happened."""
+    clock = FakeClock()
+    stop = threading.Event()
+    seen: dict[str, float] = {}
+
+    class When(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.setdefault(getattr(record, "event", ""), clock.monotonic())
+
+    log = logging.getLogger(f"test.verify.{id(stop)}")
+    log.addHandler(When())
+    log.setLevel(logging.INFO)
+    thread = threading.Thread(target=lambda: watch.serve(settings, lambda: pipeline_for(tmp_path, sb, settings),
+                                                         stop=stop, clock=clock, log=log), daemon=True)
+    thread.start()
+    try:
+        wait_real(lambda: condition(read_health(settings.watch.health_file) or {}), what=what)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    return seen
+
+
+def watched(tmp_path: Path, sb, **verify) -> object:
+    settings = settings_for(tmp_path, sb)
+    settings.folders = Folders(inbox=tmp_path / "inbox", processing=tmp_path / "processing",
+                               archive=tmp_path / "archive", failed=tmp_path / "failed", state=tmp_path / "state")
+    settings.folders.inbox.mkdir(parents=True)
+    settings.watch = WatchSettings(scan_interval=1.0, min_age=0.1, stable_interval=0.2, observer="none",
+                                   health_file=tmp_path / "state" / "health.json")
+    settings.verify = VerifySettings(after_minutes=1, **verify)
+    (settings.folders.inbox / "w.csv").write_text(HEADER + "W,W-1,Whisk,W-1,5.00,1,,,,\n", encoding="utf-8")
+    return settings
+
+
+def searches(sb) -> int:
+    return sb.state()["stats"]["by_path"].get("/v1/products/elastic_search", 0)
+
+
+def test_watch_verifies_a_pushed_file_after_verify_after_minutes_and_shows_it_in_health(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(queue_fail_rate=1.0))
+    settings = watched(tmp_path, sb)
+    seen = watch_until(settings, sb, tmp_path, lambda h: "missing 1 products" in str(h.get("verify")),
+                       "health to show the verify")
+    health = read_health(settings.watch.health_file) or {}
+    assert health["state"] == "degraded"
+    assert any("verify found items missing" in p and "verify.repair" in p for p in health["problems"])
+    assert seen["verify"] - seen["file_finished"] >= 60  # verify.after_minutes after the file, not before
+    assert searches(sb) == 1
+    assert "missing 1 products" in render_status(settings)
+
+
+def test_watch_with_verify_repair_sends_what_was_lost_and_checks_it_again(make_sandbox, tmp_path):
+    # seed 1: the queue loses the first item it takes and keeps the second (the repair's)
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(seed=1, queue_fail_rate=0.5))
+    settings = watched(tmp_path, sb, repair=True)
+    watch_until(settings, sb, tmp_path, lambda h: str(h.get("verify", "")).startswith("clean"),
+                "the repaired product to be verified")
+    assert [q["status"] for q in sb.state()["queue"]] == ["failed", "accepted"]
+    assert searches(sb) == 2  # found missing and sent again; a minute later, found there
+    assert (read_health(settings.watch.health_file) or {})["state"] == "ok"
