@@ -266,7 +266,7 @@ def _push(args, settings: Settings, clock: Clock) -> int:
     require_credentials(settings)
     with StateLock(settings.folders.state, "push"):
         pipeline = _make_pipeline(settings, clock, full=args.full, progress=_progress_bar(), fresh=args.sandbox,
-                                  allow_deletions=args.allow_deletions)
+                                  allow_deletions=args.allow_deletions, stage=_stage_line(args.file))
         try:
             report = pipeline.run_file(args.file, mapping=args.mapping)
         finally:
@@ -302,11 +302,15 @@ def _check(args, settings: Settings) -> int:
     if plan.refused:
         report.fail("refused", "data", "no row of the file could be sent")
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / f"{args.file.name}.items.json", "wb") as out:  # one item per line: diffable, streamable
-        out.write(b'{"system_products": [\n')
-        items = (item for product in plan.products for item in product.items)
-        for n, item in enumerate(items):
-            out.write((b",\n" if n else b"") + encode(item))
+    # The body the API would get, one item per line: valid JSON, diffable, greppable, and
+    # written a product at a time (never the whole file's text in memory).
+    with open(args.out / f"{args.file.name}.items.json", "wb") as out:
+        out.write(b'{"system_products": [')
+        lead = b"\n"
+        for product in plan.products:
+            if product.items:
+                out.write(lead + b",\n".join(encode(item) for item in product.items))
+                lead = b",\n"
         out.write(b"\n]}\n")
     write_report_files(report, args.out / args.file.name)
     print(summarise(report))
@@ -382,7 +386,7 @@ def _verify(args, settings: Settings, clock: Clock) -> int:
 # -- wiring ----------------------------------------------------------------------------------
 
 def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, progress=None, fresh: bool = False,
-                   allow_deletions: bool = False):
+                   allow_deletions: bool = False, stage=None):
     """The pipeline on the state folder's ledger; called with the state lock held. `fresh`
     (a --sandbox run): the ledger is started afresh first (see `_use_sandbox_state`)."""
     from connector.api import ApiClient
@@ -393,7 +397,7 @@ def _make_pipeline(settings: Settings, clock: Clock, *, full: bool = False, prog
         _start_afresh(settings.folders.state)
     client = ApiClient(settings.api, sleep=clock.sleep, clock=clock.monotonic)
     return Pipeline(settings, client, Ledger.open(settings.folders.state), full=full, progress=progress,
-                    allow_deletions=allow_deletions)
+                    allow_deletions=allow_deletions, stage=stage)
 
 
 @contextlib.contextmanager
@@ -448,7 +452,19 @@ def _progress_bar():
     def show(done: int, total: int) -> None:
         total = max(total, done, 1)
         filled = int(30 * done / total)
-        sys.stderr.write(f"\rsending [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} requests")
+        sys.stderr.write(f"\r\033[Ksending [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} requests")
+        sys.stderr.flush()
+
+    return show
+
+
+def _stage_line(path: Path):
+    """On a terminal, what happens before the first request: "reading products.csv ...", "mapping ..."."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(stage: str) -> None:
+        sys.stderr.write(f"\r\033[K{stage} {path.name} ...")
         sys.stderr.flush()
 
     return show

@@ -24,6 +24,7 @@ import os
 import re
 import stat
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -54,8 +55,26 @@ _OPEN_FLAGS = (
 )
 
 
+@dataclass(frozen=True)
+class ImageFolder:
+    """The image folder resolved once for a whole file: `base` (symlinks followed) and whether it exists.
+
+    A file's 100,000 image names are looked up in one folder; resolving it (and finding it
+    missing) once instead of per product and per name keeps `check` of an export whose images
+    are elsewhere fast (3.4 s of 10 s per 100,000 names before).
+    """
+
+    base: Path
+    exists: bool
+
+    @classmethod
+    def of(cls, folder: Path) -> ImageFolder:
+        base = folder.resolve()
+        return cls(base, base.is_dir())
+
+
 def locate_images(
-    product: Product, *, folder: Path, allow_urls: bool = False
+    product: Product, *, folder: Path | ImageFolder, allow_urls: bool = False
 ) -> tuple[list[ImageJob], list[Problem]]:
     """Locate and validate `product.images` inside `folder`.
 
@@ -63,7 +82,8 @@ def locate_images(
     sha256) kept once and `main=True` on the first one; and one warning Problem per image
     refused. Reads each file once, fully (at most 2 MiB), to check it.
     """
-    base = folder.resolve()
+    place = folder if isinstance(folder, ImageFolder) else ImageFolder.of(folder)
+    base = place.base
     jobs: list[ImageJob] = []
     problems: list[Problem] = []
     seen_paths: set[Path] = set()
@@ -72,8 +92,11 @@ def locate_images(
         name = ref.name.strip()
         if not name:
             continue
+        if not place.exists:  # every image is missing: said without an exception (and a redaction) per name
+            problems.append(_problem(product, ref, _name_parts(name, allow_urls)[1] or MISSING))
+            continue
         try:
-            path = _resolve(name, base, allow_urls)
+            path = _resolve(name, place, allow_urls)
             if path in seen_paths:  # variant rows often repeat their product's picture
                 continue
             seen_paths.add(path)
@@ -125,20 +148,14 @@ def encode_image(job: ImageJob) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _resolve(name: str, base: Path, allow_urls: bool) -> Path:
-    """The absolute path `name` names inside `base`, or ImageError saying why not."""
-    if _CONTROL.search(name):
-        raise ImageError("the image name contains control characters")
-    if _URL.match(name):
-        if allow_urls and name.lower().startswith(_FETCHABLE):
-            raise ImageError("image URLs are not fetched by this connector yet; put the file in the image folder")
-        raise ImageError("the image name is a URL; give a file name inside the image folder")
-    if name.startswith(("/", "\\")) or _DRIVE.match(name):
-        raise ImageError("the image name is an absolute path; give a name relative to the image folder")
-    # Either slash separates folders: exports made on Windows write `sub\a.jpg`.
-    parts = [p for p in re.split(r"[\\/]", name) if p not in ("", ".")]
-    if ".." in parts:
-        raise ImageError("the image name goes up a folder ('..'); give a name inside the image folder")
+def _resolve(name: str, place: ImageFolder, allow_urls: bool) -> Path:
+    """The absolute path `name` names inside the folder, or ImageError saying why not."""
+    parts, why = _name_parts(name, allow_urls)
+    if why is not None:
+        raise ImageError(why)
+    if not place.exists:
+        raise ImageError(MISSING)
+    base = place.base
     try:
         path = base.joinpath(*parts).resolve(strict=True)
     except FileNotFoundError:
@@ -148,6 +165,23 @@ def _resolve(name: str, base: Path, allow_urls: bool) -> Path:
     if not path.is_relative_to(base):
         raise ImageError("the image name leads outside the image folder (through a symbolic link)")
     return path
+
+
+def _name_parts(name: str, allow_urls: bool) -> tuple[list[str], str | None]:
+    """The folders and file `name` names, or why such a name is never looked up. No file is touched."""
+    if _CONTROL.search(name):
+        return [], "the image name contains control characters"
+    if _URL.match(name):
+        if allow_urls and name.lower().startswith(_FETCHABLE):
+            return [], "image URLs are not fetched by this connector yet; put the file in the image folder"
+        return [], "the image name is a URL; give a file name inside the image folder"
+    if name.startswith(("/", "\\")) or _DRIVE.match(name):
+        return [], "the image name is an absolute path; give a name relative to the image folder"
+    # Either slash separates folders: exports made on Windows write `sub\a.jpg`.
+    parts = [p for p in re.split(r"[\\/]", name) if p not in ("", ".")]
+    if ".." in parts:
+        return [], "the image name goes up a folder ('..'); give a name inside the image folder"
+    return parts, None
 
 
 def _read_checked(path: Path) -> bytes:

@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from connector.batches import Batch
 from connector.common import iso_utc, write_json_atomic
 from connector.errors import LedgerError
 from connector.model import ImageJob, Problem
@@ -72,6 +73,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL DEFAULT 'pending',  -- pending | done | failed | skipped
     attempts INTEGER NOT NULL DEFAULT 0,
     acked INTEGER,                     -- products: items acknowledged so far (a batch may go in parts)
+    hashes TEXT,                       -- products: JSON [[product, variant, sha256 of the item's bytes], ...]
     last_error TEXT,
     created_at REAL NOT NULL,
     done_at REAL
@@ -166,6 +168,40 @@ class Job:
     kind: str
     payload: Any
     after_job: int | None
+    text: str = ""  # the payload as kept: a products job's items as the API is sent them
+    hashes: dict[tuple[str, str], str] | None = None  # products: (product, variant) -> hash of its bytes
+
+
+class Journal:
+    """One file's work being written to the ledger, inside the transaction of `Ledger.journaling`."""
+
+    def __init__(self, db: sqlite3.Connection, file_id: int, now: float):
+        self.db, self.file_id, self.now = db, file_id, now
+        self.batch_ids: list[int] = []
+
+    def batch(self, items: list[dict]) -> int:
+        """Journal one products batch; returns its index among the file's batches.
+
+        A `batches.Batch` is kept as the bytes it was sized by, with the hash of each item;
+        a plain list is encoded here.
+        """
+        payload = items.payload().decode("utf-8") if isinstance(items, Batch) else encode_text(items)
+        hashes = encode_text(items.hashes()) if isinstance(items, Batch) else None
+        job_id = self.db.execute(
+            "INSERT INTO jobs (file_id, kind, payload, hashes, created_at) VALUES (?, 'products', ?, ?, ?)",
+            (self.file_id, payload, hashes, self.now),
+        ).lastrowid
+        assert job_id is not None
+        self.batch_ids.append(job_id)
+        return len(self.batch_ids) - 1
+
+    def images(self, images: Iterable[tuple[int | None, dict]]) -> None:
+        """Journal image jobs: (index of the batch holding the image's product, the ImageJob's fields)."""
+        self.db.executemany(
+            "INSERT INTO jobs (file_id, kind, payload, after_job, created_at) VALUES (?, 'image', ?, ?, ?)",
+            [(self.file_id, encode_text(job), self.batch_ids[index] if index is not None else None, self.now)
+             for index, job in images],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,9 +371,9 @@ class Ledger:
         self.db.close()
 
     def _migrate(self) -> None:
-        """Bring a ledger written by an earlier version up to this schema."""
+        """Bring a ledger written by an earlier version up to this schema (columns only added)."""
         for table, column, kind in (("files", "started_at", "REAL"), ("jobs", "acked", "INTEGER"),
-                                    ("files", "mapping_name", "TEXT")):
+                                    ("files", "mapping_name", "TEXT"), ("jobs", "hashes", "TEXT")):
             if column not in {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -419,8 +455,26 @@ class Ledger:
         (or were abandoned). `joined`: a join file's rows per product, replacing that product's earlier
         ones. Returns the file id.
         """
+        with self.journaling(report, mtime_ns=mtime_ns, endpoint=endpoint, waiting=waiting, released=released,
+                             joined=joined, models=models) as journal:
+            for items in batches:
+                journal.batch(items)
+            journal.images(images)
+        return journal.file_id
+
+    @contextlib.contextmanager
+    def journaling(self, report: Report, *, mtime_ns: int, endpoint: str,
+                   waiting: Iterable[WaitingRow] = (), released: Iterable[int] = (),
+                   joined: dict[str, list[JoinedRow]] | None = None,
+                   models: Iterable[ModelRecord] = ()) -> Iterator[Journal]:
+        """Write a file and its work in ONE transaction, a batch at a time (only one batch's bytes in memory).
+
+        `waiting`, `released`, `joined` and `models` are the catalogue's side of the file (see `journal`).
+
+        The report is kept as it is when the block ends, so counts made while batching are
+        in it. An exception in the block leaves nothing of the file in the ledger.
+        """
         now = self.clock()
-        data, rejected = report.to_ledger()
         with self._transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO models (endpoint, key, code, parent, product, file, mapping, at)"
@@ -442,25 +496,17 @@ class Ledger:
                   now, w.until) for w in waiting])
             file_id = self.db.execute(
                 "INSERT INTO files (sha256, name, size, mtime_ns, mapping_sha256, mapping_name, endpoint, status,"
-                " report, rejected, started_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'journaled', ?, ?, ?, ?)",
+                " report, started_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'journaled', '{}', ?, ?)",
                 (report.sha256, report.file, report.size, mtime_ns, report.mapping_sha256, report.mapping_name or "",
                  endpoint,
-                 encode_text(data), encode_text(rejected),
                  report.started_at, now),
             ).lastrowid
             assert file_id is not None
-            batch_ids = []
-            for items in batches:
-                batch_ids.append(self.db.execute(
-                    "INSERT INTO jobs (file_id, kind, payload, created_at) VALUES (?, 'products', ?, ?)",
-                    (file_id, encode_text(items), now),
-                ).lastrowid)
-            self.db.executemany(
-                "INSERT INTO jobs (file_id, kind, payload, after_job, created_at) VALUES (?, 'image', ?, ?, ?)",
-                [(file_id, encode_text(job), batch_ids[index] if index is not None else None, now)
-                 for index, job in images],
-            )
-        return file_id
+            journal = Journal(self.db, file_id, now)
+            yield journal
+            data, rejected = report.to_ledger()
+            self.db.execute("UPDATE files SET mapping_sha256 = ?, report = ?, rejected = ? WHERE id = ?",
+                            (report.mapping_sha256, encode_text(data), encode_text(rejected), file_id))
 
     def finish_file(self, file_id: int, report: Report) -> None:
         """Keep the final report of a file whose jobs have all ended."""
@@ -562,9 +608,9 @@ class Ledger:
     def next_jobs(self, endpoint: str, limit: int) -> list[Job]:
         """The `limit` oldest pending jobs for this endpoint, in the order they were written."""
         rows = self.db.execute(
-            "SELECT jobs.id, file_id, kind, payload, after_job FROM jobs JOIN files ON files.id = jobs.file_id"
+            "SELECT jobs.id, file_id, kind, payload, after_job, hashes FROM jobs JOIN files ON files.id = jobs.file_id"
             " WHERE jobs.state = 'pending' AND files.endpoint = ? ORDER BY jobs.id LIMIT ?", (endpoint, limit))
-        return [Job(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+        return [Job(r[0], r[1], r[2], json.loads(r[3]), r[4], r[3], _hashes(r[5])) for r in rows]
 
     def pending_products(self, endpoint: str) -> set[str]:
         """Products with items journaled and not yet acknowledged: never "unchanged" meanwhile."""
@@ -588,12 +634,15 @@ class Ledger:
             if error:
                 self._event("error", error)
 
-    def products_acknowledged(self, job_id: int, items: list[dict], remaining: list[dict] | None = None) -> None:
+    def products_acknowledged(self, job_id: int, items: list[dict], remaining: list[dict] | None = None,
+                              hashes: dict[tuple[str, str], str] | None = None) -> None:
         """Mark what was acknowledged and put it in the catalogue, atomically.
 
-        `items` are the API items one request queued (from this job's payload). With
-        `remaining` (part of a batch too big for the API was acknowledged), the batch stays
-        pending with only the items still to send.
+        `items` are the API items one request queued (from this job's payload); `hashes` the
+        sha256 of each one's bytes as journaled and sent (`Job.hashes`), so the catalogue
+        remembers what the API was sent, not a second encoding of it. With `remaining` (part
+        of a batch too big for the API was acknowledged), the batch stays pending with only
+        the items still to send.
         """
         now = self.clock()
         with self._transaction():
@@ -604,7 +653,7 @@ class Ledger:
                 self.db.execute("UPDATE jobs SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE id = ?",
                                 (now, job_id))
             endpoint, name, mapping = self._job_origin(job_id)
-            self._remember_items([(endpoint, it, name, mapping, now) for it in items])
+            self._remember_items([(endpoint, it, name, mapping, now) for it in items], hashes or {})
             self._event("success", f"job {job_id} acknowledged")
 
     def images_acknowledged(self, acknowledged: list[tuple[int, ImageJob]]) -> None:
@@ -748,14 +797,17 @@ class Ledger:
             " JOIN files ON files.id = jobs.file_id WHERE jobs.id = ?", (job_id,)).fetchone()
         return endpoint, name, mapping or _mapping_name(report)
 
-    def _remember_items(self, rows: list[tuple[str, dict, str, str, float]]) -> None:
-        """Put acknowledged items (endpoint, item, file, mapping, at) in the catalogue; later rows win."""
+    def _remember_items(self, rows: list[tuple[str, dict, str, str, float]],
+                        hashes: dict[tuple[str, str], str] | None = None) -> None:
+        """Put acknowledged items (endpoint, item, file, mapping, at) in the catalogue; later rows win.
+        `hashes`: the hash of each item's bytes as sent, by (product, variant), where known."""
         variants, products = [], {}
         for endpoint, it, name, mapping, at in rows:
             code = it["source"]["source_product_code"]
+            variant = it["product"]["variants"]["source_variant_code"]
             text = encode_text(it)
-            variants.append((endpoint, code, it["product"]["variants"]["source_variant_code"], text,
-                             hashlib.sha256(text.encode("utf-8")).hexdigest(), name, mapping, at))
+            digest = (hashes or {}).get((code, variant)) or hashlib.sha256(text.encode("utf-8")).hexdigest()
+            variants.append((endpoint, code, variant, text, digest, name, mapping, at))
             record = {"source": it["source"], "product": {k: v for k, v in it["product"].items() if k != "variants"}}
             products[(endpoint, code)] = (encode_text(record), name, mapping, at)
         self.db.executemany(
@@ -859,6 +911,22 @@ class _Transaction:
         if isinstance(exc, sqlite3.Error):
             raise _ledger_error(self.path, exc, "cannot be written") from None
         return False
+
+
+def _hashes(text: str | None) -> dict[tuple[str, str], str] | None:
+    """A batch's item hashes by (product, variant); a pair listed twice is left out (hashed again when sent)."""
+    if not text:
+        return None
+    out: dict[tuple[str, str], str] = {}
+    twice: set[tuple[str, str]] = set()
+    for product, variant, digest in json.loads(text):
+        key = (product, variant)
+        if key in out:
+            twice.add(key)
+        out[key] = digest
+    for key in twice:
+        del out[key]
+    return out
 
 
 def _ledger_error(path: Path, exc: sqlite3.Error, what: str) -> LedgerError:

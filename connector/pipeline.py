@@ -24,7 +24,7 @@ from typing import Any
 
 from connector.accounting import RowAccount, account_rows, settle
 from connector.api import ApiClient
-from connector.batches import make_batches
+from connector.batches import Batch, iter_batches
 from connector.build import build_products
 from connector.catalogue import (
     Known,
@@ -52,7 +52,7 @@ from connector.errors import (
     OversizedItem,
     ReadError,
 )
-from connector.images import encode_image, is_missing, locate_images
+from connector.images import ImageFolder, encode_image, is_missing, locate_images
 from connector.ledger import Job, JoinedRow, Ledger, ModelRecord, WaitingRow
 from connector.mapping import Mapping, find_mapping, load_mapping
 from connector.model import ImageJob, Problem, Product, Rejected, Row, Table, describe_place
@@ -61,6 +61,7 @@ from connector.report import ReadInfo, Report
 from connector.wire import encode, item_hash
 
 Progress = Callable[[int, int], None]  # (jobs finished, jobs in all) of the file being sent
+Stage = Callable[[str], None]  # what the work before the first request is doing: "reading", "mapping", ...
 
 # Image jobs looked at for one request; a request holds at most this many images.
 IMAGE_LOOKAHEAD = 200
@@ -77,13 +78,15 @@ class Pipeline:
 
     def __init__(self, settings: Settings, client: ApiClient, ledger: Ledger, *,
                  log: logging.Logger | None = None, clock: Callable[[], float] = time.time,
-                 progress: Progress | None = None, full: bool = False, allow_deletions: bool = False):
+                 progress: Progress | None = None, full: bool = False, allow_deletions: bool = False,
+                 stage: Stage | None = None):
         self.settings = settings
         self.client = client
         self.ledger = ledger
         self.log = log or logging.getLogger("connector.pipeline")
         self.clock = clock
         self.progress = progress
+        self.stage = stage or _quiet
         self.full = full  # send every item, even those acknowledged unchanged before
         # a complete file may delete more than its mapping's max_vanished products (push --allow-deletions)
         self.allow_deletions = allow_deletions or settings.watch.allow_deletions
@@ -93,7 +96,7 @@ class Pipeline:
         self._baseline: Counter[str] = Counter()
         self._configured_image_max = settings.batch.image_max_bytes
         self.image_max_bytes = self._configured_image_max  # lowered for the run by a 413
-        self._ahead: dict[int, dict[str, Any]] = {}  # the image encoded for the next request
+        self._ahead: dict[int, bytes] = {}  # the image read, checked and encoded already: it opens the next request
 
     def request_stop(self) -> None:
         """Finish the request under way, then stop draining (SIGTERM in `watch`). Thread-safe."""
@@ -150,13 +153,14 @@ class Pipeline:
             return duplicate()  # (a complete file again with --allow-deletions: what it lacks may go now)
 
         try:
-            plan = plan_file(path, self.settings, mapping=spec, clock=self.clock)
+            plan = plan_file(path, self.settings, mapping=spec, clock=self.clock, stage=self.stage)
         except (MappingError, ReadError) as exc:
             if isinstance(exc.__cause__, OSError):
                 return self._unavailable(report, exc)
             return self._refused(report, exc)
 
         tick = self.clock()
+        self.stage("planning")
         if duplicate is None:
             self._merge(plan)
         if plan.mapping.complete and not plan.refused:  # a file refused for its data never deletes
@@ -168,40 +172,51 @@ class Pipeline:
             to_send, unchanged = self._changed(plan.products)
             unchanged += plan.unchanged
         to_send += plan.retired
-        batches = self._batches(to_send, plan)
-        batch_of = {item["source"]["source_product_code"]: i for i, batch in enumerate(batches) for item in batch}
         products_known = None if duplicate is None else {
             code for code, _ in self.ledger.catalogue_hashes(self.endpoint, plan.images)}
-        images = [
-            (batch_of.get(code), asdict(job))
+        wanted_images = [
+            (code, job)
             for code, jobs in plan.images.items()
             if products_known is None or code in products_known
             for job in jobs
             if self.full or not self.ledger.image_known(self.endpoint, job)
         ]
         plan.timings["plan"] = plan.timings.get("plan", 0.0) + self.clock() - tick
-        if duplicate is not None and not images and not plan.retired:
+        if duplicate is not None and not wanted_images and not plan.retired:
             return duplicate()
-
-        plan.fill(report)
-        report.counts.items_to_send = sum(len(b) for b in batches)
-        report.counts.items_unchanged = unchanged
-        report.counts.images_to_send = len(images)
         if plan.refused:
-            report.fail("refused", "data", "no row of the file could be sent")
-            report.message = f"{path.name}: refused: no row of the file could be sent"
-            report.finished_at = self.clock()
-            self.ledger.record_refused(report, endpoint=self.endpoint)
-            return report
+            return self._refused_whole(report, plan)
 
         waiting = [WaitingRow(w.product_code, w.key, w.value, w.as_json(), w.file, w.mapping, w.line,
                               self.clock() + plan.mapping.update.wait_days * 86400) for w in plan.waiting]
-        file_id = self.ledger.journal(report, mtime_ns=mtime_ns, endpoint=self.endpoint,
-                                      batches=batches, images=images, waiting=waiting, released=plan.released,
-                                      joined=plan.joined, models=plan.models)
+        # Each item is encoded once, while batching, and journaled a batch at a time: the
+        # bytes the ledger keeps are the ones the API gets, and only one batch's are in memory.
+        tick = self.clock()
+        self.stage("journaling")
+        try:
+            with self.ledger.journaling(report, mtime_ns=mtime_ns, endpoint=self.endpoint, waiting=waiting,
+                                        released=plan.released, joined=plan.joined, models=plan.models) as journal:
+                batch_of: dict[str, int] = {}
+                for batch in self._batches(to_send, plan):
+                    index = journal.batch(batch)
+                    batch_of.update((_code(item), index) for item in batch)
+                    report.counts.items_to_send += len(batch)
+                images = [(batch_of.get(code), asdict(job)) for code, job in wanted_images
+                          if code not in plan.held]  # (a product held back while batching sends no picture)
+                journal.images(images)
+                if plan.refused:  # every product was held back while batching: nothing is kept
+                    raise _NothingToSend
+                plan.timings["journal"] = self.clock() - tick
+                plan.fill(report)
+                report.counts.items_unchanged = unchanged
+                report.counts.images_to_send = len(images)
+        except _NothingToSend:
+            return self._refused_whole(report, plan)
+        file_id = journal.file_id
         self._reports[file_id] = report
         self.log.info("%s: journaled %d batches and %d images (%d products, %d unchanged items)",
-                      path.name, len(batches), len(images), len(plan.products), unchanged)
+                      path.name, len(journal.batch_ids), len(images), len(plan.products), unchanged)
+        del plan, to_send, batch_of, images  # what was built is in the ledger now: sending needs none of it
         self.drain()
         return self._outcome(file_id)
 
@@ -213,6 +228,8 @@ class Pipeline:
         fix. Files whose work has all ended get their final report in the ledger.
         """
         total = self._pending_count()
+        if self.progress and total:
+            self.progress(0, total)
         self._refused_cache = {}
         for other in self.ledger.other_endpoints(self.endpoint):
             self.log.warning("the ledger also holds unsent work for %s; it is sent only by a connector "
@@ -253,7 +270,9 @@ class Pipeline:
             if len(chunk) < len(piece):
                 pieces.appendleft(piece[len(chunk):])
             try:
-                self.client.queue_products(chunk)
+                # the batch as journaled goes as its bytes; a piece of it (after a 413 or a refusal) is encoded anew
+                whole = chunk is job.payload and bool(job.text)
+                self.client.queue_products(chunk, payload=job.text.encode("utf-8") if whole else None)
             except DataRejected as exc:
                 if exc.status == 413 and len(chunk) > 1:
                     cap = (len(chunk) + 1) // 2  # too big for the server: the same items in smaller requests
@@ -277,7 +296,7 @@ class Pipeline:
                 self.ledger.attempt(job.id, str(exc))
                 self.log.warning("API unavailable, work kept in the ledger: %s", exc)
                 return False
-            self.ledger.products_acknowledged(job.id, chunk, remaining=_flat(pieces))
+            self.ledger.products_acknowledged(job.id, chunk, remaining=_flat(pieces), hashes=job.hashes)
         return True
 
     def _send_images(self) -> bool:
@@ -286,33 +305,33 @@ class Pipeline:
         An image goes only after its product's batch was acknowledged; one that cannot go is
         reported against its product and the others still go. False when the API is unavailable.
         """
-        ready: list[tuple[Job, ImageJob, dict[str, Any]]] = []
+        ready: list[tuple[Job, ImageJob, bytes]] = []  # each image's item, encoded once: sized and sent as is
         size = IMAGES_ENVELOPE
         for job in self.ledger.next_jobs(self.endpoint, IMAGE_LOOKAHEAD):
             if job.kind != "image":
                 break
             image = ImageJob(**job.payload)
             why = self._why_image_waits_no_more(job, image)
-            item = self._ahead.pop(job.id, None)
-            if why is None and item is None:
+            data = self._ahead.pop(job.id, None)
+            if why is None and data is None:
                 try:
-                    item = self._image_item(image)
+                    data = encode(self._image_item(image))
                 except ImageError as exc:
                     why = str(exc)
-            if why is not None or item is None:
+            if why is not None or data is None:
                 self._skip_image(job, image, why or "it could not be read")
                 continue
-            grows = len(encode(item)) + (1 if ready else 0)
+            grows = len(data) + (1 if ready else 0)
             if ready and size + grows > self.image_max_bytes:
-                self._ahead = {job.id: item}  # encoded already: it opens the next request
+                self._ahead = {job.id: data}  # encoded already: it opens the next request
                 break
-            ready.append((job, image, item))
+            ready.append((job, image, data))
             size += grows
         return self._queue_images(ready, size) if ready else True
 
-    def _queue_images(self, ready: list[tuple[Job, ImageJob, dict[str, Any]]], size: int) -> bool:
+    def _queue_images(self, ready: list[tuple[Job, ImageJob, bytes]], size: int) -> bool:
         try:
-            self.client.queue_images([item for _, _, item in ready])
+            self.client.queue_images(payload=b"[" + b",".join(data for _, _, data in ready) + b"]")
         except DataRejected as exc:
             if exc.status == 413 and len(ready) > 1:
                 self._lower_image_limit(size)
@@ -324,7 +343,7 @@ class Pipeline:
                     self._skip_image(job, image, f"refused by the API: {_error_for(exc, i)}", state="failed")
                 return True
             if len(ready) > 1:  # the API named no image: each goes on its own, so only the bad one is refused
-                return all(self._queue_images([one], IMAGES_ENVELOPE + len(encode(one[2]))) for one in ready)
+                return all(self._queue_images([one], IMAGES_ENVELOPE + len(one[2])) for one in ready)
             job, image, _ = ready[0]
             self._skip_image(job, image, f"refused by the API: {exc}", state="failed")
             return True
@@ -647,16 +666,15 @@ class Pipeline:
                 out.append(Product(product.code, [it for it, _ in kept], [line for _, line in kept], product.images))
         return out, unchanged
 
-    def _batches(self, products: list[Product], plan: Plan) -> list[list[dict]]:
-        """Batches within the limits; a product with an item too big for any request is held back."""
-        while True:
-            try:
-                return make_batches(products, max_items=self.settings.batch.max_items,
-                                    max_bytes=self.settings.batch.max_bytes)
-            except OversizedItem as exc:
-                plan.hold_back(exc.code, f"an item is {exc.size} bytes, above batch.max_bytes "
-                                         f"({self.settings.batch.max_bytes}); shorten its text fields")
-                products = [p for p in products if p.code != exc.code]
+    def _batches(self, products: list[Product], plan: Plan) -> Iterator[Batch]:
+        """Batches within the limits, one at a time; a product with an item too big for any request is held back."""
+        limit = self.settings.batch.max_bytes
+
+        def hold_back(exc: OversizedItem) -> None:
+            plan.hold_back(exc.code, f"an item is {exc.size} bytes, above batch.max_bytes ({limit}); "
+                                     "shorten its text fields")
+
+        return iter_batches(products, max_items=self.settings.batch.max_items, max_bytes=limit, oversized=hold_back)
 
     # -- outcomes and reports ------------------------------------------------------------
 
@@ -687,7 +705,7 @@ class Pipeline:
             report.counts.images_refused += sum(1 for p in send_problems if p.kind == "image")  # not sent after all
             report.status = "done"
             report.finished_at = now = self.clock()
-            planned = sum(v for k, v in report.timings.items() if k in ("read", "map", "check", "plan"))
+            planned = sum(v for k, v in report.timings.items() if k in ("read", "map", "check", "plan", "journal"))
             report.timings["send"] = round(now - (report.started_at or now) - planned, 3)
             report.timings["total"] = round(planned + report.timings["send"], 3)
             used = Counter(self.client.requests)
@@ -698,6 +716,15 @@ class Pipeline:
     def _pending_count(self) -> int:
         backlog = self.ledger.backlog(self.endpoint)
         return backlog["batches"] + backlog["images"]
+
+    def _refused_whole(self, report: Report, plan: Plan) -> Report:
+        """No row of the file can be sent: refused, remembered so `status` lists it, nothing journaled."""
+        plan.fill(report)
+        report.fail("refused", "data", "no row of the file could be sent")
+        report.message = f"{report.file}: refused: no row of the file could be sent"
+        report.finished_at = self.clock()
+        self.ledger.record_refused(report, endpoint=self.endpoint)
+        return report
 
     def _unavailable(self, report: Report, exc: Exception) -> Report:
         """The file could not be read right now (a share gone, a lock): it waits, it is not refused."""
@@ -732,6 +759,10 @@ class Pipeline:
         report.duplicate_of = {"name": known["name"], "finished_at": iso_utc(finished)}
         report.message = f"{report.file}: the same content was already pushed as {known['name']}; nothing sent"
         return report
+
+
+class _NothingToSend(Exception):
+    """Every product was held back while batching: the file's journaling is undone."""
 
 
 @dataclass
@@ -843,7 +874,7 @@ class Plan:
 
 
 def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None = None,
-              clock: Callable[[], float] = time.time) -> Plan:
+              clock: Callable[[], float] = time.time, stage: Stage | None = None) -> Plan:
     """Read, map and check one file and locate its images. No network, no ledger.
 
     `mapping`: a loaded Mapping, or a name or path to load (default: the settings' rule for
@@ -851,20 +882,24 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     is unreadable).
     """
     timings: dict[str, float] = {}
+    stage = stage or _quiet
     spec = mapping if isinstance(mapping, Mapping) else load_mapping_for(path, settings, mapping)
     spec = spec.with_names(settings.names_for(path.name))
     cleared: dict[int, frozenset[str]] = {}
     with _collector_paused():
         tick = clock()
+        stage("reading")
         table = read_table(path, **_read_options(spec, settings))
         timings["read"] = clock() - tick
         tick = clock()
+        stage("mapping")
         rows = table.rows
         if spec.mode == "update" and spec.update.clear is not None:
             rows, cleared = _cleared(rows, spec.update.clear)
         built = build_products(rows, spec, source_id=int(settings.api.source_id or 0))
         timings["map"] = clock() - tick
         tick = clock()
+        stage("checking")
         check_problems: list[Problem] = []
         held: dict[str, list[int]] = {}
         if spec.mode == "update" or spec.join is not None or spec.models is not None:  # checked once whole
@@ -881,12 +916,14 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     timings["check"] = clock() - tick
 
     tick = clock()
+    stage("locating images")
     images: dict[str, list[ImageJob]] = {}
     folder = _image_folder(path, spec, settings)
+    place = ImageFolder.of(folder)  # resolved once for the whole file
     for product in products:
         if not product.images:
             continue  # nothing to look for (a stock file): no walk of the image folder per product
-        found, image_problems = locate_images(product, folder=folder,
+        found, image_problems = locate_images(product, folder=place,
                                               allow_urls=settings.allow_image_urls or spec.allow_urls)
         images[product.code] = found
         problems.extend(image_problems)
@@ -902,6 +939,10 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
 def endpoint_of(settings: Settings) -> str:
     """API url + source id: the key of journaled work and of the catalogue."""
     return f"{settings.api.url.rstrip('/')}#source={settings.api.source_id}"
+
+
+def _quiet(stage: str) -> None:
+    """No display of stages (the service, tests)."""
 
 
 def load_mapping_for(path: Path, settings: Settings, name: str | None = None) -> Mapping:

@@ -323,3 +323,17 @@ def test_encode_refuses_a_file_swapped_for_a_symlink(folder: Path):
     target.symlink_to(folder.parent / "outside.jpg")
     with pytest.raises(ImageError, match="symbolic link"):
         encode_image(job)
+
+
+def test_with_no_image_folder_every_image_is_missing_and_unsafe_names_still_say_why(tmp_path: Path):
+    names = ["a.jpg", "sub/b.png", "../up.jpg", "https://example.com/c.jpg", "/abs.jpg", ""]
+    jobs, problems = locate_images(product_with(*names), folder=tmp_path / "no-such-folder")
+    assert jobs == []
+    assert [(p.value, p.reason) for p in problems] == [
+        ("a.jpg", "no such file in the image folder"),
+        ("sub/b.png", "no such file in the image folder"),
+        ("../up.jpg", "the image name goes up a folder ('..'); give a name inside the image folder"),
+        ("https://example.com/c.jpg", "the image name is a URL; give a file name inside the image folder"),
+        ("/abs.jpg", "the image name is an absolute path; give a name relative to the image folder"),
+    ]
+    assert all(p.line is not None and p.column == "image1" for p in problems)

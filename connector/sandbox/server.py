@@ -57,6 +57,7 @@ class _Stats:
     def __init__(self) -> None:
         self.requests = 0
         self.responses_429 = 0
+        self.rate_limited = 0  # the 429s of the rate limit itself (not injected bursts): a client's pacing earned them
         self.by_status: dict[str, int] = {}
         self.by_path: dict[str, int] = {}  # requests per path, e.g. how many image requests a push made
 
@@ -135,6 +136,7 @@ class Sandbox:
             snapshot = self._store.snapshot()
             snapshot["stats"] = {"requests": self._stats.requests,
                                  "responses_429": self._stats.responses_429,
+                                 "rate_limited": self._stats.rate_limited,
                                  "max_requests_per_second": self._observed.max_per_second,
                                  "by_status": dict(self._stats.by_status),
                                  "by_path": dict(self._stats.by_path)}
@@ -216,6 +218,7 @@ class Sandbox:
         token = request.query.get("token")
         key = ("token", token) if not public and token else ("client", request.client)
         if not self._limiter.allow(key, rate):
+            self._stats.rate_limited += 1
             return 429, {"error": f"rate limit exceeded: at most {rate:g} requests per second"}, {}
         if route is None:
             return (*not_found, {})
