@@ -130,10 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Watch the inbox folder and push every complete file exactly once, "
                                             "oldest first; archive it with its report, or move it to failed/ "
                                             "when it is refused. Stops cleanly on SIGTERM/Ctrl-C. A file's images "
-                                            "go in the inbox's images/ folder (or folders.images). Without a "
-                                            "connector.yaml it makes inbox/, inbox/images/, processing/, archive/ "
-                                            "and failed/ in the current folder; a configured inbox is never made "
-                                            "(it may be a share not mounted yet). The first log lines name every "
+                                            "go in the inbox's images/ folder (or folders.images). Unless "
+                                            "connector.yaml names folders.inbox it makes inbox/, inbox/images/, "
+                                            "processing/, archive/ and failed/ beside it (or in the current folder); "
+                                            "an inbox folders.inbox names is never made (it may be a share not "
+                                            "mounted yet). The first log lines name every "
                                             "folder.")
     del watch  # its options are the common ones; the folders come from the settings
 
@@ -250,7 +251,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, clock: Clock
         print("interrupted; journaled work stays in the ledger and is sent on the next run", file=sys.stderr)
         return EXIT_WAITING
     except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback, never a secret
-        return _fail_with(exc)
+        return _fail_with(exc, journals=args.command in JOURNALING)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 
@@ -275,9 +276,11 @@ def _push(args, settings: Settings, clock: Clock) -> int:
 
     args.report_dir.mkdir(parents=True, exist_ok=True)
     report_path = write_report_files(report, args.report_dir / args.file.name)
-    print(summarise(report))
+    summary = summarise(report)
+    print(summary)
     print(f"report: {report_path}")
-    print(report.message)
+    if report.message and report.message not in summary:  # "x.csv: done" is the summary's first line already
+        print(report.message)
     return EXIT_CODES[report.outcome(strict=args.strict)]
 
 
@@ -333,10 +336,10 @@ def _watch(settings: Settings, clock: Clock, *, sandbox: bool = False) -> int:
     from connector.watch import serve
 
     require_credentials(settings)
-    # Without connector.yaml the default folders are the user's to have: made here. A configured
-    # inbox is never made (an unmounted share must not be replaced by a local folder).
+    # The default folders are the user's to have: made here. An inbox named in connector.yaml or
+    # the environment is never made (an unmounted share must not be replaced by a local folder).
     serve(settings, lambda: _make_pipeline(settings, clock, fresh=sandbox), clock=clock,
-          make_inbox=settings.config_path is None)
+          make_inbox=not settings.inbox_configured)
     return EXIT_OK
 
 
@@ -475,8 +478,12 @@ def _end_progress() -> None:
         sys.stderr.write("\n")
 
 
-def _fail_with(exc: Exception) -> int:
-    """An error that ended a command: its exit code from the table, and one line (or its list)."""
+JOURNALING = ("push", "watch", "verify")  # the commands that journal work: their errors say it is kept
+
+
+def _fail_with(exc: Exception, *, journals: bool = True) -> int:
+    """An error that ended a command: its exit code from the table, and one line (or its list).
+    `journals`: the command journals work, so the message says that work is kept."""
     from connector.config import ConfigError
     from connector.errors import LedgerError, MappingError
     from connector.logs import redact
@@ -489,7 +496,8 @@ def _fail_with(exc: Exception) -> int:
     if isinstance(exc, LedgerError):  # the ledger itself is the trouble: the message says what to do
         return _fail(code, str(exc))
     if isinstance(exc, FatalError):
-        return _fail(code, f"{exc} (any journaled work stays in the ledger; fix this and run again)")
+        return _fail(code, f"{exc} (any journaled work stays in the ledger; fix this and run again)" if journals
+                     else f"{exc} (fix this and run again)")
     if isinstance(exc, ConnectorError):
         return _fail(code, str(exc))
     if isinstance(exc, OSError):  # a disk full, a folder read-only: the path and the system's own reason

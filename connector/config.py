@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 
@@ -306,10 +306,20 @@ class Settings(_Section):
         description="The code page of CSV files that are not UTF-8 or UTF-16, or the candidates the reader "
         "chooses among, in order of preference (a mapping's source.encoding names one for its files).",
     )
-    allow_image_urls: bool = Field(default=False, description="Fetch http(s) image URLs named in a file.")
+    allow_image_urls: bool = Field(
+        default=False,
+        description="Image URLs are not fetched (yet); true reports them as not fetched rather than as bad file names.",
+    )
     config_path: SkipJsonSchema[Path | None] = Field(
         default=None, exclude=True
     )  # where the settings came from, not a setting
+    _inbox_configured: bool = PrivateAttr(default=False)  # folders.inbox named in the file or the environment
+
+    @property
+    def inbox_configured(self) -> bool:
+        """Whether the inbox is one a person named (in connector.yaml or the environment), rather
+        than the default `inbox/` beside the settings: only the default is ever created."""
+        return self._inbox_configured
 
     @field_validator("legacy_encoding")
     @classmethod
@@ -413,6 +423,7 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
     settings.config_path = path.resolve() if path.exists() else None
 
     folders = settings.folders
+    settings._inbox_configured = "inbox" in folders.model_fields_set
     for name in _keys(Folders):
         value = getattr(folders, name)
         if value is not None:

@@ -102,6 +102,8 @@ def locate_images(
             seen_paths.add(path)
             fmt, digest, size = validate_image(path)
         except ImageError as exc:
+            if ref.column is None and str(exc) == MISSING:
+                continue  # a name a pattern made ({sku}-{n}.jpg): only the files that exist are images
             problems.append(_problem(product, ref, str(exc)))
             continue
         if digest in seen_hashes:

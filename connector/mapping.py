@@ -633,7 +633,10 @@ class ImagesDoc(_Block):
     )
     max: int = Field(5, ge=1, le=50, description="At most this many images per product.")
     folder: str = Field(ABSENT, description="The image folder, relative to the export's folder.")
-    allow_urls: bool = Field(False, description="Fetch http(s) image URLs.")
+    allow_urls: bool = Field(
+        False, description="Image URLs are not fetched (yet); true reports them as not fetched rather than as bad "
+        "file names."
+    )
     strip_leading_slash: bool = Field(
         False, description="Names starting with / (Magento media paths) are read inside the image folder."
     )

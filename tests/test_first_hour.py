@@ -47,7 +47,11 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("S2S_")}
 
 
-def test_watch_without_connector_yaml_makes_its_folders_and_says_where_they_are(tmp_path):
+@pytest.mark.parametrize("config", [None, "api:\n  rate: 2\nwatch:\n  scan_interval: 1\n"],
+                         ids=["no connector.yaml", "connector.yaml naming no folders"])
+def test_watch_with_the_default_folders_makes_them_and_says_where_they_are(tmp_path, config):
+    if config is not None:
+        (tmp_path / "connector.yaml").write_text(config, encoding="utf-8")
     proc = subprocess.Popen([sys.executable, "-m", "connector", "watch", "--sandbox"], cwd=tmp_path,
                             env={**_clean_env(), "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

@@ -337,3 +337,12 @@ def test_with_no_image_folder_every_image_is_missing_and_unsafe_names_still_say_
         ("/abs.jpg", "the image name is an absolute path; give a name relative to the image folder"),
     ]
     assert all(p.line is not None and p.column == "image1" for p in problems)
+
+
+def test_names_a_pattern_made_that_are_not_files_are_not_images_but_a_named_file_missing_is_reported(folder):
+    (folder / "a-1.jpg").write_bytes(jpeg_bytes(seed=3))
+    made = [ImageRef(name=f"a-{n}.jpg", line=2, column=None) for n in (1, 2, 3)]  # {sku}-{n}.jpg, max 3
+    named = ImageRef(name="gone.jpg", line=2, column="image1")
+    jobs, problems = locate_images(Product(code="P1", items=[], lines=[2], images=[*made, named]), folder=folder)
+    assert [Path(j.path).name for j in jobs] == ["a-1.jpg"]
+    assert [(p.reason, p.column) for p in problems] == [("no such file in the image folder", "image1")]

@@ -87,6 +87,7 @@ def test_wrong_credentials_exit_2_saying_which_settings(run, account):
     assert "login refused" in result.stderr and "S2S_USERNAME and S2S_PASSWORD" in result.stderr
     assert "not-the-password" not in result.stdout + result.stderr
     assert "Sources" not in result.stdout
+    assert "journaled" not in result.stderr  # sources journals nothing: no word of work kept
 
 
 def test_a_url_nobody_answers_at_exits_2_naming_the_setting(run, account):
