@@ -57,7 +57,7 @@ planned = time.perf_counter()
 pipeline._merge(plan)
 merged = time.perf_counter()
 to_send, unchanged = pipeline._changed(plan.products)
-batches = pipeline._batches(to_send, plan)
+batches = list(pipeline._batches(to_send, plan))
 done = time.perf_counter()
 print(json.dumps({"read": plan.timings["read"], "map": plan.timings["map"], "merge": merged - planned,
                   "plan": done - merged, "total": done - start, "rows": len(plan.table.rows),
