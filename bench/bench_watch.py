@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from connector.config import Folders, Settings, WatchSettings
-from connector.model import FileOutcome
+from connector.report import Report
 from connector.watch import serve
 
 
@@ -27,12 +27,15 @@ class StampPipeline:
     def __init__(self) -> None:
         self.claimed: dict[str, float] = {}
 
-    def run_file(self, path: Path, *, mapping: str | None = None) -> FileOutcome:
+    def run_file(self, path: Path, *, mapping: str | None = None) -> Report:
         self.claimed[Path(path).name] = time.monotonic()
-        return FileOutcome("done", {"file": Path(path).name})
+        return Report(file=Path(path).name, status="done", message=f"{Path(path).name}: done")
 
     def drain(self) -> bool:
         return True
+
+    def tidy(self) -> int:  # retention: nothing to compact
+        return 0
 
     def close(self) -> None:
         pass
