@@ -789,7 +789,7 @@ class Plan:
     lines: dict[str, list[Place]] = field(default_factory=dict)
     file_refused: bool = False  # the mapping could not map the file at all (a column it needs is missing)
     rows: RowAccount = field(default_factory=RowAccount)
-    cleared: dict[int, frozenset[str]] = field(default_factory=dict)  # update files: line -> columns cleared
+    cleared: dict[Place, frozenset[str]] = field(default_factory=dict)  # update files: row -> columns cleared
     waiting: list[Partial] = field(default_factory=list)  # rows waiting for their product (kept in the ledger)
     released: list[int] = field(default_factory=list)  # ids of rows that waited and go now (or were abandoned)
     rows_abandoned: int = 0
@@ -891,7 +891,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     stage = stage or _quiet
     spec = mapping if isinstance(mapping, Mapping) else load_mapping_for(path, settings, mapping)
     spec = spec.with_names(settings.names_for(path.name))
-    cleared: dict[int, frozenset[str]] = {}
+    cleared: dict[Place, frozenset[str]] = {}
     with _collector_paused():
         tick = clock()
         stage("reading")
@@ -1039,13 +1039,13 @@ def _under_model(item: dict, root: ModelRecord) -> dict:
     return {"source": {**item["source"], "source_product_code": root.code}, "product": product}
 
 
-def _cleared(rows: list[Row], token: str) -> tuple[list[Row], dict[int, frozenset[str]]]:
-    """Rows with cells holding the clear token made blank, and which columns each line cleared."""
+def _cleared(rows: list[Row], token: str) -> tuple[list[Row], dict[Place, frozenset[str]]]:
+    """Rows with cells holding the clear token made blank, and which columns each row (sheet, line) cleared."""
     out, cleared = [], {}
     for row in rows:
         gone = frozenset(column for column, text in row.cells.items() if text.strip() == token)
         if gone:
-            cleared[row.line] = gone
+            cleared[(row.sheet, row.line)] = gone
             row = replace(row, cells={c: ("" if c in gone else t) for c, t in row.cells.items()})
         out.append(row)
     return out, cleared

@@ -18,7 +18,7 @@ def test_a_mac_roman_export_reaches_the_sandbox_with_no_row_refused(make_sandbox
         product: {title: title, body_html: description}
         variant: {source_variant_code: sku, sku: sku, price: {column: price, type: decimal}}
     """), encoding="utf-8")
-    text, rows = mac_export("\r")
+    text, _ = mac_export("\r")
     export = tmp_path / "mac.csv"
     export.write_bytes(text.encode("mac_roman"))
     report = pipeline_for(tmp_path, sb, settings_for(tmp_path, sb)).run_file(export, mapping="mac")

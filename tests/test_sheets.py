@@ -113,3 +113,37 @@ def test_the_report_keeps_the_sheet_of_each_refused_row_in_the_ledger(tmp_path):
     data, rejected = report.to_ledger()
     again = Report.from_ledger(data, rejected)
     assert [(r.row.sheet, r.row.line) for r in again.rejected] == [("Johannesburg", 3), ("Cape Town", 3)]
+
+
+def test_an_update_workbook_of_several_sheets_refuses_a_merged_row_on_its_own_sheet(make_sandbox, tmp_path):
+    """Rows refused once merged with the catalogue (a price below 0) are found on their sheet too."""
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "full.yaml").write_text(textwrap.dedent("""
+        group_by: code
+        product: {title: title, vendor: brand}
+        variant: {source_variant_code: sku, sku: sku, price: price}
+    """), encoding="utf-8")
+    (tmp_path / "mappings" / "prices.yaml").write_text(textwrap.dedent("""
+        mode: update
+        update: {clear: "-"}
+        source: {sheet: "*"}
+        group_by: code
+        product: {vendor: brand}
+        variant: {source_variant_code: sku, price: price}
+    """), encoding="utf-8")
+    settings = settings_for(tmp_path, sb)
+    full = tmp_path / "full.csv"
+    full.write_text("code,sku,title,brand,price\nP1,S1,Mug,Acme,10\nP2,S2,Jug,Acme,4\n", encoding="utf-8")
+    assert pipeline_for(tmp_path, sb, settings).run_file(full, mapping="full").status == "done"
+    path = workbook(tmp_path / "prices.xlsx", {
+        "A": [["code", "sku", "brand", "price"], ["P1", "S1", "Bolt", "12"]],
+        "B": [["code", "sku", "brand", "price"], ["P2", "S2", "-", "-5"]],
+    })
+    report = pipeline_for(tmp_path, sb, settings).run_file(path, mapping="prices")
+    assert report.status == "done", report.message
+    assert [(r.row.sheet, r.row.line, r.row.cells["price"]) for r in report.rejected] == [("B", 2, "-5")]
+    assert report.rows is not None and (report.rows.items, report.rows.refused) == (1, 1) and report.rows.balanced
+    stored = {p["source_product_code"]: p for p in sb.state()["products"]}
+    assert stored["P1"]["variants"][0]["price"] == 12 and stored["P1"]["vendor"] == "Bolt"  # not cleared by B's "-"
+    assert stored["P2"]["variants"][0]["price"] == 4
