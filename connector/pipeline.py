@@ -876,6 +876,7 @@ class Plan:
         report.problems.add(problems)
         report.header, report.rejected = list(t.header), list(self.rejected)
         report.header_row = self.mapping.source.header_row
+        report.csv_delimiter, report.csv_encoding = self.mapping.source.delimiter, self.mapping.source.encoding
         return report
 
 

@@ -183,6 +183,10 @@ class Report:
     header: list[str] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     header_row: int = 1  # where the mapping finds the header: the rejected workbook puts its header there too
+    # the delimiter and encoding the mapping names (source.delimiter, source.encoding; None:
+    # detected): the rejected CSV is written with them, so the same mapping reads it back
+    csv_delimiter: str | None = None
+    csv_encoding: str | None = None
 
     def outcome(self, *, strict: bool = False) -> str:
         """How the file's run ended, as one word: the key of cli.EXIT_CODES.
@@ -241,7 +245,8 @@ class Report:
     def to_ledger(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """What the ledger keeps of a journaled file: the report's JSON and its rejected rows."""
         rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason, r.column, r.row.row_number] for r in self.rejected]
-        return self.to_json(), {"header": self.header, "rows": rows, "header_row": self.header_row}
+        return self.to_json(), {"header": self.header, "rows": rows, "header_row": self.header_row,
+                                 "csv_delimiter": self.csv_delimiter, "csv_encoding": self.csv_encoding}
 
     @classmethod
     def from_ledger(cls, data: dict[str, Any], rejected: dict[str, Any], *, started_at: float | None = None,
@@ -274,6 +279,7 @@ class Report:
         report.header = list(rejected.get("header") or [])
         header_row = rejected.get("header_row")
         report.header_row = 1 if header_row is None else header_row  # 0: a file without a header row
+        report.csv_delimiter, report.csv_encoding = rejected.get("csv_delimiter"), rejected.get("csv_encoding")
         # [line, sheet, cells, reason] then, in later ledgers, the refusing column and the row number
         report.rejected = [Rejected(Row(line, cells, sheet, *rest[1:2]), reason, *rest[:1])
                            for line, sheet, cells, reason, *rest in rejected.get("rows") or []]
@@ -290,27 +296,27 @@ def write_report_files(report: Report, stem: Path, *, sidecar: str = ".report.js
     path = Path(f"{stem}{sidecar}")
     write_json_atomic(path, report.to_json())
     if report.rejected:
-        delimiter = report.read.delimiter if report.read.format == "csv" and report.read.delimiter else ","
         write_rejected_csv(Path(f"{stem}.rejected.csv"), report.header, report.rejected,
-                           header_row=report.header_row, delimiter=delimiter, file=report.file)
+                           header_row=report.header_row, delimiter=report.csv_delimiter or ",",
+                           encoding=report.csv_encoding, file=report.file)
         write_rejected_xlsx(Path(f"{stem}.rejected.xlsx"), report.header, report.rejected, sheet=report.read.sheet,
                             header_row=report.header_row, file=report.file)
     return path
 
 
 def write_rejected_csv(path: Path, header: list[str], rejected: list[Rejected], *, header_row: int = 1,
-                       delimiter: str = ",", file: str = "") -> None:
+                       delimiter: str = ",", encoding: str | None = None, file: str = "") -> None:
     """Write the refused rows to `path`: the original columns, then `sheet` (when several sheets
     were read), `row`, `line` and `reason`.
 
     `row` is where a person finds the row in a spreadsheet (the Excel row; for a CSV the record
     number counting the header), `line` the physical line of a CSV where the record starts.
-    The layout is the export's, so the same mapping reads the file back: its delimiter, the
-    header on `header_row` (under a line saying what the file is), and for a file without a
-    header row (`header_row` 0) no header at all, the added columns after the data where
-    positions do not reach them. Text that a spreadsheet would run as a formula is
-    neutralised (see `neutralise`). UTF-8 with a BOM so Excel shows accents right; written
-    atomically.
+    The layout is the export's, so the same mapping reads the file back: the header on
+    `header_row` (under a line saying what the file is), and for a file without a header row
+    (`header_row` 0) no header at all, the added columns after the data where positions do not
+    reach them; the `delimiter` and `encoding` the mapping names, if it does. Text that a
+    spreadsheet would run as a formula is neutralised (see `neutralise`). Otherwise
+    comma-separated UTF-8 with a BOM, so Excel shows accents right. Written atomically.
     """
     sheets = any(row.sheet for row, _ in rejected)
     extra = _unique(["sheet", "row", "line", "reason"] if sheets else ["row", "line", "reason"], header)
@@ -325,7 +331,8 @@ def write_rejected_csv(path: Path, header: list[str], rejected: list[Rejected], 
         number = row.row_number if row.row_number is not None else row.line
         writer.writerow([neutralise(row.cells.get(name, "")) for name in header]
                         + ([row.sheet or ""] if sheets else []) + [str(number), str(row.line), neutralise(reason)])
-    write_atomic(path, out.getvalue().encode("utf-8-sig"))
+    # a character the named code page lacks (only ever in a reason) becomes "?"
+    write_atomic(path, out.getvalue().encode(encoding or "utf-8-sig", errors="replace"))
 
 
 # Refusals beyond this many are highlighted without a comment: each comment is a drawn shape

@@ -20,8 +20,8 @@ MAPPING = parse_mapping({"group_by": "code", "product": {"title": "title"},
                          "variant": {"source_variant_code": "sku", "sku": "sku", "price": "price"}})
 
 
-def rejected_csv(path: Path, delimiter: str = ",") -> list[list[str]]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
+def rejected_csv(path: Path, delimiter: str = ",", encoding: str = "utf-8-sig") -> list[list[str]]:
+    with open(path, encoding=encoding, newline="") as f:
         return list(csv.reader(f, delimiter=delimiter))
 
 
@@ -66,7 +66,7 @@ def test_cells_of_refused_records_are_kept_for_the_first_ones_only(tmp_path):
 
 
 HEADERLESS = """
-    source: {header: none, decimal: ","}
+    source: {header: none, decimal: ",", delimiter: ";", encoding: cp1252}
     group_by: 1
     product: {title: 2}
     variant:
@@ -81,7 +81,7 @@ def test_a_headerless_files_rejected_files_have_no_header_and_read_back(make_san
     (tmp_path / "mappings").mkdir()
     (tmp_path / "mappings" / "plain.yaml").write_text(textwrap.dedent(HEADERLESS), encoding="utf-8")
     export = tmp_path / "plain.csv"
-    export.write_text('"00471";"Mug";"79,95"\n"00472";"Jug";"12,5O"\n"00473";"Cup";"x"\n', encoding="utf-8")
+    export.write_text('"00471";"Mug";"79,95"\n"00472";"Théière";"12,5O"\n"00473";"Cup";"x"\n', encoding="cp1252")
     settings = settings_for(tmp_path, sb)
     first = pipeline_for(tmp_path, sb, settings).run_file(export, mapping="plain")
     assert first.status == "done" and first.counts.items_sent == 1 and first.counts.rows_refused == 2
@@ -89,16 +89,16 @@ def test_a_headerless_files_rejected_files_have_no_header_and_read_back(make_san
     write_report_files(first, tmp_path / "reports" / "plain.csv")
     assert Report.from_ledger(*first.to_ledger()).header_row == 0  # the final report, read back, has no header
 
-    table = rejected_csv(tmp_path / "reports" / "plain.csv.rejected.csv", ";")  # the export's delimiter
-    assert [row[:3] for row in table] == [["00472", "Jug", "12,5O"], ["00473", "Cup", "x"]]  # no header row
+    table = rejected_csv(tmp_path / "reports" / "plain.csv.rejected.csv", ";", "cp1252")  # as the mapping names
+    assert [row[:3] for row in table] == [["00472", "Théière", "12,5O"], ["00473", "Cup", "x"]]  # no header row
     ws = openpyxl.load_workbook(tmp_path / "reports" / "plain.csv.rejected.xlsx").active
-    assert [c.value for c in ws[1]][:3] == ["00472", "Jug", "12,5O"] and ws.max_row == 2
+    assert [c.value for c in ws[1]][:3] == ["00472", "Théière", "12,5O"] and ws.max_row == 2
     ws["C1"].value, ws["C2"].value = "12,50", "9,95"
     ws.parent.save(tmp_path / "plain-fixed.xlsx")
     fixed_csv = tmp_path / "plain-fixed.csv"
-    fixed_csv.write_text((tmp_path / "reports" / "plain.csv.rejected.csv").read_text(encoding="utf-8-sig")
+    fixed_csv.write_text((tmp_path / "reports" / "plain.csv.rejected.csv").read_text(encoding="cp1252")
                          .replace("12,5O", "12,50").replace('"x"', '"9,95"').replace(";x;", ";9,95;"),
-                         encoding="utf-8")
+                         encoding="cp1252")
 
     for fixed in (tmp_path / "plain-fixed.xlsx", fixed_csv):
         again = pipeline_for(tmp_path, sb, settings).run_file(fixed, mapping="plain", )
@@ -106,6 +106,7 @@ def test_a_headerless_files_rejected_files_have_no_header_and_read_back(make_san
         assert again.counts.rows_refused == 0 and again.rows is not None and again.rows.items == 2
     prices = {v["sku"]: v["price"] for p in sb.state()["products"] for v in p["variants"]}
     assert prices == {"00471": 79.95, "00472": 12.5, "00473": 9.95}
+    assert {p["title"] for p in sb.state()["products"]} == {"Mug", "Théière", "Cup"}  # the CSV read back in cp1252
 
 
 def test_a_headerless_sheet_keeps_its_columns_where_they_were(tmp_path):
