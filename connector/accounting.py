@@ -73,39 +73,56 @@ def account_rows(table: Table, products: list[Product], folded: dict[Place, str]
         read = len(table.rows) + table.rows_refused
         account = RowAccount(read=read, refused=read)
         return account, [] if not products and not folded and not skipped else ["a file refused whole has items"]
-    refused_at = {(r.row.sheet, r.row.line) for r in rejected}
-    item_at = Counter(place for p in products for place in p.places())
-    folded_kept = {place: why for place, why in folded.items() if place not in refused_at}
+    # Rows are keyed by their line when one sheet (or a CSV) is read: a 100k-row file then holds
+    # no (sheet, line) tuple per row while it is checked (20 MiB)
+    key = _by_place if any(row.sheet is not None for row in table.rows[:1]) else _by_line
+    refused_at = {key(r.row.sheet, r.row.line) for r in rejected}
+    if key is _by_line:
+        item_at: Counter[Any] = Counter(line for p in products for line in p.lines)
+    else:
+        item_at = Counter(key(*place) for p in products for place in p.places())
+    folded_kept = {place: why for place, why in folded.items() if key(*place) not in refused_at}
     account = RowAccount(
         read=len(table.rows) + table.rows_refused,
         items=sum(item_at.values()),
         folded=dict(Counter(folded_kept.values())),
         skipped=dict(Counter(skipped.values())),
     )
-    row_at = Counter((row.sheet, row.line) for row in table.rows)
+    row_at = Counter(key(row.sheet, row.line) for row in table.rows)
     refused_rows = sum(1 for place in refused_at if place in row_at)
     account.refused = refused_rows + table.rows_refused
     wrong: list[str] = []
-    if all(n == 1 for n in row_at.values()):  # places name rows: each row in exactly one place
+    if all(n == 1 for n in row_at.values()):  # rows are told apart: each row in exactly one place
+        folded_at = {key(*place) for place in folded_kept}
+        skipped_at = {key(*place) for place in skipped}
         for row in table.rows:
-            place = (row.sheet, row.line)
+            at = key(row.sheet, row.line)
             places = [name for name, there in (
-                ("item", item_at[place]), ("folded", place in folded_kept),
-                ("refused", place in refused_at), ("skipped", place in skipped)) for _ in range(int(there))]
+                ("item", item_at[at]), ("folded", at in folded_at),
+                ("refused", at in refused_at), ("skipped", at in skipped_at)) for _ in range(int(there))]
             if len(places) != 1:
-                wrong.append(f"{_shown(place)}: " + (" and ".join(places) if places else "in no count"))
+                wrong.append(f"{_shown(at)}: " + (" and ".join(places) if places else "in no count"))
                 if len(wrong) >= 10:
                     break
-        strays = sorted(set(item_at) - set(row_at), key=place_order)
+        strays = sorted(set(item_at) - set(row_at), key=lambda at: place_order(at if isinstance(at, tuple)
+                                                                                else (None, at)))
         if strays:
-            wrong.append(f"items from rows that are not rows of the file: {[_shown(p) for p in strays[:10]]}")
+            wrong.append(f"items from rows that are not rows of the file: {[_shown(at) for at in strays[:10]]}")
     if not account.balanced:
         wrong.append(f"the counts do not add up: {account.line()}")
     return account, wrong
 
 
-def _shown(place: Place) -> str:
-    sheet, line = place
+def _by_line(sheet: str | None, line: int) -> int | Place:
+    return line
+
+
+def _by_place(sheet: str | None, line: int) -> int | Place:
+    return sheet, line
+
+
+def _shown(at: int | Place) -> str:
+    sheet, line = at if isinstance(at, tuple) else (None, at)
     return f"sheet {sheet!r}, line {line}" if sheet else f"line {line}"
 
 

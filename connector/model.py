@@ -152,20 +152,25 @@ class Product:
     """One product: its API items (one per variant, `variants` a single object) in file order.
 
     `lines` holds each item's line; `sheets` each item's sheet when several sheets are read
-    (empty otherwise, and for products made elsewhere than from rows).
+    (None otherwise, and for products made elsewhere than from rows).
     """
 
     code: str  # source_product_code
     items: list[dict[str, Any]]
     lines: list[int]
     images: list[ImageRef] = field(default_factory=list)
-    sheets: list[str | None] = field(default_factory=list)
+    sheets: list[str | None] | None = None  # None, not [], when one sheet is read: 8 MiB per 150k products
 
     def places(self) -> list[Place]:
         """(sheet, line) of each item, in order."""
-        if self.sheets:
-            return list(zip(self.sheets, self.lines, strict=True))
-        return [(None, line) for line in self.lines]
+        return places(self.lines, self.sheets)
+
+
+def places(lines: list[int], sheets: list[str | None] | None) -> list[Place]:
+    """(sheet, line) of each line; `sheets` is parallel to `lines`, or empty (None) when one sheet is read."""
+    if sheets:
+        return list(zip(sheets, lines, strict=True))
+    return [(None, line) for line in lines]
 
 
 @dataclass
@@ -183,8 +188,10 @@ class Built:
     folded: dict[tuple[str | None, int], str] = field(default_factory=dict)
     # ... or skipped, with the rule that skipped it ('skip_rows[0]: column "Type" is "grouped"').
     skipped: dict[tuple[str | None, int], str] = field(default_factory=dict)
-    # every (sheet, line) of every product (its items, parent row, folded rows), sent or not
-    lines: dict[str, list[Place]] = field(default_factory=dict)
+    # every line of every product (its items, parent row, folded rows), sent or not, and their
+    # sheets when several sheets are read (kept apart: one sheet costs no (sheet, line) per row)
+    lines: dict[str, list[int]] = field(default_factory=dict)
+    sheets: dict[str, list[str | None]] = field(default_factory=dict)
     # the mapping cannot map this file (a column it needs is missing): every row is refused with it
     file_refused: bool = False
 

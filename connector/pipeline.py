@@ -19,6 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,18 @@ from connector.errors import (
 from connector.images import ImageFolder, encode_image, is_missing, locate_images
 from connector.ledger import Job, JoinedRow, Ledger, ModelRecord, WaitingRow
 from connector.mapping import Mapping, find_mapping, load_mapping
-from connector.model import ImageJob, Place, Problem, Product, Rejected, Row, Table, describe_place, place_order
+from connector.model import (
+    ImageJob,
+    Place,
+    Problem,
+    Product,
+    Rejected,
+    Row,
+    Table,
+    describe_place,
+    place_order,
+    places,
+)
 from connector.read import read_table
 from connector.report import ReadInfo, Report
 from connector.wire import encode, item_hash
@@ -510,7 +522,8 @@ class Pipeline:
             joined = out.setdefault(root.code, Product(root.code, [], []))
             joined.items.extend(_under_model(it, root) for it in product.items)
             joined.lines.extend(product.lines)
-            joined.sheets.extend(product.sheets)
+            if product.sheets:
+                joined.sheets = [*(joined.sheets or ()), *product.sheets]
             images = plan.images.pop(product.code, [])
             if images:
                 have = {j.image_id for j in plan.images.get(root.code, [])}
@@ -554,7 +567,7 @@ class Pipeline:
                 continue
             # the own item goes first: the API refuses variants whose options differ from a stored variant's
             items = [retire(o) for o in owns] + [join_item(owns[0], it, add) for it in product.items]
-            sheets = [product.sheets[0]] * len(owns) + product.sheets if product.sheets else []
+            sheets = [product.sheets[0]] * len(owns) + product.sheets if product.sheets else None
             out.append(Product(product.code, items, [product.lines[0]] * len(owns) + product.lines, sheets=sheets))
         plan.products = out
         plan.hold(*check_products(out)[1:])
@@ -575,7 +588,7 @@ class Pipeline:
             line = product.lines[0]
             product.items = [retire(o) for o in owns] + [join_item(owns[0], r.item, r.add) for r in rows]
             product.lines = [line] * len(product.items)
-            product.sheets = product.sheets[:1] * len(product.items)
+            product.sheets = product.sheets[:1] * len(product.items) if product.sheets else None
             rejoined.append(product)
             self.log.info("%s: product %s goes with the %d variants of %s", plan.path.name, product.code,
                           len(rows), rows[0].file)
@@ -786,7 +799,8 @@ class Plan:
     # rows skipped (by rule), every row of each product (a product held back refuses all of them)
     folded: dict[Place, str] = field(default_factory=dict)
     skipped: dict[Place, str] = field(default_factory=dict)
-    lines: dict[str, list[Place]] = field(default_factory=dict)
+    lines: dict[str, list[int]] = field(default_factory=dict)
+    sheets: dict[str, list[str | None]] = field(default_factory=dict)  # ... their sheets, when several are read
     file_refused: bool = False  # the mapping could not map the file at all (a column it needs is missing)
     rows: RowAccount = field(default_factory=RowAccount)
     cleared: dict[Place, frozenset[str]] = field(default_factory=dict)  # update files: row -> columns cleared
@@ -824,6 +838,10 @@ class Plan:
         self.rows.items -= moved
         self.rows.refused += moved
 
+    def places_of(self, code: str) -> list[Place]:
+        """Every (sheet, line) of a product built from this file, sent or not."""
+        return places(self.lines.get(code, []), self.sheets.get(code, []))
+
     def hold_back(self, code: str, reason: str) -> None:
         """Hold back a product found unsendable after checking (e.g. an item too big to send)."""
         product = next((p for p in self.products if p.code == code), None)
@@ -832,14 +850,14 @@ class Plan:
         self.products.remove(product)
         self.held.add(code)
         self.images.pop(code, None)
-        places = sorted(self.lines.get(code) or product.places(), key=place_order)
-        first = places[0] if places else (None, None)
+        where = sorted(self.places_of(code) or product.places(), key=place_order)
+        first = where[0] if where else (None, None)
         self.problems.append(Problem(kind="size", reason=reason, line=first[1], product=code, sheet=first[0]))
         refused = {(r.row.sheet, r.row.line) for r in self.rejected}
         by_place = {(row.sheet, row.line): row for row in self.table.rows}
         self.rejected.extend(Rejected(by_place.get(place) or Row(place[1], {}, place[0]),
                                       f"product {code} held back: {reason}")
-                             for place in places if place not in refused)
+                             for place in where if place not in refused)
         _in_file_order(self.rejected, self.table.rows)
         self.account()
 
@@ -918,8 +936,8 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     _show_header(problems, table)
     # held back by a bad row (build) or a broken rule (checks): code -> every (sheet, line) of the
     # product, its parent row and folded rows too
-    held = {**built.held, **{code: sorted(built.lines.get(code) or places, key=place_order)
-                             for code, places in held.items()}}
+    held = {**built.held, **{code: sorted(places(built.lines.get(code, []), built.sheets.get(code, [])) or where,
+                                          key=place_order) for code, where in held.items()}}
     products = kept
     timings["check"] = clock() - tick
 
@@ -938,7 +956,8 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     timings["plan"] = clock() - tick
     rejected = _rejected_rows(table.rows, problems, held, table.refused_rows)
     plan = Plan(path, spec, table, products, problems, images, rejected, set(held), timings, folder,
-                folded=built.folded, skipped=built.skipped, lines=built.lines, file_refused=built.file_refused,
+                folded=built.folded, skipped=built.skipped, lines=built.lines, sheets=built.sheets,
+                file_refused=built.file_refused,
                 cleared=cleared)
     plan.account()
     return plan
@@ -1119,15 +1138,14 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
             columns.setdefault(place, p.column)
             if p.row_number is not None:
                 numbers.setdefault(place, p.row_number)
-    for code, places in held.items():
-        first = next((place for place in places if place in reasons), None)
+    for code, its_rows in held.items():
+        first = next((place for place in its_rows if place in reasons), None)
         because = f" because of {describe_place(first[1], numbers.get(first), first[0])}" if first else ""
-        for place in places:
+        for place in its_rows:
             reasons.setdefault(place, f"product {code} held back{because}")
     if not reasons:
         return []
-    by_place = {(row.sheet, row.line): row for row in unread}
-    by_place.update(((row.sheet, row.line), row) for row in rows)
+    by_place = {place: row for row in chain(unread, rows) if (place := (row.sheet, row.line)) in reasons}
     out = []
     for place, reason in reasons.items():
         row = by_place.get(place)

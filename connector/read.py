@@ -670,7 +670,8 @@ def _fill_csv_rows(csv_file, table, reader, header, after, damage, problems) -> 
             _refuse_runaway_cell(csv_file, raw, record, start)
         if damage:
             _refuse_bad_bytes(start, damage, problems, number)
-            problems.keep(_as_read(record, header, start, number), "encoding")
+            if problems.wants("encoding"):
+                problems.keep(_as_read(record, header, start, number), "encoding")
             continue
         count = len(record)
         if count != width:
@@ -678,7 +679,8 @@ def _fill_csv_rows(csv_file, table, reader, header, after, damage, problems) -> 
                 extra = record[width:]
                 if any(v.strip() for v in extra):
                     problems.add(_shape_problem(record, width, start, number, headerless=not table.header_row))
-                    problems.keep(_as_read(record, header, start, number), "shape")
+                    if problems.wants("shape"):
+                        problems.keep(_as_read(record, header, start, number), "shape")
                     continue
                 record = record[:width]
             else:
@@ -833,9 +835,13 @@ class _Problems:
         self.refused = refused if refused is not None else []  # what was read of the first refused records
         self.kept: Counter[str] = Counter()
 
+    def wants(self, kind: str) -> bool:
+        """Whether a refused record of `kind` is still kept (see `keep`)."""
+        return self.kept[kind] < MAX_LISTED_PER_KIND
+
     def keep(self, row: Row, kind: str) -> None:
         """Keep what was read of a refused record, for the rejected-rows files: the first few of each kind."""
-        if self.kept[kind] < MAX_LISTED_PER_KIND:
+        if self.wants(kind):
             self.kept[kind] += 1
             self.refused.append(row)
 
