@@ -125,3 +125,17 @@ def test_a_headerless_sheet_keeps_its_columns_where_they_were(tmp_path):
     again = plan_file(tmp_path / "sheet.xlsx.rejected.xlsx", Settings(), mapping=mapping)
     assert again.table.header[:3] == ["2", "3", "4"]
     assert [(r.cells["3"], r.cells["4"]) for r in again.table.rows] == [("Jug", "12.50")]
+
+
+def test_the_rejected_csv_puts_its_header_where_the_mapping_looks_for_it(tmp_path):
+    mapping = parse_mapping({"source": {"header_row": 3}, "group_by": "ItemCode", "product": {"title": "Description"},
+                             "variant": {"source_variant_code": "ItemCode", "sku": "ItemCode",
+                                         "qty": {"column": "OnHand", "type": "int"}}})
+    export = tmp_path / "pastel.csv"
+    export.write_text("Stock list\nPrinted 2025-06-14\nItemCode,Description,OnHand\n007,Tap,4.5\n008,Pipe,3\n",
+                      encoding="utf-8")
+    plan = plan_file(export, Settings(), mapping=mapping)
+    write_report_files(plan.fill(Report(file="pastel.csv")), tmp_path / "pastel.csv")
+    again = plan_file(tmp_path / "pastel.csv.rejected.csv", Settings(), mapping=mapping)
+    assert again.table.header[:3] == ["ItemCode", "Description", "OnHand"]
+    assert [r.cells["ItemCode"] for r in again.table.rows] == ["007"] and again.rows.refused == 1  # 4.5 still
