@@ -73,8 +73,8 @@ def account_rows(table: Table, products: list[Product], folded: dict[Place, str]
         read = len(table.rows) + table.rows_refused
         account = RowAccount(read=read, refused=read)
         return account, [] if not products and not folded and not skipped else ["a file refused whole has items"]
-    # Rows are keyed by their line when one sheet (or a CSV) is read: a 100k-row file then holds
-    # no (sheet, line) tuple per row while it is checked (20 MiB)
+    # Rows are keyed by their line when one sheet (or a CSV) is read: a 100k-row file then
+    # makes no (sheet, line) tuple per row while it is checked
     key = _by_place if any(row.sheet is not None for row in table.rows[:1]) else _by_line
     refused_at = {key(r.row.sheet, r.row.line) for r in rejected}
     if key is _by_line:
