@@ -6,8 +6,8 @@
 Rows read are the table's rows plus the records the reader refused (they never became rows;
 blank rows are not rows). Folded rows are parent rows, rows added up by `same_variant: sum`
 and continuation rows; skipped rows are counted per rule. `account_rows` checks that every
-row of the table is in exactly one of the four (when lines identify rows, that is one sheet)
-and that the counts add up. A row in none or in two is a bug of the connector, never of the
+row of the table, known by its (sheet, line), is in exactly one of the four and that the
+counts add up. A row in none or in two is a bug of the connector, never of the
 file: `settle` logs it loudly and notes it in the report, and raises `UnaccountedRows` when
 the environment sets CONNECTOR_STRICT_ROWS=1, as the test suite does for every plan it makes.
 """
@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import Problem, Product, Rejected, Table
+from .model import Place, Problem, Product, Rejected, Table, place_order
 
 STRICT_ENV = "CONNECTOR_STRICT_ROWS"
 log = logging.getLogger("connector.accounting")
@@ -59,50 +59,71 @@ class RowAccount:
                 f"refused + {sum(self.skipped.values())} skipped")
 
 
-def account_rows(table: Table, products: list[Product], folded: dict[tuple[str | None, int], str],
-                 skipped: dict[tuple[str | None, int], str], rejected: list[Rejected], *,
+def account_rows(table: Table, products: list[Product], folded: dict[Place, str],
+                 skipped: dict[Place, str], rejected: list[Rejected], *,
                  file_refused: bool = False) -> tuple[RowAccount, list[str]]:
     """Where each row went, and what does not add up (empty when every row is in exactly one place).
 
-    `products` are those going on to be sent (their `lines` one per item), `folded` and
-    `skipped` come from the build, `rejected` are the refused rows (by line). `file_refused`:
-    the mapping could not map the file at all (a column it needs is missing), so every row is
-    refused with it.
+    Rows are known by (sheet, line): several sheets read each have their own line 2. `products`
+    are those going on to be sent (their `places()` one per item), `folded` and `skipped` come
+    from the build, `rejected` are the refused rows. `file_refused`: the mapping could not map
+    the file at all (a column it needs is missing), so every row is refused with it.
     """
     if file_refused:
         read = len(table.rows) + table.rows_refused
         account = RowAccount(read=read, refused=read)
         return account, [] if not products and not folded and not skipped else ["a file refused whole has items"]
-    refused_lines = {r.row.line for r in rejected}
-    item_lines = Counter(line for p in products for line in p.lines)
-    folded_kept = {key: why for key, why in folded.items() if key[1] not in refused_lines}
+    # Rows are keyed by their line when one sheet (or a CSV) is read: a 100k-row file then
+    # makes no (sheet, line) tuple per row while it is checked
+    key = _by_place if any(row.sheet is not None for row in table.rows[:1]) else _by_line
+    refused_at = {key(r.row.sheet, r.row.line) for r in rejected}
+    if key is _by_line:
+        item_at: Counter[Any] = Counter(line for p in products for line in p.lines)
+    else:
+        item_at = Counter(key(*place) for p in products for place in p.places())
+    folded_kept = {place: why for place, why in folded.items() if key(*place) not in refused_at}
     account = RowAccount(
         read=len(table.rows) + table.rows_refused,
-        items=sum(item_lines.values()),
+        items=sum(item_at.values()),
         folded=dict(Counter(folded_kept.values())),
         skipped=dict(Counter(skipped.values())),
     )
-    row_lines = Counter(row.line for row in table.rows)
-    refused_rows = sum(1 for line in refused_lines if line in row_lines)
+    row_at = Counter(key(row.sheet, row.line) for row in table.rows)
+    refused_rows = sum(1 for place in refused_at if place in row_at)
     account.refused = refused_rows + table.rows_refused
     wrong: list[str] = []
-    if all(n == 1 for n in row_lines.values()):  # lines name rows: each row in exactly one place
-        folded_at = {line for _, line in folded_kept}
-        skipped_at = Counter(line for _, line in skipped)
+    if all(n == 1 for n in row_at.values()):  # rows are told apart: each row in exactly one place
+        folded_at = {key(*place) for place in folded_kept}
+        skipped_at = {key(*place) for place in skipped}
         for row in table.rows:
+            at = key(row.sheet, row.line)
             places = [name for name, there in (
-                ("item", item_lines[row.line]), ("folded", row.line in folded_at),
-                ("refused", row.line in refused_lines), ("skipped", skipped_at[row.line])) for _ in range(int(there))]
+                ("item", item_at[at]), ("folded", at in folded_at),
+                ("refused", at in refused_at), ("skipped", at in skipped_at)) for _ in range(int(there))]
             if len(places) != 1:
-                wrong.append(f"line {row.line}: " + (" and ".join(places) if places else "in no count"))
+                wrong.append(f"{_shown(at)}: " + (" and ".join(places) if places else "in no count"))
                 if len(wrong) >= 10:
                     break
-        strays = sorted(set(item_lines) - set(row_lines))
+        strays = sorted(set(item_at) - set(row_at), key=lambda at: place_order(at if isinstance(at, tuple)
+                                                                                else (None, at)))
         if strays:
-            wrong.append(f"items from lines that are not rows of the file: {strays[:10]}")
+            wrong.append(f"items from rows that are not rows of the file: {[_shown(at) for at in strays[:10]]}")
     if not account.balanced:
         wrong.append(f"the counts do not add up: {account.line()}")
     return account, wrong
+
+
+def _by_line(sheet: str | None, line: int) -> int | Place:
+    return line
+
+
+def _by_place(sheet: str | None, line: int) -> int | Place:
+    return sheet, line
+
+
+def _shown(at: int | Place) -> str:
+    sheet, line = at if isinstance(at, tuple) else (None, at)
+    return f"sheet {sheet!r}, line {line}" if sheet else f"line {line}"
 
 
 def settle(account: RowAccount, wrong: list[str], file: str, problems: list[Problem]) -> None:

@@ -3,7 +3,7 @@
     built = build_products(table.rows, mapping, source_id=42)
     built.products   # products whose every row mapped cleanly, items in file order
     built.problems   # cell errors (severity "error", product=<code>), skipped rows, warnings
-    built.held       # {product code: all its lines} for products held back by a bad row
+    built.held       # {product code: all its (sheet, line)} for products held back by a bad row
 
 The mapping is bound once per header (column names resolved, parsers and transforms
 chosen) into small per-field functions; each row then only runs those functions.
@@ -33,7 +33,7 @@ from .mapping import (
     convert,
     number_failure,
 )
-from .model import Built, ImageRef, Problem, Product, Row
+from .model import Built, ImageRef, Problem, Product, Row, place_order, places
 
 Getter = Callable[[dict[str, str]], Any]  # cells -> value for the API, or None when blank
 
@@ -397,6 +397,7 @@ class _Run:
         self.source_id = source_id
         self.products: dict[str, Product] = {}
         self.lines: dict[str, list[int]] = {}  # every line of a product, sent or not
+        self.sheets: dict[str, list[str | None]] = {}  # ... their sheets, when several sheets are read
         self.seen_images: dict[str, set[str]] = {}
         self.failed: set[str] = set()
         self.problems: list[Problem] = []
@@ -490,6 +491,10 @@ class _Run:
         lines = self.lines.setdefault(code, [])
         lines.append(row.line)
         lines.extend(extra.line for extra in extras)
+        if row.sheet is not None:
+            sheets = self.sheets.setdefault(code, [])
+            sheets.append(row.sheet)
+            sheets.extend(extra.sheet for extra in extras)
         extra_errors: list[tuple[Row, list[CellError]]] = []
         item, variant_code = self.item(row, b, code, state, errors, parent.product if parent else None,
                                        extras, extra_errors)
@@ -521,6 +526,10 @@ class _Run:
                 return "folded"
         product.items.append(item)
         product.lines.append(row.line)
+        if row.sheet is not None:  # several sheets are read: every row has one
+            if product.sheets is None:
+                product.sheets = []
+            product.sheets.append(row.sheet)
         if state == "active" and self.mapping.images is not None:
             for one in (row, *extras):
                 self.images(one, b, product, item, variant_code)
@@ -572,6 +581,8 @@ class _Run:
         """A parent row is not a variant: its lines belong to its product; its errors hold it back."""
         if parent.code is not None:
             self.lines.setdefault(parent.code, []).append(row.line)
+            if row.sheet is not None:
+                self.sheets.setdefault(parent.code, []).append(row.sheet)
         if parent.errors:
             self.fail(row, parent.code, parent.errors)
             return "refused"
@@ -1035,9 +1046,10 @@ def _result(run: _Run, rows_read: int) -> Built:
         for product in run.products.values():
             _one_product_list(product)
     products = [p for code, p in run.products.items() if code not in run.failed]
-    held = {code: sorted(run.lines.get(code, [])) for code in sorted(run.failed)}
+    held = {code: sorted(places(run.lines.get(code, []), run.sheets.get(code, [])), key=place_order)
+            for code in sorted(run.failed)}
     return Built(products=products, problems=run.problems, rows_read=rows_read, rows_skipped=run.skipped, held=held,
-                 folded=run.folded, skipped=run.skipped_by, lines=run.lines)
+                 folded=run.folded, skipped=run.skipped_by, lines=run.lines, sheets=run.sheets)
 
 
 def _one_product_list(product: Product) -> None:

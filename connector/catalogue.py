@@ -29,7 +29,7 @@ from typing import Any
 
 from .build import apply_totals
 from .mapping import FAMILIES, FieldSpec, Mapping
-from .model import Product
+from .model import Place, Product
 
 # A field path: ("product", name), ("variant", name) or (family key, entry name)
 FieldPath = tuple[str, str]
@@ -50,6 +50,7 @@ class Partial:
     sums: tuple[tuple[str, str], ...] = ()  # its mapping's sum fields, recomputed after merging
     id: int | None = None  # the ledger's id of a partial that waited
     images: tuple[dict[str, Any], ...] = ()  # image jobs (as dicts) that go with it when it goes
+    sheet: str | None = None  # the row's sheet, when several sheets are read (with `line`, the row in its file)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"item": self.item, "cleared": [list(p) for p in self.cleared],
@@ -88,19 +89,20 @@ class Merged:
     waiting: list[Partial]
 
 
-def partials_of(products: list[Product], mapping: Mapping, cleared: dict[int, frozenset[str]],
+def partials_of(products: list[Product], mapping: Mapping, cleared: dict[Place, frozenset[str]],
                 file: str) -> list[Partial]:
-    """The rows of a built update file as partial records, in file order."""
+    """The rows of a built update file as partial records, in file order (`cleared`: by (sheet, line))."""
     key = mapping.update.key
     paths = _column_paths(mapping)
     sums = mapping.totals
     out = []
     for product in products:
-        for item, line in zip(product.items, product.lines, strict=True):
+        for item, place in zip(product.items, product.places(), strict=True):
             variant = item["product"]["variants"]
             value = product.code if key == "product" else str(variant.get(key, ""))
-            gone = tuple(sorted({p for column in cleared[line] for p in paths(column)})) if line in cleared else ()
-            out.append(Partial(product.code, key, value, item, line, gone, file, mapping.name, sums))
+            gone = tuple(sorted({p for column in cleared[place] for p in paths(column)})) if place in cleared else ()
+            out.append(Partial(product.code, key, value, item, place[1], gone, file, mapping.name, sums,
+                               sheet=place[0]))
     return out
 
 
@@ -222,7 +224,7 @@ def merge_updates(partials: list[Partial], known: Known,
     later, by hash against the catalogue) and the partials that wait for their product.
     """
     merged: dict[tuple[str, str], dict[str, Any]] = {}
-    lines: dict[tuple[str, str], int] = {}
+    lines: dict[tuple[str, str], Place] = {}
     waiting: list[Partial] = []
     for partial in partials:
         targets = find_variants(partial, known, by_sku, by_variant)
@@ -232,13 +234,13 @@ def merge_updates(partials: list[Partial], known: Known,
         product_part = _product_part(partial.item)
         for target in targets:
             merged[target] = merge_item(merged.get(target) or known.items[target], partial)
-            lines[target] = partial.line
+            lines[target] = (partial.sheet, partial.line)
         if product_part:  # product-level fields: every variant of the product takes them
             for other in known.variants_of(targets[0][0]):
                 if other not in targets:
                     merged[other] = merge_item(merged.get(other) or known.items[other], partial,
                                                variant_fields=False)
-                    lines.setdefault(other, partial.line)
+                    lines.setdefault(other, (partial.sheet, partial.line))
     return Merged(_grouped(merged, lines), waiting)
 
 
@@ -297,7 +299,7 @@ def _product_part(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item["product"].items() if k != "variants"}
 
 
-def _grouped(merged: dict[tuple[str, str], dict[str, Any]], lines: dict[tuple[str, str], int]) -> list[Product]:
+def _grouped(merged: dict[tuple[str, str], dict[str, Any]], lines: dict[tuple[str, str], Place]) -> list[Product]:
     products: dict[str, Product] = {}
     for (code, _), item in merged.items():
         product = products.get(code)
@@ -305,8 +307,10 @@ def _grouped(merged: dict[tuple[str, str], dict[str, Any]], lines: dict[tuple[st
             product = products[code] = Product(code, [], [])
         product.items.append(item)
     for product in products.values():
-        product.lines = [lines[(product.code, it["product"]["variants"]["source_variant_code"])]
-                         for it in product.items]
+        places = [lines[(product.code, it["product"]["variants"]["source_variant_code"])] for it in product.items]
+        product.lines = [line for _, line in places]
+        if any(sheet is not None for sheet, _ in places):  # several sheets read: the rows' sheets too
+            product.sheets = [sheet for sheet, _ in places]
     return list(products.values())
 
 

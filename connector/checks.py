@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import Problem, Product, Severity
+from .model import Place, Problem, Product, Severity, place_order
 
 MAX_OPTIONS = 3
 # Product fields other than the title that should agree across a product's rows; the
@@ -21,10 +21,11 @@ MAX_OPTIONS = 3
 SHARED_FIELDS = ("body_html", "vendor", "product_type", "collection", "tags")
 
 
-def check_products(products: list[Product]) -> tuple[list[Product], list[Problem], dict[str, list[int]]]:
-    """Check every product; return (products that pass, problems, held back {code: lines}).
+def check_products(products: list[Product]) -> tuple[list[Product], list[Problem], dict[str, list[Place]]]:
+    """Check every product; return (products that pass, problems, held back {code: [(sheet, line)]}).
 
-    Items of a product are in `product.items`, their lines in `product.lines` (same order).
+    Items of a product are in `product.items`, their places in `product.places()` (same order);
+    each problem names its line and, when several sheets are read, its sheet.
     Warnings (a negative qty, differing descriptions) do not hold a product back.
     """
     problems: list[Problem] = []
@@ -33,12 +34,13 @@ def check_products(products: list[Product]) -> tuple[list[Product], list[Problem
     _check_duplicate_variants(products, problems)
     bad = {p.product for p in problems if p.severity == "error" and p.product is not None}
     kept = [p for p in products if p.code not in bad]
-    held = {p.code: sorted(p.lines) for p in products if p.code in bad}
+    held = {p.code: sorted(p.places(), key=place_order) for p in products if p.code in bad}
     return kept, problems, held
 
 
 def _check_product(product: Product, problems: list[Problem]) -> None:
     code = product.code
+    sheet: str | None = None  # of the item being checked (several sheets read)
 
     def add(
         kind: str,
@@ -49,14 +51,15 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
         severity: Severity = "error",
     ) -> None:
         shown = None if value is None else str(value)
-        problems.append(Problem(kind, reason, severity, line, column, shown, code))
+        problems.append(Problem(kind, reason, severity, line, column, shown, code, sheet))
 
-    first_title: tuple[str, int] | None = None
-    first_shared: dict[str, tuple[Any, int]] = {}
-    first_names: tuple[tuple[str, ...], int] | None = None
-    combos: dict[tuple, int] = {}
+    first_title: tuple[str, str] | None = None
+    first_shared: dict[str, tuple[Any, str]] = {}
+    first_names: tuple[tuple[str, ...], str] | None = None
+    combos: dict[tuple, str] = {}
     # build.py appends to items and lines together, so they are the same length
-    for item, line in zip(product.items, product.lines, strict=True):
+    for item, (sheet, line) in zip(product.items, product.places(), strict=True):
+        at = _line(sheet, line)
         source, body = item["source"], item["product"]
         variant = body.get("variants") or {}
         active = source.get("product_active") != "false"
@@ -68,19 +71,17 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
             add("required", "title is required for an active product and missing", line, "title")
         if title:
             if first_title is None:
-                first_title = (title, line)
+                first_title = (title, at)
             elif title != first_title[0]:
-                reason = (
-                    f'title "{title}" differs from "{first_title[0]}" on line {first_title[1]} (one title per product)'
-                )
+                reason = f'title "{title}" differs from "{first_title[0]}" on {first_title[1]} (one title per product)'
                 add("conflict", reason, line, "title", title)
         for name in SHARED_FIELDS:
             value = body.get(name)
             if value is None:
                 continue
-            seen = first_shared.setdefault(name, (value, line))
+            seen = first_shared.setdefault(name, (value, at))
             if seen[0] != value:
-                reason = f"{name} differs from line {seen[1]}; the last row sent wins"
+                reason = f"{name} differs from {seen[1]}; the last row sent wins"
                 add("conflict", reason, line, name, _short(value), "warning")
         if not active:
             continue  # a delete needs only its keys: its options and numbers are not stored
@@ -90,10 +91,10 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
             reason = f"has {len(names)} options ({', '.join(names)}); Stock2Shop allows at most {MAX_OPTIONS}"
             add("options", reason, line, "options")
         if first_names is None:
-            first_names = (names, line)
+            first_names = (names, at)
         elif names != first_names[0]:
             reason = (
-                f"fills options ({_names(names)}) but line {first_names[1]} fills ({_names(first_names[0])}); "
+                f"fills options ({_names(names)}) but {first_names[1]} fills ({_names(first_names[0])}); "
                 "every variant of a product needs the same options"
             )
             add("options", reason, line, "options")
@@ -101,18 +102,16 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
         if combo in combos:
             if names:
                 shown = ", ".join(f"{n} {v}" for n, v in zip(*combo, strict=True))  # one value per name
-                reason = (
-                    f"repeats the options of line {combos[combo]} ({shown}); each variant needs its own combination"
-                )
+                reason = f"repeats the options of {combos[combo]} ({shown}); each variant needs its own combination"
                 add("options", reason, line, "options", shown)
             else:
                 reason = (
-                    f"is a second variant without options (line {combos[combo]} is the first); "
+                    f"is a second variant without options ({combos[combo]} is the first); "
                     "give the variants options or their own product codes"
                 )
                 add("options", reason, line, "options")
         else:
-            combos[combo] = line
+            combos[combo] = at
         _check_numbers(variant, line, add)
 
 
@@ -137,22 +136,29 @@ def _check_numbers(variant: dict[str, Any], line: int, add: Any) -> None:
 
 def _check_duplicate_variants(products: list[Product], problems: list[Problem]) -> None:
     """A source_variant_code may appear once in a file; every product using it twice is held."""
-    first: dict[str, tuple[str, int]] = {}
+    first: dict[str, tuple[str, Place]] = {}
     for product in products:
-        for item, line in zip(product.items, product.lines, strict=True):  # appended together in build.py
+        for item, place in zip(product.items, product.places(), strict=True):  # appended together in build.py
             svc = (item["product"].get("variants") or {}).get("source_variant_code")
             if not svc:
                 continue
             seen = first.get(svc)
             if seen is None:
-                first[svc] = (product.code, line)
+                first[svc] = (product.code, place)
                 continue
-            where = f"line {seen[1]}" + (f" (product {seen[0]})" if seen[0] != product.code else "")
+            where = _line(*seen[1]) + (f" (product {seen[0]})" if seen[0] != product.code else "")
             reason = f'source_variant_code "{svc}" is also on {where}; each variant code may appear once in a file'
-            problems.append(Problem("duplicate", reason, "error", line, "source_variant_code", svc, product.code))
+            problems.append(Problem("duplicate", reason, "error", place[1], "source_variant_code", svc, product.code,
+                                    place[0]))
             if seen[0] != product.code:
-                reason = f'source_variant_code "{svc}" is also used by product {product.code} on line {line}'
-                problems.append(Problem("duplicate", reason, "error", seen[1], "source_variant_code", svc, seen[0]))
+                reason = f'source_variant_code "{svc}" is also used by product {product.code} on {_line(*place)}'
+                problems.append(Problem("duplicate", reason, "error", seen[1][1], "source_variant_code", svc, seen[0],
+                                        seen[1][0]))
+
+
+def _line(sheet: str | None, line: int) -> str:
+    """"line 7", or "sheet 'B', line 7" when several sheets are read (each has a line 7)."""
+    return f"sheet {sheet!r}, line {line}" if sheet else f"line {line}"
 
 
 def _names(names: tuple[str, ...]) -> str:

@@ -19,6 +19,15 @@ from typing import Any, Literal, NamedTuple
 #   warning - reported, nothing held back (e.g. a missing image: the product still goes)
 Severity = Literal["error", "skipped", "warning"]
 
+# Where a row is: (sheet, line). The sheet is None unless several sheets are read (`sheet: "*"`),
+# where the same line is a row on each sheet; a row is known by both everywhere rows are counted.
+Place = tuple[str | None, int]
+
+
+def place_order(place: Place) -> tuple[str, int]:
+    """A sort key for places that never compares None with a sheet's name."""
+    return place[0] or "", place[1]
+
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -116,6 +125,9 @@ class Table:
     sheet: str | None = None  # workbooks only
     problems: list[Problem] = field(default_factory=list)  # rows refused while reading
     rows_refused: int = 0  # records refused while reading (never rows): each may have several problems
+    # ... what the reader could read of them (their fields, bad bytes shown as U+FFFD), for the
+    # rejected-rows files: the first MAX_LISTED_PER_KIND of each kind, like their problems
+    refused_rows: list[Row] = field(default_factory=list)
     encoding_reason: str | None = None  # csv only: why this encoding (a sentence for the report)
     # The row the column names came from, as a spreadsheet numbers it (the first sheet's when
     # several are read); None when the file has no header row (source.header: none).
@@ -137,12 +149,28 @@ class ImageRef:
 
 @dataclass
 class Product:
-    """One product: its API items (one per variant, `variants` a single object) in file order."""
+    """One product: its API items (one per variant, `variants` a single object) in file order.
+
+    `lines` holds each item's line; `sheets` each item's sheet when several sheets are read
+    (None otherwise, and for products made elsewhere than from rows).
+    """
 
     code: str  # source_product_code
     items: list[dict[str, Any]]
     lines: list[int]
     images: list[ImageRef] = field(default_factory=list)
+    sheets: list[str | None] | None = None  # None, not [], when one sheet is read: 8 MiB per 150k products
+
+    def places(self) -> list[Place]:
+        """(sheet, line) of each item, in order."""
+        return places(self.lines, self.sheets)
+
+
+def places(lines: list[int], sheets: list[str | None] | None) -> list[Place]:
+    """(sheet, line) of each line; `sheets` is parallel to `lines`, or empty (None) when one sheet is read."""
+    if sheets:
+        return list(zip(sheets, lines, strict=True))
+    return [(None, line) for line in lines]
 
 
 @dataclass
@@ -153,15 +181,17 @@ class Built:
     problems: list[Problem]
     rows_read: int = 0
     rows_skipped: int = 0
-    # products held back because one of their rows failed: code -> every line of the product
-    held: dict[str, list[int]] = field(default_factory=dict)
+    # products held back because one of their rows failed: code -> every (sheet, line) of the product
+    held: dict[str, list[Place]] = field(default_factory=dict)
     # Rows that are not an item of their own, by (sheet, line), so every row is accounted for:
     # folded into another row's item ("parent", "same_variant", "continuation") ...
     folded: dict[tuple[str | None, int], str] = field(default_factory=dict)
     # ... or skipped, with the rule that skipped it ('skip_rows[0]: column "Type" is "grouped"').
     skipped: dict[tuple[str | None, int], str] = field(default_factory=dict)
-    # every line of every product (its items, parent row, folded rows), sent or not
+    # every line of every product (its items, parent row, folded rows), sent or not, and their
+    # sheets when several sheets are read (kept apart: one sheet costs no (sheet, line) per row)
     lines: dict[str, list[int]] = field(default_factory=dict)
+    sheets: dict[str, list[str | None]] = field(default_factory=dict)
     # the mapping cannot map this file (a column it needs is missing): every row is refused with it
     file_refused: bool = False
 

@@ -19,6 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,18 @@ from connector.errors import (
 from connector.images import ImageFolder, encode_image, is_missing, locate_images
 from connector.ledger import Job, JoinedRow, Ledger, ModelRecord, WaitingRow
 from connector.mapping import Mapping, find_mapping, load_mapping
-from connector.model import ImageJob, Problem, Product, Rejected, Row, Table, describe_place
+from connector.model import (
+    ImageJob,
+    Place,
+    Problem,
+    Product,
+    Rejected,
+    Row,
+    Table,
+    describe_place,
+    place_order,
+    places,
+)
 from connector.read import read_table
 from connector.report import ReadInfo, Report
 from connector.wire import encode, item_hash
@@ -445,9 +457,9 @@ class Pipeline:
         products already sent under a root model in this file take its new fields.
         """
         column = plan.mapping.models or ""
-        by_line = {r.line: r for r in plan.table.rows}
+        by_place = {(r.sheet, r.line): r for r in plan.table.rows}
         for product in plan.products:
-            row = by_line.get(product.lines[0])
+            row = by_place.get(product.places()[0])
             fields = {k: v for k, v in product.items[0]["product"].items() if k not in ("variants", "options")}
             plan.models.append(ModelRecord(product.code, _cell(row, column), fields))
         plan.products, plan.images = [], {}
@@ -488,10 +500,10 @@ class Pipeline:
         no models file has brought yet wait. Rows naming no model are whole products."""
         column = plan.mapping.join.model if plan.mapping.join else None
         records = self.ledger.model_records(self.endpoint)
-        by_line = {r.line: r for r in plan.table.rows}
+        by_place = {(r.sheet, r.line): r for r in plan.table.rows}
         out: dict[str, Product] = {}
         for product in plan.products:
-            model = _cell(by_line.get(product.lines[0]), column or "")
+            model = _cell(by_place.get(product.places()[0]), column or "")
             if not model:
                 out.setdefault(product.code, product)
                 continue
@@ -510,6 +522,8 @@ class Pipeline:
             joined = out.setdefault(root.code, Product(root.code, [], []))
             joined.items.extend(_under_model(it, root) for it in product.items)
             joined.lines.extend(product.lines)
+            if product.sheets:
+                joined.sheets = [*(joined.sheets or ()), *product.sheets]
             images = plan.images.pop(product.code, [])
             if images:
                 have = {j.image_id for j in plan.images.get(root.code, [])}
@@ -553,7 +567,8 @@ class Pipeline:
                 continue
             # the own item goes first: the API refuses variants whose options differ from a stored variant's
             items = [retire(o) for o in owns] + [join_item(owns[0], it, add) for it in product.items]
-            out.append(Product(product.code, items, [product.lines[0]] * len(owns) + product.lines))
+            sheets = [product.sheets[0]] * len(owns) + product.sheets if product.sheets else None
+            out.append(Product(product.code, items, [product.lines[0]] * len(owns) + product.lines, sheets=sheets))
         plan.products = out
         plan.hold(*check_products(out)[1:])
 
@@ -573,6 +588,7 @@ class Pipeline:
             line = product.lines[0]
             product.items = [retire(o) for o in owns] + [join_item(owns[0], r.item, r.add) for r in rows]
             product.lines = [line] * len(product.items)
+            product.sheets = product.sheets[:1] * len(product.items) if product.sheets else None
             rejoined.append(product)
             self.log.info("%s: product %s goes with the %d variants of %s", plan.path.name, product.code,
                           len(rows), rows[0].file)
@@ -779,14 +795,15 @@ class Plan:
     held: set[str]
     timings: dict[str, float]
     image_folder: Path | None = None  # where the images were looked for
-    # from the build, for the row accounting: rows folded into another's item, rows skipped (by
-    # rule), every line of each product (a product held back refuses all of them)
-    folded: dict[tuple[str | None, int], str] = field(default_factory=dict)
-    skipped: dict[tuple[str | None, int], str] = field(default_factory=dict)
+    # from the build, for the row accounting, by (sheet, line): rows folded into another's item,
+    # rows skipped (by rule), every row of each product (a product held back refuses all of them)
+    folded: dict[Place, str] = field(default_factory=dict)
+    skipped: dict[Place, str] = field(default_factory=dict)
     lines: dict[str, list[int]] = field(default_factory=dict)
+    sheets: dict[str, list[str | None]] = field(default_factory=dict)  # ... their sheets, when several are read
     file_refused: bool = False  # the mapping could not map the file at all (a column it needs is missing)
     rows: RowAccount = field(default_factory=RowAccount)
-    cleared: dict[int, frozenset[str]] = field(default_factory=dict)  # update files: line -> columns cleared
+    cleared: dict[Place, frozenset[str]] = field(default_factory=dict)  # update files: row -> columns cleared
     waiting: list[Partial] = field(default_factory=list)  # rows waiting for their product (kept in the ledger)
     released: list[int] = field(default_factory=list)  # ids of rows that waited and go now (or were abandoned)
     rows_abandoned: int = 0
@@ -805,7 +822,7 @@ class Plan:
             return False
         return any(p.severity == "error" for p in self.problems)
 
-    def hold(self, problems: list[Problem], held: dict[str, list[int]]) -> None:
+    def hold(self, problems: list[Problem], held: dict[str, list[Place]]) -> None:
         """Problems found once rows were merged or joined: their products held back, their rows rejected."""
         self.problems.extend(problems)
         self.held.update(held)
@@ -813,12 +830,17 @@ class Plan:
         known = {(r.row.sheet, r.row.line) for r in self.rejected}
         new = [r for r in _rejected_rows(self.table.rows, problems, held) if (r.row.sheet, r.row.line) not in known]
         self.rejected.extend(new)
+        _in_file_order(self.rejected, self.table.rows)
         # the row accounting was made when the file was mapped (rows waiting for their product
         # count as items then); a row refused once joined or merged moves from items to refused
-        not_items, row_lines = set(self.folded) | set(self.skipped), {row.line for row in self.table.rows}
-        moved = sum(1 for r in new if (r.row.sheet, r.row.line) not in not_items and r.row.line in row_lines)
+        not_items, rows = set(self.folded) | set(self.skipped), {(row.sheet, row.line) for row in self.table.rows}
+        moved = sum(1 for r in new if (place := (r.row.sheet, r.row.line)) not in not_items and place in rows)
         self.rows.items -= moved
         self.rows.refused += moved
+
+    def places_of(self, code: str) -> list[Place]:
+        """Every (sheet, line) of a product built from this file, sent or not."""
+        return places(self.lines.get(code, []), self.sheets.get(code, []))
 
     def hold_back(self, code: str, reason: str) -> None:
         """Hold back a product found unsendable after checking (e.g. an item too big to send)."""
@@ -828,13 +850,15 @@ class Plan:
         self.products.remove(product)
         self.held.add(code)
         self.images.pop(code, None)
-        self.problems.append(Problem(kind="size", reason=reason, line=product.lines[0] if product.lines else None,
-                                     product=code))
-        refused = {r.row.line for r in self.rejected}
-        by_line = {row.line: row for row in self.table.rows}
-        self.rejected.extend(Rejected(by_line.get(line) or Row(line, {}), f"product {code} held back: {reason}")
-                             for line in sorted(self.lines.get(code) or product.lines) if line not in refused)
-        self.rejected.sort(key=lambda r: r.row.line)
+        where = sorted(self.places_of(code) or product.places(), key=place_order)
+        first = where[0] if where else (None, None)
+        self.problems.append(Problem(kind="size", reason=reason, line=first[1], product=code, sheet=first[0]))
+        refused = {(r.row.sheet, r.row.line) for r in self.rejected}
+        by_place = {(row.sheet, row.line): row for row in self.table.rows}
+        self.rejected.extend(Rejected(by_place.get(place) or Row(place[1], {}, place[0]),
+                                      f"product {code} held back: {reason}")
+                             for place in where if place not in refused)
+        _in_file_order(self.rejected, self.table.rows)
         self.account()
 
     def account(self) -> RowAccount:
@@ -870,6 +894,7 @@ class Plan:
         report.problems.add(problems)
         report.header, report.rejected = list(t.header), list(self.rejected)
         report.header_row = self.mapping.source.header_row
+        report.csv_delimiter, report.csv_encoding = self.mapping.source.delimiter, self.mapping.source.encoding
         return report
 
 
@@ -885,7 +910,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     stage = stage or _quiet
     spec = mapping if isinstance(mapping, Mapping) else load_mapping_for(path, settings, mapping)
     spec = spec.with_names(settings.names_for(path.name))
-    cleared: dict[int, frozenset[str]] = {}
+    cleared: dict[Place, frozenset[str]] = {}
     with _collector_paused():
         tick = clock()
         stage("reading")
@@ -901,7 +926,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         tick = clock()
         stage("checking")
         check_problems: list[Problem] = []
-        held: dict[str, list[int]] = {}
+        held: dict[str, list[Place]] = {}
         if spec.mode == "update" or spec.join is not None or spec.models is not None:  # checked once whole
             kept = built.products
         else:
@@ -909,9 +934,10 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     problems = [*table.problems, *built.problems, *check_problems]
     _number_rows(problems, table, mentions=[*built.problems, *check_problems])
     _show_header(problems, table)
-    # held back by a bad row (build) or a broken rule (checks): code -> every line of the product,
-    # its parent row and folded rows too
-    held = {**built.held, **{code: sorted(built.lines.get(code) or lines) for code, lines in held.items()}}
+    # held back by a bad row (build) or a broken rule (checks): code -> every (sheet, line) of the
+    # product, its parent row and folded rows too
+    held = {**built.held, **{code: sorted(places(built.lines.get(code, []), built.sheets.get(code, [])) or where,
+                                          key=place_order) for code, where in held.items()}}
     products = kept
     timings["check"] = clock() - tick
 
@@ -928,9 +954,10 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         images[product.code] = found
         problems.extend(image_problems)
     timings["plan"] = clock() - tick
-    rejected = _rejected_rows(table.rows, problems, held)
+    rejected = _rejected_rows(table.rows, problems, held, table.refused_rows)
     plan = Plan(path, spec, table, products, problems, images, rejected, set(held), timings, folder,
-                folded=built.folded, skipped=built.skipped, lines=built.lines, file_refused=built.file_refused,
+                folded=built.folded, skipped=built.skipped, lines=built.lines, sheets=built.sheets,
+                file_refused=built.file_refused,
                 cleared=cleared)
     plan.account()
     return plan
@@ -1032,13 +1059,13 @@ def _under_model(item: dict, root: ModelRecord) -> dict:
     return {"source": {**item["source"], "source_product_code": root.code}, "product": product}
 
 
-def _cleared(rows: list[Row], token: str) -> tuple[list[Row], dict[int, frozenset[str]]]:
-    """Rows with cells holding the clear token made blank, and which columns each line cleared."""
+def _cleared(rows: list[Row], token: str) -> tuple[list[Row], dict[Place, frozenset[str]]]:
+    """Rows with cells holding the clear token made blank, and which columns each row (sheet, line) cleared."""
     out, cleared = [], {}
     for row in rows:
         gone = frozenset(column for column, text in row.cells.items() if text.strip() == token)
         if gone:
-            cleared[row.line] = gone
+            cleared[(row.sheet, row.line)] = gone
             row = replace(row, cells={c: ("" if c in gone else t) for c, t in row.cells.items()})
         out.append(row)
     return out, cleared
@@ -1092,31 +1119,48 @@ def _number_rows(problems: list[Problem], table: Table, mentions: Sequence[Probl
                 p.reason = _LINE_MENTION.sub(place, p.reason)
 
 
-def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[int]]) -> list[Rejected]:
-    """Every refused row with its reason; rows of a held-back product name the line that held it."""
-    reasons: dict[int, str] = {}
-    columns: dict[int, str | None] = {}
-    numbers: dict[int, int] = {}  # line -> row; the rows refused while reading never became a Row
+def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, list[Place]],
+                   unread: Sequence[Row] = ()) -> list[Rejected]:
+    """Every refused row with its reason, in file order; rows of a held-back product name the row that held it.
+
+    Rows are known by (sheet, line): with several sheets read, each sheet has its own line 3.
+    `unread` are the records the reader refused, with the cells it could read of them (they
+    never became rows); a refused record not among them is listed with no cells.
+    """
+    reasons: dict[Place, str] = {}
+    columns: dict[Place, str | None] = {}
+    numbers: dict[Place, int] = {}  # place -> row; the rows refused while reading never became a Row
     for p in problems:
         if p.severity == "error" and p.line is not None:
+            place = (p.sheet, p.line)
             where = f"{p.column}: " if p.column and p.column not in p.reason else ""
-            reasons.setdefault(p.line, f"{where}{p.reason}")
-            columns.setdefault(p.line, p.column)
+            reasons.setdefault(place, f"{where}{p.reason}")
+            columns.setdefault(place, p.column)
             if p.row_number is not None:
-                numbers.setdefault(p.line, p.row_number)
-    for code, lines in held.items():
-        first = next((ln for ln in lines if ln in reasons), None)
-        for ln in lines:
-            because = f" because of {describe_place(first, numbers.get(first))}" if first else ""
-            reasons.setdefault(ln, f"product {code} held back{because}")
-    by_line = {row.line: row for row in rows}
+                numbers.setdefault(place, p.row_number)
+    for code, its_rows in held.items():
+        first = next((place for place in its_rows if place in reasons), None)
+        because = f" because of {describe_place(first[1], numbers.get(first), first[0])}" if first else ""
+        for place in its_rows:
+            reasons.setdefault(place, f"product {code} held back{because}")
+    if not reasons:
+        return []
+    by_place = {place: row for row in chain(unread, rows) if (place := (row.sheet, row.line)) in reasons}
     out = []
-    for line in sorted(reasons):
-        row = by_line.get(line)
-        if row is None:
-            row = Row(line, {}, None, numbers.get(line))  # refused while reading: the cells never became a row
-        out.append(Rejected(row, reasons[line], columns.get(line)))
-    return out
+    for place, reason in reasons.items():
+        row = by_place.get(place)
+        if row is None:  # refused while reading, its cells not kept: listed with none
+            row = Row(place[1], {}, place[0], numbers.get(place))
+        out.append(Rejected(row, reason, columns.get(place)))
+    return _in_file_order(out, rows)
+
+
+def _in_file_order(rejected: list[Rejected], rows: list[Row]) -> list[Rejected]:
+    """Sort refused rows (in place) as the file has them: by sheet in the order read, then by line."""
+    sheets = {row.sheet: None for row in rows} if any(r.row.sheet for r in rejected) else {}
+    rank = {sheet: i for i, sheet in enumerate(sheets)}
+    rejected.sort(key=lambda r: (rank.get(r.row.sheet, len(rank)), r.row.line))
+    return rejected
 
 
 def _refusals(chunk: list[dict], exc: DataRejected) -> tuple[set[str], list[Problem]]:

@@ -498,7 +498,7 @@ def _read_csv(
         table.problems.append(Problem(kind="encoding", severity="warning", reason=decoded.doubt))
     bare_cr = text.count("\r") != text.count("\r\n")
     lines = _physical_lines(text, bare_cr)
-    problems = _Problems(table.problems)
+    problems = _Problems(table.problems, table.refused_rows)
     damage: dict[int, tuple[int, list[tuple[int, str]]]] = {}
     if decoded.escaped or "\x00" in text:
         lines = _screened(lines, line_offset + 1, decoded, damage, problems)
@@ -670,6 +670,8 @@ def _fill_csv_rows(csv_file, table, reader, header, after, damage, problems) -> 
             _refuse_runaway_cell(csv_file, raw, record, start)
         if damage:
             _refuse_bad_bytes(start, damage, problems, number)
+            if problems.wants("encoding"):
+                problems.keep(_as_read(record, header, start, number), "encoding")
             continue
         count = len(record)
         if count != width:
@@ -677,6 +679,8 @@ def _fill_csv_rows(csv_file, table, reader, header, after, damage, problems) -> 
                 extra = record[width:]
                 if any(v.strip() for v in extra):
                     problems.add(_shape_problem(record, width, start, number, headerless=not table.header_row))
+                    if problems.wants("shape"):
+                        problems.keep(_as_read(record, header, start, number), "shape")
                     continue
                 record = record[:width]
             else:
@@ -762,6 +766,7 @@ def _check_last_record(csv_file: _CsvFile, start: int, end: int, *, header: bool
     problems.add(Problem(kind="cut", line=start, row_number=cut.row_number, reason=(
         f"the last record looks cut short ({why}): the file was probably still being written "
         f"or the disk was full; the record is not read")))
+    problems.keep(cut, "cut")
 
 
 def _last_lines(text: str, count: int, bare_cr: bool) -> str:
@@ -822,11 +827,23 @@ class _Problems:
     so the report's totals stay exact while its size and the reader's memory stay bounded.
     """
 
-    def __init__(self, out: list[Problem]) -> None:
+    def __init__(self, out: list[Problem], refused: list[Row] | None = None) -> None:
         self.out = out
         self.listed: Counter[str] = Counter()
         self.unlisted: Counter[str] = Counter()
         self.records: set[int] = set()  # lines of the records refused, listed or not
+        self.refused = refused if refused is not None else []  # what was read of the first refused records
+        self.kept: Counter[str] = Counter()
+
+    def wants(self, kind: str) -> bool:
+        """Whether a refused record of `kind` is still kept (see `keep`)."""
+        return self.kept[kind] < MAX_LISTED_PER_KIND
+
+    def keep(self, row: Row, kind: str) -> None:
+        """Keep what was read of a refused record, for the rejected-rows files: the first few of each kind."""
+        if self.wants(kind):
+            self.kept[kind] += 1
+            self.refused.append(row)
 
     def room(self, kind: str) -> int:
         return max(MAX_LISTED_PER_KIND - self.listed[kind], 0)
@@ -868,13 +885,22 @@ def _shape_problem(record: list[str], width: int, line: int, number: int | None 
     extra = [v for v in record[width:] if v.strip()]
     than = f"the file's rows have {width} (columns beyond them need names in source.columns)" if headerless \
         else f"the header has {width}"
+    shown = ", ".join(extra)
+    shown = _ESCAPED.sub("\ufffd", shown if len(shown) <= 200 else shown[:200] + "...")
     return Problem(
         kind="shape",
-        reason=f"the row has {len(record)} fields but {than}; extra values are not read",
+        reason=f"the row has {len(record)} fields but {than}; extra values are not read: {shown}",
         line=line,
-        value=", ".join(extra)[:200],
+        value=shown,
         row_number=number,
     )
+
+
+def _as_read(record: list[str], header: list[str], line: int, number: int) -> Row:
+    """A refused record as far as it could be read: its first fields under the header's names
+    (the extra ones are named in the reason), a byte that is not text shown as U+FFFD."""
+    values = [_ESCAPED.sub("\ufffd", v) for v in record[:len(header)]]
+    return Row(line, dict(zip(header, values + [""] * (len(header) - len(values)), strict=True)), None, number)
 
 
 # --------------------------------------------------------------------------- workbooks

@@ -183,6 +183,10 @@ class Report:
     header: list[str] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     header_row: int = 1  # where the mapping finds the header: the rejected workbook puts its header there too
+    # the delimiter and encoding the mapping names (source.delimiter, source.encoding; None:
+    # detected): the rejected CSV is written with them, so the same mapping reads it back
+    csv_delimiter: str | None = None
+    csv_encoding: str | None = None
 
     def outcome(self, *, strict: bool = False) -> str:
         """How the file's run ended, as one word: the key of cli.EXIT_CODES.
@@ -241,7 +245,8 @@ class Report:
     def to_ledger(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """What the ledger keeps of a journaled file: the report's JSON and its rejected rows."""
         rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason, r.column, r.row.row_number] for r in self.rejected]
-        return self.to_json(), {"header": self.header, "rows": rows, "header_row": self.header_row}
+        return self.to_json(), {"header": self.header, "rows": rows, "header_row": self.header_row,
+                                 "csv_delimiter": self.csv_delimiter, "csv_encoding": self.csv_encoding}
 
     @classmethod
     def from_ledger(cls, data: dict[str, Any], rejected: dict[str, Any], *, started_at: float | None = None,
@@ -272,7 +277,9 @@ class Report:
         report.images_folder = data.get("images_folder")
         report.already_pushed = (data.get("already_pushed") or {}).get("finished_at")
         report.header = list(rejected.get("header") or [])
-        report.header_row = rejected.get("header_row") or 1
+        header_row = rejected.get("header_row")
+        report.header_row = 1 if header_row is None else header_row  # 0: a file without a header row
+        report.csv_delimiter, report.csv_encoding = rejected.get("csv_delimiter"), rejected.get("csv_encoding")
         # [line, sheet, cells, reason] then, in later ledgers, the refusing column and the row number
         report.rejected = [Rejected(Row(line, cells, sheet, *rest[1:2]), reason, *rest[:1])
                            for line, sheet, cells, reason, *rest in rejected.get("rows") or []]
@@ -289,29 +296,43 @@ def write_report_files(report: Report, stem: Path, *, sidecar: str = ".report.js
     path = Path(f"{stem}{sidecar}")
     write_json_atomic(path, report.to_json())
     if report.rejected:
-        write_rejected_csv(Path(f"{stem}.rejected.csv"), report.header, report.rejected)
+        write_rejected_csv(Path(f"{stem}.rejected.csv"), report.header, report.rejected,
+                           header_row=report.header_row, delimiter=report.csv_delimiter or ",",
+                           encoding=report.csv_encoding, file=report.file)
         write_rejected_xlsx(Path(f"{stem}.rejected.xlsx"), report.header, report.rejected, sheet=report.read.sheet,
                             header_row=report.header_row, file=report.file)
     return path
 
 
-def write_rejected_csv(path: Path, header: list[str], rejected: list[Rejected]) -> None:
-    """Write the refused rows to `path`: the original columns, then `row`, `line` and `reason`.
+def write_rejected_csv(path: Path, header: list[str], rejected: list[Rejected], *, header_row: int = 1,
+                       delimiter: str = ",", encoding: str | None = None, file: str = "") -> None:
+    """Write the refused rows to `path`: the original columns, then `sheet` (when several sheets
+    were read), `row`, `line` and `reason`.
 
     `row` is where a person finds the row in a spreadsheet (the Excel row; for a CSV the record
     number counting the header), `line` the physical line of a CSV where the record starts.
-    Text that a spreadsheet would run as a formula is neutralised (see `neutralise`). The file
-    is UTF-8 with a BOM so Excel shows accents right, and is written atomically.
+    The layout is the export's, so the same mapping reads the file back: the header on
+    `header_row` (under a line saying what the file is), and for a file without a header row
+    (`header_row` 0) no header at all, the added columns after the data where positions do not
+    reach them; the `delimiter` and `encoding` the mapping names, if it does. Text that a
+    spreadsheet would run as a formula is neutralised (see `neutralise`). Otherwise
+    comma-separated UTF-8 with a BOM, so Excel shows accents right. Written atomically.
     """
-    extra = _unique(["row", "line", "reason"], header)
+    sheets = any(row.sheet for row, _ in rejected)
+    extra = _unique(["sheet", "row", "line", "reason"] if sheets else ["row", "line", "reason"], header)
     out = io.StringIO(newline="")
-    writer = csv.writer(out)
-    writer.writerow([neutralise(name) for name in header + extra])
+    writer = csv.writer(out, delimiter=delimiter)
+    if header_row > 1:
+        writer.writerow([f"Rows of {file or 'the export'} that were refused: fix them and drop this file in the inbox"])
+        writer.writerows([] for _ in range(header_row - 2))
+    if header_row:
+        writer.writerow([neutralise(name) for name in header + extra])
     for row, reason in rejected:
         number = row.row_number if row.row_number is not None else row.line
         writer.writerow([neutralise(row.cells.get(name, "")) for name in header]
-                        + [str(number), str(row.line), neutralise(reason)])
-    write_atomic(path, out.getvalue().encode("utf-8-sig"))
+                        + ([row.sheet or ""] if sheets else []) + [str(number), str(row.line), neutralise(reason)])
+    # a character the named code page lacks (only ever in a reason) becomes "?"
+    write_atomic(path, out.getvalue().encode(encoding or "utf-8-sig", errors="replace"))
 
 
 # Refusals beyond this many are highlighted without a comment: each comment is a drawn shape
@@ -337,66 +358,32 @@ def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected],
     digits, `=1+1` stays those characters, never a formula); the cell that caused each
     refusal is highlighted with the reason as its comment (the reason cell when no cell did;
     comments for the first `max_comments` refusals, highlights for all). The header is on row
-    `header_row`, where the mapping looks for it, under a line saying what the file is. Written
-    row by row (openpyxl's write-only mode) to a temporary file, then renamed into place. Past
-    `max_rows` refused rows the rest are left to rejected.csv, and a second sheet says so.
+    `header_row`, where the mapping looks for it, under a line saying what the file is; with
+    `header_row` 0 (a file without a header row) there is none, and each value stays in the
+    Excel column whose number named it. Rows read from several sheets go to sheets of those
+    names. Written row by row (openpyxl's write-only mode) to a temporary file, then renamed
+    into place. Past `max_rows` refused rows the rest are left to rejected.csv, and a last
+    sheet says so.
     """
     from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.cell.cell import Cell
-    from openpyxl.comments import Comment
-    from openpyxl.styles import Font, PatternFill
-    from openpyxl.utils import get_column_letter
 
-    extra = _unique(["line", "reason"], header)
-    columns = header + extra
     workbook = Workbook(write_only=True)
-    ws = workbook.create_sheet(_sheet_title(sheet))
-    ws.freeze_panes = f"A{header_row + 1}"
-    for i in range(1, len(columns) + 1):  # typed-in values stay text too
-        ws.column_dimensions[get_column_letter(i)].number_format = "@"
-    flagged = PatternFill("solid", fgColor="FFC7CE")  # Excel's "bad" red
-    bold = Font(bold=True)
-
-    def text(value: str) -> Cell:
-        """A cell holding `value` as text, formatted as text so what a person types there stays text."""
-        if _NOT_IN_XML.search(value) or len(value) > _CELL_MAX:
-            value = _NOT_IN_XML.sub("", value)[:_CELL_MAX]
-        cell = WriteOnlyCell(ws, value=value or None)
-        if value:
-            cell.data_type = "s"  # text even where openpyxl would guess a formula (=...) or an error (#N/A)
-        cell.number_format = "@"
-        return cell
-
-    def marked(cell: Cell, reason: str, comment: bool) -> Cell:
-        cell.fill = flagged
-        if comment:
-            cell.comment = Comment(reason, "connector", width=300, height=80)
-        return cell
-
-    if header_row > 1:
-        ws.append([text(f"Rows of {file or 'the export'} that were refused: fix the highlighted cells (the "
-                        "reason is in each cell's comment and in the reason column) and drop this file in the inbox")])
-        for _ in range(header_row - 2):
-            ws.append([])
-    heading = []
-    for name in columns:
-        cell = text(name)
-        cell.font = bold
-        heading.append(cell)
-    ws.append(heading)
-    position = {name: i for i, name in enumerate(header)}
-    for n, refused in enumerate(rejected[:max_rows]):
-        row, reason = refused
-        column = getattr(refused, "column", None)
-        values = [text(row.cells.get(name, "")) for name in header]
-        values += [text(str(row.line)), text(reason)]
-        at = position.get(column or "", len(header) + 1)
-        values[at] = marked(values[at], reason, n < max_comments)
-        ws.append(values)
-    if len(rejected) > max_rows:  # a sheet of its own: the mapping reads the first sheet only
+    groups: dict[str | None, list[Rejected]] = {}
+    for refused in rejected[:max_rows]:
+        groups.setdefault(refused.row.sheet, []).append(refused)
+    titles: set[str] = set()
+    comments = max_comments
+    for name, rows in groups.items():
+        title = _sheet_title(name or sheet)
+        while title.casefold() in titles:  # two names that differ only in characters Excel refuses
+            title = f"{title[:27]} ({len(titles) + 1})"
+        titles.add(title.casefold())
+        comments -= _fill_sheet(workbook.create_sheet(title), header, rows, header_row=header_row, file=file,
+                                comments=comments)
+    if len(rejected) > max_rows:  # a sheet of its own, last: a mapping reads the first sheet only
         note = workbook.create_sheet("more rows")
-        note.append([f"{len(rejected):,} rows were refused; the first {max_rows:,} are on the first sheet, and "
+        note.append([f"{len(rejected):,} rows were refused; the first {max_rows:,} are on the "
+                     f"{'first sheet' if len(groups) == 1 else 'sheets before this one'}, and "
                      f"all of them are in {file or 'the export'}.rejected.csv"])
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -411,6 +398,76 @@ def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected],
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def _fill_sheet(ws: Any, header: list[str], rejected: list[Rejected], *, header_row: int, file: str,
+                comments: int) -> int:
+    """Write one sheet of refused rows (see write_rejected_xlsx); returns how many comments it used."""
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import Cell
+    from openpyxl.comments import Comment
+    from openpyxl.styles import Font, PatternFill
+    from openpyxl.utils import get_column_letter
+
+    extra = _unique(["line", "reason"], header)
+    lead = _first_column(header) if not header_row else 0
+    if header_row:
+        ws.freeze_panes = f"A{header_row + 1}"
+    for i in range(lead + 1, lead + len(header) + len(extra) + 1):  # typed-in values stay text too
+        ws.column_dimensions[get_column_letter(i)].number_format = "@"
+    flagged = PatternFill("solid", fgColor="FFC7CE")  # Excel's "bad" red
+    bold = Font(bold=True)
+
+    def text(value: str) -> Cell:
+        """A cell holding `value` as text, formatted as text so what a person types there stays text."""
+        if _NOT_IN_XML.search(value) or len(value) > _CELL_MAX:
+            value = _NOT_IN_XML.sub("", value)[:_CELL_MAX]
+        cell = WriteOnlyCell(ws, value=value or None)
+        if value:
+            cell.data_type = "s"  # text even where openpyxl would guess a formula (=...) or an error (#N/A)
+        cell.number_format = "@"
+        return cell
+
+    if header_row > 1:
+        ws.append([text(f"Rows of {file or 'the export'} that were refused: fix the highlighted cells (the "
+                        "reason is in each cell's comment and in the reason column) and drop this file in the inbox")])
+        for _ in range(header_row - 2):
+            ws.append([])
+    if header_row:
+        heading = []
+        for name in header + extra:
+            cell = text(name)
+            cell.font = bold
+            heading.append(cell)
+        ws.append(heading)
+    position = {name: i for i, name in enumerate(header)}
+    used = 0
+    for refused in rejected:
+        row, reason = refused
+        values: list[Cell | None] = [None] * lead
+        values += [text(row.cells.get(name, "")) for name in header]
+        if not header_row and header and values[lead].value is None:  # type: ignore[union-attr]
+            # a file without a header row names its columns from the first one holding a value:
+            # a blank there in every row would shift every name by one (a space reads as blank)
+            values[lead] = text(" ")
+        values += [text(str(row.line)), text(reason)]
+        cell = values[lead + position.get(getattr(refused, "column", None) or "", len(header) + 1)]
+        assert cell is not None
+        cell.fill = flagged
+        if used < comments:
+            cell.comment = Comment(reason, "connector", width=300, height=80)
+            used += 1
+        ws.append(values)
+    return used
+
+
+def _first_column(header: list[str]) -> int:
+    """Columns left of a headerless file's first one: its positional names are Excel column numbers
+    (a sheet starting at column C names it "3"), so the values go back to the same columns."""
+    for i, name in enumerate(header):
+        if name.isdigit():
+            return max(int(name) - 1 - i, 0)
+    return 0
 
 
 def _sheet_title(sheet: str | None) -> str:

@@ -192,6 +192,6 @@ def assert_every_row_once(plan) -> RowAccount:
     assert rows.balanced, rows.line()
     assert rows.read == len(plan.table.rows) + plan.table.rows_refused
     assert rows.items == sum(len(p.items) for p in plan.products)
-    assert rows.refused == len({r.row.line for r in plan.rejected})  # every refusal listed in these files
+    assert rows.refused == len({(r.row.sheet, r.row.line) for r in plan.rejected})  # every refusal listed here
     assert sum(rows.skipped.values()) == sum(1 for p in plan.problems if p.severity == "skipped")
     return rows

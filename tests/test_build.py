@@ -217,7 +217,7 @@ def test_a_bad_row_holds_back_its_whole_product_but_not_others():
     mapping = mapping_of({"variant": {"price": "price"}})
     built = build_products(rows_of(row(sku="A1", price="1"), row(code="P2", sku="B1", price="2"), row(sku="A2", price="x")), mapping, source_id=1)
     assert [p.code for p in built.products] == ["P2"]
-    assert built.held == {"P1": [2, 4]}
+    assert built.held == {"P1": [(None, 2), (None, 4)]}
     (problem,) = [p for p in built.problems if p.severity == "error"]
     assert (problem.line, problem.product) == (4, "P1")
 

@@ -223,7 +223,7 @@ def test_a_continuation_row_that_changes_a_single_value_is_refused_with_its_reco
     (error,) = [p for p in built.problems if p.severity == "error"]
     assert error.line == 3 and error.column == "price" and error.product == "P1"
     assert 'price "12.0" differs from "10.0" on line 2, the row it continues' in error.reason
-    assert built.held == {"P1": [2, 3]}
+    assert built.held == {"P1": [(None, 2), (None, 3)]}
 
 
 def test_a_field_the_record_left_blank_is_taken_from_its_continuation():
@@ -254,7 +254,7 @@ def test_continuations_share_the_fate_of_their_record():
     assert fates[5][1] == "skipped with line 4, the row it continues"
     rule = 'skip_rows[0]: column "title" is "DISCONTINUED"'
     assert {built.skipped[(None, line)] for line in (4, 5, 6, 7)} == {rule}
-    assert fates[8][0] == "error" and built.held == {"P3": [8, 9]}
+    assert fates[8][0] == "error" and built.held == {"P3": [(None, 8), (None, 9)]}
 
 
 def test_odoo_template_export_rows_with_a_variant_code_are_variants_of_the_product_above():

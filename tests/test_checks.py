@@ -72,7 +72,7 @@ def test_rules_of_one_product(items, expected):
     assert summary(problems) == expected
     failed = any(e[1] == "error" for e in expected)
     assert (kept == []) is failed
-    assert held == ({"P1": list(range(2, 2 + len(items)))} if failed else {})
+    assert held == ({"P1": [(None, line) for line in range(2, 2 + len(items))]} if failed else {})
 
 
 def test_conflicting_titles_name_both_lines():
@@ -101,14 +101,14 @@ def test_duplicate_variant_code_across_products_holds_back_both():
     p3 = product(item("P3", "OK"), code="P3", first_line=9)
     kept, problems, held = check_products([p1, p2, p3])
     assert [p.code for p in kept] == ["P3"]
-    assert held == {"P1": [2], "P2": [7]}
+    assert held == {"P1": [(None, 2)], "P2": [(None, 7)]}
     assert sorted((p.kind, p.line, p.product, p.value) for p in problems) == [("duplicate", 2, "P1", "DUP"), ("duplicate", 7, "P2", "DUP")]
     assert any("line 2 (product P1)" in p.reason for p in problems)
 
 
 def test_duplicate_variant_code_within_a_product():
     kept, problems, held = check_products([product(item(sku="A", options={"S": "1"}), item(sku="A", options={"S": "2"}))])
-    assert not kept and held == {"P1": [2, 3]}
+    assert not kept and held == {"P1": [(None, 2), (None, 3)]}
     assert [(p.kind, p.line) for p in problems] == [("duplicate", 3)]
 
 
@@ -116,4 +116,4 @@ def test_other_products_go_on_when_one_fails():
     good = product(item("G", "G1"), code="G", first_line=5)
     bad = product(item("B", "B1", title=None), code="B", first_line=6)
     kept, _, held = check_products([good, bad])
-    assert [p.code for p in kept] == ["G"] and held == {"B": [6]}
+    assert [p.code for p in kept] == ["G"] and held == {"B": [(None, 6)]}
