@@ -123,3 +123,20 @@ def test_a_combination_cheaper_than_its_product_goes_at_the_product_s_price_less
     assert outcome.status == "done", outcome.message
     prices = {v["source_variant_code"]: v["price"] for v in stored(fast_sandbox)["P8"]["variants"]}
     assert prices == {"P8-S": 90.0, "P8-L": 100.0}
+
+
+@pytest.mark.xfail(strict=True, reason="catalogue.release merges waiting rows oldest first with under=True: the "
+                                       "oldest stock figure fills the field and the newer rows cannot change it")
+def test_two_stock_files_before_their_products_the_newer_figure_goes(fast_sandbox, tmp_path):
+    drop = copy_corpus(tmp_path, "products.csv", "mainWarehouseInventory.csv")
+    text = (drop / "mainWarehouseInventory.csv").read_text(encoding="utf-8")
+    (drop / "mainWarehouseInventory.csv").rename(drop / "stock-0800.csv")
+    (drop / "stock-0815.csv").write_text(text.replace(",100000,", ",5,"), encoding="utf-8")
+    settings = stock_settings(tmp_path, fast_sandbox)
+    settings.rules = [Rule(pattern="stock-*.csv", mapping="warehouse-stock", warehouse="main")]
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(drop / "stock-0800.csv").status == "done"  # both wait for their products
+    assert pipeline.run_file(drop / "stock-0815.csv").status == "done"
+    assert pipeline.run_file(drop / "products.csv", mapping="openboxes").status == "done"
+    (qx039,) = stored(fast_sandbox)["QX039"]["variants"]
+    assert qx039["qty_availability"] == [{"description": "main", "qty": 5}] and qx039["qty"] == 5
