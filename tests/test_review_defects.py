@@ -140,3 +140,21 @@ def test_two_stock_files_before_their_products_the_newer_figure_goes(fast_sandbo
     assert pipeline.run_file(drop / "products.csv", mapping="openboxes").status == "done"
     (qx039,) = stored(fast_sandbox)["QX039"]["variants"]
     assert qx039["qty_availability"] == [{"description": "main", "qty": 5}] and qx039["qty"] == 5
+
+
+@pytest.mark.xfail(strict=True, reason="_rejoin skips a product whose own row is inactive: its join variants stay "
+                                       "active and nothing is sent")
+def test_a_product_deleted_in_the_product_file_retires_its_combinations(fast_sandbox, tmp_path):
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "shop-products.yaml").write_text(
+        PRODUCTS + "active: {column: active, active: ['1'], delete: ['0']}\n", encoding="utf-8")
+    (tmp_path / "mappings" / "shop-combinations.yaml").write_text(COMBINATIONS, encoding="utf-8")
+    (tmp_path / "products.csv").write_text("id,name,ref,price,active\nP8,Widget,P8-own,100,1\n", encoding="utf-8")
+    (tmp_path / "combinations.csv").write_text("id,ref,size,impact\nP8,P8-S,S,0\nP8,P8-L,L,5\n", encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "products.csv", mapping="shop-products").status == "done"
+    assert pipeline.run_file(tmp_path / "combinations.csv", mapping="shop-combinations").status == "done"
+    assert {v["source_variant_code"] for v in stored(fast_sandbox)["P8"]["variants"]} == {"P8-S", "P8-L"}
+    (tmp_path / "products.csv").write_text("id,name,ref,price,active\nP8,Widget,P8-own,100,0\n", encoding="utf-8")
+    assert pipeline.run_file(tmp_path / "products.csv", mapping="shop-products").status == "done"
+    assert "P8" not in stored(fast_sandbox) or not any(v["active"] for v in stored(fast_sandbox)["P8"]["variants"])
