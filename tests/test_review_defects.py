@@ -158,3 +158,21 @@ def test_a_product_deleted_in_the_product_file_retires_its_combinations(fast_san
     (tmp_path / "products.csv").write_text("id,name,ref,price,active\nP8,Widget,P8-own,100,0\n", encoding="utf-8")
     assert pipeline.run_file(tmp_path / "products.csv", mapping="shop-products").status == "done"
     assert "P8" not in stored(fast_sandbox) or not any(v["active"] for v in stored(fast_sandbox)["P8"]["variants"])
+
+
+@pytest.mark.xfail(strict=True, reason="a duplicate complete file is planned without _merge (no _rejoin), so "
+                                       "_vanished finds every join variant missing and deletes it")
+def test_the_same_complete_product_file_again_deletes_nothing(fast_sandbox, tmp_path):
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "shop-products.yaml").write_text(
+        PRODUCTS + "complete: true\nvanished: delete\nmax_vanished: 10\nimages: {pattern: ['{sku}.jpg']}\n",
+        encoding="utf-8")
+    (tmp_path / "mappings" / "shop-combinations.yaml").write_text(COMBINATIONS, encoding="utf-8")
+    (tmp_path / "products.csv").write_text("id,name,ref,price\nP8,Widget,P8-own,100\nP9,Gadget,P9-own,50\n",
+                                           encoding="utf-8")
+    (tmp_path / "combinations.csv").write_text("id,ref,size,impact\nP8,P8-S,S,0\nP8,P8-L,L,5\n", encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "products.csv", mapping="shop-products").status == "done"
+    assert pipeline.run_file(tmp_path / "combinations.csv", mapping="shop-combinations").status == "done"
+    pipeline.run_file(tmp_path / "products.csv", mapping="shop-products")  # the same nightly file once more
+    assert {v["source_variant_code"] for v in stored(fast_sandbox)["P8"]["variants"]} == {"P8-S", "P8-L"}
