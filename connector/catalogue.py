@@ -410,3 +410,81 @@ def _apply_sums(variant: dict[str, Any], sums: tuple[tuple[str, str], ...]) -> N
     """The mapping's totals (`qty: {sum: qty_availability}`) of a merged variant; a variant with no
     entries of a family keeps the value it had (the catalogue's), unlike a row of a full file."""
     apply_totals(variant, tuple((name, family) for name, family in sums if variant.get(family)))
+
+
+# Fields of an item no mapping's field list names: its identity and its options.
+_STRUCTURAL = frozenset({"variants", "options", "source_variant_code", "option1", "option2", "option3"})
+
+
+def mapped_by(mapping: Mapping, header: Iterable[str]) -> tuple[set[str], set[str], dict[str, set[str] | None]]:
+    """What a full file with this mapping and header maps: (product fields, variant fields, family ->
+    the entry names it maps, or None for a family it maps not at all).
+
+    A field or entry the mapping names is mapped even when its cell is blank (the file then says
+    "no value"); a pattern family maps the entries its header's columns name.
+    """
+    product = {name for name, _ in mapping.product}
+    variant = {name for name, _ in mapping.variant} | {name for name, _ in mapping.totals}
+    families: dict[str, set[str] | None] = {}
+    paths = _column_paths(mapping)
+    for key in FAMILIES:
+        fam = getattr(mapping, key)
+        families[key] = None if fam is None else {name for name, _ in fam.entries}
+    for column in header:
+        for section, name in paths(column):
+            found = families.get(section)
+            if found is not None:
+                found.add(name)
+    return product, variant, families
+
+
+def keep_unmapped(products: list[Product], known: dict[tuple[str, str], dict[str, Any]], mapping: Mapping,
+                  header: Iterable[str]) -> int:
+    """A full file's items completed with what the catalogue holds for fields its mapping does not map.
+
+    A full file is the truth for the fields it maps (a blank one is left out, as always); a field
+    or family entry it does not map at all (a warehouse's qty an update file set) keeps the
+    catalogue's value, so a product file after the stock files does not wipe the stock. Sums are
+    computed again afterwards. Items change in place; returns how many took something.
+    """
+    product_fields, variant_fields, families = mapped_by(mapping, header)
+    taken = 0
+    for product in products:
+        for i, item in enumerate(product.items):
+            variant = item["product"]["variants"]
+            base = known.get((product.code, variant["source_variant_code"]))
+            if base is None:
+                continue
+            old_product = base["product"]
+            new_product = _kept(item["product"], old_product, product_fields, families)
+            new_variant = _kept(variant, old_product.get("variants") or {}, variant_fields, families)
+            if new_product is item["product"] and new_variant is variant:
+                continue
+            apply_totals(new_variant, mapping.totals)
+            product.items[i] = {"source": item["source"], "product": {**new_product, "variants": new_variant}}
+            taken += 1
+    return taken
+
+
+def _kept(fields: dict[str, Any], old: dict[str, Any], mapped: set[str],
+          families: dict[str, set[str] | None]) -> dict[str, Any]:
+    """`fields` with the unmapped fields and family entries of `old` added (the same dict when none)."""
+    out = fields
+    for name, value in old.items():
+        if name in _STRUCTURAL:
+            continue
+        if name in FAMILIES:
+            if not isinstance(value, list):
+                continue
+            names = families.get(name)
+            name_key = FAMILIES[name][3]
+            extra = [e for e in value if names is None or e.get(name_key) not in names]
+            have = {e.get(name_key) for e in fields.get(name) or ()}
+            extra = [e for e in extra if e.get(name_key) not in have]
+            if extra:
+                out = dict(out) if out is fields else out
+                out[name] = [*(fields.get(name) or ()), *extra]
+        elif name not in mapped and name not in fields:
+            out = dict(out) if out is fields else out
+            out[name] = value
+    return out

@@ -33,6 +33,7 @@ from connector.catalogue import (
     index,
     join_item,
     json_path,
+    keep_unmapped,
     merge_updates,
     partials_of,
     read_paths,
@@ -641,6 +642,10 @@ class Pipeline:
         plan.released.extend(p.id for p in released if p.id is not None)
         for p in released:
             self.log.info("%s: line %d of %s (waiting for its product) goes with it", plan.path.name, p.line, p.file)
+        if plan.mapping.mode == "full" and plan.mapping.join is None and plan.mapping.models is None:
+            # a full file is the truth for what it maps; what it does not map (a warehouse's stock) is kept
+            keep_unmapped(plan.products, self.ledger.known_items(self.endpoint, [p.code for p in plan.products]),
+                          plan.mapping, plan.table.header)
         going = {p.code for p in plan.products}  # no picture goes before (or without) its product
         plan.images = {code: jobs for code, jobs in plan.images.items() if code in going}
 
