@@ -313,8 +313,11 @@ def _grouped(merged: dict[tuple[str, str], dict[str, Any]], lines: dict[tuple[st
 def release(products: list[Product], waiting: list[Partial]) -> tuple[list[Product], list[Partial]]:
     """Rows that waited for their product, merged under the items of a file that brings it.
 
-    The newer file wins where both set a field; a waiting row adds what the file lacks (a
-    warehouse's qty, a stock figure). Returns the products and the partials released.
+    The newer file wins where both set a field: the file that brings the product is newer than
+    every row that waited for it, and of the waiting rows (oldest first in `waiting`) the newest
+    wins, so they are merged newest first, each filling only what is still missing. A waiting row
+    adds what the file lacks (a warehouse's qty, a stock figure). Returns the products and the
+    partials released, in the order given.
     """
     if not waiting:
         return products, []
@@ -331,7 +334,7 @@ def release(products: list[Product], waiting: list[Partial]) -> tuple[list[Produ
             by_sku.setdefault(str(variant.get("sku")), []).append(place)
             by_product.setdefault(product.code, []).append(place)
     released = []
-    for partial in waiting:
+    for partial in reversed(waiting):
         if partial.key == "product":
             places = by_product.get(partial.value, [])
         elif partial.key == "sku":
@@ -346,6 +349,7 @@ def release(products: list[Product], waiting: list[Partial]) -> tuple[list[Produ
             if items[j]["source"].get("product_active") == "true":
                 items[j] = merge_item(items[j], partial, under=True)
         released.append(partial)
+    released.reverse()
     return products, released
 
 
@@ -387,7 +391,9 @@ def join_item(own: dict[str, Any], row: dict[str, Any], add: Iterable[str]) -> d
     """A join file's row as a whole item: its product's fields from `own` (the item the product's file
     brought), the row's options and variant; `add` fields are the product's value plus the row's difference.
 
-    own price 100 + a row's price 40 (PrestaShop "Impact on price") -> 140.
+    own price 100 + a row's price 40 (PrestaShop "Impact on price") -> 140. When the own item has
+    no value, the row's difference is no value either: the field is left out (a difference that
+    is not 0 then refuses the row, see `join_gaps`), never sent as if it were the price.
     """
     product = {k: v for k, v in own["product"].items() if k != "variants"}
     product.update((k, v) for k, v in row["product"].items() if k != "variants")
@@ -397,8 +403,19 @@ def join_item(own: dict[str, Any], row: dict[str, Any], add: Iterable[str]) -> d
         if isinstance(base.get(name), (int, float)):
             total = base[name] + (variant.get(name) or 0)
             variant[name] = total if isinstance(total, int) else round(total, 6)
+        else:
+            variant.pop(name, None)
     product["variants"] = variant
     return {"source": {**own["source"], "product_active": "true"}, "product": product}
+
+
+def join_gaps(own: dict[str, Any], row: dict[str, Any], add: Iterable[str]) -> list[tuple[str, Any]]:
+    """The `add` fields a join row changes by a difference that is not 0 while the own item has no value
+    for them: (field, difference). Such a row cannot be priced (or weighed) and is refused."""
+    base = own["product"].get("variants") or {}
+    variant = row["product"]["variants"]
+    return [(name, variant[name]) for name in add
+            if variant.get(name) not in (None, 0) and not isinstance(base.get(name), (int, float))]
 
 
 def retire(item: dict[str, Any]) -> dict[str, Any]:

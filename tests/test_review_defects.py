@@ -1,16 +1,18 @@
 """Defects found in review of the merged round (catalogue, update files, joins), shown end to end.
 
-Each test is marked xfail(strict=True): it fails today for the reason given, and turns the
-suite red (XPASS) once the defect is fixed, so the mark is then removed.
+A test still marked xfail(strict=True) shows a defect not fixed yet: it turns the suite red
+(XPASS) once the defect is fixed, so the mark is then removed. The others guard the fixes.
 """
 
 from __future__ import annotations
 
 import shutil
 
+import openpyxl
 import pytest
 
 from connector.config import Rule
+from connector.report import write_report_files
 from tests.support import pipeline_for
 from tests.test_catalogue import copy_corpus, stock_settings, stored
 
@@ -56,7 +58,6 @@ def test_a_field_the_full_file_maps_and_leaves_blank_is_blank_though_an_update_s
     assert variant["qty"] == 7  # not mapped by the product file: the update's value is kept
 
 
-@pytest.mark.xfail(strict=True, reason="the duplicate check ignores the warehouse a rule takes from the file name")
 def test_the_same_bytes_as_another_warehouse_file_are_that_warehouse_s_stock(fast_sandbox, tmp_path):
     drop = copy_corpus(tmp_path, "products.csv", "bostonWarehouseInventory.csv")
     shutil.copy(drop / "bostonWarehouseInventory.csv", drop / "denverWarehouseInventory.csv")
@@ -125,8 +126,6 @@ options:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="a join row's price difference is checked as a price before the join: a "
-                                       "negative 'Impact on price' is refused as 'price -10.0 is below 0'")
 def test_a_combination_cheaper_than_its_product_goes_at_the_product_s_price_less_the_impact(fast_sandbox,
                                                                                             tmp_path):
     settings = stock_settings(tmp_path, fast_sandbox)
@@ -143,8 +142,6 @@ def test_a_combination_cheaper_than_its_product_goes_at_the_product_s_price_less
     assert prices == {"P8-S": 90.0, "P8-L": 100.0}
 
 
-@pytest.mark.xfail(strict=True, reason="catalogue.release merges waiting rows oldest first with under=True: the "
-                                       "oldest stock figure fills the field and the newer rows cannot change it")
 def test_two_stock_files_before_their_products_the_newer_figure_goes(fast_sandbox, tmp_path):
     drop = copy_corpus(tmp_path, "products.csv", "mainWarehouseInventory.csv")
     text = (drop / "mainWarehouseInventory.csv").read_text(encoding="utf-8")
@@ -160,8 +157,6 @@ def test_two_stock_files_before_their_products_the_newer_figure_goes(fast_sandbo
     assert qx039["qty_availability"] == [{"description": "main", "qty": 5}] and qx039["qty"] == 5
 
 
-@pytest.mark.xfail(strict=True, reason="_rejoin skips a product whose own row is inactive: its join variants stay "
-                                       "active and nothing is sent")
 def test_a_product_deleted_in_the_product_file_retires_its_combinations(fast_sandbox, tmp_path):
     settings = stock_settings(tmp_path, fast_sandbox)
     (tmp_path / "mappings" / "shop-products.yaml").write_text(
@@ -178,8 +173,6 @@ def test_a_product_deleted_in_the_product_file_retires_its_combinations(fast_san
     assert "P8" not in stored(fast_sandbox) or not any(v["active"] for v in stored(fast_sandbox)["P8"]["variants"])
 
 
-@pytest.mark.xfail(strict=True, reason="a duplicate complete file is planned without _merge (no _rejoin), so "
-                                       "_vanished finds every join variant missing and deletes it")
 def test_the_same_complete_product_file_again_deletes_nothing(fast_sandbox, tmp_path):
     settings = stock_settings(tmp_path, fast_sandbox)
     (tmp_path / "mappings" / "shop-products.yaml").write_text(
@@ -196,8 +189,6 @@ def test_the_same_complete_product_file_again_deletes_nothing(fast_sandbox, tmp_
     assert {v["source_variant_code"] for v in stored(fast_sandbox)["P8"]["variants"]} == {"P8-S", "P8-L"}
 
 
-@pytest.mark.xfail(strict=True, reason="a file with no data rows is not refused when its header lacks the group_by "
-                                       "column, so as a complete file it deletes the catalogue")
 def test_an_error_page_saved_as_the_complete_export_is_refused_and_deletes_nothing(fast_sandbox, tmp_path):
     settings = stock_settings(tmp_path, fast_sandbox)
     (tmp_path / "mappings" / "shop-products.yaml").write_text(
@@ -210,3 +201,64 @@ def test_an_error_page_saved_as_the_complete_export_is_refused_and_deletes_nothi
     outcome = pipeline.run_file(tmp_path / "products.csv", mapping="shop-products")
     assert outcome.status == "refused"
     assert set(stored(fast_sandbox)) == {"P8", "P9"}
+
+
+def test_a_complete_export_with_its_header_and_no_rows_is_refused_and_deletes_nothing(fast_sandbox, tmp_path):
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "shop-products.yaml").write_text(
+        PRODUCTS + "complete: true\nvanished: delete\nmax_vanished: 10\n", encoding="utf-8")
+    (tmp_path / "products.csv").write_text("id,name,ref,price\nP8,Widget,P8-own,100\n", encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "products.csv", mapping="shop-products").status == "done"
+    (tmp_path / "products.csv").write_text("id,name,ref,price\n", encoding="utf-8")  # the export stopped early
+    outcome = pipeline.run_file(tmp_path / "products.csv", mapping="shop-products")
+    assert outcome.status == "refused" and "no data rows" in outcome.message
+    assert stored(fast_sandbox)["P8"]["variants"][0]["active"]
+
+
+@pytest.mark.parametrize("order", ["products first", "combinations first"])
+def test_a_combination_of_a_product_without_price_is_refused_saying_so(fast_sandbox, tmp_path, order):
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "shop-products.yaml").write_text(PRODUCTS, encoding="utf-8")
+    (tmp_path / "mappings" / "shop-combinations.yaml").write_text(COMBINATIONS, encoding="utf-8")
+    (tmp_path / "products.csv").write_text("id,name,ref,price\nP8,Widget,P8-own,\nP9,Gadget,P9-own,50\n",
+                                           encoding="utf-8")
+    (tmp_path / "combinations.csv").write_text("id,ref,size,impact\nP8,P8-S,S,-10\nP8,P8-L,L,0\nP9,P9-S,S,5\n",
+                                               encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    files = [("products.csv", "shop-products"), ("combinations.csv", "shop-combinations")]
+    outcomes = [pipeline.run_file(tmp_path / name, mapping=m) for name, m in
+                (files if order == "products first" else files[::-1])]
+    assert all(o.status == "done" for o in outcomes), [o.message for o in outcomes]
+    prices = {v["source_variant_code"]: v.get("price") for v in stored(fast_sandbox)["P9"]["variants"] if v["active"]}
+    assert prices == {"P9-S": 55.0}
+    p8 = [v for v in stored(fast_sandbox).get("P8", {}).get("variants", []) if v["active"]]
+    assert not [v for v in p8 if v["source_variant_code"] == "P8-S"]  # never sent at -10 as if it were a price
+    reasons = [p["reason"] for o in outcomes for p in o.to_json()["problems"] if p["kind"] == "join"]
+    assert reasons and "product P8 has no price" in reasons[0]
+
+
+def test_a_fixed_rejected_warehouse_workbook_is_that_warehouse_s_stock(fast_sandbox, tmp_path):
+    drop = copy_corpus(tmp_path, "products.csv", "bostonWarehouseInventory.csv")
+    text = (drop / "bostonWarehouseInventory.csv").read_text(encoding="utf-8")
+    (drop / "bostonWarehouseInventory.csv").write_text(text.replace(",3000,", ",7x0,", 1), encoding="utf-8")
+    settings = stock_settings(tmp_path, fast_sandbox)
+    settings.rules = [Rule(pattern="*WarehouseInventory.csv", mapping="warehouse-stock", warehouse="{stem}")]
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(drop / "products.csv", mapping="openboxes").status == "done"
+    first = pipeline.run_file(drop / "bostonWarehouseInventory.csv")
+    assert first.status == "done" and first.counts.rows_refused == 1
+    reasons = [r.reason for r in first.rejected]
+    assert any('bostonWarehouseInventory "7x0"' in r for r in reasons), reasons  # the name, not "{warehouse}"
+    (tmp_path / "reports").mkdir()
+    write_report_files(first, tmp_path / "reports" / "bostonWarehouseInventory.csv")
+    workbook = openpyxl.load_workbook(tmp_path / "reports" / "bostonWarehouseInventory.csv.rejected.xlsx")
+    ws = workbook.active
+    column = [c.value for c in ws[1]].index("Physical QOH")
+    row = next(r for r in ws.iter_rows(min_row=2) if r[column].value == "7x0")
+    row[column].value = "70"
+    workbook.save(drop / "bostonWarehouseInventory.csv.rejected.xlsx")  # fixed and dropped back
+    again = pipeline.run_file(drop / "bostonWarehouseInventory.csv.rejected.xlsx")
+    assert again.status == "done", again.message
+    (qx039,) = stored(fast_sandbox)["QX039"]["variants"]
+    assert {e["description"] for e in qx039["qty_availability"]} == {"bostonWarehouseInventory"}
