@@ -12,7 +12,7 @@ import openpyxl
 import pytest
 
 from connector.config import Rule
-from connector.report import write_report_files
+from connector.report import summarise, write_report_files
 from tests.support import pipeline_for
 from tests.test_catalogue import copy_corpus, stock_settings, stored
 
@@ -262,3 +262,18 @@ def test_a_fixed_rejected_warehouse_workbook_is_that_warehouse_s_stock(fast_sand
     assert again.status == "done", again.message
     (qx039,) = stored(fast_sandbox)["QX039"]["variants"]
     assert {e["description"] for e in qx039["qty_availability"]} == {"bostonWarehouseInventory"}
+
+
+def test_the_summary_of_a_push_that_deleted_products_says_how_many(fast_sandbox, tmp_path):
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "shop-products.yaml").write_text(
+        PRODUCTS + "complete: true\nvanished: delete\nmax_vanished: 10\n", encoding="utf-8")
+    (tmp_path / "products.csv").write_text("id,name,ref,price\nP8,Widget,P8-own,100\nP9,Gadget,P9-own,50\n",
+                                           encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    first = pipeline.run_file(tmp_path / "products.csv", mapping="shop-products")
+    assert first.status == "done" and "vanished" not in summarise(first)
+    (tmp_path / "products.csv").write_text("id,name,ref,price\nP8,Widget,P8-own,100\n", encoding="utf-8")
+    outcome = pipeline.run_file(tmp_path / "products.csv", mapping="shop-products")
+    assert outcome.status == "done" and "P9" not in stored(fast_sandbox)  # retired at the API
+    assert "products vanished (not in this complete file): 1; deleted: 1" in summarise(outcome)
