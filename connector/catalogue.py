@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .build import apply_totals
-from .mapping import FAMILIES, FieldSpec, Mapping
+from .mapping import FAMILIES, PRODUCT_FIELDS, VARIANT_FIELDS, FieldSpec, Mapping
 from .model import Product
 
 # A field path: ("product", name), ("variant", name) or (family key, entry name)
@@ -453,6 +453,17 @@ def mapped_by(mapping: Mapping, header: Iterable[str]) -> tuple[set[str], set[st
             if found is not None:
                 found.add(name)
     return product, variant, families
+
+
+def unmapped(mapping: Mapping, header: Iterable[str]
+             ) -> tuple[list[FieldPath], list[tuple[FieldPath, list[str] | None]]]:
+    """What of the catalogue a full file with this mapping and header may keep: the fields it does not
+    map, and per family the entry names it maps (None: it maps the family not at all)."""
+    product, variant, families = mapped_by(mapping, header)
+    paths = [("product", name) for name in PRODUCT_FIELDS if name not in product]
+    paths += [("variant", name) for name in VARIANT_FIELDS if name not in variant and name not in _STRUCTURAL]
+    return paths, [((FAMILIES[key][0], key), None if names is None else sorted(names))
+                   for key, names in families.items()]
 
 
 def keep_unmapped(products: list[Product], known: dict[tuple[str, str], dict[str, Any]], mapping: Mapping,

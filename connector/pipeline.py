@@ -22,6 +22,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from connector.accounting import RowAccount, account_rows, settle
 from connector.api import ApiClient
 from connector.batches import Batch, iter_batches
@@ -41,6 +43,7 @@ from connector.catalogue import (
     release,
     retire,
     unchanged,
+    unmapped,
 )
 from connector.checks import check_products
 from connector.common import file_identity, iso_utc
@@ -56,7 +59,7 @@ from connector.errors import (
 )
 from connector.images import ImageFolder, encode_image, is_missing, locate_images
 from connector.ledger import Job, JoinedRow, Ledger, ModelRecord, WaitingRow
-from connector.mapping import FieldSpec, Mapping, find_mapping, load_mapping
+from connector.mapping import FAMILIES, FieldSpec, Mapping, find_mapping, load_mapping
 from connector.model import ImageJob, Problem, Product, Rejected, Row, Table, describe_place
 from connector.read import read_table
 from connector.report import ReadInfo, Report
@@ -669,11 +672,25 @@ class Pipeline:
         for p in released:
             self.log.info("%s: line %d of %s (waiting for its product) goes with it", plan.path.name, p.line, p.file)
         if plan.mapping.mode == "full" and plan.mapping.join is None and plan.mapping.models is None:
-            # a full file is the truth for what it maps; what it does not map (a warehouse's stock) is kept
-            keep_unmapped(plan.products, self.ledger.known_items(self.endpoint, [p.code for p in plan.products]),
-                          plan.mapping, plan.table.header)
+            self._keep_unmapped(plan)
         going = {p.code for p in plan.products}  # no picture goes before (or without) its product
         plan.images = {code: jobs for code, jobs in plan.images.items() if code in going}
+
+    def _keep_unmapped(self, plan: Plan) -> None:
+        """A full file is the truth for what it maps; what it does not map (a warehouse's stock an update
+        file set) is kept from the catalogue. Only those fields are read (by SQLite, without decoding whole
+        items: a 100,000-item catalogue costs a fraction of a second), and whole items journaled and not
+        yet acknowledged for the file's products."""
+        paths, families = unmapped(plan.mapping, plan.table.header)
+        with _collector_paused():
+            known = {(code, variant): orjson.loads(item) for code, variant, item in self.ledger.catalogue_items_beside(
+                self.endpoint, [json_path(x) for x in paths],
+                [(json_path(path), FAMILIES[path[1]][3], names) for path, names in families])}
+            pending = self.ledger.pending_products(self.endpoint) & {p.code for p in plan.products}
+            if pending:
+                known.update(self.ledger.known_items(self.endpoint, pending))
+            if known:
+                keep_unmapped(plan.products, known, plan.mapping, plan.table.header)
 
     def _changed(self, products: list[Product]) -> tuple[list[Product], int]:
         """Products with only the items not acknowledged unchanged before, and how many were dropped.
