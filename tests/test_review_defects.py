@@ -277,3 +277,39 @@ def test_the_summary_of_a_push_that_deleted_products_says_how_many(fast_sandbox,
     outcome = pipeline.run_file(tmp_path / "products.csv", mapping="shop-products")
     assert outcome.status == "done" and "P9" not in stored(fast_sandbox)  # retired at the API
     assert "products vanished (not in this complete file): 1; deleted: 1" in summarise(outcome)
+
+
+def test_a_full_file_keeps_the_warehouses_it_has_no_column_for_and_sums_them_again(fast_sandbox, tmp_path):
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "wh-products.yaml").write_text("""
+name: wh-products
+group_by: code
+product: {title: title}
+variant:
+  source_variant_code: code
+  sku: code
+  qty_availability: {columns: "^wh_(?P<warehouse>.+)$", type: int}
+  qty: {sum: qty_availability}
+""", encoding="utf-8")
+    (tmp_path / "mappings" / "cpt-stock.yaml").write_text("""
+name: cpt-stock
+mode: update
+group_by: code
+variant:
+  source_variant_code: code
+  qty_availability: {entries: [{name: cpt, value: {column: qty, type: int}}]}
+  qty: {sum: qty_availability}
+""", encoding="utf-8")
+    (tmp_path / "products.csv").write_text("code,title,wh_jhb\nA1,Kettle,3\n", encoding="utf-8")
+    (tmp_path / "cpt.csv").write_text("code,qty\nA1,4\n", encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "products.csv", mapping="wh-products").status == "done"
+    assert pipeline.run_file(tmp_path / "cpt.csv", mapping="cpt-stock").status == "done"
+    (tmp_path / "products.csv").write_text("code,title,wh_jhb\nA1,Kettle 2L,5\n", encoding="utf-8")
+    assert pipeline.run_file(tmp_path / "products.csv", mapping="wh-products").status == "done"
+    (a1,) = stored(fast_sandbox)["A1"]["variants"]
+    assert {e["description"]: e["qty"] for e in a1["qty_availability"]} == {"jhb": 5, "cpt": 4} and a1["qty"] == 9
+    (tmp_path / "products.csv").write_text("code,title,wh_jhb\nA1,Kettle 2L,\n", encoding="utf-8")  # jhb: blank
+    assert pipeline.run_file(tmp_path / "products.csv", mapping="wh-products").status == "done"
+    (a1,) = stored(fast_sandbox)["A1"]["variants"]
+    assert a1["qty_availability"] == [{"description": "cpt", "qty": 4}] and a1["qty"] == 4
