@@ -236,6 +236,7 @@ def test_a_combination_of_a_product_without_price_is_refused_saying_so(fast_sand
     assert not [v for v in p8 if v["source_variant_code"] == "P8-S"]  # never sent at -10 as if it were a price
     reasons = [p["reason"] for o in outcomes for p in o.to_json()["problems"] if p["kind"] == "join"]
     assert reasons and "product P8 has no price" in reasons[0]
+    assert not [p for o in outcomes for p in o.to_json()["problems"] if p["kind"] == "accounting"]
 
 
 def test_a_fixed_rejected_warehouse_workbook_is_that_warehouse_s_stock(fast_sandbox, tmp_path):
