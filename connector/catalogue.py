@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .build import apply_totals
-from .mapping import FAMILIES, FieldSpec, Mapping
+from .mapping import FAMILIES, PRODUCT_FIELDS, VARIANT_FIELDS, FieldSpec, Mapping
 from .model import Place, Product
 
 # A field path: ("product", name), ("variant", name) or (family key, entry name)
@@ -317,8 +317,11 @@ def _grouped(merged: dict[tuple[str, str], dict[str, Any]], lines: dict[tuple[st
 def release(products: list[Product], waiting: list[Partial]) -> tuple[list[Product], list[Partial]]:
     """Rows that waited for their product, merged under the items of a file that brings it.
 
-    The newer file wins where both set a field; a waiting row adds what the file lacks (a
-    warehouse's qty, a stock figure). Returns the products and the partials released.
+    The newer file wins where both set a field: the file that brings the product is newer than
+    every row that waited for it, and of the waiting rows (oldest first in `waiting`) the newest
+    wins, so they are merged newest first, each filling only what is still missing. A waiting row
+    adds what the file lacks (a warehouse's qty, a stock figure). Returns the products and the
+    partials released, in the order given.
     """
     if not waiting:
         return products, []
@@ -335,7 +338,7 @@ def release(products: list[Product], waiting: list[Partial]) -> tuple[list[Produ
             by_sku.setdefault(str(variant.get("sku")), []).append(place)
             by_product.setdefault(product.code, []).append(place)
     released = []
-    for partial in waiting:
+    for partial in reversed(waiting):
         if partial.key == "product":
             places = by_product.get(partial.value, [])
         elif partial.key == "sku":
@@ -350,6 +353,7 @@ def release(products: list[Product], waiting: list[Partial]) -> tuple[list[Produ
             if items[j]["source"].get("product_active") == "true":
                 items[j] = merge_item(items[j], partial, under=True)
         released.append(partial)
+    released.reverse()
     return products, released
 
 
@@ -391,7 +395,9 @@ def join_item(own: dict[str, Any], row: dict[str, Any], add: Iterable[str]) -> d
     """A join file's row as a whole item: its product's fields from `own` (the item the product's file
     brought), the row's options and variant; `add` fields are the product's value plus the row's difference.
 
-    own price 100 + a row's price 40 (PrestaShop "Impact on price") -> 140.
+    own price 100 + a row's price 40 (PrestaShop "Impact on price") -> 140. When the own item has
+    no value, the row's difference is no value either: the field is left out (a difference that
+    is not 0 then refuses the row, see `join_gaps`), never sent as if it were the price.
     """
     product = {k: v for k, v in own["product"].items() if k != "variants"}
     product.update((k, v) for k, v in row["product"].items() if k != "variants")
@@ -401,8 +407,19 @@ def join_item(own: dict[str, Any], row: dict[str, Any], add: Iterable[str]) -> d
         if isinstance(base.get(name), (int, float)):
             total = base[name] + (variant.get(name) or 0)
             variant[name] = total if isinstance(total, int) else round(total, 6)
+        else:
+            variant.pop(name, None)
     product["variants"] = variant
     return {"source": {**own["source"], "product_active": "true"}, "product": product}
+
+
+def join_gaps(own: dict[str, Any], row: dict[str, Any], add: Iterable[str]) -> list[tuple[str, Any]]:
+    """The `add` fields a join row changes by a difference that is not 0 while the own item has no value
+    for them: (field, difference). Such a row cannot be priced (or weighed) and is refused."""
+    base = own["product"].get("variants") or {}
+    variant = row["product"]["variants"]
+    return [(name, variant[name]) for name in add
+            if variant.get(name) not in (None, 0) and not isinstance(base.get(name), (int, float))]
 
 
 def retire(item: dict[str, Any]) -> dict[str, Any]:
@@ -414,3 +431,92 @@ def _apply_sums(variant: dict[str, Any], sums: tuple[tuple[str, str], ...]) -> N
     """The mapping's totals (`qty: {sum: qty_availability}`) of a merged variant; a variant with no
     entries of a family keeps the value it had (the catalogue's), unlike a row of a full file."""
     apply_totals(variant, tuple((name, family) for name, family in sums if variant.get(family)))
+
+
+# Fields of an item no mapping's field list names: its identity and its options.
+_STRUCTURAL = frozenset({"variants", "options", "source_variant_code", "option1", "option2", "option3"})
+
+
+def mapped_by(mapping: Mapping, header: Iterable[str]) -> tuple[set[str], set[str], dict[str, set[str] | None]]:
+    """What a full file with this mapping and header maps: (product fields, variant fields, family ->
+    the entry names it maps, or None for a family it maps not at all).
+
+    A field or entry the mapping names is mapped even when its cell is blank (the file then says
+    "no value"); a pattern family maps the entries its header's columns name.
+    """
+    product = {name for name, _ in mapping.product}
+    variant = {name for name, _ in mapping.variant} | {name for name, _ in mapping.totals}
+    families: dict[str, set[str] | None] = {}
+    paths = _column_paths(mapping)
+    for key in FAMILIES:
+        fam = getattr(mapping, key)
+        families[key] = None if fam is None else {name for name, _ in fam.entries}
+    for column in header:
+        for section, name in paths(column):
+            found = families.get(section)
+            if found is not None:
+                found.add(name)
+    return product, variant, families
+
+
+def unmapped(mapping: Mapping, header: Iterable[str]
+             ) -> tuple[list[FieldPath], list[tuple[FieldPath, list[str] | None]]]:
+    """What of the catalogue a full file with this mapping and header may keep: the fields it does not
+    map, and per family the entry names it maps (None: it maps the family not at all)."""
+    product, variant, families = mapped_by(mapping, header)
+    paths = [("product", name) for name in PRODUCT_FIELDS if name not in product]
+    paths += [("variant", name) for name in VARIANT_FIELDS if name not in variant and name not in _STRUCTURAL]
+    return paths, [((FAMILIES[key][0], key), None if names is None else sorted(names))
+                   for key, names in families.items()]
+
+
+def keep_unmapped(products: list[Product], known: dict[tuple[str, str], dict[str, Any]], mapping: Mapping,
+                  header: Iterable[str]) -> int:
+    """A full file's items completed with what the catalogue holds for fields its mapping does not map.
+
+    A full file is the truth for the fields it maps (a blank one is left out, as always); a field
+    or family entry it does not map at all (a warehouse's qty an update file set) keeps the
+    catalogue's value, so a product file after the stock files does not wipe the stock. Sums are
+    computed again afterwards. Items change in place; returns how many took something.
+    """
+    product_fields, variant_fields, families = mapped_by(mapping, header)
+    taken = 0
+    for product in products:
+        for i, item in enumerate(product.items):
+            variant = item["product"]["variants"]
+            base = known.get((product.code, variant["source_variant_code"]))
+            if base is None:
+                continue
+            old_product = base["product"]
+            new_product = _kept(item["product"], old_product, product_fields, families)
+            new_variant = _kept(variant, old_product.get("variants") or {}, variant_fields, families)
+            if new_product is item["product"] and new_variant is variant:
+                continue
+            apply_totals(new_variant, mapping.totals)
+            product.items[i] = {"source": item["source"], "product": {**new_product, "variants": new_variant}}
+            taken += 1
+    return taken
+
+
+def _kept(fields: dict[str, Any], old: dict[str, Any], mapped: set[str],
+          families: dict[str, set[str] | None]) -> dict[str, Any]:
+    """`fields` with the unmapped fields and family entries of `old` added (the same dict when none)."""
+    out = fields
+    for name, value in old.items():
+        if name in _STRUCTURAL:
+            continue
+        if name in FAMILIES:
+            if not isinstance(value, list):
+                continue
+            names = families.get(name)
+            name_key = FAMILIES[name][3]
+            extra = [e for e in value if names is None or e.get(name_key) not in names]
+            have = {e.get(name_key) for e in fields.get(name) or ()}
+            extra = [e for e in extra if e.get(name_key) not in have]
+            if extra:
+                out = dict(out) if out is fields else out
+                out[name] = [*(fields.get(name) or ()), *extra]
+        elif name not in mapped and name not in fields:
+            out = dict(out) if out is fields else out
+            out[name] = value
+    return out

@@ -332,16 +332,25 @@ class Settings(_Section):
         return value
 
     def names_for(self, file_name: str) -> dict[str, str]:
-        """The "{warehouse}" and "{tier}" a file's first matching rule gives ("{stem}" expanded)."""
-        stem = Path(file_name).stem
+        """The "{warehouse}" and "{tier}" a file's first matching rule gives ("{stem}" expanded).
+
+        Refused rows fixed and dropped back (`bostonWarehouseInventory.csv.rejected.xlsx`) take
+        the names of the file they came from, as they take its mapping (`mapping_for`).
+        """
+        names = [file_name]
+        if file_name.lower().endswith(REJECTED_WORKBOOK):
+            names.append(file_name[: -len(REJECTED_WORKBOOK)])
+        original = names[-1]
+        stem = Path(original).stem
         out = {"warehouse": stem, "tier": stem}
-        for rule in self.rules:
-            if fnmatch.fnmatch(file_name.lower(), rule.pattern.lower()):
-                for key in ("warehouse", "tier"):
-                    template = getattr(rule, key)
-                    if template:
-                        out[key] = template.replace("{stem}", stem).replace("{name}", file_name)
-                break
+        for name in names:
+            for rule in self.rules:
+                if fnmatch.fnmatch(name.lower(), rule.pattern.lower()):
+                    for key in ("warehouse", "tier"):
+                        template = getattr(rule, key)
+                        if template:
+                            out[key] = template.replace("{stem}", stem).replace("{name}", original)
+                    return out
         return out
 
     def mapping_for(self, file_name: str) -> str:

@@ -721,6 +721,37 @@ class Ledger:
         while rows := cursor.fetchmany(5000):
             yield from rows
 
+    def catalogue_items_beside(self, endpoint: str, paths: list[str],
+                               families: list[tuple[str, str, list[str] | None]]) -> Iterator[tuple[str, str, str]]:
+        """(product code, variant code, item as JSON text) of the variants of `endpoint`'s catalogue that
+        hold a value at one of `paths`, or an entry of a family not named: each family is (JSON path,
+        the entries' name key, the names, or None for any entry).
+
+        What a full file does not map (fields, warehouses) is found by SQLite without decoding items;
+        only the items holding some are read.
+        """
+        tests: list[str] = []
+        args: list[Any] = []
+        for path in paths:
+            tests.append("json_type(item, ?) IS NOT NULL")
+            args.append(path)
+        for path, key, names in families:
+            if names is None:
+                tests.append("json_array_length(item, ?) > 0")
+                args.append(path)
+                continue
+            marks = ",".join("?" * len(names)) or "NULL"
+            tests.append(f"EXISTS (SELECT 1 FROM json_each(item, ?) WHERE coalesce(json_extract(value, ?), '')"
+                         f" NOT IN ({marks}))")
+            args.extend([path, f"$.{key}", *names])
+        if not tests:
+            return
+        cursor = self.db.execute(
+            "SELECT product_code, variant_code, item FROM catalogue_variants WHERE endpoint = ? AND ("
+            + " OR ".join(tests) + ")", (endpoint, *args))
+        while rows := cursor.fetchmany(5000):
+            yield from rows
+
     def model_records(self, endpoint: str) -> dict[str, ModelRecord]:
         """Every product model known at this endpoint, by its code in lower case."""
         return {key: ModelRecord(code, parent, json.loads(product)) for key, code, parent, product in self.db.execute(

@@ -308,19 +308,31 @@ class Mapping:
         `qty_availability: {entries: [{name: "{warehouse}", value: Physical QOH}]}` with the rule
         `{pattern: "*WarehouseInventory.csv", mapping: ..., warehouse: "{stem}"}` names each
         file's entry after the file.
+
+        The names are part of what the mapping does with a file, so they are part of its
+        `sha256` (the mapping's identity for duplicate detection): denver's copy of boston's
+        stock file is denver's stock, not a duplicate.
         """
         changed: dict[str, Any] = {}
+        used: dict[str, str] = {}
+
+        def named(text: str) -> str:
+            for placeholder, value in names.items():
+                if "{" + placeholder + "}" in text:
+                    used[placeholder] = value
+                    text = text.replace("{" + placeholder + "}", value)
+            return text
+
         for key in ("qty_availability", "price_tiers", "meta"):
             fam = getattr(self, key)
             if fam is None or not any("{" in name for name, _ in fam.entries):
                 continue
-            entries = []
-            for name, spec in fam.entries:
-                for placeholder, value in names.items():
-                    name = name.replace("{" + placeholder + "}", value)
-                entries.append((name, spec))
+            entries = [(named(name), replace(spec, label=named(spec.label))) for name, spec in fam.entries]
             changed[key] = replace(fam, entries=tuple(entries))
-        return replace(self, **changed) if changed else self
+        if not changed:
+            return self
+        identity = json.dumps([self.sha256, sorted(used.items())], ensure_ascii=False)
+        return replace(self, sha256=hashlib.sha256(identity.encode("utf-8")).hexdigest(), **changed)
 
     @property
     def images_folder(self) -> str | None:

@@ -23,6 +23,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from connector.accounting import RowAccount, account_rows, settle
 from connector.api import ApiClient
 from connector.batches import Batch, iter_batches
@@ -32,14 +34,17 @@ from connector.catalogue import (
     Partial,
     find_variants,
     index,
+    join_gaps,
     join_item,
     json_path,
+    keep_unmapped,
     merge_updates,
     partials_of,
     read_paths,
     release,
     retire,
     unchanged,
+    unmapped,
 )
 from connector.checks import check_products
 from connector.common import file_identity, iso_utc
@@ -55,7 +60,7 @@ from connector.errors import (
 )
 from connector.images import ImageFolder, encode_image, is_missing, locate_images
 from connector.ledger import Job, JoinedRow, Ledger, ModelRecord, WaitingRow
-from connector.mapping import Mapping, find_mapping, load_mapping
+from connector.mapping import FAMILIES, FieldSpec, Mapping, find_mapping, load_mapping
 from connector.model import (
     ImageJob,
     Place,
@@ -144,7 +149,8 @@ class Pipeline:
         self._baseline = Counter(self.client.requests)
         try:
             report.sha256, report.size, mtime_ns = file_identity(path)
-            spec = load_mapping_for(path, self.settings, mapping)
+            # the names a rule gives the file ({warehouse}, {tier}) are part of the mapping's identity
+            spec = load_mapping_for(path, self.settings, mapping).with_names(self.settings.names_for(path.name))
         except OSError as exc:
             return self._unavailable(report, exc)
         except MappingError as exc:
@@ -171,6 +177,8 @@ class Pipeline:
                 return self._unavailable(report, exc)
             return self._refused(report, exc)
 
+        if not plan.table.rows:  # an error page or a header alone is no export: refused, never "a catalogue of nothing"
+            return self._refused(report, ReadError(_no_rows(path.name, plan.mapping, plan.table)))
         tick = self.clock()
         self.stage("planning")
         if duplicate is None:
@@ -414,7 +422,12 @@ class Pipeline:
         Products the file holds but held back or skipped are present, never vanished.
         """
         present = {p.code for p in plan.products} | plan.held | {p.product for p in plan.problems if p.product}
+        if not present:  # an empty or wrong export holds no product at all: it never deletes
+            return
         in_file = {(p.code, it["product"]["variants"]["source_variant_code"]) for p in plan.products for it in p.items}
+        # variants a join file gave to a product of this file are there with it (a duplicate file is not rejoined)
+        for code, rows in self.ledger.joined_rows(self.endpoint, {p.code for p in plan.products}).items():
+            in_file.update((code, r.variant_code) for r in rows)
         active: dict[str, list[str]] = {}
         for code, variant, state in self.ledger.catalogue_fields(self.endpoint, ["$.source.product_active"]):
             if state == "true":
@@ -540,7 +553,8 @@ class Pipeline:
         add = plan.mapping.join.add if plan.mapping.join else ()
         # the rows' own rules first (options, duplicate codes), whether or not their product is known yet
         stand_in = {"source": {"product_active": "true"}, "product": {"title": "-"}}
-        _, problems, held = check_products([Product(p.code, [join_item(stand_in, it, ()) for it in p.items],
+        # (`add` fields are differences, checked once added to the product's value)
+        _, problems, held = check_products([Product(p.code, [join_item(stand_in, it, add) for it in p.items],
                                                     p.lines) for p in plan.products])
         plan.hold(problems, held)
         products = plan.products
@@ -549,7 +563,8 @@ class Pipeline:
         known: dict[str, list[dict]] = {}
         for (code, _), item in self.ledger.known_items(self.endpoint, codes).items():
             known.setdefault(code, []).append(item)
-        out = []
+        out: list[Product] = []
+        gaps: list[Problem] = []
         for product in products:
             mine = [it["product"]["variants"]["source_variant_code"] for it in product.items]
             plan.joined[product.code] = [JoinedRow(product.code, v, it, add, plan.path.name, plan.mapping.name, line)
@@ -569,24 +584,37 @@ class Pipeline:
             items = [retire(o) for o in owns] + [join_item(owns[0], it, add) for it in product.items]
             sheets = [product.sheets[0]] * len(owns) + product.sheets if product.sheets else None
             out.append(Product(product.code, items, [product.lines[0]] * len(owns) + product.lines, sheets=sheets))
+            gaps.extend(_gap_problems(product.code, owns[0], product.items, product.lines, add))
         plan.products = out
         plan.hold(*check_products(out)[1:])
+        if gaps:  # the product's own value is blank: its rows cannot be priced, all of them held back
+            refused = {p.product for p in gaps}
+            plan.hold(gaps, {p.code: p.places() for p in products if p.code in refused})
 
     def _rejoin(self, plan: Plan) -> None:
         """A product file bringing products that join files gave variants to: those variants go with its
         fields (a join row that waited goes now), and its own item is retired."""
         stored = self.ledger.joined_rows(self.endpoint, [p.code for p in plan.products])
         rejoined = []
+        gapped: list[Problem] = []
+        held: dict[str, list[Place]] = {}
         for product in plan.products:
             rows = stored.get(product.code)
             if not rows:
                 continue
             joins = {r.variant_code for r in rows}
             owns = [it for it in product.items if it["product"]["variants"]["source_variant_code"] not in joins]
-            if not owns or owns[0]["source"]["product_active"] != "true":
+            if not owns:
                 continue
             line = product.lines[0]
-            product.items = [retire(o) for o in owns] + [join_item(owns[0], r.item, r.add) for r in rows]
+            joined = [join_item(owns[0], r.item, r.add) for r in rows]
+            if owns[0]["source"]["product_active"] != "true":  # the product was deleted: its variants go too
+                joined = [retire(it) for it in joined]
+            elif missing := [p for r in rows for p in _gap_problems(product.code, owns[0], [r.item], [line], r.add)]:
+                gapped.extend(missing)  # the product's own value is blank: its variants cannot be priced
+                held[product.code] = product.places()
+                continue
+            product.items = [retire(o) for o in owns] + joined
             product.lines = [line] * len(product.items)
             product.sheets = product.sheets[:1] * len(product.items) if product.sheets else None
             rejoined.append(product)
@@ -594,6 +622,8 @@ class Pipeline:
                           len(rows), rows[0].file)
         if rejoined:
             plan.hold(*check_products(rejoined)[1:])
+        if gapped:
+            plan.hold(gapped, held)
 
     def _merge(self, plan: Plan) -> None:
         """Make whole items: an update file's rows merged onto the catalogue; rows that waited for a
@@ -657,8 +687,26 @@ class Pipeline:
         plan.released.extend(p.id for p in released if p.id is not None)
         for p in released:
             self.log.info("%s: line %d of %s (waiting for its product) goes with it", plan.path.name, p.line, p.file)
+        if plan.mapping.mode == "full" and plan.mapping.join is None and plan.mapping.models is None:
+            self._keep_unmapped(plan)
         going = {p.code for p in plan.products}  # no picture goes before (or without) its product
         plan.images = {code: jobs for code, jobs in plan.images.items() if code in going}
+
+    def _keep_unmapped(self, plan: Plan) -> None:
+        """A full file is the truth for what it maps; what it does not map (a warehouse's stock an update
+        file set) is kept from the catalogue. Only those fields are read (by SQLite, without decoding whole
+        items: a 100,000-item catalogue costs a fraction of a second), and whole items journaled and not
+        yet acknowledged for the file's products."""
+        paths, families = unmapped(plan.mapping, plan.table.header)
+        with _collector_paused():
+            known = {(code, variant): orjson.loads(item) for code, variant, item in self.ledger.catalogue_items_beside(
+                self.endpoint, [json_path(x) for x in paths],
+                [(json_path(path), FAMILIES[path[1]][3], names) for path, names in families])}
+            pending = self.ledger.pending_products(self.endpoint) & {p.code for p in plan.products}
+            if pending:
+                known.update(self.ledger.known_items(self.endpoint, pending))
+            if known:
+                keep_unmapped(plan.products, known, plan.mapping, plan.table.header)
 
     def _changed(self, products: list[Product]) -> tuple[list[Product], int]:
         """Products with only the items not acknowledged unchanged before, and how many were dropped.
@@ -1039,6 +1087,19 @@ def _cell(row: Row | None, column: str) -> str:
     return next((v.strip() for k, v in row.cells.items() if " ".join(k.split()).casefold() == loose), "")
 
 
+def _gap_problems(code: str, own: dict, rows: list[dict], lines: list[int], add: Sequence[str]) -> list[Problem]:
+    """Join rows adding a difference to a value the product's own item lacks: refused, saying why."""
+    out = []
+    for row, line in zip(rows, lines, strict=True):
+        variant = row["product"]["variants"].get("source_variant_code")
+        for name, difference in join_gaps(own, row, add):
+            out.append(Problem(
+                kind="join", severity="error", line=line, product=code, value=str(difference),
+                reason=f"variant {variant} adds {difference} to its product's {name}, and product {code} has no "
+                       f"{name}: fill in the product's {name} in its product file"))
+    return out
+
+
 def _root_model(records: dict[str, ModelRecord], code: str) -> ModelRecord | None:
     """The root model of model `code` (following parents, codes ignoring case), or None while one is unknown."""
     record = records.get(code.casefold())
@@ -1057,6 +1118,22 @@ def _under_model(item: dict, root: ModelRecord) -> dict:
     product.update(root.product)
     product["variants"] = item["product"]["variants"]
     return {"source": {**item["source"], "source_product_code": root.code}, "product": product}
+
+
+def _no_rows(name: str, spec: Mapping, table: Table) -> str:
+    """Why a file with no data rows is refused: its header, and whether it has the group_by column at all."""
+    columns: list[str] = []
+    group: FieldSpec | None = spec.group_by
+    while group is not None:
+        columns.extend(group.columns)
+        group = group.fallback
+    header = {" ".join(c.split()).casefold() for c in table.header}
+    shown = ", ".join(table.header)
+    shown = shown[:300] + "..." if len(shown) > 300 else shown
+    why = f"{name}: the file holds no data rows (its header reads: {shown})"
+    if columns and not any(" ".join(c.split()).casefold() in header for c in columns):
+        why += f"; it lacks the group_by column {columns[0]!r}: not the export the mapping {spec.name} reads"
+    return why
 
 
 def _cleared(rows: list[Row], token: str) -> tuple[list[Row], dict[Place, frozenset[str]]]:

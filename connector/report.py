@@ -522,6 +522,9 @@ def _summary_lines(report: Report) -> list[str]:
                  if p.kind == "encoding" and p.severity == "warning")
     if c.items_sent or c.images_sent or c.items_unchanged:
         lines.append(f"  sent: {c.items_sent} items, {c.images_sent} images; unchanged: {c.items_unchanged} items")
+    if c.products_vanished or c.products_deleted:  # a push that deleted products says so, problems or not
+        lines.append(f"  products vanished (not in this complete file): {c.products_vanished}; "
+                     f"deleted: {c.products_deleted}")
     by_kind = report.problems.by_kind.most_common()
     lines.append("  problems: " + (", ".join(f"{n} {kind}" for kind, n in by_kind) if by_kind else "none"))
     return lines
