@@ -412,6 +412,12 @@ class _Run:
         # `source` of a product's items, option lists, product-level lists such as meta.
         # A 100k-row export holds ~100 MB less this way (bench/bench_pipeline.py).
         self.shared: dict[Any, Any] = {}
+        # A family's entries ({"description": "JHB", "qty": 3}) are shared the same way, and the
+        # variant's lists of them: 4 entries a row are ~90 MB of 100k rows, and stock levels and
+        # prices repeat. Bounded: forgotten every _MEMO_MOST, so a file of all-different values
+        # costs no more than before.
+        self.entry_memo: dict[tuple, Any] = {}
+        self.list_memo: dict[tuple, list] = {}
 
     def share(self, key: Any, make: Callable[[], Any]) -> Any:
         found = self.shared.get(key)
@@ -584,7 +590,7 @@ class _Run:
         product = _fill(b.product, cells, errors)
         for section, key, name_key, value_key, entries in b.families:
             if section == "product":
-                listed = _family_values(entries, cells, errors, name_key, value_key)
+                listed = _family_values(entries, cells, errors, name_key, value_key, self.entry_memo)
                 if listed:
                     product[key] = listed
         return product
@@ -645,7 +651,7 @@ class _Run:
         present = self.option_values(b, cells, errors) if b.options else []
         lists: dict[str, list[dict[str, Any]]] = {}
         for _, key, name_key, value_key, entries in b.families:
-            listed = _family_values(entries, cells, errors, name_key, value_key)
+            listed = _family_values(entries, cells, errors, name_key, value_key, self.entry_memo)
             if listed:
                 lists[key] = listed
         for extra in extras:
@@ -655,7 +661,8 @@ class _Run:
             if b.options:
                 present.extend(self.option_values(b, extra.cells, its_errors))
             for _, key, name_key, value_key, entries in b.families:
-                listed = _family_values(entries, extra.cells, its_errors, name_key, value_key)
+                listed = _family_values(entries, extra.cells, its_errors, name_key, value_key,
+                                        self.entry_memo)
                 if listed:
                     lists.setdefault(key, []).extend(listed)
             if its_errors and extra_errors is not None:
@@ -668,7 +675,13 @@ class _Run:
                 if section == "product":
                     shape = (key, tuple((d[name_key], d[value_key]) for d in listed))
                     listed = self.shared.setdefault(shape, listed)  # one list for every variant of the product
-                (product if section == "product" else variant)[key] = listed
+                    product[key] = listed
+                else:  # the same entry objects: a list kept here keeps its entries, so their ids stay theirs
+                    ids = (key, *map(id, listed))
+                    memo = self.list_memo
+                    if len(memo) >= _MEMO_MOST:
+                        memo.clear()
+                    variant[key] = memo.setdefault(ids, listed)
         if parent_product:
             product.update(parent_product)  # the parent row's product fields win over the child's
         if self.mapping.totals:
@@ -841,10 +854,26 @@ def _continue_fields(
 
 
 def _family_values(
-    entries: list[tuple[str, Getter]], cells: Cellmap[str, str], errors: list[CellError], name_key: str, value_key: str
+    entries: list[tuple[str, Getter]], cells: Cellmap[str, str], errors: list[CellError], name_key: str,
+    value_key: str, memo: dict[tuple, Any],
 ) -> list[dict[str, Any]]:
-    """A column family's non-blank values of one row, as [{name_key: name, value_key: value}]."""
-    return [{name_key: name, value_key: v} for name, v in _fill(entries, cells, errors).items()]
+    """A column family's non-blank values of one row, as [{name_key: name, value_key: value}].
+
+    Equal entries are one dict, kept in `memo` (never mutated after build: a merge makes new ones).
+    """
+    out = []
+    for name, v in _fill(entries, cells, errors).items():
+        key = (name_key, name, v.__class__, v)  # the class too: 1 and 1.0 are equal keys, but not equal JSON
+        entry = memo.get(key)
+        if entry is None:
+            if len(memo) >= _MEMO_MOST:
+                memo.clear()
+            entry = memo[key] = {name_key: name, value_key: v}
+        out.append(entry)
+    return out
+
+
+_MEMO_MOST = 100_000  # entries (or lists) shared at most at a time: ~15 MB of memo
 
 
 def _add_quantities(into: dict[str, Any], other: dict[str, Any]) -> None:
@@ -852,12 +881,14 @@ def _add_quantities(into: dict[str, Any], other: dict[str, Any]) -> None:
     if "qty" in other:
         into["qty"] = into.get("qty", 0) + other["qty"]
     if other.get("qty_availability"):
-        stock = {s["description"]: s for s in into.setdefault("qty_availability", [])}
+        entries = [dict(s) for s in into.get("qty_availability") or ()]  # copies: entries and lists are shared
+        stock = {s["description"]: s for s in entries}
         for s in other["qty_availability"]:
             if s["description"] in stock:
                 stock[s["description"]]["qty"] += s["qty"]
             else:
-                into["qty_availability"].append(dict(s))
+                entries.append(dict(s))
+        into["qty_availability"] = entries
 
 
 def apply_totals(variant: dict[str, Any], totals: tuple[tuple[str, str], ...]) -> None:
