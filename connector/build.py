@@ -271,7 +271,7 @@ class _Bound:
     product: list[tuple[str, Getter]]
     variant: list[tuple[str, Getter]]
     options: list[tuple[Getter, Getter, str | None, str | None]]
-    families: list[tuple[str, str, str, str, list[tuple[str, Getter]]]]  # section, key, name key, value key
+    families: list[tuple[str, str, str, str, _Entries]]  # section, key, name key, value key, entries
     image_columns: list[str]
     columns_of: dict[str, str | None]  # API field -> column, for required-field problems
     missing: dict[str, str]
@@ -315,7 +315,7 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
     for key, (section, _, kind, name_key, value_key) in FAMILIES.items():
         fam = getattr(mapping, key)
         if fam is not None:
-            families.append((section, key, name_key, value_key, _bind_family(fam, kind, src, header)))
+            families.append((section, key, name_key, value_key, _Entries(_bind_family(fam, kind, src, header))))
     image_columns: list[str] = []
     if mapping.images is not None:
         images = mapping.images
@@ -412,12 +412,6 @@ class _Run:
         # `source` of a product's items, option lists, product-level lists such as meta.
         # A 100k-row export holds ~100 MB less this way (bench/bench_pipeline.py).
         self.shared: dict[Any, Any] = {}
-        # A family's entries ({"description": "JHB", "qty": 3}) are shared the same way, and the
-        # variant's lists of them: 4 entries a row are ~90 MB of 100k rows, and stock levels and
-        # prices repeat. Bounded: forgotten every _MEMO_MOST, so a file of all-different values
-        # costs no more than before.
-        self.entry_memo: dict[tuple, Any] = {}
-        self.list_memo: dict[tuple, list] = {}
 
     def share(self, key: Any, make: Callable[[], Any]) -> Any:
         found = self.shared.get(key)
@@ -590,7 +584,7 @@ class _Run:
         product = _fill(b.product, cells, errors)
         for section, key, name_key, value_key, entries in b.families:
             if section == "product":
-                listed = _family_values(entries, cells, errors, name_key, value_key, self.entry_memo)
+                listed = _family_values(entries, cells, errors, name_key, value_key)
                 if listed:
                     product[key] = listed
         return product
@@ -651,7 +645,7 @@ class _Run:
         present = self.option_values(b, cells, errors) if b.options else []
         lists: dict[str, list[dict[str, Any]]] = {}
         for _, key, name_key, value_key, entries in b.families:
-            listed = _family_values(entries, cells, errors, name_key, value_key, self.entry_memo)
+            listed = _family_values(entries, cells, errors, name_key, value_key)
             if listed:
                 lists[key] = listed
         for extra in extras:
@@ -661,8 +655,7 @@ class _Run:
             if b.options:
                 present.extend(self.option_values(b, extra.cells, its_errors))
             for _, key, name_key, value_key, entries in b.families:
-                listed = _family_values(entries, extra.cells, its_errors, name_key, value_key,
-                                        self.entry_memo)
+                listed = _family_values(entries, extra.cells, its_errors, name_key, value_key)
                 if listed:
                     lists.setdefault(key, []).extend(listed)
             if its_errors and extra_errors is not None:
@@ -675,13 +668,7 @@ class _Run:
                 if section == "product":
                     shape = (key, tuple((d[name_key], d[value_key]) for d in listed))
                     listed = self.shared.setdefault(shape, listed)  # one list for every variant of the product
-                    product[key] = listed
-                else:  # the same entry objects: a list kept here keeps its entries, so their ids stay theirs
-                    ids = (key, *map(id, listed))
-                    memo = self.list_memo
-                    if len(memo) >= _MEMO_MOST:
-                        memo.clear()
-                    variant[key] = memo.setdefault(ids, listed)
+                (product if section == "product" else variant)[key] = listed
         if parent_product:
             product.update(parent_product)  # the parent row's product fields win over the child's
         if self.mapping.totals:
@@ -854,26 +841,48 @@ def _continue_fields(
 
 
 def _family_values(
-    entries: list[tuple[str, Getter]], cells: Cellmap[str, str], errors: list[CellError], name_key: str,
-    value_key: str, memo: dict[tuple, Any],
+    entries: _Entries, cells: Cellmap[str, str], errors: list[CellError], name_key: str, value_key: str
 ) -> list[dict[str, Any]]:
     """A column family's non-blank values of one row, as [{name_key: name, value_key: value}].
 
-    Equal entries are one dict, kept in `memo` (never mutated after build: a merge makes new ones).
+    Equal entries are one dict (see _Entries), never mutated after build: a merge makes new ones.
     """
     out = []
-    for name, v in _fill(entries, cells, errors).items():
-        key = (name_key, name, v.__class__, v)  # the class too: 1 and 1.0 are equal keys, but not equal JSON
-        entry = memo.get(key)
-        if entry is None:
+    for name, get, memo in entries.getters:
+        try:
+            v = get(cells)
+        except CellError as exc:
+            errors.append(exc)
+            continue
+        if v is None:
+            continue
+        entry = memo.get(v)
+        # 1, 1.0 and True are one key but not one JSON value; 0.0 and -0.0 neither
+        if entry is None or entry[value_key].__class__ is not v.__class__ or (v == 0 and v.__class__ is float):
             if len(memo) >= _MEMO_MOST:
                 memo.clear()
-            entry = memo[key] = {name_key: name, value_key: v}
+            entry = memo[v] = {name_key: name, value_key: v}
         out.append(entry)
+    if not entries.unique:  # two entries of one name: the last value, at the first one's place
+        return list({e[name_key]: e for e in out}.values())
     return out
 
 
-_MEMO_MOST = 100_000  # entries (or lists) shared at most at a time: ~15 MB of memo
+class _Entries:
+    """A family's (entry name, getter) pairs for one header, each with the entries it made so far.
+
+    A stock level or a price repeats over a file's variants: ~4 entries a row are ~90 MB of a
+    100k-row file when each is its own dict. Each getter's memo (value -> entry) is bounded.
+    """
+
+    __slots__ = ("getters", "unique")
+
+    def __init__(self, getters: list[tuple[str, Getter]]) -> None:
+        self.getters: list[tuple[str, Getter, dict[Any, dict[str, Any]]]] = [(n, g, {}) for n, g in getters]
+        self.unique = len({name for name, _ in getters}) == len(getters)
+
+
+_MEMO_MOST = 50_000  # entries a memo keeps at most: a few MB
 
 
 def _add_quantities(into: dict[str, Any], other: dict[str, Any]) -> None:
@@ -881,7 +890,7 @@ def _add_quantities(into: dict[str, Any], other: dict[str, Any]) -> None:
     if "qty" in other:
         into["qty"] = into.get("qty", 0) + other["qty"]
     if other.get("qty_availability"):
-        entries = [dict(s) for s in into.get("qty_availability") or ()]  # copies: entries and lists are shared
+        entries = [dict(s) for s in into.get("qty_availability") or ()]  # copies: equal entries are shared
         stock = {s["description"]: s for s in entries}
         for s in other["qty_availability"]:
             if s["description"] in stock:
