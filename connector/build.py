@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from collections.abc import Mapping as Cellmap
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -33,9 +34,9 @@ from .mapping import (
     convert,
     number_failure,
 )
-from .model import Built, ImageRef, Problem, Product, Row, place_order, places
+from .model import Built, Cells, ImageRef, Problem, Product, Row, place_order, places
 
-Getter = Callable[[dict[str, str]], Any]  # cells -> value for the API, or None when blank
+Getter = Callable[[Cellmap[str, str]], Any]  # cells -> value for the API, or None when blank
 
 
 # --------------------------------------------------------------------------- binding to a header
@@ -52,7 +53,7 @@ def _raw_getter(spec: FieldSpec, header: _Header) -> tuple[Getter, str | None]:
             for is_col, p in spec.template.parts
         ]
 
-        def from_template(cells: dict[str, str]) -> str:
+        def from_template(cells: Cellmap[str, str]) -> str:
             out, any_value = [], False
             for is_col, p in parts:
                 if is_col:
@@ -144,7 +145,7 @@ def bind_field(spec: FieldSpec, kind: str, source: SourceOptions, header: _Heade
         if conv is None and default is None:
             return lambda cells: cells.get(key, "").strip() or None
 
-        def get_column(cells: dict[str, str]) -> Any:
+        def get_column(cells: Cellmap[str, str]) -> Any:
             text = cells.get(key, "").strip()
             if not text:
                 return default
@@ -159,7 +160,7 @@ def bind_field(spec: FieldSpec, kind: str, source: SourceOptions, header: _Heade
 
         return get_column
 
-    def get(cells: dict[str, str]) -> Any:
+    def get(cells: Cellmap[str, str]) -> Any:
         shown = raw(cells)
         text = shown.strip() if strip else shown
         if text and steps is not None:
@@ -191,7 +192,7 @@ def _bind_fallback(spec: FieldSpec, kind: str, source: SourceOptions, header: _H
             if named_at == spec.where or named_at.startswith(spec.where + "."):
                 del header.missing[c]
 
-    def get_or_fallback(cells: dict[str, str]) -> Any:
+    def get_or_fallback(cells: Cellmap[str, str]) -> Any:
         value = first(cells)
         return second(cells) if value is None else value
 
@@ -221,7 +222,7 @@ def _bind_unit(spec: FieldSpec, kind: str, source: SourceOptions, header: _Heade
     listed = ", ".join(name for name, _ in unit.factors)
     strip = spec.strip
 
-    def get(cells: dict[str, str]) -> Any:
+    def get(cells: Cellmap[str, str]) -> Any:
         word = cells.get(key, "").strip() if key else ""
         get_value = by_unit.get(word.casefold()) if word else default
         if get_value is not None:
@@ -270,7 +271,7 @@ class _Bound:
     product: list[tuple[str, Getter]]
     variant: list[tuple[str, Getter]]
     options: list[tuple[Getter, Getter, str | None, str | None]]
-    families: list[tuple[str, str, str, str, list[tuple[str, Getter]]]]  # section, key, name key, value key
+    families: list[tuple[str, str, str, str, _Entries]]  # section, key, name key, value key, entries
     image_columns: list[str]
     columns_of: dict[str, str | None]  # API field -> column, for required-field problems
     missing: dict[str, str]
@@ -314,7 +315,7 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
     for key, (section, _, kind, name_key, value_key) in FAMILIES.items():
         fam = getattr(mapping, key)
         if fam is not None:
-            families.append((section, key, name_key, value_key, _bind_family(fam, kind, src, header)))
+            families.append((section, key, name_key, value_key, _Entries(_bind_family(fam, kind, src, header))))
     image_columns: list[str] = []
     if mapping.images is not None:
         images = mapping.images
@@ -589,7 +590,7 @@ class _Run:
         self.folded[(row.sheet, row.line)] = "parent"  # unless no child comes (unused_parents)
         return "folded"
 
-    def product_fields(self, b: _Bound, cells: dict[str, str], errors: list[CellError]) -> dict[str, Any]:
+    def product_fields(self, b: _Bound, cells: Cellmap[str, str], errors: list[CellError]) -> dict[str, Any]:
         """The product fields (and product-level families such as meta) of one row."""
         product = _fill(b.product, cells, errors)
         for section, key, name_key, value_key, entries in b.families:
@@ -614,14 +615,14 @@ class _Run:
                     rule="parents: a parent row with no variant rows in the file",
                 )
 
-    def value(self, get: Getter, cells: dict[str, str], errors: list[CellError]) -> Any:
+    def value(self, get: Getter, cells: Cellmap[str, str], errors: list[CellError]) -> Any:
         try:
             return get(cells)
         except CellError as exc:
             errors.append(exc)
             return None
 
-    def status(self, b: _Bound, cells: dict[str, str], errors: list[CellError]) -> str:
+    def status(self, b: _Bound, cells: Cellmap[str, str], errors: list[CellError]) -> str:
         if b.status is None:
             return "active"
         active = self.mapping.active
@@ -714,7 +715,7 @@ class _Run:
             return _REQUIRED_TO_DELETE
         return _REQUIRED if active else _REQUIRED_TO_DELETE
 
-    def option_values(self, b: _Bound, cells: dict[str, str], errors: list[CellError]) -> list[tuple[str, str]]:
+    def option_values(self, b: _Bound, cells: Cellmap[str, str], errors: list[CellError]) -> list[tuple[str, str]]:
         """The (name, value) of each option the row has, in the mapping's order; a blank value: not there."""
         present = []
         for get_name, get_value, name_col, _ in b.options:
@@ -808,7 +809,7 @@ _REQUIRED_TO_DELETE = ("source_variant_code", "sku")  # a delete needs only its 
 _SLOTS = {i: f"option{i}" for i in range(1, 100)}
 
 
-def _fill(getters: list[tuple[str, Getter]], cells: dict[str, str], errors: list[CellError]) -> dict[str, Any]:
+def _fill(getters: list[tuple[str, Getter]], cells: Cellmap[str, str], errors: list[CellError]) -> dict[str, Any]:
     """The non-blank values of these fields for one row; cell errors go to `errors`."""
     out: dict[str, Any] = {}
     for name, get in getters:
@@ -851,10 +852,48 @@ def _continue_fields(
 
 
 def _family_values(
-    entries: list[tuple[str, Getter]], cells: dict[str, str], errors: list[CellError], name_key: str, value_key: str
+    entries: _Entries, cells: Cellmap[str, str], errors: list[CellError], name_key: str, value_key: str
 ) -> list[dict[str, Any]]:
-    """A column family's non-blank values of one row, as [{name_key: name, value_key: value}]."""
-    return [{name_key: name, value_key: v} for name, v in _fill(entries, cells, errors).items()]
+    """A column family's non-blank values of one row, as [{name_key: name, value_key: value}].
+
+    Equal entries are one dict (see _Entries), never mutated after build: a merge makes new ones.
+    """
+    out = []
+    for name, get, memo in entries.getters:
+        try:
+            v = get(cells)
+        except CellError as exc:
+            errors.append(exc)
+            continue
+        if v is None:
+            continue
+        entry = memo.get(v)
+        # 1, 1.0 and True are one key but not one JSON value; 0.0 and -0.0 neither
+        if entry is None or entry[value_key].__class__ is not v.__class__ or (v == 0 and v.__class__ is float):
+            if len(memo) >= _MEMO_MOST:
+                memo.clear()
+            entry = memo[v] = {name_key: name, value_key: v}
+        out.append(entry)
+    if not entries.unique:  # two entries of one name: the last value, at the first one's place
+        return list({e[name_key]: e for e in out}.values())
+    return out
+
+
+class _Entries:
+    """A family's (entry name, getter) pairs for one header, each with the entries it made so far.
+
+    A stock level or a price repeats over a file's variants: ~4 entries a row are ~90 MB of a
+    100k-row file when each is its own dict. Each getter's memo (value -> entry) is bounded.
+    """
+
+    __slots__ = ("getters", "unique")
+
+    def __init__(self, getters: list[tuple[str, Getter]]) -> None:
+        self.getters: list[tuple[str, Getter, dict[Any, dict[str, Any]]]] = [(n, g, {}) for n, g in getters]
+        self.unique = len({name for name, _ in getters}) == len(getters)
+
+
+_MEMO_MOST = 50_000  # entries a memo keeps at most: a few MB
 
 
 def _add_quantities(into: dict[str, Any], other: dict[str, Any]) -> None:
@@ -862,12 +901,14 @@ def _add_quantities(into: dict[str, Any], other: dict[str, Any]) -> None:
     if "qty" in other:
         into["qty"] = into.get("qty", 0) + other["qty"]
     if other.get("qty_availability"):
-        stock = {s["description"]: s for s in into.setdefault("qty_availability", [])}
+        entries = [dict(s) for s in into.get("qty_availability") or ()]  # copies: equal entries are shared
+        stock = {s["description"]: s for s in entries}
         for s in other["qty_availability"]:
             if s["description"] in stock:
                 stock[s["description"]]["qty"] += s["qty"]
             else:
-                into["qty_availability"].append(dict(s))
+                entries.append(dict(s))
+        into["qty_availability"] = entries
 
 
 def apply_totals(variant: dict[str, Any], totals: tuple[tuple[str, str], ...]) -> None:
@@ -901,7 +942,7 @@ def _skips(rule: Any, value: str) -> bool:
 _MAPPED_NAMES = ("source_variant_code", "sku", "barcode")
 
 
-def _pattern_names(template: Any, cells: dict[str, str], item: dict, most: int) -> list[str]:
+def _pattern_names(template: Any, cells: Cellmap[str, str], item: dict, most: int) -> list[str]:
     """File names a pattern gives for one row; `{sku}` etc. are the mapped values, else columns."""
     variant = item["product"]["variants"]
     values: dict[str, str] = {}
@@ -942,11 +983,12 @@ def _build(rows: Iterable[Row], mapping: Mapping, source_id: int) -> Built:
     bound: dict[str | None, _Bound] = {}
     rows_read = 0
     if mapping.parents is not None or mapping.fill_down:
-        return _build_in_passes(list(rows), run, bound)
+        return _build_in_passes([_plain(row) for row in rows], run, bound)
     rows = iter(rows)
     records = _Records(run)
     for row in rows:
         rows_read += 1
+        row = _plain(row)
         b = bound.get(row.sheet)
         if b is None:
             b = bound[row.sheet] = _bind(mapping, row.cells)
@@ -958,6 +1000,12 @@ def _build(rows: Iterable[Row], mapping: Mapping, source_id: int) -> Built:
     if records.open is not None:
         run.record(*records.open)
     return _result(run, rows_read)
+
+
+def _plain(row: Row) -> Row:
+    """The row with its cells as a dict while it is mapped: a field's getter reads a dict fastest."""
+    cells = row.cells
+    return Row(row.line, cells.as_dict(), row.sheet, row.row_number) if type(cells) is Cells else row
 
 
 class _Records:

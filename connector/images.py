@@ -43,6 +43,7 @@ _OTHER_MAGIC = {b"GIF8": "GIF", b"RIFF": "WebP", b"BM": "BMP", b"II*\x00": "TIFF
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _FETCHABLE = ("http://", "https://", "ftp://")
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_SEPARATOR = re.compile(r"[\\/]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # O_NONBLOCK so that a FIFO planted in the folder cannot block the open forever;
 # regular files ignore it.
@@ -180,7 +181,7 @@ def _name_parts(name: str, allow_urls: bool) -> tuple[list[str], str | None]:
     if name.startswith(("/", "\\")) or _DRIVE.match(name):
         return [], "the image name is an absolute path; give a name relative to the image folder"
     # Either slash separates folders: exports made on Windows write `sub\a.jpg`.
-    parts = [p for p in re.split(r"[\\/]", name) if p not in ("", ".")]
+    parts = [p for p in _SEPARATOR.split(name) if p not in ("", ".")]
     if ".." in parts:
         return [], "the image name goes up a folder ('..'); give a name inside the image folder"
     return parts, None

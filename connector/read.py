@@ -36,7 +36,7 @@ from typing import Any
 from connector.columns import column_key, normalise_name, positional_names
 from connector.encoding import Choice, choose_encoding, legacy_candidates
 from connector.errors import ReadError
-from connector.model import Problem, Row, Table
+from connector.model import Cells, Columns, Problem, Row, Table
 
 CSV_SUFFIXES = {".csv", ".txt", ".tsv", ".tab"}
 WORKBOOK_SUFFIXES = {".xlsx": "xlsx", ".xlsm": "xlsx", ".xls": "xls", ".ods": "ods"}
@@ -155,9 +155,8 @@ def _read_workbook_isolated(path: Path, kind: str, rule: _HeaderRule, sheet, max
         raise ReadError(payload)
     header, fmt, sheet_names, problems, header_row, rows = payload
     table = Table(header=header, rows=[], format=fmt, sheet=sheet_names, problems=problems, header_row=header_row)
-    # zip without strict=: a keyword argument costs 15% of zip's time in these per-row loops (B905)
-    table.rows = [Row(line, dict(zip(header, values)), row_sheet, line)  # noqa: B905
-                  for line, row_sheet, values in rows]
+    columns = Columns(header)  # every row has every column (_fill_missing_columns)
+    table.rows = [Row(line, Cells(columns, tuple(values)), row_sheet, line) for line, row_sheet, values in rows]
     return table
 
 
@@ -657,6 +656,7 @@ def _fill_csv_rows(csv_file, table, reader, header, after, damage, problems) -> 
     table.header = header
     width = len(header)
     rows = table.rows
+    columns = Columns(header)
     previous_end = header_end - line_offset
     start = header_start
     shared = _SharedText()
@@ -688,7 +688,7 @@ def _fill_csv_rows(csv_file, table, reader, header, after, damage, problems) -> 
         first = record[0]
         if (not first or first.isspace()) and not "".join(record).strip():
             continue  # blank row
-        rows.append(Row(start, dict(zip(header, shared.cells(record))), None, number))  # noqa: B905 (strict= costs 15% of zip here)
+        rows.append(Row(start, Cells(columns, shared.cells(record)), None, number))
     if csv_file.max_rows is not None:
         _refuse_too_many_rows(csv_file, raw, damage)
     if start == header_start:
@@ -811,12 +811,12 @@ class _SharedText:
         self._seen: dict[str, str] = {}
         self._rows = 0
 
-    def cells(self, texts: list[str]) -> list[str]:
+    def cells(self, texts: list[str]) -> tuple[str, ...]:
         self._rows += 1
         if self._rows % self.ROWS_REMEMBERED == 0:
             self._seen.clear()
         keep = self._seen.setdefault
-        return list(map(keep, texts, texts))
+        return tuple(map(keep, texts, texts))
 
 
 class _Problems:
@@ -1019,9 +1019,11 @@ def _locate_sheet_header(rows, rule: _HeaderRule):
 def _fill_missing_columns(table: Table) -> None:
     """Give every row of every sheet all the table's columns, so rows look alike to the mapping."""
     for row in table.rows:
-        if len(row.cells) < len(table.header):
+        cells = row.cells
+        if len(cells) < len(table.header):
+            assert isinstance(cells, dict)  # a sheet's rows are dicts until they leave the workbook reader
             for column in table.header:
-                row.cells.setdefault(column, "")
+                cells.setdefault(column, "")
 
 
 _MIDNIGHT = time(0, 0)

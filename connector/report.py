@@ -244,7 +244,8 @@ class Report:
 
     def to_ledger(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """What the ledger keeps of a journaled file: the report's JSON and its rejected rows."""
-        rows = [[r.row.line, r.row.sheet, r.row.cells, r.reason, r.column, r.row.row_number] for r in self.rejected]
+        rows = [[r.row.line, r.row.sheet, dict(r.row.cells), r.reason, r.column, r.row.row_number]
+                for r in self.rejected]
         return self.to_json(), {"header": self.header, "rows": rows, "header_row": self.header_row,
                                  "csv_delimiter": self.csv_delimiter, "csv_encoding": self.csv_encoding}
 

@@ -58,6 +58,19 @@ def test_a_summed_qty_adds_up_over_rows_repeating_a_variant():
     assert variant["qty_availability"] == [{"description": "JHB", "qty": 4}, {"description": "CPT", "qty": 6}]
 
 
+def test_adding_up_a_repeated_variant_leaves_other_variants_with_equal_stock_alone():
+    """Equal family entries are shared between items; summing one variant must not change another's."""
+    m = mapping(OUTLETS + "    same_variant: sum\n")
+    rows = [Row(2, {"sku": "A", "name": "Mug", "qty_JHB": "3", "qty_CPT": "6"}),
+            Row(3, {"sku": "B", "name": "Cup", "qty_JHB": "3", "qty_CPT": "6"}),
+            Row(4, {"sku": "A", "name": "Mug", "qty_JHB": "1", "qty_CPT": ""})]
+    built = build_products(rows, m, source_id=1)
+    variants = {i["product"]["variants"]["sku"]: i["product"]["variants"] for p in built.products for i in p.items}
+    assert variants["A"]["qty_availability"] == [{"description": "JHB", "qty": 4}, {"description": "CPT", "qty": 6}]
+    assert variants["B"]["qty_availability"] == [{"description": "JHB", "qty": 3}, {"description": "CPT", "qty": 6}]
+    assert (variants["A"]["qty"], variants["B"]["qty"]) == (10, 9)
+
+
 def test_apply_totals_recomputes_after_a_family_changed():
     variant = {"qty": 1, "price_tiers": [{"tier": "a", "price": 1.5}, {"tier": "b", "price": 2.0}]}
     apply_totals(variant, (("price", "price_tiers"),))

@@ -784,3 +784,18 @@ def test_row_ceiling_comes_from_the_settings(tmp_path):
     config = write(tmp_path, "connector.yaml", "limits:\n  max_rows: 1234\n")
     settings = load_settings(config, {})
     assert _read_options(load_mapping_for(tmp_path / "p.csv", settings), settings)["max_rows"] == 1234
+
+
+def test_a_csv_rows_cells_read_as_a_dict_of_its_header(tmp_path):
+    """Rows share their header (a compact mapping each), yet read, compare and serialise as dicts."""
+    path = tmp_path / "a.csv"
+    path.write_text("sku,price,qty\nA1,10.50,3\nB2,,7\n", encoding="utf-8")
+    first, second = read_table(path).rows
+    assert first.cells == {"sku": "A1", "price": "10.50", "qty": "3"}
+    assert dict(second.cells) == {"sku": "B2", "price": "", "qty": "7"}
+    assert first.cells["price"] == "10.50" and first.cells.get("missing", "") == "" and "qty" in first.cells
+    assert list(first.cells) == ["sku", "price", "qty"] and len(first.cells) == 3
+    assert list(second.cells.items()) == [("sku", "B2"), ("price", ""), ("qty", "7")]
+    assert json.loads(json.dumps(dict(second.cells))) == {"sku": "B2", "price": "", "qty": "7"}
+    with pytest.raises(KeyError):
+        first.cells["missing"]
