@@ -879,8 +879,12 @@ class Plan:
         new = [r for r in _rejected_rows(self.table.rows, problems, held) if (r.row.sheet, r.row.line) not in known]
         self.rejected.extend(new)
         _in_file_order(self.rejected, self.table.rows)
-        # the row accounting was made when the file was mapped (rows waiting for their product
-        # count as items then); a row refused once joined or merged moves from items to refused
+        self._refused_after_mapping(new)
+
+    def _refused_after_mapping(self, new: list[Rejected]) -> None:
+        """The row accounting was made when the file was mapped (rows waiting for their product
+        count as items then): a row refused later (once joined, merged or batched) moves from
+        items to refused, so the counts still add up."""
         not_items, rows = set(self.folded) | set(self.skipped), {(row.sheet, row.line) for row in self.table.rows}
         moved = sum(1 for r in new if (place := (r.row.sheet, r.row.line)) not in not_items and place in rows)
         self.rows.items -= moved
@@ -903,11 +907,11 @@ class Plan:
         self.problems.append(Problem(kind="size", reason=reason, line=first[1], product=code, sheet=first[0]))
         refused = {(r.row.sheet, r.row.line) for r in self.rejected}
         by_place = {(row.sheet, row.line): row for row in self.table.rows}
-        self.rejected.extend(Rejected(by_place.get(place) or Row(place[1], {}, place[0]),
-                                      f"product {code} held back: {reason}")
-                             for place in where if place not in refused)
+        new = [Rejected(by_place.get(place) or Row(place[1], {}, place[0]), f"product {code} held back: {reason}")
+               for place in where if place not in refused]
+        self.rejected.extend(new)
         _in_file_order(self.rejected, self.table.rows)
-        self.account()
+        self._refused_after_mapping(new)
 
     def account(self) -> RowAccount:
         """Reconcile the rows (see connector.accounting): every row read is in exactly one count."""
