@@ -4,11 +4,13 @@ settings and a pipeline pointed at a sandbox, with every folder in the test's tm
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -195,3 +197,26 @@ def assert_every_row_once(plan) -> RowAccount:
     assert rows.refused == len({(r.row.sheet, r.row.line) for r in plan.rejected})  # every refusal listed here
     assert sum(rows.skipped.values()) == sum(1 for p in plan.problems if p.severity == "skipped")
     return rows
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(monkeypatch: Any, capsys: Any, args: list[str], cwd: Path, env: dict | None = None) -> CliResult:
+    """`connector ARGS` in-process in `cwd`, with only `env`'s S2S_* variables, on a fake clock
+    (the API client's pacing and backoff, and the --sandbox API's limits)."""
+    from connector.cli import main
+
+    for name in [k for k in os.environ if k.startswith("S2S_")]:
+        monkeypatch.delenv(name)
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    code = main(args, clock=FakeClock())
+    out, err = capsys.readouterr()
+    return CliResult(code, out, err)

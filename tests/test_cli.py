@@ -15,44 +15,24 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from connector.cli import build_parser, main
+from connector.cli import build_parser
 from connector.sandbox import Faults
-from tests.support import FakeClock
+from tests.support import CliResult as Result
+from tests.support import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 TOKEN_SHAPED = re.compile(r"\b[0-9a-f]{40}\b")  # the sandbox's tokens are 40 hex characters
 
 
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
 def run(monkeypatch, capsys) -> Callable[..., Result]:
-    """`run(args, cwd, env)`: `connector ARGS` in `cwd` with only `env`'s S2S_* variables, in-process,
-    on a fake clock (the API client's pacing and backoff, and the --sandbox API's limits)."""
-
-    def run(args: list[str], cwd: Path, env: dict | None = None) -> Result:
-        for name in [k for k in os.environ if k.startswith("S2S_")]:
-            monkeypatch.delenv(name)
-        for name, value in (env or {}).items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.chdir(cwd)
-        capsys.readouterr()
-        code = main(args, clock=FakeClock())
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
+    """`run(args, cwd, env)`: `connector ARGS` in `cwd` with only `env`'s S2S_* variables (support.run_cli)."""
+    return lambda args, cwd, env=None: run_cli(monkeypatch, capsys, args, cwd, env)
 
 
 @pytest.fixture

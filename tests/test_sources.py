@@ -6,26 +6,18 @@ line saying what to fix; the password never shows.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from connector.cli import EXIT_CODES, main
+from connector.cli import EXIT_CODES
 from connector.sandbox import Faults
-from tests.support import FakeClock
+from tests.support import CliResult as Result
+from tests.support import run_cli
 
 PASSWORD = "sentinel-pass-5b2c"
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 @pytest.fixture
@@ -33,16 +25,9 @@ def run(monkeypatch, capsys, tmp_path) -> Callable[..., Result]:
     """`run(args, env)`: `connector ARGS` in-process in tmp_path, with only `env`'s S2S_* variables."""
 
     def run(args: list[str], env: dict | None = None) -> Result:
-        for name in [k for k in os.environ if k.startswith("S2S_")]:
-            monkeypatch.delenv(name)
-        for name, value in (env or {}).items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.chdir(tmp_path)
-        capsys.readouterr()
-        code = main(args, clock=FakeClock())
-        out, err = capsys.readouterr()
-        assert PASSWORD not in out + err
-        return Result(code, out, err)
+        result = run_cli(monkeypatch, capsys, args, tmp_path, env)
+        assert PASSWORD not in result.stdout + result.stderr
+        return result
 
     return run
 

@@ -8,51 +8,30 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from connector import watch
-from connector.cli import main
 from connector.config import Folders, VerifySettings, WatchSettings
 from connector.health import read_health
 from connector.ledger import Ledger
 from connector.sandbox import Faults
 from connector.status import render_status
 from connector.verify import Finding, acknowledged, compare
-from tests.support import FakeClock, pipeline_for, settings_for, wait_real
+from tests.support import CliResult as Result
+from tests.support import FakeClock, pipeline_for, run_cli, settings_for, wait_real
 
 HEADER = "source_product_code,source_variant_code,title,sku,price,qty,image1,image2,option1_name,option1_value\n"
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 @pytest.fixture
 def run(monkeypatch, capsys) -> Callable[..., Result]:
     """`run(args, cwd, env)`: `connector ARGS` in-process, in `cwd`, with only `env`'s S2S_* variables."""
-
-    def run(args: list[str], cwd: Path, env: dict | None = None) -> Result:
-        for name in [k for k in os.environ if k.startswith("S2S_")]:
-            monkeypatch.delenv(name)
-        for name, value in (env or {}).items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.chdir(cwd)
-        capsys.readouterr()
-        code = main(args, clock=FakeClock())
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
+    return lambda args, cwd, env=None: run_cli(monkeypatch, capsys, args, cwd, env)
 
 
 def jpeg(path: Path, colour: tuple[int, int, int]) -> None:
