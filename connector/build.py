@@ -185,7 +185,7 @@ def _bind_fallback(spec: FieldSpec, kind: str, source: SourceOptions, header: _H
     """
     first = bind_field(replace(spec, fallback=None), kind, source, header)
     second = bind_field(spec.fallback, kind, source, header)  # type: ignore[arg-type]
-    chain = _chain_columns(spec)
+    chain = chain_columns(spec)
     if any(header.has(c) for c in chain):
         for c in chain:  # only where this field named it: the same column named elsewhere stays missing
             named_at = header.missing.get(c, "")
@@ -337,10 +337,10 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
     product_keys: list[str] = []
     product_columns: list[str] = []
     if mapping.continuation_key is not None:
-        group_columns = _chain_columns(mapping.group_by)
+        group_columns = chain_columns(mapping.group_by)
         named = mapping.continuation_key or (
             *group_columns,
-            *_chain_columns(dict(mapping.variant).get("source_variant_code")),
+            *chain_columns(dict(mapping.variant).get("source_variant_code")),
         )
         for name in dict.fromkeys(named):
             key_column = header.find(name, "continuation_rows.key")
@@ -374,16 +374,16 @@ def _bind(mapping: Mapping, columns: Iterable[str]) -> _Bound:
 
 def _product_columns(mapping: Mapping, header: _Header) -> list[str]:
     """The columns group_by, active, the product fields and product meta read, as found in the header."""
-    names: list[str] = [*_chain_columns(mapping.group_by)]
+    names: list[str] = [*chain_columns(mapping.group_by)]
     if mapping.active is not None:
-        names += _chain_columns(mapping.active.field)
+        names += chain_columns(mapping.active.field)
     for _, spec in mapping.product:
-        names += _chain_columns(spec)
+        names += chain_columns(spec)
     if mapping.meta is not None:
         if mapping.meta.pattern is not None:
             names += [c for c in header.columns if mapping.meta.pattern.search(c)]
         for _, spec in mapping.meta.entries:
-            names += _chain_columns(spec)
+            names += chain_columns(spec)
     return [header.find(n, "product") or n for n in dict.fromkeys(names) if header.has(n)]
 
 
@@ -1223,7 +1223,7 @@ class _Family:
 def _missing(run: _Run, b: _Bound, mapping: Mapping, sheet: str | None) -> bool:
     """Report columns the mapping names but the file lacks. True: the file cannot be mapped."""
     # group_by with a fallback is missing only when every column it may come from is missing
-    group_columns = _chain_columns(mapping.group_by)
+    group_columns = chain_columns(mapping.group_by)
     group_missing = bool(group_columns) and all(c in b.missing for c in group_columns)
     severity = "error" if mapping.missing_columns == "error" or group_missing else "warning"
     for column, where in b.missing.items():
@@ -1242,7 +1242,7 @@ def _missing(run: _Run, b: _Bound, mapping: Mapping, sheet: str | None) -> bool:
     return any(p.kind == "column" and p.severity == "error" for p in run.problems)
 
 
-def _chain_columns(spec: FieldSpec | None) -> list[str]:
+def chain_columns(spec: FieldSpec | None) -> list[str]:
     """The columns a field and its fallbacks read."""
     out: list[str] = []
     while spec is not None:

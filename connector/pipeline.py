@@ -28,7 +28,7 @@ import orjson
 from connector.accounting import RowAccount, account_rows, settle
 from connector.api import ApiClient
 from connector.batches import Batch, iter_batches
-from connector.build import build_products
+from connector.build import build_products, chain_columns
 from connector.catalogue import (
     Known,
     Partial,
@@ -47,6 +47,7 @@ from connector.catalogue import (
     unmapped,
 )
 from connector.checks import check_products
+from connector.columns import Header
 from connector.common import file_identity, iso_utc
 from connector.config import Settings, builtin_mappings
 from connector.errors import (
@@ -60,7 +61,7 @@ from connector.errors import (
 )
 from connector.images import ImageFolder, encode_image, is_missing, locate_images
 from connector.ledger import Job, JoinedRow, Ledger, ModelRecord, WaitingRow
-from connector.mapping import FAMILIES, FieldSpec, Mapping, find_mapping, load_mapping
+from connector.mapping import FAMILIES, Mapping, find_mapping, load_mapping
 from connector.model import (
     ImageJob,
     Place,
@@ -1085,10 +1086,8 @@ def _cell(row: Row | None, column: str) -> str:
     """A row's cell by column name (exact, else ignoring case and spaces), stripped; "" when absent."""
     if row is None or not column:
         return ""
-    if column in row.cells:
-        return row.cells[column].strip()
-    loose = " ".join(column.split()).casefold()
-    return next((v.strip() for k, v in row.cells.items() if " ".join(k.split()).casefold() == loose), "")
+    found = Header(row.cells).find(column, "models")
+    return row.cells[found].strip() if found is not None else ""
 
 
 def _gap_problems(code: str, own: dict, rows: list[dict], lines: list[int], add: Sequence[str]) -> list[Problem]:
@@ -1126,16 +1125,10 @@ def _under_model(item: dict, root: ModelRecord) -> dict:
 
 def _no_rows(name: str, spec: Mapping, table: Table) -> str:
     """Why a file with no data rows is refused: its header, and whether it has the group_by column at all."""
-    columns: list[str] = []
-    group: FieldSpec | None = spec.group_by
-    while group is not None:
-        columns.extend(group.columns)
-        group = group.fallback
-    header = {" ".join(c.split()).casefold() for c in table.header}
-    shown = ", ".join(table.header)
-    shown = shown[:300] + "..." if len(shown) > 300 else shown
-    why = f"{name}: the file holds no data rows (its header reads: {shown})"
-    if columns and not any(" ".join(c.split()).casefold() in header for c in columns):
+    columns = chain_columns(spec.group_by)
+    header = Header(table.header)
+    why = f"{name}: the file holds no data rows (its header reads: {_header_shown(table)})"
+    if columns and not any(header.find(c, "group_by") is not None for c in columns):
         why += f"; it lacks the group_by column {columns[0]!r}: not the export the mapping {spec.name} reads"
     return why
 
@@ -1161,12 +1154,16 @@ def _show_header(problems: list[Problem], table: Table) -> None:
     missing = [p for p in problems if p.kind == "column" and p.severity == "error"]
     if not missing:
         return
-    shown = ", ".join(table.header)
-    if len(shown) > 300:
-        shown = shown[:300] + "..."
+    shown = _header_shown(table)
     where = f"row {table.header_row}" if table.header_row else "no header row: columns named by position"
     for p in missing:
         p.reason += f"; the file's header ({where}) reads: {shown}"
+
+
+def _header_shown(table: Table, most: int = 300) -> str:
+    """The header that was read, for a message: its names, cut after `most` characters."""
+    shown = ", ".join(table.header)
+    return shown[:most] + "..." if len(shown) > most else shown
 
 
 _LINE_MENTION = re.compile(r"\bline (\d+)\b")
