@@ -148,3 +148,9 @@ def published_schema(schema: dict[str, Any], *, schema_id: str, title: str,
 
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": schema_id, **tidy(schema),
             "title": title}
+
+
+def endpoint_parts(endpoint: str) -> tuple[str, str]:
+    """(API url, source id) of an endpoint key `<url>#source=<id>` (pipeline.endpoint_of makes them)."""
+    url, _, source = endpoint.partition("#source=")
+    return url, source

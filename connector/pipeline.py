@@ -48,7 +48,7 @@ from connector.catalogue import (
 )
 from connector.checks import check_products
 from connector.columns import Header
-from connector.common import file_identity, iso_utc
+from connector.common import endpoint_parts, file_identity, iso_utc
 from connector.config import Settings, builtin_mappings
 from connector.errors import (
     ApiUnavailable,
@@ -254,7 +254,7 @@ class Pipeline:
         self._refused_cache = {}
         for other in self.ledger.other_endpoints(self.endpoint):
             self.log.warning("the ledger also holds unsent work for %s; it is sent only by a connector "
-                             "configured for that API and source", other.split("#")[0])
+                             "configured for that API and source", endpoint_parts(other)[0])
         try:
             while not self._stop.is_set() and (job := self.ledger.next_job(self.endpoint)) is not None:
                 try:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from connector.common import iso_utc
+from connector.common import endpoint_parts, iso_utc
 from connector.ledger import Ledger
 from connector.wire import item_hash
 
@@ -23,8 +23,8 @@ def find(state_dir: Path, endpoint: str, code: str) -> dict[str, Any]:
     ledger = Ledger.read_only(state_dir)
     try:
         products = _products_for(ledger, endpoint, code)
-        out: dict[str, Any] = {"code": code, "endpoint": endpoint.split("#")[0],
-                               "source_id": endpoint.split("#source=")[-1], "products": []}
+        out: dict[str, Any] = {"code": code, "endpoint": endpoint_parts(endpoint)[0],
+                               "source_id": endpoint_parts(endpoint)[1], "products": []}
         waiting = ledger.waiting_rows(endpoint)
         pending = ledger.known_items(endpoint, products) if products else {}
         acknowledged = {(v.product_code, v.variant_code) for v in ledger.catalogue_variants(endpoint, products)}

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector.batches import make_batches
-from connector.common import iso_utc, write_json_atomic
+from connector.common import endpoint_parts, iso_utc, write_json_atomic
 from connector.model import Product
 from connector.report import Report
 from connector.wire import encode
@@ -197,8 +197,8 @@ class VerifyResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": "verify",
-            "endpoint": self.endpoint.split("#")[0],
-            "source_id": self.endpoint.split("#source=")[-1],
+            "endpoint": endpoint_parts(self.endpoint)[0],
+            "source_id": endpoint_parts(self.endpoint)[1],
             "started_at": iso_utc(self.started_at),
             "finished_at": iso_utc(self.finished_at or self.started_at),
             "clean": self.clean,
