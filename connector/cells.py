@@ -40,16 +40,22 @@ def parse_text(text: str) -> str:
     return text
 
 
+def _scientific(text: str) -> bool:
+    """`7.67E+11`: a number the spreadsheet wrote in scientific notation (every code cell is asked)."""
+    # the `in` tests first: a regex match costs ~10x more, and on long digit strings ~30x
+    return ("e" in text or "E" in text) and _SCIENTIFIC.match(text) is not None
+
+
 def parse_code(text: str) -> str:
     """A code is kept exactly as written (`00123` stays `00123`), but never scientific notation."""
-    if _SCIENTIFIC.match(text):
+    if _scientific(text):
         raise CellError("is in scientific notation, so its digits were lost (export the column as text)")
     return text
 
 
 def parse_gtin(text: str) -> str:
     """A GTIN barcode: digits only, 8, 12, 13 or 14 long, with a valid check digit."""
-    if _SCIENTIFIC.match(text):
+    if _scientific(text):
         raise CellError("is in scientific notation, so its digits were lost (export the column as text)")
     if not (text.isascii() and text.isdigit()):
         raise CellError("is not a barcode (digits only)")

@@ -54,6 +54,7 @@ class Header:
         for c in self.columns:
             self.loose.setdefault(column_key(c), c)
         self.missing: dict[str, str] = {}  # column -> where in the mapping it is named
+        self.at = {c: i for i, c in enumerate(self.columns)}  # a name twice: the last, as a row's dict keeps it
 
     def find(self, name: str, where: str) -> str | None:
         if name in self.exact:
@@ -62,6 +63,10 @@ class Header:
         if found is None:
             self.missing.setdefault(name, where)
         return found
+
+    def position(self, column: str | None) -> int | None:
+        """Where a column found by `find` is in each row's texts (None for a missing column)."""
+        return None if column is None else self.at[column]
 
     def has(self, name: str) -> bool:
         return name in self.exact or column_key(name) in self.loose

@@ -95,6 +95,16 @@ class Cells(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._values)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The header's column names, one tuple shared by every row read under it."""
+        return self._columns.names
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The cells' texts in the order of `names`."""
+        return self._values
+
     def as_dict(self) -> dict[str, str]:
         return dict(zip(self._columns.names, self._values))  # noqa: B905 (as many names as values)
 

@@ -121,6 +121,26 @@ def test_price_is_a_json_number(cell, source, expected):
     assert price == expected and isinstance(price, float)
 
 
+def _price_or_reason(mapping: Mapping, cell: str):
+    built = build_products(rows_of(row(price=cell)), mapping, source_id=9)
+    if built.products:
+        return built.products[0].items[0]["product"]["variants"].get("price")
+    return [p.reason for p in built.problems if p.severity == "error"]
+
+
+@pytest.mark.parametrize("decimal", [".", ","])
+@pytest.mark.parametrize(
+    "cell", ["-1.5", "1.", "5,", ".5", ",5", "1.2.3", "1,2,3", "\u0663.\u0665", "--1", "1e5", "-0", "007.50", "1,5",
+             "-", "12,5O", "1" * 40, "1" * 41, "\u00b2"],
+)
+def test_a_price_read_by_the_shortcut_is_what_the_number_parser_reads(cell, decimal):
+    """Plain decimals skip the general parser; `multiply: 1` always takes it: both give one answer."""
+    shortcut = _price_or_reason(mapping_of({"variant": {"price": "price"}}, decimal=decimal), cell)
+    general = _price_or_reason(mapping_of({"variant": {"price": {"column": "price", "type": "decimal", "multiply": 1}}},
+                                          decimal=decimal), cell)
+    assert shortcut == general
+
+
 @pytest.mark.parametrize(
     "field, cell, reason",
     [
