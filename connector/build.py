@@ -450,6 +450,7 @@ class _Run:
         # `source` of a product's items, option lists, product-level lists such as meta.
         # A 100k-row export holds ~100 MB less this way (bench/bench_pipeline.py).
         self.shared: dict[Any, Any] = {}
+        self.required_of = {active: self.required(active) for active in (True, False)}
 
     def share(self, key: Any, make: Callable[[], Any]) -> Any:
         found = self.shared.get(key)
@@ -528,7 +529,8 @@ class _Run:
             return "skipped"
         lines = self.lines.setdefault(code, [])
         lines.append(row.line)
-        lines.extend(extra.line for extra in extras)
+        if extras:
+            lines.extend(extra.line for extra in extras)
         if row.sheet is not None:
             sheets = self.sheets.setdefault(code, [])
             sheets.append(row.sheet)
@@ -723,7 +725,7 @@ class _Run:
         if self.mapping.totals:
             apply_totals(variant, self.mapping.totals)
         active = state != "delete"
-        for name in self.required(active):
+        for name in self.required_of[active]:
             if name not in (product if name == "title" else variant):
                 column = b.columns_of.get(name)
                 why = f'column "{column}" is blank' if column else "the mapping does not say where it comes from"
