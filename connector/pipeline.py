@@ -552,12 +552,7 @@ class Pipeline:
         retired. Rows of a product no file has brought wait (kept in the ledger as this file's rows).
         """
         add = plan.mapping.join.add if plan.mapping.join else ()
-        # the rows' own rules first (options, duplicate codes), whether or not their product is known yet
-        stand_in = {"source": {"product_active": "true"}, "product": {"title": "-"}}
-        # (`add` fields are differences, checked once added to the product's value)
-        _, problems, held = check_products([Product(p.code, [join_item(stand_in, it, add) for it in p.items],
-                                                    p.lines) for p in plan.products])
-        plan.hold(problems, held)
+        _check_join_rows(plan, add)
         products = plan.products
         codes = [p.code for p in products]
         earlier = self.ledger.joined_rows(self.endpoint, codes)
@@ -1014,6 +1009,54 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
                 cleared=cleared)
     plan.account()
     return plan
+
+
+def _check_join_rows(plan: Plan, add: Sequence[str]) -> None:
+    """A join file's rows checked by their own rules (options, repeated codes), whether or not their
+    product is known yet: a product whose rows break one is held back with its rows."""
+    stand_in = {"source": {"product_active": "true"}, "product": {"title": "-"}}
+    # (`add` fields are differences, checked once added to the product's value)
+    _, problems, held = check_products([Product(p.code, [join_item(stand_in, it, add) for it in p.items],
+                                                p.lines) for p in plan.products])
+    plan.hold(problems, held)
+
+
+def foresee_joins(plan: Plan) -> None:
+    """What a push would do with a join file's rows, as far as `check` can tell without the ledger.
+
+    A push joins each row with its product's own item, brought by another file, and keeps rows of a
+    product no file has brought yet (see Pipeline._join and _join_models). Check cannot know which
+    products the catalogue has, so: the rows' own rules are checked as a push checks them, and every
+    row left that needs another file's product is taken out of the products this file sends alone
+    and counted waiting, with a problem naming that product. Other mappings: nothing changes.
+    """
+    join = plan.mapping.join
+    if join is None:
+        return
+    by_place = {(r.sheet, r.line): r for r in plan.table.rows}
+    waiting: list[tuple[str, str, str, int]] = []  # (what it waits for, its code, the row's code, line)
+    if join.model is None:
+        _check_join_rows(plan, join.add)
+        for product in plan.products:
+            waiting.extend(("product", product.code, it["product"]["variants"]["source_variant_code"], line)
+                           for it, line in zip(product.items, product.lines, strict=True))
+        plan.products = []
+    else:  # Akeneo: only rows naming a product model wait for it; the others are whole products
+        alone = []
+        for product in plan.products:
+            model = _cell(by_place.get(product.places()[0]), join.model)
+            if model:
+                waiting.extend(("product model", model, model, line) for line in product.lines)
+            else:
+                alone.append(product)
+        plan.products = alone
+    plan.join_waiting += len(waiting)
+    plan.problems.extend(Problem(
+        kind="waiting", severity="warning", line=line, product=code, value=value,
+        reason=f"waiting for its {what} {code}: a push sends the row joined with it if a file brought it before, "
+               "or keeps the row until one does (check reads no catalogue)") for what, code, value, line in waiting)
+    going = {p.code for p in plan.products}  # no picture goes without its product
+    plan.images = {code: jobs for code, jobs in plan.images.items() if code in going}
 
 
 def endpoint_of(settings: Settings) -> str:

@@ -515,6 +515,8 @@ def _summary_lines(report: Report) -> list[str]:
         f"  rows refused: {c.rows_refused}, skipped: {c.rows_skipped}; images refused: {c.images_refused}, "
         f"missing: {c.images_missing}" + (f" (not in {report.images_folder})" if c.images_missing else ""),
     ]
+    if c.rows_waiting:
+        lines.append(_waiting_line(report))
     if report.rows:
         lines[2:2] = [f"  rows: {report.rows.line()}",
                       *(f"    skipped {n} by {rule}" for rule, n in report.rows.skipped.items())]
@@ -529,6 +531,15 @@ def _summary_lines(report: Report) -> list[str]:
     by_kind = report.problems.by_kind.most_common()
     lines.append("  problems: " + (", ".join(f"{n} {kind}" for kind, n in by_kind) if by_kind else "none"))
     return lines
+
+
+def _waiting_line(report: Report) -> str:
+    """Rows that wait for a product another file brings, which products, and what becomes of them."""
+    codes = list(dict.fromkeys(p.product for p in report.problems.stored if p.kind == "waiting" and p.product))
+    named = f" (for products {', '.join(codes[:5])}{', ...' if len(codes) > 5 else ''})" if codes else ""
+    then = ("a push sends them joined with those a file brought before, and keeps the others until a file "
+            "brings them" if report.status == "checked" else "kept, and sent when a file brings their product")
+    return f"  rows waiting for their product: {report.counts.rows_waiting}{named}: {then}"
 
 
 def _unique(names: list[str], taken: list[str]) -> list[str]:
