@@ -943,6 +943,8 @@ class Plan:
         report.header, report.rejected = list(t.header), list(self.rejected)
         report.header_row = self.mapping.source.header_row
         report.csv_delimiter, report.csv_encoding = self.mapping.source.delimiter, self.mapping.source.encoding
+        sheet = self.mapping.source.sheet
+        report.sheet_position = sheet if isinstance(sheet, int) and not isinstance(sheet, bool) else None
         return report
 
 
