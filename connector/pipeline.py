@@ -687,7 +687,7 @@ class Pipeline:
         ready = [Partial.from_json(r.partial, product_code=r.product_code, key=r.key, value=r.value, line=r.line,
                                    file=r.file, mapping=r.mapping, id=r.id)
                  for r in stored if r.until > now and r.key != "model"]
-        plan.products, released = release(plan.products, ready)
+        plan.products, released = release(plan.products, ready, into=plan.merged)
         plan.released.extend(p.id for p in released if p.id is not None)
         for p in released:
             self.log.info("%s: line %d of %s (waiting for its product) goes with it", plan.path.name, p.line, p.file)
@@ -869,6 +869,7 @@ class Plan:
     # rows of earlier files joined into this file's products (rows that waited, a join file's rows), by the
     # place they are given there (see `elsewhere_place`) -> (their file, their line)
     elsewhere: dict[Place, tuple[str, int]] = field(default_factory=dict)
+    merged: dict[str, list[Partial]] = field(default_factory=dict)  # rows that waited, by the product they went in
 
     @property
     def refused(self) -> bool:
@@ -953,6 +954,10 @@ class Plan:
         self.rejected.extend(new)
         _in_file_order(self.rejected, self.table.rows)
         self._refused_after_mapping(new)
+        # rows of earlier files that waited for this product and were merged into it: not this file's rows
+        self.problems.extend(Problem(
+            kind="size", product=code, reason=f"line {p.line} of {p.file or 'an earlier file'} (waiting for its "
+            f"product, merged into {code}): product {code} held back: {reason}") for p in self.merged.get(code, ()))
 
     def account(self) -> RowAccount:
         """Reconcile the rows (see connector.accounting): every row read is in exactly one count."""

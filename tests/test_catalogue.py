@@ -591,3 +591,27 @@ def test_a_join_row_refused_once_joined_is_named_with_its_file(fast_sandbox, tmp
     assert len(refused) == 1 and refused[0].line is None and refused[0].product == "P8"
     assert refused[0].reason.startswith("line 3 of combinations.csv: ") and "-50" in refused[0].reason
     assert set(stored(fast_sandbox)) == {"P9"}
+
+
+def test_a_waiting_row_merged_into_a_product_held_back_is_named_with_its_file(fast_sandbox, tmp_path):
+    """s.csv's row for BIG1 waits; p.csv brings BIG1 too big to send: p.csv refuses its own row, and the
+    row of s.csv that went into it is named with its file, not taken for a row of p.csv."""
+    from tests.test_review_defects import FULL, UPDATE
+
+    settings = stock_settings(tmp_path, fast_sandbox)
+    settings.batch.max_bytes = 64 * 1024
+    (tmp_path / "mappings" / "big-stock.yaml").write_text(UPDATE, encoding="utf-8")
+    (tmp_path / "mappings" / "big-products.yaml").write_text(FULL, encoding="utf-8")
+    (tmp_path / "s.csv").write_text("code,qty\nSMALL1,4\nBIG1,5\n", encoding="utf-8")
+    (tmp_path / "p.csv").write_text(f"code,title,body,price\nSMALL1,Small,,5\nBIG1,Big,{'x' * 66000},10\n",
+                                    encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "s.csv", mapping="big-stock").counts.rows_waiting == 2
+    outcome = pipeline.run_file(tmp_path / "p.csv", mapping="big-products")
+
+    assert outcome.rows.line() == "2 read = 1 items + 0 folded + 1 refused + 0 skipped"
+    assert [r.row.line for r in outcome.rejected] == [3]
+    named = [p.reason for p in outcome.problems.stored if "s.csv" in p.reason]
+    assert len(named) == 1 and named[0].startswith("line 3 of s.csv (waiting for its product, merged into BIG1): "
+                                                   "product BIG1 held back: an item is ")
+    assert stored(fast_sandbox)["SMALL1"]["variants"][0]["qty"] == 4 and "BIG1" not in stored(fast_sandbox)
