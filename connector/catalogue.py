@@ -314,14 +314,15 @@ def _grouped(merged: dict[tuple[str, str], dict[str, Any]], lines: dict[tuple[st
     return list(products.values())
 
 
-def release(products: list[Product], waiting: list[Partial]) -> tuple[list[Product], list[Partial]]:
+def release(products: list[Product], waiting: list[Partial],
+            into: dict[str, list[Partial]] | None = None) -> tuple[list[Product], list[Partial]]:
     """Rows that waited for their product, merged under the items of a file that brings it.
 
     The newer file wins where both set a field: the file that brings the product is newer than
     every row that waited for it, and of the waiting rows (oldest first in `waiting`) the newest
     wins, so they are merged newest first, each filling only what is still missing. A waiting row
     adds what the file lacks (a warehouse's qty, a stock figure). Returns the products and the
-    partials released, in the order given.
+    partials released, in the order given; `into`, when given, gets each product's partials.
     """
     if not waiting:
         return products, []
@@ -352,6 +353,9 @@ def release(products: list[Product], waiting: list[Partial]) -> tuple[list[Produ
             items = products[i].items
             if items[j]["source"].get("product_active") == "true":
                 items[j] = merge_item(items[j], partial, under=True)
+        if into is not None:
+            for code in dict.fromkeys(products[i].code for i, _ in places):
+                into.setdefault(code, []).append(partial)
         released.append(partial)
     released.reverse()
     return products, released

@@ -287,7 +287,7 @@ def _push(args, settings: Settings, clock: Clock) -> int:
 def _check(args, settings: Settings) -> int:
     from connector.common import file_identity
     from connector.errors import MappingError, ReadError
-    from connector.pipeline import plan_file
+    from connector.pipeline import foresee_joins, plan_file
     from connector.report import Report, summarise, write_report_files
     from connector.wire import encode
 
@@ -299,6 +299,7 @@ def _check(args, settings: Settings) -> int:
         return _fail(EXIT_USAGE, "mapping has errors:", exc.problems)
     except ReadError as exc:
         return _fail(EXIT_REFUSED, f"{args.file.name}: refused: {exc}")
+    foresee_joins(plan)  # rows that wait for another file's products are not products of this file alone
 
     report = plan.fill(Report(file=args.file.name, status="checked"))
     report.sha256, report.size, _ = file_identity(args.file)

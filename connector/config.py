@@ -29,6 +29,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -169,15 +170,20 @@ class WatchSettings(_Section):
         default=None, description="Where health is written (default: <state>/health.json)."
     )
 
+    @field_validator("http_token")
+    @classmethod
+    def _long_enough(cls, token: str) -> str:
+        if token and len(token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"is too short to guard a page: use at least {MIN_TOKEN_LENGTH} characters, "
+                             "e.g. from: python -c \"import secrets; print(secrets.token_urlsafe(24))\"")
+        return token
+
     @model_validator(mode="after")
     def _http(self) -> WatchSettings:
         if self.health_port is not None:
             if self.http_port is not None and self.http_port != self.health_port:
                 raise ValueError("http_port and health_port (its old name) differ: keep only http_port")
             self.http_port = self.health_port
-        if self.http_token and len(self.http_token) < MIN_TOKEN_LENGTH:
-            raise ValueError(f"http_token is too short to guard a page: use at least {MIN_TOKEN_LENGTH} characters, "
-                             "e.g. from: python -c \"import secrets; print(secrets.token_urlsafe(24))\"")
         if self.http_port is not None and not is_loopback(self.http_host) and not self.http_token:
             raise ValueError(f"http_host {self.http_host!r} is not a loopback address: the status page would be "
                              "open to the network; set http_token (or S2S_HTTP_TOKEN) to require it, or keep "
@@ -217,8 +223,16 @@ class NotifySettings(_Section):
     @field_validator("webhook_url")
     @classmethod
     def _http(cls, url: str) -> str:
-        if url and not url.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+        # A secret: the reason names what is wrong without a character of the value, except a
+        # scheme written as one (`ftp://`), which says nothing of the address or its key.
+        if not url:
+            return url
+        scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]{0,15})://", url)
+        if scheme is None or scheme[1].lower() not in ("http", "https"):
+            given = f"it starts with {scheme[0]}" if scheme else "it has no scheme in front"
+            raise ValueError(f"must be the webhook's address, starting with https:// (or http://); {given}")
+        if not urlsplit(url).hostname:
+            raise ValueError(f"must be the webhook's address: there is no host name after {scheme[0]}")
         return url
 
 
@@ -505,7 +519,8 @@ def _problem(err: Any, doc: dict[str, Any], from_env: dict[tuple[str, str], str]
         return f"{where}: unknown setting{did_you_mean(loc[-1], valid)} {valid_choices(valid)}"
     if kind == "missing":
         return f"{where}: is required"
-    shown = HIDDEN if _secret(info) else repr(value)
+    secret = _secret(info)
+    shown = f"the value {HIDDEN}" if secret else repr(value)
     if kind == "literal_error":
         choices = typing.get_args(info.annotation) if info is not None else ()
         return f"{where}: {shown} is not allowed{did_you_mean(value, choices)} {valid_choices(choices)}"
@@ -513,8 +528,28 @@ def _problem(err: Any, doc: dict[str, Any], from_env: dict[tuple[str, str], str]
         return f"{where}: {shown} must be {_bounds(info)}"
     if kind == "value_error":
         reason = str(err["ctx"]["error"])
-        return f"{where}: {HIDDEN if _secret(info) else reason}"
-    return f"{where}: {shown} is not valid: {_MESSAGES.get(kind, err['msg'])}"
+        # a secret's reason is shown (what is wrong, what is valid), never its value
+        return f"{where}: {_without(reason, value)} (the value is a secret: not shown)" if secret else \
+            f"{where}: {reason}"
+    given = f", not {_kind_of(value)}" if secret and kind.endswith("_type") else ""
+    return f"{where}: {shown} is not valid: {_MESSAGES.get(kind, err['msg'])}{given}"
+
+
+def _without(reason: str, value: Any) -> str:
+    """`reason` with the value it is about replaced, should a check ever quote it."""
+    text = value if isinstance(value, str) else None
+    return reason.replace(text, HIDDEN) if text else reason
+
+
+def _kind_of(value: Any) -> str:
+    """What a wrongly typed value is, in a person's words (never the value itself)."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return "a number" if isinstance(value, int | float) else f"a {type(value).__name__}"
 
 
 def _field_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, FieldInfo | None]:

@@ -53,11 +53,24 @@ class Health:
         self._lock = threading.Lock()
         self.url: str | None = None  # where connector.web serves /healthz, when it does
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # told every snapshot (alerts); must not block
+        self._failed_changed = threading.Event()
 
     def snapshot(self) -> dict[str, Any]:
         """The last snapshot published, as it was."""
         with self._lock:
             return dict(self._snapshot)
+
+    def failed_changed(self) -> None:
+        """Say that a file left failed/ outside the watcher (the page's put back): the watcher
+        counts failed/ again before its next snapshot instead of at its next periodic walk."""
+        self._failed_changed.set()
+
+    def take_failed_changed(self) -> bool:
+        """True once after each `failed_changed` (the watcher's side)."""
+        if not self._failed_changed.is_set():
+            return False
+        self._failed_changed.clear()
+        return True
 
     def current(self) -> dict[str, Any]:
         """The last snapshot, or that snapshot marked "stale" when it is older than `stale_after`."""

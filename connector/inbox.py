@@ -35,6 +35,8 @@ DONE_SUFFIX = ".done"
 README_NAMES = frozenset({"readme", "readme.md", "readme.txt"})
 # Sidecars written next to a placed file; never counted as data files.
 SIDECAR_SUFFIXES = (".report.json", ".error.json", ".rejected.csv", ".rejected.xlsx", DONE_SUFFIX)
+# Where a failed file's reason and refused rows go once the file is put back into the inbox.
+PUT_BACK_FOLDER = "put-back"
 # What is never data in processing/: refused rows fixed and dropped back (x.rejected.xlsx) are.
 _NOT_DATA = (".report.json", ".error.json", DONE_SUFFIX)
 
@@ -400,6 +402,32 @@ def place(path: Path, outcome: Report, folders: Folders, now: datetime) -> Path:
     return target
 
 
+def keep_put_back(placed: Path) -> list[Path]:
+    """Move the reason and refused rows of `placed` (a failed file just put back into the inbox)
+    into a `put-back/` folder beside it, under their own names; returns where they went.
+
+    Once the file is back in the inbox it is no longer failed: its `.error.json` must not keep it
+    listed or counted as failed (the status page, `connector status`). They are kept rather than
+    moved with the file: the inbox takes a `.rejected.xlsx` as data (refused rows fixed and
+    dropped back), and a person may still want the old reason and rows. `put-back/` is below
+    the dated folder, so retention removes it with the rest. A companion that cannot be moved
+    stays where it is (the file itself is back in the inbox either way).
+    """
+    moved = []
+    kept = placed.parent / PUT_BACK_FOLDER
+    for suffix in (".error.json", ".rejected.csv", ".rejected.xlsx"):
+        companion = Path(str(placed) + suffix)
+        if not os.path.lexists(companion):
+            continue
+        try:
+            kept.mkdir(exist_ok=True)
+            os.replace(companion, kept / companion.name)
+        except OSError:
+            continue
+        moved.append(kept / companion.name)
+    return moved
+
+
 def refuse_empty(path: Path) -> Report:
     """The report of a zero-byte export: refused with a reason a person can act on."""
     message = (f"{path.name} is empty (0 bytes): the export wrote nothing. "
@@ -412,7 +440,8 @@ def refuse_empty(path: Path) -> Report:
 def count_files(root: Path, *, suffix: str | None = None) -> int:
     """Data files under `root` (sidecars excluded), or files ending with `suffix` when given."""
     total = 0
-    for _dir, _subdirs, files in os.walk(root):
+    for _dir, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if d != PUT_BACK_FOLDER]  # files put back are no longer here
         for name in files:
             lower = name.lower()
             if suffix is not None:

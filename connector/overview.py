@@ -8,7 +8,8 @@ in `archive/` and `failed/`. Nothing here takes a lock the loop waits for. Sidec
 once written, so their summaries are cached by path, size and mtime.
 
 `put_back` is the page's one action: a file in `failed/` goes back to the inbox under its
-original name, so the mapping rules pick it as before.
+original name, so the mapping rules pick it as before. Its reason and refused rows stay in
+`failed/`, moved into a `put-back/` folder beside it (see `inbox.keep_put_back`).
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ class Overview:
         if os.path.lexists(target):
             raise PutBackError(f"{name} is already in the inbox; the file stays in failed/")
         _move(path, target)
+        inbox.keep_put_back(path)
         marker = Path(str(path) + inbox.DONE_SUFFIX)
         if self.settings.watch.done_file:  # the file is taken only with its done file
             if marker.exists():

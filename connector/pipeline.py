@@ -492,9 +492,12 @@ class Pipeline:
             plan.released.append(waiting.id)
             if latest[key(waiting)] is not waiting:
                 continue
-            product = grouped.setdefault(root.code, Product(root.code, [], []))
+            product = grouped.setdefault(root.code, Product(root.code, [], [], sheets=[]))
             product.items.append(_under_model(waiting.partial["item"], root))
-            product.lines.append(waiting.line)
+            sheet, line = plan.elsewhere_place(waiting.file, waiting.line)
+            product.lines.append(line)
+            assert product.sheets is not None
+            product.sheets.append(sheet)
             have = {j.image_id for j in plan.images.get(root.code, [])}
             plan.images.setdefault(root.code, []).extend(
                 ImageJob(**{**job, "source_product_code": root.code}) for job in waiting.partial.get("images", ())
@@ -503,8 +506,11 @@ class Pipeline:
         known = self.ledger.known_items(self.endpoint, roots - set(grouped))
         for (code, _), item in known.items():
             root = records[code.casefold()]
-            grouped.setdefault(code, Product(code, [], [])).items.append(_under_model(item, root))
-            grouped[code].lines.append(0)
+            product = grouped.setdefault(code, Product(code, [], [], sheets=[]))
+            product.items.append(_under_model(item, root))
+            product.lines.append(0)  # an item of the catalogue: no row of any file
+            assert product.sheets is not None
+            product.sheets.append(None)
         plan.products = list(grouped.values())
         plan.hold(*check_products(plan.products)[1:])
 
@@ -552,12 +558,7 @@ class Pipeline:
         retired. Rows of a product no file has brought wait (kept in the ledger as this file's rows).
         """
         add = plan.mapping.join.add if plan.mapping.join else ()
-        # the rows' own rules first (options, duplicate codes), whether or not their product is known yet
-        stand_in = {"source": {"product_active": "true"}, "product": {"title": "-"}}
-        # (`add` fields are differences, checked once added to the product's value)
-        _, problems, held = check_products([Product(p.code, [join_item(stand_in, it, add) for it in p.items],
-                                                    p.lines) for p in plan.products])
-        plan.hold(problems, held)
+        _check_join_rows(plan, add)
         products = plan.products
         codes = [p.code for p in products]
         earlier = self.ledger.joined_rows(self.endpoint, codes)
@@ -616,8 +617,10 @@ class Pipeline:
                 held[product.code] = product.places()
                 continue
             product.items = [retire(o) for o in owns] + joined
-            product.lines = [line] * len(product.items)
-            product.sheets = product.sheets[:1] * len(product.items) if product.sheets else None
+            sheet = product.sheets[0] if product.sheets else None
+            theirs = [plan.elsewhere_place(r.file, r.line) for r in rows]  # the join file's rows, named as such
+            product.lines = [line] * len(owns) + [at for _, at in theirs]
+            product.sheets = [sheet] * len(owns) + [label for label, _ in theirs]
             rejoined.append(product)
             self.log.info("%s: product %s goes with the %d variants of %s", plan.path.name, product.code,
                           len(rows), rows[0].file)
@@ -684,7 +687,7 @@ class Pipeline:
         ready = [Partial.from_json(r.partial, product_code=r.product_code, key=r.key, value=r.value, line=r.line,
                                    file=r.file, mapping=r.mapping, id=r.id)
                  for r in stored if r.until > now and r.key != "model"]
-        plan.products, released = release(plan.products, ready)
+        plan.products, released = release(plan.products, ready, into=plan.merged)
         plan.released.extend(p.id for p in released if p.id is not None)
         for p in released:
             self.log.info("%s: line %d of %s (waiting for its product) goes with it", plan.path.name, p.line, p.file)
@@ -863,6 +866,10 @@ class Plan:
     joined: dict[str, list[JoinedRow]] = field(default_factory=dict)  # a join file's rows, kept in the ledger
     models: list[ModelRecord] = field(default_factory=list)  # a models file's product models, kept in the ledger
     join_waiting: int = 0  # ... of which waiting for their product
+    # rows of earlier files joined into this file's products (rows that waited, a join file's rows), by the
+    # place they are given there (see `elsewhere_place`) -> (their file, their line)
+    elsewhere: dict[Place, tuple[str, int]] = field(default_factory=dict)
+    merged: dict[str, list[Partial]] = field(default_factory=dict)  # rows that waited, by the product they went in
 
     @property
     def refused(self) -> bool:
@@ -871,16 +878,50 @@ class Plan:
             return False
         return any(p.severity == "error" for p in self.problems)
 
+    def elsewhere_place(self, file: str, line: int) -> Place:
+        """The place of line `line` of an earlier `file` among this file's products: a sheet name no
+        workbook can have (Excel refuses `[`), so it is never taken for a row of this file."""
+        place = (f"[{file}]", line)
+        self.elsewhere[place] = (file, line)
+        return place
+
     def hold(self, problems: list[Problem], held: dict[str, list[Place]]) -> None:
-        """Problems found once rows were merged or joined: their products held back, their rows rejected."""
+        """Problems found once rows were merged or joined: their products held back, their rows rejected.
+
+        Rows of earlier files among them (`elsewhere`) are named with their file in the problems, and are
+        neither rejected rows of this file nor counted in its rows."""
+        causes: dict[str | None, str] = {}  # a product held back because of a row of an earlier file
+        for p in problems:
+            if p.severity == "error" and (where := self.elsewhere.get((p.sheet, p.line or 0))):
+                causes.setdefault(p.product, f"line {where[1]} of {where[0]}")
+        problems = [self._named_elsewhere(p) for p in problems]
         self.problems.extend(problems)
         self.held.update(held)
         self.products = [p for p in self.products if p.code not in held]
         known = {(r.row.sheet, r.row.line) for r in self.rejected}
-        new = [r for r in _rejected_rows(self.table.rows, problems, held) if (r.row.sheet, r.row.line) not in known]
+        here = {code: [place for place in where if place not in self.elsewhere] for code, where in held.items()}
+        new = [r for r in _rejected_rows(self.table.rows, problems, here) if (r.row.sheet, r.row.line) not in known]
+        new = [Rejected(r.row, f"{r.reason} because of {causes[code]}", r.column)
+               if (code := _held_code(r.reason)) in causes else r for r in new]
         self.rejected.extend(new)
         _in_file_order(self.rejected, self.table.rows)
         self._refused_after_mapping(new)
+
+    def _named_elsewhere(self, problem: Problem) -> Problem:
+        """A problem at a row of an earlier file, as `line 3 of products.csv: ...`, with no line of this file."""
+        if not self.elsewhere:
+            return problem
+
+        def named(m: re.Match) -> str:  # another row mentioned in the reason (checks._line), named the same way
+            found = self.elsewhere.get((m[2] if m[2] is not None else m[3], int(m[4])))
+            return f"line {found[1]} of {found[0]}" if found else m[0]
+
+        reason = _MENTIONED.sub(named, problem.reason) if "[" in problem.reason else problem.reason
+        where = self.elsewhere.get((problem.sheet, problem.line or 0))
+        if where is None:
+            return replace(problem, reason=reason)
+        return replace(problem, reason=f"line {where[1]} of {where[0]}: {reason}", line=None, sheet=None,
+                       row_number=None)
 
     def _refused_after_mapping(self, new: list[Rejected]) -> None:
         """The row accounting was made when the file was mapped (rows waiting for their product
@@ -913,6 +954,10 @@ class Plan:
         self.rejected.extend(new)
         _in_file_order(self.rejected, self.table.rows)
         self._refused_after_mapping(new)
+        # rows of earlier files that waited for this product and were merged into it: not this file's rows
+        self.problems.extend(Problem(
+            kind="size", product=code, reason=f"line {p.line} of {p.file or 'an earlier file'} (waiting for its "
+            f"product, merged into {code}): product {code} held back: {reason}") for p in self.merged.get(code, ()))
 
     def account(self) -> RowAccount:
         """Reconcile the rows (see connector.accounting): every row read is in exactly one count."""
@@ -948,6 +993,8 @@ class Plan:
         report.header, report.rejected = list(t.header), list(self.rejected)
         report.header_row = self.mapping.source.header_row
         report.csv_delimiter, report.csv_encoding = self.mapping.source.delimiter, self.mapping.source.encoding
+        sheet = self.mapping.source.sheet
+        report.sheet_position = sheet if isinstance(sheet, int) and not isinstance(sheet, bool) else None
         return report
 
 
@@ -1014,6 +1061,64 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
                 cleared=cleared)
     plan.account()
     return plan
+
+
+# "sheet '[products.csv]', line 3": a row of an earlier file as checks.describes it (see Plan.elsewhere_place)
+_MENTIONED = re.compile(r"""sheet ('(\[[^']*\])'|"(\[[^"]*\])"), line (\d+)""")
+
+
+def _held_code(reason: str) -> str | None:
+    """The product of a `product X held back` reason (see _rejected_rows), else None."""
+    m = re.fullmatch(r"product (.+) held back", reason)
+    return m[1] if m else None
+
+
+def _check_join_rows(plan: Plan, add: Sequence[str]) -> None:
+    """A join file's rows checked by their own rules (options, repeated codes), whether or not their
+    product is known yet: a product whose rows break one is held back with its rows."""
+    stand_in = {"source": {"product_active": "true"}, "product": {"title": "-"}}
+    # (`add` fields are differences, checked once added to the product's value)
+    _, problems, held = check_products([Product(p.code, [join_item(stand_in, it, add) for it in p.items],
+                                                p.lines) for p in plan.products])
+    plan.hold(problems, held)
+
+
+def foresee_joins(plan: Plan) -> None:
+    """What a push would do with a join file's rows, as far as `check` can tell without the ledger.
+
+    A push joins each row with its product's own item, brought by another file, and keeps rows of a
+    product no file has brought yet (see Pipeline._join and _join_models). Check cannot know which
+    products the catalogue has, so: the rows' own rules are checked as a push checks them, and every
+    row left that needs another file's product is taken out of the products this file sends alone
+    and counted waiting, with a problem naming that product. Other mappings: nothing changes.
+    """
+    join = plan.mapping.join
+    if join is None:
+        return
+    by_place = {(r.sheet, r.line): r for r in plan.table.rows}
+    waiting: list[tuple[str, str, str, int]] = []  # (what it waits for, its code, the row's code, line)
+    if join.model is None:
+        _check_join_rows(plan, join.add)
+        for product in plan.products:
+            waiting.extend(("product", product.code, it["product"]["variants"]["source_variant_code"], line)
+                           for it, line in zip(product.items, product.lines, strict=True))
+        plan.products = []
+    else:  # Akeneo: only rows naming a product model wait for it; the others are whole products
+        alone = []
+        for product in plan.products:
+            model = _cell(by_place.get(product.places()[0]), join.model)
+            if model:
+                waiting.extend(("product model", model, model, line) for line in product.lines)
+            else:
+                alone.append(product)
+        plan.products = alone
+    plan.join_waiting += len(waiting)
+    plan.problems.extend(Problem(
+        kind="waiting", severity="warning", line=line, product=code, value=value,
+        reason=f"waiting for its {what} {code}: a push sends the row joined with it if a file brought it before, "
+               "or keeps the row until one does (check reads no catalogue)") for what, code, value, line in waiting)
+    going = {p.code for p in plan.products}  # no picture goes without its product
+    plan.images = {code: jobs for code, jobs in plan.images.items() if code in going}
 
 
 def endpoint_of(settings: Settings) -> str:

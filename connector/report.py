@@ -187,6 +187,8 @@ class Report:
     # detected): the rejected CSV is written with them, so the same mapping reads it back
     csv_delimiter: str | None = None
     csv_encoding: str | None = None
+    # the mapping's `source.sheet` when it is a number: the rejected workbook's rows go on that sheet
+    sheet_position: int | None = None
 
     def outcome(self, *, strict: bool = False) -> str:
         """How the file's run ended, as one word: the key of cli.EXIT_CODES.
@@ -247,7 +249,8 @@ class Report:
         rows = [[r.row.line, r.row.sheet, dict(r.row.cells), r.reason, r.column, r.row.row_number]
                 for r in self.rejected]
         return self.to_json(), {"header": self.header, "rows": rows, "header_row": self.header_row,
-                                 "csv_delimiter": self.csv_delimiter, "csv_encoding": self.csv_encoding}
+                                 "csv_delimiter": self.csv_delimiter, "csv_encoding": self.csv_encoding,
+                                 "sheet_position": self.sheet_position}
 
     @classmethod
     def from_ledger(cls, data: dict[str, Any], rejected: dict[str, Any], *, started_at: float | None = None,
@@ -281,6 +284,7 @@ class Report:
         header_row = rejected.get("header_row")
         report.header_row = 1 if header_row is None else header_row  # 0: a file without a header row
         report.csv_delimiter, report.csv_encoding = rejected.get("csv_delimiter"), rejected.get("csv_encoding")
+        report.sheet_position = rejected.get("sheet_position")
         # [line, sheet, cells, reason] then, in later ledgers, the refusing column and the row number
         report.rejected = [Rejected(Row(line, cells, sheet, *rest[1:2]), reason, *rest[:1])
                            for line, sheet, cells, reason, *rest in rejected.get("rows") or []]
@@ -301,7 +305,7 @@ def write_report_files(report: Report, stem: Path, *, sidecar: str = ".report.js
                            header_row=report.header_row, delimiter=report.csv_delimiter or ",",
                            encoding=report.csv_encoding, file=report.file)
         write_rejected_xlsx(Path(f"{stem}.rejected.xlsx"), report.header, report.rejected, sheet=report.read.sheet,
-                            header_row=report.header_row, file=report.file)
+                            header_row=report.header_row, file=report.file, sheet_position=report.sheet_position)
     return path
 
 
@@ -351,7 +355,7 @@ _SHEET_NAME_BAD = re.compile(r"[\[\]:*?/\\]")
 
 def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected], *, sheet: str | None = None,
                         header_row: int = 1, file: str = "", max_comments: int = MAX_COMMENTS,
-                        max_rows: int = MAX_WORKBOOK_ROWS) -> None:
+                        max_rows: int = MAX_WORKBOOK_ROWS, sheet_position: int | None = None) -> None:
     """Write the refused rows as a workbook a person fixes in Excel and drops back into the inbox.
 
     The same columns as the export (so the same mapping reads the fixed file), then `line` and
@@ -362,9 +366,10 @@ def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected],
     `header_row`, where the mapping looks for it, under a line saying what the file is; with
     `header_row` 0 (a file without a header row) there is none, and each value stays in the
     Excel column whose number named it. Rows read from several sheets go to sheets of those
-    names. Written row by row (openpyxl's write-only mode) to a temporary file, then renamed
-    into place. Past `max_rows` refused rows the rest are left to rejected.csv, and a last
-    sheet says so.
+    names. A mapping that reads a sheet by its position (`sheet_position`, `sheet: 1`) finds the
+    rows at that position: the sheets before it only say where the rows are. Written row by row
+    (openpyxl's write-only mode) to a temporary file, then renamed into place. Past `max_rows`
+    refused rows the rest are left to rejected.csv, and a last sheet says so.
     """
     from openpyxl import Workbook
 
@@ -374,6 +379,14 @@ def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected],
         groups.setdefault(refused.row.sheet, []).append(refused)
     titles: set[str] = set()
     comments = max_comments
+    first = _sheet_title(next(iter(groups), None) or sheet)
+    for i in range(sheet_position or 0):
+        title = "read me" if i == 0 else f"read me ({i + 1})"
+        titles.add(title)
+        workbook.create_sheet(title).append([
+            f"The refused rows of {file or 'the export'} are on sheet {first!r}: sheet {sheet_position} counted "
+            f"from 0, where the mapping (sheet: {sheet_position}) reads them. Fix them there and drop this file "
+            "in the inbox."])
     for name, rows in groups.items():
         title = _sheet_title(name or sheet)
         while title.casefold() in titles:  # two names that differ only in characters Excel refuses
@@ -515,6 +528,8 @@ def _summary_lines(report: Report) -> list[str]:
         f"  rows refused: {c.rows_refused}, skipped: {c.rows_skipped}; images refused: {c.images_refused}, "
         f"missing: {c.images_missing}" + (f" (not in {report.images_folder})" if c.images_missing else ""),
     ]
+    if c.rows_waiting:
+        lines.append(_waiting_line(report))
     if report.rows:
         lines[2:2] = [f"  rows: {report.rows.line()}",
                       *(f"    skipped {n} by {rule}" for rule, n in report.rows.skipped.items())]
@@ -529,6 +544,15 @@ def _summary_lines(report: Report) -> list[str]:
     by_kind = report.problems.by_kind.most_common()
     lines.append("  problems: " + (", ".join(f"{n} {kind}" for kind, n in by_kind) if by_kind else "none"))
     return lines
+
+
+def _waiting_line(report: Report) -> str:
+    """Rows that wait for a product another file brings, which products, and what becomes of them."""
+    codes = list(dict.fromkeys(p.product for p in report.problems.stored if p.kind == "waiting" and p.product))
+    named = f" (for products {', '.join(codes[:5])}{', ...' if len(codes) > 5 else ''})" if codes else ""
+    then = ("a push sends them joined with those a file brought before, and keeps the others until a file "
+            "brings them" if report.status == "checked" else "kept, and sent when a file brings their product")
+    return f"  rows waiting for their product: {report.counts.rows_waiting}{named}: {then}"
 
 
 def _unique(names: list[str], taken: list[str]) -> list[str]:

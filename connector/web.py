@@ -254,6 +254,7 @@ def _handler_for(server: StatusServer) -> type[BaseHTTPRequestHandler]:
             except PutBackError as exc:
                 self._redirect(f"/?note={server.note(f'Not put back: {exc}', error=True)}")
                 return
+            server.health.failed_changed()  # failed/ is counted again now, not at its next walk
             server.log.info("%s put back into the inbox from the status page", name,
                             extra={"event": "file_put_back", "file": name})
             self._redirect(f"/?note={server.note(f'{name} is back in the inbox and will be taken again.')}")

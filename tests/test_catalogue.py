@@ -523,3 +523,95 @@ def test_a_row_waiting_for_its_product_sends_no_picture_before_it(fast_sandbox, 
     assert outcome.status == "done" and outcome.to_json()["counts"]["rows_waiting"] == 1
     assert outcome.to_json()["counts"]["images_to_send"] == 0
     assert fast_sandbox.state()["queue"] == []
+
+
+# -- rows of other files released by this one ------------------------------------------------------
+
+MODELS = """
+name: t-models
+group_by: code
+models: {parent: parent}
+product: {title: name}
+variant: {}
+"""
+MODEL_PRODUCTS = """
+name: t-products
+group_by: {column: parent, fallback: sku}
+join: {model: parent}
+product: {title: name}
+variant: {source_variant_code: sku, sku: sku, price: {column: price, type: decimal}}
+"""
+
+
+def test_rows_of_an_earlier_file_refused_when_released_are_reported_against_that_file(fast_sandbox, tmp_path):
+    """products.csv's rows wait for model M1; models.csv brings it, and they are refused together (two
+    variants without options). Their lines are products.csv's: models.csv's own lines 2 and 3 are fine."""
+    settings = stock_settings(tmp_path, fast_sandbox)
+    for name, text in (("t-models", MODELS), ("t-products", MODEL_PRODUCTS)):
+        (tmp_path / "mappings" / f"{name}.yaml").write_text(text, encoding="utf-8")
+    (tmp_path / "products.csv").write_text("sku,parent,name,price\nS1,M1,Mug small,10\nS2,M1,Mug large,12\n",
+                                           encoding="utf-8")
+    (tmp_path / "models.csv").write_text("code,parent,name\nM1,,Mug\nM2,,Jug\n", encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    first = pipeline.run_file(tmp_path / "products.csv", mapping="t-products")
+    assert first.counts.rows_waiting == 2 and first.rows.refused == 0
+    second = pipeline.run_file(tmp_path / "models.csv", mapping="t-models")
+
+    assert second.rows.line() == "2 read = 2 items + 0 folded + 0 refused + 0 skipped"  # its own rows are fine
+    assert second.rejected == [] and second.counts.rows_refused == 0
+    refused = [p for p in second.problems.stored if p.severity == "error"]
+    assert refused and all("products.csv" in p.reason and p.line is None for p in refused), refused
+    assert [p.reason for p in refused] == [
+        "line 3 of products.csv: is a second variant without options (line 2 of products.csv is the first); "
+        "give the variants options or their own product codes"]
+    assert stored(fast_sandbox) == {}  # M1's two variants without options are not sent
+
+
+def test_a_join_row_refused_once_joined_is_named_with_its_file(fast_sandbox, tmp_path):
+    """combinations.csv waits for P8; products.csv brings it at 100, and one combination's impact of -150
+    makes a price below 0: the problem is at combinations.csv's line, and products.csv refuses only its own
+    row of P8, saying why (before, both were put at products.csv's line of P8)."""
+    from tests.test_review_defects import COMBINATIONS, PRODUCTS
+
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "shop-products.yaml").write_text(PRODUCTS, encoding="utf-8")
+    (tmp_path / "mappings" / "shop-combinations.yaml").write_text(COMBINATIONS, encoding="utf-8")
+    (tmp_path / "combinations.csv").write_text("id,ref,size,impact\nP8,P8-L,L,0\nP8,P8-S,S,-150\n",
+                                               encoding="utf-8")
+    (tmp_path / "products.csv").write_text("id,name,ref,price\nP9,Gadget,P9-own,50\nP8,Widget,P8-own,100\n",
+                                           encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "combinations.csv", mapping="shop-combinations").counts.rows_waiting == 2
+    outcome = pipeline.run_file(tmp_path / "products.csv", mapping="shop-products")
+
+    assert outcome.rows.line() == "2 read = 1 items + 0 folded + 1 refused + 0 skipped"
+    assert [(r.row.line, r.reason) for r in outcome.rejected] == [
+        (3, "product P8 held back because of line 3 of combinations.csv")]
+    refused = [p for p in outcome.problems.stored if p.severity == "error"]
+    assert len(refused) == 1 and refused[0].line is None and refused[0].product == "P8"
+    assert refused[0].reason.startswith("line 3 of combinations.csv: ") and "-50" in refused[0].reason
+    assert set(stored(fast_sandbox)) == {"P9"}
+
+
+def test_a_waiting_row_merged_into_a_product_held_back_is_named_with_its_file(fast_sandbox, tmp_path):
+    """s.csv's row for BIG1 waits; p.csv brings BIG1 too big to send: p.csv refuses its own row, and the
+    row of s.csv that went into it is named with its file, not taken for a row of p.csv."""
+    from tests.test_review_defects import FULL, UPDATE
+
+    settings = stock_settings(tmp_path, fast_sandbox)
+    settings.batch.max_bytes = 64 * 1024
+    (tmp_path / "mappings" / "big-stock.yaml").write_text(UPDATE, encoding="utf-8")
+    (tmp_path / "mappings" / "big-products.yaml").write_text(FULL, encoding="utf-8")
+    (tmp_path / "s.csv").write_text("code,qty\nSMALL1,4\nBIG1,5\n", encoding="utf-8")
+    (tmp_path / "p.csv").write_text(f"code,title,body,price\nSMALL1,Small,,5\nBIG1,Big,{'x' * 66000},10\n",
+                                    encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "s.csv", mapping="big-stock").counts.rows_waiting == 2
+    outcome = pipeline.run_file(tmp_path / "p.csv", mapping="big-products")
+
+    assert outcome.rows.line() == "2 read = 1 items + 0 folded + 1 refused + 0 skipped"
+    assert [r.row.line for r in outcome.rejected] == [3]
+    named = [p.reason for p in outcome.problems.stored if "s.csv" in p.reason]
+    assert len(named) == 1 and named[0].startswith("line 3 of s.csv (waiting for its product, merged into BIG1): "
+                                                   "product BIG1 held back: an item is ")
+    assert stored(fast_sandbox)["SMALL1"]["variants"][0]["qty"] == 4 and "BIG1" not in stored(fast_sandbox)

@@ -69,6 +69,33 @@ def test_check_sends_nothing_and_writes_what_would_be_sent(run, workdir):
     assert "products" in result.stdout
 
 
+@pytest.mark.parametrize(("folder", "name", "mapping", "waiting", "sent_alone"), [
+    ("prestashop", "combinations_import.csv", "prestashop-combinations", 23, 0),  # every row joins a product
+    ("akeneo", "products.csv", "akeneo-products", 240, 999),  # rows naming a product model join it
+])
+def test_check_of_a_join_file_says_what_a_push_does_with_its_rows(run, tmp_path, folder, name, mapping, waiting,
+                                                                   sent_alone):
+    export = ROOT.parent / "shared" / "corpus" / folder / name
+    check = run(["check", str(export), "--mapping", mapping, "--out", "out"], tmp_path)
+    assert check.returncode == 0, check.stderr
+    checked = json.loads((tmp_path / "out" / f"{name}.report.json").read_text())
+    assert "problems: none" not in check.stdout
+    assert f"rows waiting for their product: {waiting} (for products " in check.stdout
+    assert "a push sends them joined with those a file brought before, and keeps the others" in check.stdout
+    assert len(json.loads((tmp_path / "out" / f"{name}.items.json").read_text())["system_products"]) == sent_alone
+    reasons = [p["reason"] for p in checked["problems"] if p["kind"] == "waiting"]
+    assert reasons and all("(check reads no catalogue)" in r for r in reasons)
+
+    # a first push (nothing in the catalogue yet) does what check said
+    push = run(["push", str(export), "--mapping", mapping, "--sandbox"], tmp_path)
+    assert push.returncode == 0, push.stderr
+    pushed = json.loads((tmp_path / "reports" / f"{name}.report.json").read_text())
+    assert f"rows waiting for their product: {waiting} (for products " in push.stdout
+    for key in ("rows_waiting", "products", "variants", "rows_refused", "products_held_back"):
+        assert checked["counts"][key] == pushed["counts"][key], key
+    assert checked["rows"] == pushed["rows"] and checked["problems_by_kind"] == pushed["problems_by_kind"]
+
+
 def test_push_without_credentials_says_what_to_set(run, workdir):
     result = run(["push", "examples/products.csv"], workdir)
     assert result.returncode == 2

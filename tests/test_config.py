@@ -87,6 +87,29 @@ def test_the_password_never_appears_in_a_message(tmp_path, text):
     assert found and SECRET not in "\n".join(found), found
 
 
+@pytest.mark.parametrize(("text", "env", "reason"), [
+    (f"notify:\n  webhook_url: ftp://hooks.example/{SECRET}\n", {},
+     "notify.webhook_url: must be the webhook's address, starting with https:// (or http://); it starts with ftp://"),
+    (f"notify:\n  webhook_url: hooks.slack.com/services/{SECRET}\n", {},
+     "notify.webhook_url: must be the webhook's address, starting with https:// (or http://); "
+     "it has no scheme in front"),
+    ("", {"S2S_NOTIFY_WEBHOOK_URL": f"https:///{SECRET}"},
+     "S2S_NOTIFY_WEBHOOK_URL (notify.webhook_url): must be the webhook's address: there is no host name after https://"),
+    (f"api:\n  password: [{SECRET}]\n", {}, "api.password: the value (hidden) is not valid: must be text, not a list"),
+    (f"api:\n  password: {{{SECRET}: 1}}\n", {}, "api.password: the value (hidden) is not valid: must be text, not a mapping"),
+    (f"watch:\n  http_token: {SECRET[:9]}\n", {},
+     "watch.http_token: is too short to guard a page: use at least 16 characters"),
+])
+def test_a_secret_setting_says_what_is_wrong_and_never_its_value(tmp_path, monkeypatch, capsys, text, env, reason):
+    from tests.support import run_cli
+
+    (tmp_path / "connector.yaml").write_text(text, encoding="utf-8")
+    result = run_cli(monkeypatch, capsys, ["status"], tmp_path, env)
+    assert result.returncode == 2 and reason in result.stderr, result.stderr
+    assert "not shown" in result.stderr or "(hidden)" in result.stderr
+    assert SECRET[:9] not in result.stdout + result.stderr
+
+
 def test_the_committed_config_schema_is_the_one_the_definition_generates():
     assert SCHEMA_PATH.read_text(encoding="utf-8") == json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n", (
         "connector/schema/config.schema.json differs from the definition in connector/config.py: "

@@ -626,3 +626,51 @@ def test_cli_serves_until_sigterm():
         if process.poll() is None:
             process.kill()
             process.wait(timeout=5)
+
+
+def test_an_in_process_sandbox_puts_the_sigterm_handler_back():
+    """`connector sandbox` run inside a process that goes on (tests, embedding) leaves SIGTERM as it found it,
+    when SIGTERM stopped it and when it could not start."""
+    import argparse
+    import io
+    import os
+    import signal
+    import socket
+    import threading
+
+    from connector.sandbox.cli import add_arguments, run
+
+    assert threading.current_thread() is threading.main_thread()  # Python sets signal handlers only there
+    taken: list[int] = []
+
+    def ours(signum, _frame):
+        taken.append(signum)
+        raise KeyboardInterrupt  # the sandbox did not take SIGTERM: stop it anyway, the test then fails
+
+    class Out(io.StringIO):
+        started = threading.Event()
+
+        def write(self, text: str) -> int:
+            if "Stop:" in text:
+                self.started.set()
+            return super().write(text)
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        out = Out()
+        sender = threading.Thread(target=lambda: out.started.wait(10) and os.kill(os.getpid(), signal.SIGTERM))
+        sender.start()
+        assert run(parser.parse_args(["--port", "0"]), out=out) == 0
+        sender.join(10)
+        assert "Sandbox stopped." in out.getvalue() and taken == []  # the sandbox's own handler stopped it
+        assert signal.getsignal(signal.SIGTERM) is ours
+
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            assert run(parser.parse_args(["--port", str(busy.getsockname()[1])]), out=io.StringIO()) == 2
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import openpyxl
+import pytest
 
 from connector.config import Settings
 from connector.mapping import parse_mapping
@@ -147,3 +148,35 @@ def test_an_update_workbook_of_several_sheets_refuses_a_merged_row_on_its_own_sh
     stored = {p["source_product_code"]: p for p in sb.state()["products"]}
     assert stored["P1"]["variants"][0]["price"] == 12 and stored["P1"]["vendor"] == "Bolt"  # not cleared by B's "-"
     assert stored["P2"]["variants"][0]["price"] == 4
+
+
+@pytest.mark.parametrize("sheet", [1, "Stock"])
+def test_a_rejected_workbook_of_a_sheet_chosen_by_position_or_name_reads_back(make_sandbox, tmp_path, sheet):
+    """A mapping reading one sheet of several (`sheet: 1`, `sheet: Stock`) reads its own rejected.xlsx
+    once a person fixed it: the refused rows are where that mapping looks for them."""
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "stock.yaml").write_text(textwrap.dedent(f"""
+        source: {{sheet: {sheet}}}
+        group_by: code
+        product: {{title: title}}
+        variant: {{source_variant_code: sku, sku: sku, price: price}}
+    """), encoding="utf-8")
+    export = workbook(tmp_path / "stock.xlsx", {
+        "Read me": [["Stock export of the Johannesburg warehouse"]],
+        "Stock": [HEADER, ["P1", "S1", "Mug", "10"], ["P2", "S2", "Jug", "x1"]],
+        "Totals": [["lines", "2"]],
+    })
+    settings = settings_for(tmp_path, sb)
+    first = pipeline_for(tmp_path, sb, settings).run_file(export, mapping="stock")
+    assert first.counts.items_sent == 1 and first.counts.rows_refused == 1
+    write_report_files(first, tmp_path / "stock.xlsx")
+
+    wb = openpyxl.load_workbook(tmp_path / "stock.xlsx.rejected.xlsx")
+    ws = wb.worksheets[1] if sheet == 1 else wb[sheet]
+    assert [c.value for c in ws[1]][:4] == HEADER and ws["B2"].value == "S2" and ws["D2"].value == "x1"
+    ws["D2"].value = "11"  # fixed by a person
+    wb.save(tmp_path / "fixed.xlsx")
+    again = pipeline_for(tmp_path, sb, settings).run_file(tmp_path / "fixed.xlsx", mapping="stock")
+    assert again.status == "done" and again.counts.items_sent == 1 and again.counts.rows_refused == 0
+    assert {v["sku"]: v["price"] for p in sb.state()["products"] for v in p["variants"]} == {"S1": 10, "S2": 11}

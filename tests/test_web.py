@@ -23,6 +23,7 @@ from connector.health import read_health
 from connector.overview import Overview, PutBackError, original_name
 from connector.page import render
 from connector.sandbox import Sandbox, SandboxConfig
+from tests.support import wait_real
 from tests.watching import BAD_CSV, GOOD_CSV, PASSWORD, Service, quick_settings, running_service
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,6 +176,41 @@ def test_put_back_needs_the_csrf_token_and_the_page_origin(fresh):
     reply = requests.post(url + "retry", data={"file": relative, "csrf": token}, timeout=5)
     assert reply.status_code == 200 and "bad.csv is back in the inbox" in reply.text
     served.wait_for_file("archive", "bad__")
+
+
+def test_a_file_put_back_is_no_longer_counted_or_listed_as_failed(tmp_path, make_sandbox):
+    settings = quick_settings(tmp_path, make_sandbox(users={"demo": PASSWORD}, rate=100.0))
+    (settings.folders.inbox / "bad.csv").write_text(GOOD_CSV.replace("10.00", "ten").replace("12.00", "twelve"))
+    with running_service(settings) as service:
+        _put_back_a_fixed_file(service)
+
+
+def _put_back_a_fixed_file(service: Service) -> None:
+    from connector.status import render_status
+
+    folders = service.settings.folders
+    failed = service.wait_for_file("failed", "bad__")[0]
+    companions = [Path(str(failed) + s) for s in (".error.json", ".rejected.csv", ".rejected.xlsx")]
+    assert all(p.exists() for p in companions)
+    wait_real(lambda: requests.get(service.page_url + "healthz", timeout=5).json()["failed_files"] == 1, 10, "1 failed")
+    html = requests.get(service.page_url, timeout=5).text
+    failed.write_text(GOOD_CSV.replace("P1", "P3"))  # fixed by a person
+    relative = failed.relative_to(folders.failed).as_posix()
+    reply = requests.post(service.page_url + "retry", data={"file": relative, "csrf": csrf_of(html)}, timeout=5)
+    assert reply.status_code == 200 and "bad.csv is back in the inbox" in reply.text
+    service.wait_for_file("archive", "bad__")
+
+    # nothing of it is left where failed files are listed and counted ...
+    assert [p for p in folders.failed.rglob("*") if p.is_file() and p.parent.name != "put-back"] == []
+    wait_real(lambda: requests.get(service.page_url + "healthz", timeout=5).json()["failed_files"] == 0, 10,
+              "failed_files 0 (counted again after the put back, not at the next walk of failed/)")
+    html = requests.get(service.page_url, timeout=5).text
+    assert "Put back in the inbox" not in html and 'class="status refused"' not in html
+    assert "Last failed: (0 file(s) in failed/) none" in render_status(service.settings)
+    # ... and its old reason and refused rows are kept for a person, beside where it was
+    kept = failed.parent / "put-back"
+    assert sorted(p.name for p in kept.iterdir()) == sorted(p.name for p in companions)
+    assert '"status": "refused"' in (kept / companions[0].name).read_text()
 
 
 def test_the_health_endpoint_beside_the_page(served):

@@ -12,6 +12,7 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -122,8 +123,15 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         print(f"connector sandbox: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    sandbox = Sandbox(config)
+    restore = _on_sigterm(stop.set)
+    try:
+        return _serve(Sandbox(config), args, stop, out)
+    finally:
+        restore()  # the handler as it was: `run` may be called in a process that goes on (tests, embedding)
+
+
+def _serve(sandbox: Sandbox, args: argparse.Namespace, stop: threading.Event, out: TextIO) -> int:
+    config = sandbox.config
     try:
         sandbox.start(args.host, args.port)
     except OSError as exc:
@@ -144,6 +152,18 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         sandbox.stop()
     print("Sandbox stopped.", file=out)
     return 0
+
+
+def _on_sigterm(stop: Callable[[], None]) -> Callable[[], None]:
+    """Make SIGTERM call `stop` (main thread only, as Python's signals); returns what puts the
+    handler it replaced back."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop())
+
+    def restore() -> None:
+        # None: a handler set outside Python, which cannot be put back; the default is the nearest
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return restore
 
 
 def main(argv: list[str] | None = None) -> int:

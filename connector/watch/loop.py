@@ -631,7 +631,8 @@ class Watcher:
         return problems
 
     def snapshot(self) -> dict[str, Any]:
-        if self._failed_counted_at is None or self.clock.monotonic() - self._failed_counted_at >= FAILED_RECOUNT_S:
+        if self._failed_counted_at is None or self.clock.monotonic() - self._failed_counted_at >= FAILED_RECOUNT_S \
+                or self.health.take_failed_changed():
             self._count_failed()
         problems = self.problems()
         ledger = self.ledger
