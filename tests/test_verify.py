@@ -141,7 +141,8 @@ def test_a_repair_the_api_cannot_take_now_waits_in_the_ledger_and_goes_with_the_
 
 
 def test_verify_pages_its_searches_through_the_rate_limited_client(make_sandbox, tmp_path):
-    """60 products, 25 a page: 3 searches, each through the same client and limiter as the pushes."""
+    """60 products, 25 a page: 3 searches, through the account's only channel (listed once), each
+    through the same client and limiter as the pushes."""
     sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
     settings = settings_for(tmp_path, sb)
     settings.verify.page_size = 25
@@ -157,7 +158,9 @@ def test_verify_pages_its_searches_through_the_rate_limited_client(make_sandbox,
     finally:
         pipeline.close()
     assert result.clean and result.products_checked == 60
-    assert sb.state()["stats"]["by_path"]["/v1/products/elastic_search"] - searches == 3 == result.requests
+    by_path = sb.state()["stats"]["by_path"]
+    assert by_path["/v1/products/elastic_search"] - searches == 3 and by_path["/v1/channels"] == 1
+    assert result.requests == 4 and result.channel is not None and result.channel.channel_id == 1
 
 
 def test_acknowledged_reads_the_last_acknowledged_item_of_each_variant_for_this_endpoint(make_sandbox, tmp_path):
