@@ -361,7 +361,7 @@ def _sources(settings: Settings, clock: Clock) -> int:
     # A setup check answers within seconds: an address nobody answers at is reported, not waited for.
     settings.api.retry_budget = min(settings.api.retry_budget, SOURCES_RETRY_BUDGET)
     client = ApiClient(settings.api, sleep=clock.sleep, clock=clock.monotonic)
-    account = look_up(client, settings.api.source_id)
+    account = look_up(client, settings.api.source_id, settings.verify.channel_id)
     print(render(account))
     if account.problem:
         raise ConfigError([account.problem])
