@@ -38,13 +38,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector.batches import make_batches
+from connector.channels import SETTING as CHANNEL_SETTING
+from connector.channels import SearchChannel, list_channels, resolve
 from connector.common import endpoint_parts, iso_utc, write_json_atomic
 from connector.model import Product
 from connector.report import Report
 from connector.wire import encode
-
-from connector.channels import SETTING as CHANNEL_SETTING
-from connector.channels import SearchChannel, list_channels, resolve
 
 if TYPE_CHECKING:
     from connector.api import ApiClient

@@ -377,6 +377,7 @@ def test_with_one_channel_and_none_set_verify_searches_through_it_and_says_so_on
     said = 'verify searches through channel 1 "Sandbox channel", the account\'s only channel'
     assert result.stderr.count(said) == 1, result.stderr
     assert "(set verify.channel_id (S2S_VERIFY_CHANNEL_ID) to choose another)" in result.stderr
+    assert sb.state()["stats"]["by_path"]["/v1/channels"] == 1  # listed once, by verify (push lists none)
 
 
 def test_with_two_channels_and_none_set_verify_could_not_see_the_products_and_repair_sends_nothing(
