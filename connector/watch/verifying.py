@@ -10,7 +10,9 @@ of the files pushed since the last verify are checked against Stock2Shop (connec
 The first file pushed sets the time; files pushed before it comes are verified with it (a
 file every few minutes never postpones the check). Products found missing or differing are
 checked again with the next run until they are right; with `verify.repair` they are sent again
-at once and checked again `after_minutes` later.
+at once and checked again `after_minutes` later. A verify whose search could not see the products
+(a channel to set, connector/channels.py) sends nothing, is a problem in health, and its products
+are checked again with the next run; the channel chosen by the first run is kept for the next.
 """
 
 from __future__ import annotations
@@ -94,8 +96,8 @@ class VerifySchedule:
     def problem(self) -> str | None:
         """A line for health when the last verify found something it did not repair."""
         if self.last and self.last.get("unseen"):
-            return (f"verify {one_line(self.last)} (nothing was sent again; set it, then the next verify "
-                    "checks them)")
+            return (f"verify {one_line(self.last)} (nothing was sent again; the next verify checks "
+                    "them again)")
         if not self.last or self.last.get("clean") or self.last.get("repair"):
             return None
         return (f"verify found items missing or differing in Stock2Shop {one_line(self.last)} (stop the service "
