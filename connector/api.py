@@ -258,10 +258,12 @@ class ApiClient:
         """The user's channels (`GET /v1/channels`): [{"id", "description", "type", "active"}, ...]."""
         return _listed(self.call("GET", "/v1/channels", params={"format": "json"}), "system_channels")
 
-    def search_products(self, query: dict) -> dict:
+    def search_products(self, query: dict, *, channel_id: int | None = None) -> dict:
         """`POST /v1/products/elastic_search` with an Elasticsearch body; the answer, whose
-        `system_products` are the products as stored (live, not the index) and `hits.total` counts all."""
-        return self.call("POST", "/v1/products/elastic_search", encode(query))
+        `system_products` are the products as stored (live, not the index) and `hits.total` counts all.
+        `channel_id` goes as the query parameter a user that is not an admin needs to find anything."""
+        params = None if channel_id is None else {"channel_id": channel_id}
+        return self.call("POST", "/v1/products/elastic_search", encode(query), params=params)
 
     def authenticate(self) -> None:
         """Log in and keep the token. A new login invalidates the old token for everybody."""

@@ -5,6 +5,7 @@ Exit codes (every command), from one table (`EXIT_CODES`):
   1  the file was refused for data reasons, or the API refused every item it was sent
      (with --strict: any row or item was refused); `verify`: items missing or differing
   2  usage, configuration, mapping or credential error: a person must change the setup
+     (`verify`: the search could not see the products, e.g. verify.channel_id to set)
   3  work is left waiting in the ledger (API unreachable); the next run sends it
   4  an unexpected error inside the connector (a bug): journaled work stays in the ledger
 """
@@ -37,6 +38,7 @@ EXIT_CODES: dict[str, int] = {
     "refused_by_api": EXIT_REFUSED,  # every item sent was refused (e.g. another account's source id)
     "rows_refused": EXIT_REFUSED,    # --strict only
     "mismatch": EXIT_REFUSED,        # verify: acknowledged items missing or differing in Stock2Shop
+    "unseen": EXIT_USAGE,            # verify: the search saw none of the products (a channel to set)
     "waiting": EXIT_WAITING,
     "mapping": EXIT_USAGE,
     "setup": EXIT_USAGE,
@@ -162,8 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "(POST /v1/products/elastic_search): products and variants missing, price, qty, sku or "
                     "title differing from what was last sent, images missing. The queue is asynchronous, so run "
                     "it some minutes after a push (`watch` does so by itself, verify.after_minutes after each "
-                    "file). Prints a summary and writes verify.report.json to the report folder; exit 1 when "
-                    "something is missing or differs.",
+                    "file). Searches through verify.channel_id (S2S_VERIFY_CHANNEL_ID), or the account's channel "
+                    "when it has exactly one: a user that is not an admin finds nothing without one. Prints a "
+                    "summary and writes verify.report.json to the report folder; exit 1 when something is missing "
+                    "or differs, exit 2 when the search found none of the products (it could not see them: "
+                    "nothing is called missing and --repair sends nothing; the message lists the channels).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     verify.add_argument("--repair", action="store_true",
                         help="journal the products found missing or differing again (whole, every variant as last "
@@ -357,7 +362,7 @@ def _sources(settings: Settings, clock: Clock) -> int:
     # A setup check answers within seconds: an address nobody answers at is reported, not waited for.
     settings.api.retry_budget = min(settings.api.retry_budget, SOURCES_RETRY_BUDGET)
     client = ApiClient(settings.api, sleep=clock.sleep, clock=clock.monotonic)
-    account = look_up(client, settings.api.source_id)
+    account = look_up(client, settings.api.source_id, settings.verify.channel_id)
     print(render(account))
     if account.problem:
         raise ConfigError([account.problem])

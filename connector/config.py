@@ -13,7 +13,7 @@ when the committed file differs). Every problem is reported at once with its pla
 Relative folders are resolved against the config file's folder, or against the current
 directory when there is no config file. Environment variables win over the file:
 S2S_API_URL, S2S_USERNAME, S2S_PASSWORD, S2S_SOURCE_ID, S2S_STATE_DIR, S2S_HTTP_TOKEN,
-S2S_NOTIFY_WEBHOOK_URL. The secrets (the password, the status page's token, the webhook URL) are
+S2S_NOTIFY_WEBHOOK_URL, S2S_VERIFY_CHANNEL_ID. The secrets (the password, the status page's token, the webhook URL) are
 kept out of every repr and message, YAML syntax errors included.
 """
 
@@ -272,6 +272,13 @@ class VerifySettings(_Section):
         default=100, ge=1, le=1000,
         description="Products asked for per search request (POST /v1/products/elastic_search).",
     )
+    channel_id: int | None = Field(
+        default=None,
+        description="The channel verify searches through (the channel_id query parameter of "
+                    "POST /v1/products/elastic_search; or S2S_VERIFY_CHANNEL_ID): a user that is not an admin "
+                    "finds nothing without one. Default: the account's channel when it has exactly one, else none "
+                    "(`connector sources` lists the channels and says which one verify uses).",
+    )
     repair: bool = Field(
         default=False,
         description="`watch` also sends again, at once, what its verify finds missing or differing "
@@ -394,6 +401,7 @@ _ENV = {
     "S2S_STATE_DIR": ("folders", "state"),
     "S2S_HTTP_TOKEN": ("watch", "http_token"),
     "S2S_NOTIFY_WEBHOOK_URL": ("notify", "webhook_url"),
+    "S2S_VERIFY_CHANNEL_ID": ("verify", "channel_id"),
 }
 
 

@@ -1,4 +1,5 @@
-"""`connector sources`: log in, list the user's sources and channels, check `api.source_id`.
+"""`connector sources`: log in, list the user's sources and channels, check `api.source_id`
+and say which channel `connector verify` searches through (connector/channels.py).
 
 The first step of pushing for real (api-docs, "Push products": authenticate, then
 GET /v1/sources and take the id of the source the products come from):
@@ -7,7 +8,8 @@ GET /v1/sources and take the id of the source the products come from):
     print(render(account))
     account.problem   # None, or why api.source_id cannot be used (unset, unknown)
 
-A wrong URL, wrong credentials and an unknown source id are each a FatalError with one line
+A wrong URL, wrong credentials, an unknown source id and a verify.channel_id that is not one of
+the listed channels are each a FatalError with one line
 saying what to change; the CLI turns them into exit 2.
 """
 
@@ -17,6 +19,8 @@ import logging
 from dataclasses import dataclass
 
 from connector.api import ApiClient
+from connector.channels import SETTING as CHANNEL_SETTING
+from connector.channels import SearchChannel, choose
 from connector.errors import ApiUnavailable, AuthFailed, SetupError
 
 log = logging.getLogger("connector.sources")
@@ -33,6 +37,12 @@ class Account:
     source_id: int | None
     announced_rate: str | None  # x-S2S-RateLimit as the API sent it; None when it sent none
     configured_rate: float
+    verify_channel_id: int | None = None  # verify.channel_id as configured
+
+    @property
+    def search_channel(self) -> SearchChannel:
+        """The channel `connector verify` searches through, with these channels."""
+        return choose(self.verify_channel_id, self.channels)
 
     @property
     def source(self) -> dict | None:
@@ -48,10 +58,15 @@ class Account:
         if self.source is None:
             return (f"api.source_id (S2S_SOURCE_ID) {self.source_id} is not one of this user's sources "
                     f"({ids}); set it to the id of the source your products come from")
+        if self.verify_channel_id is not None and self.channels is not None and \
+                not any(str(c.get("id")) == str(self.verify_channel_id) for c in self.channels):
+            return (f"{CHANNEL_SETTING} {self.verify_channel_id} is not one of this user's channels "
+                    f"({self.search_channel.listing()}): verify would find nothing through it; set it to one of "
+                    "them, or leave it unset")
         return None
 
 
-def look_up(client: ApiClient, source_id: int | None) -> Account:
+def look_up(client: ApiClient, source_id: int | None, verify_channel_id: int | None = None) -> Account:
     """Log in and list sources and channels through `client` (its limiter and retries).
 
     Raises AuthFailed for refused credentials and SetupError when the API cannot be reached at
@@ -71,7 +86,8 @@ def look_up(client: ApiClient, source_id: int | None) -> Account:
         raise SetupError(f"no answer from the Stock2Shop API at {client.base}: {exc}; check api.url "
                          "(S2S_API_URL) and the network", exc.status) from None
     return Account(url=client.base, username=settings.username, sources=sources, channels=channels,
-                   source_id=source_id, announced_rate=client.announced_rate, configured_rate=settings.rate)
+                   source_id=source_id, announced_rate=client.announced_rate, configured_rate=settings.rate,
+                   verify_channel_id=verify_channel_id)
 
 
 def render(account: Account) -> str:
@@ -88,15 +104,29 @@ def render(account: Account) -> str:
     if account.channels is None:
         lines.append("Channels: this user may not list them (see the warning above)")
     else:
+        search = account.search_channel
         lines.append(f"Channels ({len(account.channels)}):")
-        lines += [f"  {_entry(c)}" for c in account.channels]
+        lines += [f"  {_entry(c)}" + ("   <- verify searches through it" if str(c.get("id")) == str(search.channel_id)
+                                      else "") for c in account.channels]
     source = account.source
     if source is not None:
         lines.append(f"api.source_id {account.source_id}: {_what(source)}")
         if not _active(source):
             lines.append("  warning: this source is not active in Stock2Shop; products pushed to it may not be "
                          "processed")
+    lines.append(_verify_line(account.search_channel))
     return "\n".join(lines)
+
+
+def _verify_line(search: SearchChannel) -> str:
+    """Which channel `connector verify` searches through, and what to set when it is none."""
+    line = f"verify searches {search.describe()}"
+    if search.how == "several":
+        line += (f"; a user that is not an admin finds products only through a channel: set {CHANNEL_SETTING} "
+                 "to the one that holds your products")
+    elif search.how == "unlisted":
+        line += f"; if verify finds nothing, set {CHANNEL_SETTING} to the channel that holds your products"
+    return line
 
 
 def _entry(entry: dict) -> str:

@@ -8,9 +8,15 @@ requeue the image"). Verify reconciles:
     expected  what the ledger says this endpoint (API url + source) had acknowledged: the last
               acknowledged whole item of every variant, and the images done     [acknowledged()]
     stored    POST /v1/products/elastic_search, terms on source_product_code, a page of
-              `verify.page_size` codes per request, through the one ApiClient (its limiter)
+              `verify.page_size` codes per request, through the one ApiClient (its limiter),
+              through the channel connector/channels.py chooses (a user that is not an admin
+              finds nothing without one)
     findings  products and variants missing, price/qty/sku/title differing from what was last
               sent, images missing                                               [compare(), pure]
+
+A search that finds none of a catalogue holding products is not "everything is missing": the
+result is `unseen` (the search could not see them: the wrong channel, or none), with the
+account's channels and what to set, and `--repair` sends nothing then (exit 2).
 
 `--repair` journals the products of every finding again, whole (every variant as last
 acknowledged, never half a product), and the missing images after them, as one ledger
@@ -32,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector.batches import make_batches
+from connector.channels import SETTING as CHANNEL_SETTING
+from connector.channels import SearchChannel, list_channels, resolve
 from connector.common import endpoint_parts, iso_utc, write_json_atomic
 from connector.model import Product
 from connector.report import Report
@@ -147,6 +155,9 @@ class VerifyResult:
     requests: int = 0
     findings: list[Finding] = field(default_factory=list)
     repair: dict[str, Any] | None = None
+    channel: SearchChannel | None = None  # what the searches went through (None: nothing to search)
+    unseen: dict[str, Any] | None = None  # the search could not see the products: why, and what to set
+    repair_asked: bool = False
 
     @property
     def counts(self) -> dict[str, int]:
@@ -159,11 +170,14 @@ class VerifyResult:
 
     @property
     def clean(self) -> bool:
-        return not self.findings
+        return not self.findings and self.unseen is None
 
     def outcome(self) -> str:
         """The key of cli.EXIT_CODES: done (clean, or all repaired), mismatch (found and not repaired,
-        or a repair that could not send something) or waiting (repair work left in the ledger)."""
+        or a repair that could not send something), waiting (repair work left in the ledger) or
+        unseen (the search could not see the products: a setting to change, nothing repaired)."""
+        if self.unseen is not None:
+            return "unseen"
         if self.repair is not None:
             if self.repair.get("waiting"):
                 return "waiting"
@@ -174,15 +188,19 @@ class VerifyResult:
         c = self.counts
         head = (f"verify: {self.products_checked} products, {self.variants_checked} variants, "
                 f"{self.images_checked} images checked against Stock2Shop in {self.requests} requests")
+        if self.channel is not None:
+            head += f", searching {self.channel.describe()}"
         if self.products_waiting:
             head += f"; {self.products_waiting} products still waiting in the ledger (not checked)"
+        if self.unseen is not None:
+            lines = [head, f"  could not see the products: {self.unseen['reason']}",
+                     "  nothing is reported missing" + ("; --repair sent nothing (it would have sent every product "
+                                                        "again)" if self.repair_asked else "")]
+            return "\n".join(lines)
         if self.clean:
             return head + "\n  all there, as last sent"
         lines = [head, f"  missing: {c['missing_products']} products, {c['missing_variants']} variants, "
                        f"{c['missing_images']} images; differing: {c['differing']} fields"]
-        if c["missing_products"] == self.products_checked > 1:
-            lines.append("  none of them was found: if Stock2Shop does show them, the search does not reach them "
-                         "(a user that is not an admin may only search through a channel); check before --repair")
         lines += [f"  - {f.line()}" for f in self.findings[:FINDINGS_LOGGED]]
         if len(self.findings) > FINDINGS_LOGGED:
             lines.append(f"  ... and {len(self.findings) - FINDINGS_LOGGED} more (see the report)")
@@ -202,6 +220,9 @@ class VerifyResult:
             "started_at": iso_utc(self.started_at),
             "finished_at": iso_utc(self.finished_at or self.started_at),
             "clean": self.clean,
+            "outcome": self.outcome(),
+            "channel": None if self.channel is None else self.channel.to_json(),
+            "unseen": self.unseen,
             "checked": {"products": self.products_checked, "variants": self.variants_checked,
                         "images": self.images_checked, "products_waiting": self.products_waiting},
             "counts": self.counts,
@@ -278,11 +299,12 @@ def _same(name: str, sent: Any, held: Any) -> bool:
 # -- asking the API ----------------------------------------------------------------------------
 
 def fetch_stored(client: ApiClient, codes: list[str], *, page_size: int,
-                 source_id: int | None) -> tuple[dict[str, dict], int]:
+                 source_id: int | None, channel_id: int | None = None) -> tuple[dict[str, dict], int]:
     """The stored products among `codes` (code -> product), and how many requests that took.
 
     `page_size` codes per request (and as many hits per page); a page holding more hits (the
     same codes in another source) is paged on with `from`. Products of another source are left out.
+    `channel_id` goes with every search (see connector/channels.py).
     """
     stored: dict[str, dict] = {}
     requests = 0
@@ -292,7 +314,7 @@ def fetch_stored(client: ApiClient, codes: list[str], *, page_size: int,
         while True:
             answer = client.search_products({
                 "query": {"bool": {"filter": [{"terms": {"source_product_code": chunk}}]}},
-                "size": page_size, "from": offset})
+                "size": page_size, "from": offset}, channel_id=channel_id)
             requests += 1
             products = [p for p in answer.get("system_products") or [] if isinstance(p, dict)]
             for product in products:
@@ -332,9 +354,11 @@ def _with_md5(image: dict) -> dict:
 
 def verify(ledger: Ledger, client: ApiClient, endpoint: str, *, source_id: int | None, page_size: int,
            product_codes: Iterable[str] | None = None, fields: Iterable[str] = FIELDS,
+           channel_id: int | None = None, channel: SearchChannel | None = None,
            clock=time.time) -> tuple[VerifyResult, dict, dict]:
     """Compare what `endpoint` had acknowledged (all of it, or only `product_codes`) with what the
-    API holds. Returns the result and what it compared (code -> variant -> item; code -> images),
+    API holds, searching through `channel` (chosen from the setting `channel_id` when not given).
+    Returns the result and what it compared (code -> variant -> item; code -> images),
     which a repair sends again. Raises ApiUnavailable / FatalError from the client."""
     result = VerifyResult(endpoint=endpoint, started_at=clock())
     waiting = ledger.pending_products(endpoint)
@@ -347,13 +371,73 @@ def verify(ledger: Ledger, client: ApiClient, endpoint: str, *, source_id: int |
     for code, image in acknowledged_images(ledger, endpoint, list(expected)):
         images.setdefault(code, []).append(_with_md5(image))
     result.products_waiting = len(waiting if product_codes is None else waiting & set(product_codes))
-    stored, result.requests = fetch_stored(client, list(expected), page_size=page_size, source_id=source_id)
+    if expected:
+        result.channel = channel or resolve(client, channel_id)
+    through = None if result.channel is None else result.channel.channel_id
+    stored, result.requests = fetch_stored(client, list(expected), page_size=page_size, source_id=source_id,
+                                           channel_id=through)
     result.products_checked = len(expected)
     result.variants_checked = sum(len(v) for v in expected.values())
     result.images_checked = sum(len(i) for i in images.values())
-    result.findings = compare(expected, images, stored, list(fields))
+    if expected and not stored and result.channel is not None:
+        others = [] if product_codes is None else _others(ledger, endpoint, set(expected) | waiting, page_size)
+        result.unseen = unseen(client, result.channel, len(expected), others,
+                               page_size=page_size, source_id=source_id)
+    if result.unseen is None:
+        result.findings = compare(expected, images, stored, list(fields))
     result.finished_at = clock()
     return result, expected, images
+
+
+def unseen(client: ApiClient, channel: SearchChannel, missing: int, others: list[str], *,
+           page_size: int, source_id: int | None) -> dict[str, Any] | None:
+    """Why the search could not see the products when it found none of the `missing` ones, or None
+    when that means they are missing indeed.
+
+    `others` (products of the catalogue beyond those checked, up to a page) are looked for first:
+    finding one shows the search sees this source. One product looked for and not found is
+    missing (unless the search went without a channel among several): sending one again is cheap,
+    and it is just what a queue that lost one item looks like."""
+    if others and fetch_stored(client, others, page_size=page_size, source_id=source_id,
+                               channel_id=channel.channel_id)[0]:
+        return None
+    if missing + len(others) < 2 and channel.how not in ("several", "unlisted"):
+        return None
+    if channel.channels is None and channel.how == "configured":  # for the message: which ones there are
+        channel = SearchChannel(channel.channel_id, channel.how, _tuple(list_channels(client)))
+    listing = channel.listing()
+    if channel.how in ("configured", "only"):
+        advice = (f"if Stock2Shop does show them, that channel does not reach them; set {CHANNEL_SETTING} to "
+                  f"the account's channel that holds them: {listing}")
+    elif channel.how == "several":
+        advice = (f"a user that is not an admin finds products only through a channel; set {CHANNEL_SETTING} "
+                  f"to the one that holds them: {listing}")
+    else:
+        advice = (f"check that Stock2Shop shows them, and whether this user's role needs a channel to search "
+                  f"({CHANNEL_SETTING}; `connector sources` lists the channels: {listing})")
+    reason = (f"none of the {missing} products acknowledged was found searching {channel.describe()}; "
+              f"{advice}")
+    return {"products": missing, "reason": reason, "channels": [
+        {"id": c.get("id"), "description": c.get("description")} for c in channel.channels or ()]}
+
+
+def _tuple(channels: list[dict] | None) -> tuple[dict, ...] | None:
+    return None if channels is None else tuple(channels)
+
+
+def _others(ledger: Ledger, endpoint: str, besides: set[str], limit: int) -> list[str]:
+    """Up to `limit` active products of `endpoint`'s catalogue not in `besides`."""
+    codes: list[str] = []
+    cursor = ledger.db.execute(
+        "SELECT DISTINCT product_code, json_extract(item, '$.source.product_active') FROM catalogue_variants"
+        " WHERE endpoint = ?", (endpoint,))
+    for code, active in cursor:
+        if code not in besides and code not in codes and str(active if active is not None else "true").lower() \
+                not in ("false", "0", ""):
+            codes.append(code)
+            if len(codes) >= limit:
+                break
+    return codes
 
 
 def repair(pipeline: Pipeline, result: VerifyResult, expected: dict[str, dict[str, dict]],
@@ -391,10 +475,11 @@ def repair(pipeline: Pipeline, result: VerifyResult, expected: dict[str, dict[st
     return done
 
 
-def run_verify(pipeline: Pipeline, *, repair_too: bool = False,
-               product_codes: Iterable[str] | None = None) -> VerifyResult:
+def run_verify(pipeline: Pipeline, *, repair_too: bool = False, product_codes: Iterable[str] | None = None,
+               channel: SearchChannel | None = None) -> VerifyResult:
     """Verify through `pipeline`'s ledger and client (and repair with `repair_too`), keep the
-    result in the state folder for `status`, and return it."""
+    result in the state folder for `status`, and return it. `channel`: the one an earlier run
+    chose (`result.channel`), else chosen now from verify.channel_id and the account's channels."""
     settings = pipeline.settings
     if repair_too:
         pipeline.drain()  # work still waiting (an earlier repair cut short) goes first, then is checked
@@ -402,8 +487,10 @@ def run_verify(pipeline: Pipeline, *, repair_too: bool = False,
     result, expected, images = verify(pipeline.ledger, pipeline.client, pipeline.endpoint,
                                       source_id=settings.api.source_id, page_size=settings.verify.page_size,
                                       product_codes=product_codes, fields=settings.verify.fields,
+                                      channel_id=settings.verify.channel_id, channel=channel,
                                       clock=pipeline.clock)
     result.requests = sum(pipeline.client.requests.values()) - baseline
+    result.repair_asked = repair_too
     if repair_too and result.findings:
         result.repair = repair(pipeline, result, expected, images)
     result.finished_at = pipeline.clock()
@@ -434,6 +521,9 @@ def one_line(data: dict | None) -> str:
         return "never run"
     c = data.get("counts") or {}
     when = data.get("finished_at", "?")
+    if data.get("unseen"):
+        return (f"at {when}: could not see the {data['unseen'].get('products', 0)} products in Stock2Shop, "
+                f"nothing reported missing: {data['unseen'].get('reason', '')}")
     if data.get("clean"):
         return f"clean at {when} ({(data.get('checked') or {}).get('products', 0)} products checked)"
     text = (f"at {when}: missing {c.get('missing_products', 0)} products, {c.get('missing_variants', 0)} variants, "

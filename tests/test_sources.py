@@ -145,3 +145,35 @@ def test_render_says_what_the_source_is_and_which_rate_applies():
     assert "Rate limit: none announced by the API; the connector keeps to api.rate, 1 requests/s" in text
     assert account.problem is None
     assert str(Account(**{**account.__dict__, "source_id": 10}).problem).startswith("api.source_id (S2S_SOURCE_ID) 10")
+
+
+@pytest.mark.parametrize("config, channel, expected", [
+    # the account's only channel is the one verify searches through
+    ({}, None, ['1  Sandbox channel  (type website, active)   <- verify searches through it',
+                'verify searches through channel 1 "Sandbox channel", the account\'s only channel']),
+    # several channels and none set: verify searches without one, and the line says what to set
+    ({"channels": 2}, None, ["Channels (2):", "2  Sandbox channel 2  (type website, active)\n",
+                             "verify searches without a channel (2 channels and none set in verify.channel_id); "
+                             "a user that is not an admin finds products only through a channel: set "
+                             "verify.channel_id (S2S_VERIFY_CHANNEL_ID)"]),
+    ({"channels": 2}, "2", ['2  Sandbox channel 2  (type website, active)   <- verify searches through it',
+                            'verify searches through channel 2 "Sandbox channel 2" (verify.channel_id)']),
+])
+def test_sources_says_which_channel_verify_searches_through(run, make_sandbox, config, channel, expected):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, users={"demo": PASSWORD}, search_needs_channel=True, **config)
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": PASSWORD, "S2S_SOURCE_ID": "1"}
+    result = run(["sources"], {**env, **({"S2S_VERIFY_CHANNEL_ID": channel} if channel else {})})
+    assert result.returncode == 0, result.stderr
+    assert all(line in result.stdout for line in expected), result.stdout
+    assert result.stdout.count("<- verify searches through it") == (0 if "channels" in config and not channel else 1)
+
+
+def test_a_verify_channel_that_is_not_the_users_exits_2_naming_the_channels(run, make_sandbox):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, users={"demo": PASSWORD}, channels=2)
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": PASSWORD, "S2S_SOURCE_ID": "1",
+           "S2S_VERIFY_CHANNEL_ID": "9"}
+    result = run(["sources"], env)
+    assert result.returncode == EXIT_CODES["setup"] == 2, result.stdout + result.stderr
+    assert ('verify.channel_id (S2S_VERIFY_CHANNEL_ID) 9 is not one of this user\'s channels '
+            '(1 "Sandbox channel", 2 "Sandbox channel 2")') in result.stderr
+    assert "<- verify searches through it" not in result.stdout

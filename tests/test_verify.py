@@ -16,6 +16,8 @@ import pytest
 from PIL import Image
 
 from connector import watch
+from connector.channels import choose
+from connector.cli import EXIT_CODES
 from connector.config import Folders, VerifySettings, WatchSettings
 from connector.health import read_health
 from connector.ledger import Ledger
@@ -141,7 +143,8 @@ def test_a_repair_the_api_cannot_take_now_waits_in_the_ledger_and_goes_with_the_
 
 
 def test_verify_pages_its_searches_through_the_rate_limited_client(make_sandbox, tmp_path):
-    """60 products, 25 a page: 3 searches, each through the same client and limiter as the pushes."""
+    """60 products, 25 a page: 3 searches, through the account's only channel (listed once), each
+    through the same client and limiter as the pushes."""
     sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
     settings = settings_for(tmp_path, sb)
     settings.verify.page_size = 25
@@ -157,7 +160,9 @@ def test_verify_pages_its_searches_through_the_rate_limited_client(make_sandbox,
     finally:
         pipeline.close()
     assert result.clean and result.products_checked == 60
-    assert sb.state()["stats"]["by_path"]["/v1/products/elastic_search"] - searches == 3 == result.requests
+    by_path = sb.state()["stats"]["by_path"]
+    assert by_path["/v1/products/elastic_search"] - searches == 3 and by_path["/v1/channels"] == 1
+    assert result.requests == 4 and result.channel is not None and result.channel.channel_id == 1
 
 
 def test_acknowledged_reads_the_last_acknowledged_item_of_each_variant_for_this_endpoint(make_sandbox, tmp_path):
@@ -307,3 +312,166 @@ def test_watch_with_verify_repair_sends_what_was_lost_and_checks_it_again(make_s
     assert [q["status"] for q in sb.state()["queue"]] == ["failed", "accepted"]
     assert searches(sb) == 2  # found missing and sent again; a minute later, found there
     assert (read_health(settings.watch.health_file) or {})["state"] == "ok"
+
+
+# -- a user that is not an admin: searches find nothing without a channel (api-docs) ----------
+
+TWO = HEADER + "N1,N1-A,Net,N1-A,4.00,2,,,,\nN2,N2-A,Nail,N2-A,5.00,3,,,,\n"
+
+
+def not_an_admin(make_sandbox, tmp_path: Path, channels: int, **env: str) -> tuple[object, dict]:
+    """A sandbox whose user finds products only through one of its `channels`, and N1, N2 pushed to it."""
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, search_needs_channel=True, channels=channels)
+    (tmp_path / "n.csv").write_text(TWO, encoding="utf-8")
+    return sb, {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1", **env}
+
+
+def sent(sb) -> dict[str, int]:
+    """What reached the sandbox's queues: the queue log's length and the requests per queue path."""
+    state = sb.state()
+    return {"queue log": len(state["queue"]), **{p: state["stats"]["by_path"].get(p, 0)
+                                                 for p in ("/v1/products/queue", "/v1/images/queue")}}
+
+
+def test_the_sandbox_finds_products_only_through_a_channel_of_a_user_that_is_not_an_admin(make_sandbox):
+    import requests
+
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, search_needs_channel=True, channels=2)
+    token = sb.issue_token()
+    product = item("S", "S-1", sku="S-1")
+    product["source"].update(source_id=1, sync_token="0", fetch_token="0")
+    requests.post(f"{sb.url}/v1/products/queue", params={"token": token, "source_id": 1},
+                  json={"system_products": [product]}, timeout=10).raise_for_status()
+
+    def found(**params) -> list[str]:
+        answer = requests.post(f"{sb.url}/v1/products/elastic_search", params={"token": token, **params},
+                               json={"query": {"bool": {"filter": [{"terms": {"source_product_code": ["S"]}}]}}},
+                               timeout=10)
+        assert answer.status_code == 200  # no hits, never an error: the docs show none
+        assert answer.json()["hits"]["total"] == len(answer.json()["system_products"])
+        return [p["source_product_code"] for p in answer.json()["system_products"]]
+
+    assert (found(), found(channel_id=1), found(channel_id=2), found(channel_id=3)) == ([], ["S"], ["S"], [])
+    listed = requests.get(f"{sb.url}/v1/channels", params={"token": token}, timeout=10).json()["system_channels"]
+    assert [(c["id"], c["description"]) for c in listed] == [(1, "Sandbox channel"), (2, "Sandbox channel 2")]
+
+
+def test_a_user_that_is_not_an_admin_is_verified_through_the_configured_channel(run, make_sandbox, tmp_path):
+    sb, env = not_an_admin(make_sandbox, tmp_path, channels=2, S2S_VERIFY_CHANNEL_ID="2")
+    assert run(["push", "n.csv"], tmp_path, env).returncode == 0
+    result = run(["verify"], tmp_path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'searching through channel 2 (verify.channel_id)' in result.stdout
+    assert "all there, as last sent" in result.stdout
+    assert report(tmp_path)["channel"] == {"channel_id": 2, "how": "configured"} and report(tmp_path)["clean"]
+    assert "/v1/channels" not in sb.state()["stats"]["by_path"]  # set: nothing to look up
+
+
+def test_with_one_channel_and_none_set_verify_searches_through_it_and_says_so_once(run, make_sandbox, tmp_path):
+    sb, env = not_an_admin(make_sandbox, tmp_path, channels=1)
+    assert run(["push", "n.csv"], tmp_path, env).returncode == 0
+    result = run(["verify"], tmp_path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert report(tmp_path)["checked"]["products"] == 2 and report(tmp_path)["clean"]
+    assert report(tmp_path)["channel"] == {"channel_id": 1, "how": "only"}
+    said = 'verify searches through channel 1 "Sandbox channel", the account\'s only channel'
+    assert result.stderr.count(said) == 1, result.stderr
+    assert "(set verify.channel_id (S2S_VERIFY_CHANNEL_ID) to choose another)" in result.stderr
+    assert sb.state()["stats"]["by_path"]["/v1/channels"] == 1  # listed once, by verify (push lists none)
+
+
+def test_with_two_channels_and_none_set_verify_could_not_see_the_products_and_repair_sends_nothing(
+        run, make_sandbox, tmp_path):
+    sb, env = not_an_admin(make_sandbox, tmp_path, channels=2)
+    assert run(["push", "n.csv"], tmp_path, env).returncode == 0
+    before = sent(sb)
+
+    blind = run(["verify"], tmp_path, env)
+    assert blind.returncode == EXIT_CODES["unseen"] == 2, blind.stdout + blind.stderr
+    out = blind.stdout
+    assert "could not see the products: none of the 2 products acknowledged was found searching without a " \
+           "channel (2 channels and none set in verify.channel_id)" in out
+    assert 'set verify.channel_id (S2S_VERIFY_CHANNEL_ID) to the one that holds them: 1 "Sandbox channel", ' \
+           '2 "Sandbox channel 2"' in out
+    assert "missing:" not in out and "nothing is reported missing" in out
+    kept = report(tmp_path)
+    assert (kept["outcome"], kept["clean"], kept["findings"], kept["counts"]["missing_products"]) == \
+        ("unseen", False, [], 0)
+    assert kept["unseen"]["channels"] == [{"id": 1, "description": "Sandbox channel"},
+                                          {"id": 2, "description": "Sandbox channel 2"}]
+    assert "could not see the 2 products in Stock2Shop" in run(["status"], tmp_path, env).stdout
+
+    refused = run(["verify", "--repair"], tmp_path, env)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "--repair sent nothing" in refused.stdout and "verify.channel_id" in refused.stdout
+    assert sent(sb) == before  # not one product request, not one item in the queue log
+    assert report(tmp_path)["repair"] is None
+    assert "Ledger: 0 product batch(es), 0 image(s) waiting" in run(["status"], tmp_path, env).stdout  # none journaled
+
+    seen = run(["verify"], tmp_path, {**env, "S2S_VERIFY_CHANNEL_ID": "1"})
+    assert seen.returncode == 0 and "all there, as last sent" in seen.stdout, seen.stdout + seen.stderr
+
+
+def test_a_configured_channel_that_sees_nothing_names_the_accounts_channels(run, make_sandbox, tmp_path):
+    sb, env = not_an_admin(make_sandbox, tmp_path, channels=2, S2S_VERIFY_CHANNEL_ID="7")
+    assert run(["push", "n.csv"], tmp_path, env).returncode == 0
+    result = run(["verify", "--repair"], tmp_path, env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "none of the 2 products acknowledged was found searching through channel 7 (verify.channel_id); " \
+           "if Stock2Shop does show them, that channel does not reach them" in result.stdout
+    assert '1 "Sandbox channel", 2 "Sandbox channel 2"' in result.stdout
+    assert sb.state()["stats"]["by_path"]["/v1/products/queue"] == 1  # the push's only
+
+
+def test_products_lost_by_the_queue_are_missing_when_the_search_sees_the_rest_of_the_catalogue(
+        make_sandbox, tmp_path):
+    """watch checks only the products of the files it pushed: that all of those are gone is told
+    from a blind search by looking for others of the catalogue."""
+    from connector.verify import run_verify
+
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    settings = settings_for(tmp_path, sb)
+    (tmp_path / "kept.csv").write_text(TWO, encoding="utf-8")
+    (tmp_path / "lost.csv").write_text(HEADER + "L1,L1-A,Lid,L1-A,1.00,1,,,,\nL2,L2-A,Lamp,L2-A,2.00,1,,,,\n",
+                                       encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, sb, settings)
+    try:
+        assert pipeline.run_file(tmp_path / "kept.csv").status == "done"
+        sb.set_faults(Faults(queue_fail_rate=1.0))
+        assert pipeline.run_file(tmp_path / "lost.csv").status == "done"
+        sb.set_faults(Faults())
+        result = run_verify(pipeline, product_codes=["L1", "L2"])
+        blind = run_verify(pipeline, product_codes=["L1", "L2"], channel=choose(None, [{"id": 1}, {"id": 2}]))
+    finally:
+        pipeline.close()
+    assert result.unseen is None and result.outcome() == "mismatch"
+    assert {(f.kind, f.product) for f in result.findings} == {("missing_product", "L1"), ("missing_product", "L2")}
+    assert blind.unseen is None and len(blind.findings) == 2  # the sandbox's admin user sees without a channel
+
+
+@pytest.mark.parametrize("configured, channels, expected", [
+    (None, [{"id": 5, "description": "Web"}], (5, "only")),
+    (None, [{"id": 5}, {"id": 6}], (None, "several")),
+    (None, [], (None, "no_channels")),
+    (None, None, (None, "unlisted")),
+    (7, None, (7, "configured")),
+    (7, [{"id": 5}], (7, "configured")),
+])
+def test_choose_the_channel_verify_searches_through(configured, channels, expected):
+    chosen = choose(configured, channels)
+    assert (chosen.channel_id, chosen.how) == expected
+
+
+def test_watch_records_a_verify_that_could_not_see_the_products_as_a_problem_and_sends_nothing(
+        make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, search_needs_channel=True, channels=2)
+    settings = watched(tmp_path, sb, repair=True)
+    watch_until(settings, sb, tmp_path, lambda h: "could not see" in str(h.get("verify")),
+                "health to show the verify that could not see")
+    health = read_health(settings.watch.health_file) or {}
+    assert health["state"] == "degraded"
+    assert any("could not see the 1 products" in p and "verify.channel_id" in p and "nothing was sent again" in p
+               for p in health["problems"]), health["problems"]
+    assert "missing 1 products" not in str(health)
+    assert sb.state()["stats"]["by_path"]["/v1/products/queue"] == 1  # the file's push; no repair
+    assert "could not see" in render_status(settings)

@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     api.add_argument("--users", type=Path, default=None, metavar="FILE.yaml",
                      help="YAML file of logins, 'username: password' per line (or under a 'users:' "
                           "key); by default one user, demo with password demo")
+    api.add_argument("--channels", type=int, default=1, metavar="N",
+                     help="how many channels the users have (GET /v1/channels lists ids 1 to N) "
+                          "(default: %(default)s)")
+    api.add_argument("--search-needs-channel", action="store_true",
+                     help="act as a user that is not an admin: POST /v1/products/elastic_search finds no "
+                          "products unless its channel_id query parameter names one of the user's channels")
 
     faults = parser.add_argument_group(
         "faults", "Trouble made on purpose, only on the two queue endpoints (products and images). "
@@ -98,7 +104,8 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
                     queue_fail_rate=args.queue_fail_rate)
     users = load_users(args.users) if args.users else {"demo": "demo"}
     return SandboxConfig(rate=args.rate, unauth_rate=args.unauth_rate, users=users,
-                         token_lifetime=args.token_lifetime, faults=faults)
+                         token_lifetime=args.token_lifetime, faults=faults, channels=args.channels,
+                         search_needs_channel=args.search_needs_channel)
 
 
 def load_users(path: Path) -> dict[str, str]:
@@ -142,6 +149,9 @@ def _serve(sandbox: Sandbox, args: argparse.Namespace, stop: threading.Event, ou
                       for name in config.users)
     print(f"Sandbox Stock2Shop API on {sandbox.url}  (source_id {config.source_id})", file=out)
     print(f"Log in as: {users}", file=out)
+    if config.search_needs_channel:
+        print(f"Product searches find nothing without ?channel_id= (one of {', '.join(map(str, config.channel_ids))})",
+              file=out)
     print(f"State: {sandbox.url}/_sandbox/state   Stop: Ctrl-C", file=out, flush=True)
     try:
         while not stop.wait(0.2):

@@ -275,10 +275,10 @@ class Sandbox:
 
     def _channels(self, request: _Request) -> Reply:
         return 200, {"system_channels": [{
-            "id": self.config.channel_id, "created": "2026-01-01T00:00:00+0000",
-            "description": "Sandbox channel", "modified": "2026-01-01T00:00:00+0000",
+            "id": channel, "created": "2026-01-01T00:00:00+0000",
+            "description": "Sandbox channel" + (f" {n + 1}" if n else ""), "modified": "2026-01-01T00:00:00+0000",
             "client_id": self.config.client_id, "active": 1, "type": "website", "price_tier": None,
-            "qty_availability": None}]}
+            "qty_availability": None} for n, channel in enumerate(self.config.channel_ids)]}
 
     def _check_source_param(self, request: _Request) -> Reply | None:
         given = request.query.get("source_id")
@@ -341,8 +341,19 @@ class Sandbox:
         # those products: the rest would be copied to be thrown away, for every page.
         codes = _required_codes(request.body)
         chosen = self._store.products if codes is None else [c for c in self._store.products if c in codes]
+        if not self._sees_products(request):
+            chosen = []  # no hits, as the real API answers a user whose role needs a channel (api-docs)
         docs = [self._store.product_view(code) for code in chosen]
         return self._search(request, docs, "system_products")
+
+    def _sees_products(self, request: _Request) -> bool:
+        """Whether a product search finds anything: through one of the user's channels always,
+        through another channel never, and without `channel_id` unless the user needs one
+        (SandboxConfig.search_needs_channel)."""
+        channel = request.query.get("channel_id")
+        if channel is None:
+            return not self.config.search_needs_channel
+        return channel in {str(c) for c in self.config.channel_ids}
 
     def _orders_search(self, request: _Request) -> Reply:
         return self._search(request, [dict(order) for order in self._store.orders], "system_orders")
@@ -360,19 +371,19 @@ class Sandbox:
                      key: page, "took_s2s": 0}
 
     def _order_queue(self, request: _Request) -> Reply:
-        for name, expected in (("channel_id", self.config.channel_id), ("client_id", self.config.client_id)):
+        for name, expected in (("channel_id", self.config.channel_ids), ("client_id", [self.config.client_id])):
             given = request.query.get(name)
             if given is None:
                 return _shape_error(name, f"the {name} query parameter is required")
-            if given != str(expected):
-                return _shape_error(name, f"{name} {given!r} is not yours ({expected})")
+            if given not in {str(e) for e in expected}:
+                return _shape_error(name, f"{name} {given!r} is not yours ({', '.join(map(str, expected))})")
         try:
             payload = json.loads(request.body)
         except (ValueError, UnicodeDecodeError) as exc:
             return _shape_error("order", f"malformed JSON: {exc}")
         if not isinstance(payload, dict):
             return _shape_error("order", "the order must be a JSON object")
-        message = self._store.add_order(payload, self.config.channel_id)
+        message = self._store.add_order(payload, int(request.query["channel_id"]))
         return 200, {"message": "order received", "queue_messages": [message]}
 
 

@@ -68,11 +68,16 @@ class Faults:
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    """Users (username -> password), the one source and channel, limits, faults and the clock.
+    """Users (username -> password), the one source, the channels, limits, faults and the clock.
 
     rate / unauth_rate: requests allowed per second per client token (authenticated endpoints)
     and per client address (authenticate, valid_token). token_lifetime: seconds a token lives,
     None for until the next authenticate. clock: monotonic seconds, injectable for tests.
+    channels: how many channels the users have (ids channel_id, channel_id + 1, ...).
+    search_needs_channel: the users are not admins: POST /v1/products/elastic_search finds
+    nothing without a `channel_id` query parameter naming one of their channels (api-docs:
+    "depending on which user role is assigned, the query param channel_id would need to be
+    specified to return results").
     """
 
     rate: float = 3.0
@@ -80,6 +85,8 @@ class SandboxConfig:
     users: dict[str, str] = field(default_factory=lambda: {"demo": "demo"})
     source_id: int = 1
     channel_id: int = 1
+    channels: int = 1
+    search_needs_channel: bool = False
     client_id: int = 1
     token_lifetime: float | None = None
     faults: Faults = field(default_factory=Faults)
@@ -93,3 +100,10 @@ class SandboxConfig:
             raise ValueError("token_lifetime must be above 0 (or None for no lifetime)")
         if not self.users:
             raise ValueError("at least one user is needed")
+        if self.channels < 1:
+            raise ValueError("channels must be at least 1")
+
+    @property
+    def channel_ids(self) -> list[int]:
+        """The ids of the users' channels, in the order GET /v1/channels lists them."""
+        return [self.channel_id + n for n in range(self.channels)]

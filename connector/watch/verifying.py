@@ -10,7 +10,9 @@ of the files pushed since the last verify are checked against Stock2Shop (connec
 The first file pushed sets the time; files pushed before it comes are verified with it (a
 file every few minutes never postpones the check). Products found missing or differing are
 checked again with the next run until they are right; with `verify.repair` they are sent again
-at once and checked again `after_minutes` later.
+at once and checked again `after_minutes` later. A verify whose search could not see the products
+(a channel to set, connector/channels.py) sends nothing, is a problem in health, and its products
+are checked again with the next run; the channel chosen by the first run is kept for the next.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from connector.channels import SearchChannel
 from connector.clock import Clock
 from connector.config import Settings
 from connector.errors import ConnectorError
@@ -42,6 +45,7 @@ class VerifySchedule:
         self.unresolved: set[str] = set()  # products the last verify found wrong: checked again
         self.due: float | None = None
         self.last: dict[str, Any] | None = latest(settings.folders.state)
+        self.channel: SearchChannel | None = None  # chosen by the first verify, kept (it says so once)
 
     def file_pushed(self, report: Report) -> None:
         """Note a file whose work was acknowledged; the first one since the last verify sets its time."""
@@ -59,11 +63,12 @@ class VerifySchedule:
         """Verify now when it is time, through `call(fn, busy=...)` (the pipeline's own thread)."""
         if self.due is None or self.clock.monotonic() < self.due:
             return
-        files, unresolved, repair = list(self.files), set(self.unresolved), self.repair
+        files, unresolved, repair, channel = list(self.files), set(self.unresolved), self.repair, self.channel
+        checked: set[str] = set()
 
         def check(pipeline: Any) -> Any:
-            codes = products_of_files(pipeline.ledger, pipeline.endpoint, files) | unresolved
-            return run_verify(pipeline, repair_too=repair, product_codes=codes)
+            checked.update(products_of_files(pipeline.ledger, pipeline.endpoint, files) | unresolved)
+            return run_verify(pipeline, repair_too=repair, product_codes=checked, channel=channel)
 
         try:
             result = call(check, busy=f"verifying the products of {len(files)} file(s) pushed")
@@ -76,7 +81,9 @@ class VerifySchedule:
                              extra={"event": "verify_error"})
             return
         self.files.clear()
-        self.unresolved = {f.product for f in result.findings}
+        self.channel = result.channel or self.channel
+        # products the search could not see are checked again with the next verify, as wrong ones are
+        self.unresolved = checked if result.unseen else {f.product for f in result.findings}
         self.last = result.to_json()
         # repaired items are checked again once the queue has had time for them
         self.due = self.clock.monotonic() + self.after if (result.repair and result.findings) else None
@@ -88,6 +95,9 @@ class VerifySchedule:
 
     def problem(self) -> str | None:
         """A line for health when the last verify found something it did not repair."""
+        if self.last and self.last.get("unseen"):
+            return (f"verify {one_line(self.last)} (nothing was sent again; the next verify checks "
+                    "them again)")
         if not self.last or self.last.get("clean") or self.last.get("repair"):
             return None
         return (f"verify found items missing or differing in Stock2Shop {one_line(self.last)} (stop the service "
