@@ -6,7 +6,10 @@ to be specified to return results" (api-docs): a user that is not an admin finds
 one. So verify searches through
 
     verify.channel_id (S2S_VERIFY_CHANNEL_ID)   when it is set;
-    the account's one channel                   when it is not and GET /v1/channels lists exactly one;
+    the account's one channel                   when it is not and GET /v1/channels lists exactly one,
+                                                and without a channel when that one sees none of a
+                                                catalogue holding products and a search without one
+                                                does (an admin whose products are not linked to it);
     no channel                                  otherwise (several channels, none, or not listable):
                                                 a verify that then finds nothing says so, naming them.
 
@@ -33,8 +36,9 @@ SETTING = f"{SETTING_NAME} (S2S_VERIFY_CHANNEL_ID)"
 class SearchChannel:
     """The channel searched through (None: none) and how it was chosen.
 
-    how  configured | only (the account's one channel) | several (none configured) |
-         no_channels (the account lists none) | unlisted (this user may not list them)
+    how  configured | only (the account's one channel) | without_only (none: the account's one
+         channel saw none of the products and a search without one did) | several (none
+         configured) | no_channels (the account lists none) | unlisted (this user may not list them)
     channels  the account's channels as GET /v1/channels listed them; None when not asked or refused
     """
 
@@ -48,6 +52,9 @@ class SearchChannel:
             return f"through channel {self._named(self.channel_id)} ({SETTING_NAME})"
         if self.how == "only":
             return f"through channel {self._named(self.channel_id)}, the account's only channel"
+        if self.how == "without_only":
+            only = self.channels[0].get("id") if self.channels else None
+            return f"without a channel (the account's only channel, {self._named(only)}, saw none of the products)"
         why = {"several": f"{len(self.channels or ())} channels and none set in {SETTING_NAME}",
                "no_channels": "the account lists no channels",
                "unlisted": "this user may not list the channels"}[self.how]
@@ -58,6 +65,19 @@ class SearchChannel:
         if self.channels is None:
             return "(the channels could not be listed)"
         return ", ".join(f"{c.get('id')} {_name(c)}" for c in self.channels) or "(none)"
+
+    def alternative(self) -> SearchChannel | None:
+        """The other way to search when this one sees none of a catalogue holding products, or None.
+
+        Only for the account's one channel, chosen by verify itself: without a channel (an admin
+        whose products are not linked to that channel sees them only so), and from there back
+        through it. A channel set in verify.channel_id is never second-guessed."""
+        if self.how == "only":
+            return SearchChannel(None, "without_only", self.channels)
+        if self.how == "without_only" and self.channels:
+            only = choose(None, list(self.channels))
+            return only if only.how == "only" else None
+        return None
 
     def to_json(self) -> dict:
         return {"channel_id": self.channel_id, "how": self.how}

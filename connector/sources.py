@@ -124,6 +124,9 @@ def _verify_line(search: SearchChannel) -> str:
     if search.how == "several":
         line += (f"; a user that is not an admin finds products only through a channel: set {CHANNEL_SETTING} "
                  "to the one that holds your products")
+    elif search.how == "only":
+        line += ("; when it sees none of your products, verify searches once without a channel (an admin whose "
+                 f"products are not linked to it sees them only so; {CHANNEL_SETTING} set is never second-guessed)")
     elif search.how == "unlisted":
         line += f"; if verify finds nothing, set {CHANNEL_SETTING} to the channel that holds your products"
     return line

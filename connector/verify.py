@@ -16,7 +16,10 @@ requeue the image"). Verify reconciles:
 
 A search that finds none of a catalogue holding products is not "everything is missing": the
 result is `unseen` (the search could not see them: the wrong channel, or none), with the
-account's channels and what to set, and `--repair` sends nothing then (exit 2).
+account's channels and what to set, and `--repair` sends nothing then (exit 2). Before that,
+a channel verify chose itself (the account's only one) is tried the other way once: an admin
+whose products are not linked to that channel sees them only without it (SearchChannel.alternative);
+the result's `channel` says which way was searched. verify.channel_id set is never second-guessed.
 
 `--repair` journals the products of every finding again, whole (every variant as last
 acknowledged, never half a product), and the missing images after them, as one ledger
@@ -381,8 +384,18 @@ def verify(ledger: Ledger, client: ApiClient, endpoint: str, *, source_id: int |
     result.images_checked = sum(len(i) for i in images.values())
     if expected and not stored and result.channel is not None:
         others = [] if product_codes is None else _others(ledger, endpoint, set(expected) | waiting, page_size)
-        result.unseen = unseen(client, result.channel, len(expected), others,
-                               page_size=page_size, source_id=source_id)
+        seen = _sees(client, result.channel, others, page_size=page_size, source_id=source_id)
+        tried = None if seen else result.channel.alternative()
+        if tried is not None:
+            found = fetch_stored(client, list(expected), page_size=page_size, source_id=source_id,
+                                 channel_id=tried.channel_id)[0]
+            if found or _sees(client, tried, others, page_size=page_size, source_id=source_id):
+                log.info("verify searches %s: searching %s found none of the %d products", tried.describe(),
+                         _briefly(result.channel), len(expected))
+                result.channel, stored, seen, tried = tried, found, True, None
+        if not seen:
+            result.unseen = unseen(client, result.channel, len(expected), others, page_size=page_size,
+                                   source_id=source_id, looked=True, also=tried)
     if result.unseen is None:
         result.findings = compare(expected, images, stored, list(fields))
     result.finished_at = clock()
@@ -390,23 +403,24 @@ def verify(ledger: Ledger, client: ApiClient, endpoint: str, *, source_id: int |
 
 
 def unseen(client: ApiClient, channel: SearchChannel, missing: int, others: list[str], *,
-           page_size: int, source_id: int | None) -> dict[str, Any] | None:
+           page_size: int, source_id: int | None, looked: bool = False,
+           also: SearchChannel | None = None) -> dict[str, Any] | None:
     """Why the search could not see the products when it found none of the `missing` ones, or None
     when that means they are missing indeed.
 
-    `others` (products of the catalogue beyond those checked, up to a page) are looked for first:
-    finding one shows the search sees this source. One product looked for and not found is
-    missing (unless the search went without a channel among several): sending one again is cheap,
-    and it is just what a queue that lost one item looks like."""
-    if others and fetch_stored(client, others, page_size=page_size, source_id=source_id,
-                               channel_id=channel.channel_id)[0]:
+    `others` (products of the catalogue beyond those checked, up to a page) are looked for first
+    (unless `looked`: already, in vain): finding one shows the search sees this source. One
+    product looked for and not found is missing (unless the search went without a channel among
+    several): sending one again is cheap, and it is just what a queue that lost one item looks
+    like. `also`: the other way searched (SearchChannel.alternative), which saw none either."""
+    if others and not looked and _sees(client, channel, others, page_size=page_size, source_id=source_id):
         return None
     if missing + len(others) < 2 and channel.how not in ("several", "unlisted"):
         return None
     if channel.channels is None and channel.how == "configured":  # for the message: which ones there are
         channel = SearchChannel(channel.channel_id, channel.how, _tuple(list_channels(client)))
     listing = channel.listing()
-    if channel.how in ("configured", "only"):
+    if channel.how in ("configured", "only", "without_only"):
         advice = (f"if Stock2Shop does show them, that channel does not reach them; set {CHANNEL_SETTING} to "
                   f"the account's channel that holds them: {listing}")
     elif channel.how == "several":
@@ -415,10 +429,23 @@ def unseen(client: ApiClient, channel: SearchChannel, missing: int, others: list
     else:
         advice = (f"check that Stock2Shop shows them, and whether this user's role needs a channel to search "
                   f"({CHANNEL_SETTING}; `connector sources` lists the channels: {listing})")
-    reason = (f"none of the {missing} products acknowledged was found searching {channel.describe()}; "
+    nor = "" if also is None else f", nor searching {_briefly(also)}"
+    reason = (f"none of the {missing} products acknowledged was found searching {channel.describe()}{nor}; "
               f"{advice}")
     return {"products": missing, "reason": reason, "channels": [
         {"id": c.get("id"), "description": c.get("description")} for c in channel.channels or ()]}
+
+
+def _sees(client: ApiClient, channel: SearchChannel, codes: list[str], *, page_size: int,
+          source_id: int | None) -> bool:
+    """Whether searching through `channel` finds any of `codes` (none asked for: False)."""
+    return bool(codes) and bool(fetch_stored(client, codes, page_size=page_size, source_id=source_id,
+                                             channel_id=channel.channel_id)[0])
+
+
+def _briefly(channel: SearchChannel) -> str:
+    """'without a channel' or 'through channel 5': how a search went, in a few words."""
+    return "without a channel" if channel.channel_id is None else f"through channel {channel.channel_id}"
 
 
 def _tuple(channels: list[dict] | None) -> tuple[dict, ...] | None:

@@ -150,7 +150,8 @@ def test_render_says_what_the_source_is_and_which_rate_applies():
 @pytest.mark.parametrize("config, channel, expected", [
     # the account's only channel is the one verify searches through
     ({}, None, ['1  Sandbox channel  (type website, active)   <- verify searches through it',
-                'verify searches through channel 1 "Sandbox channel", the account\'s only channel']),
+                'verify searches through channel 1 "Sandbox channel", the account\'s only channel; when it sees '
+                'none of your products, verify searches once without a channel']),
     # several channels and none set: verify searches without one, and the line says what to set
     ({"channels": 2}, None, ["Channels (2):", "2  Sandbox channel 2  (type website, active)\n",
                              "verify searches without a channel (2 channels and none set in verify.channel_id); "

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from connector import watch
-from connector.channels import choose
+from connector.channels import SearchChannel, choose
 from connector.cli import EXIT_CODES
 from connector.config import Folders, VerifySettings, WatchSettings
 from connector.health import read_health
@@ -299,7 +299,7 @@ def test_watch_verifies_a_pushed_file_after_verify_after_minutes_and_shows_it_in
     assert health["state"] == "degraded"
     assert any("verify found items missing" in p and "verify.repair" in p for p in health["problems"])
     assert seen["verify"] - seen["file_finished"] >= 60  # verify.after_minutes after the file, not before
-    assert searches(sb) == 1
+    assert searches(sb) == 2  # through the account's only channel, and once without it: lost either way
     assert "missing 1 products" in render_status(settings)
 
 
@@ -310,7 +310,7 @@ def test_watch_with_verify_repair_sends_what_was_lost_and_checks_it_again(make_s
     watch_until(settings, sb, tmp_path, lambda h: str(h.get("verify", "")).startswith("clean"),
                 "the repaired product to be verified")
     assert [q["status"] for q in sb.state()["queue"]] == ["failed", "accepted"]
-    assert searches(sb) == 2  # found missing and sent again; a minute later, found there
+    assert searches(sb) == 3  # found missing (through the only channel, then without) and sent again; then there
     assert (read_health(settings.watch.health_file) or {})["state"] == "ok"
 
 
@@ -475,3 +475,87 @@ def test_watch_records_a_verify_that_could_not_see_the_products_as_a_problem_and
     assert "missing 1 products" not in str(health)
     assert sb.state()["stats"]["by_path"]["/v1/products/queue"] == 1  # the file's push; no repair
     assert "could not see" in render_status(settings)
+
+
+# -- an admin whose products are not linked to the account's one channel ----------------------
+
+def test_the_sandbox_narrows_a_search_with_a_channel_to_the_products_linked_to_it(make_sandbox):
+    import requests
+
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, channel_narrows_search=True)
+    token = sb.issue_token()
+    product = item("S", "S-1", sku="S-1")
+    product["source"].update(source_id=1, sync_token="0", fetch_token="0")
+    requests.post(f"{sb.url}/v1/products/queue", params={"token": token, "source_id": 1},
+                  json={"system_products": [product]}, timeout=10).raise_for_status()
+
+    def found(**params) -> list[str]:
+        answer = requests.post(f"{sb.url}/v1/products/elastic_search", params={"token": token, **params},
+                               json={"query": {"bool": {"filter": [{"terms": {"source_product_code": ["S"]}}]}}},
+                               timeout=10)
+        assert answer.status_code == 200 and answer.json()["hits"]["total"] == len(answer.json()["system_products"])
+        return [p["source_product_code"] for p in answer.json()["system_products"]]
+
+    assert (found(), found(channel_id=1)) == (["S"], [])
+    assert sb.state()["products"][0]["channels"] == []  # the queue links a product to no channel
+
+
+def test_an_admin_whose_products_are_not_linked_to_the_only_channel_is_verified_without_it(
+        run, make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, channel_narrows_search=True, channels=1)
+    (tmp_path / "n.csv").write_text(TWO, encoding="utf-8")
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1"}
+    assert run(["push", "n.csv"], tmp_path, env).returncode == 0
+    before = sent(sb)
+
+    result = run(["verify", "--repair"], tmp_path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all there, as last sent" in result.stdout
+    assert 'searching without a channel (the account\'s only channel, 1 "Sandbox channel", saw none of the ' \
+           'products)' in result.stdout
+    assert "searching through channel 1 found none of the 2 products" in result.stderr
+    kept = report(tmp_path)
+    assert kept["clean"] and kept["channel"] == {"channel_id": None, "how": "without_only"}
+    assert kept["checked"]["products"] == 2 and kept["repair"] is None
+    assert sent(sb) == before  # nothing sent again
+    assert searches(sb) == 2  # through the channel (nothing), then once without it
+
+
+def test_a_configured_channel_is_never_second_guessed(run, make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, channel_narrows_search=True, channels=1)
+    (tmp_path / "n.csv").write_text(TWO, encoding="utf-8")
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1",
+           "S2S_VERIFY_CHANNEL_ID": "1"}
+    assert run(["push", "n.csv"], tmp_path, env).returncode == 0
+    before = sent(sb)
+    result = run(["verify", "--repair"], tmp_path, env)
+    assert result.returncode == EXIT_CODES["unseen"], result.stdout + result.stderr
+    assert 'found searching through channel 1 "Sandbox channel" (verify.channel_id);' in result.stdout
+    assert "nor searching" not in result.stdout
+    assert report(tmp_path)["channel"] == {"channel_id": 1, "how": "configured"}
+    assert searches(sb) == 1 and sent(sb) == before
+
+
+def test_a_user_that_sees_nothing_either_way_through_its_only_channel_is_told_both_were_searched(
+        run, make_sandbox, tmp_path):
+    sb, env = not_an_admin(make_sandbox, tmp_path, channels=1)
+    assert run(["push", "n.csv"], tmp_path, env).returncode == 0
+    sb.reset()  # Stock2Shop lost them all: neither way finds them
+    result = run(["verify", "--repair"], tmp_path, env)
+    assert result.returncode == EXIT_CODES["unseen"], result.stdout + result.stderr
+    assert 'none of the 2 products acknowledged was found searching through channel 1 "Sandbox channel", the ' \
+           "account's only channel, nor searching without a channel;" in result.stdout
+    assert report(tmp_path)["channel"] == {"channel_id": 1, "how": "only"}
+    assert searches(sb) == 2 and sent(sb)["/v1/products/queue"] == 0
+
+
+@pytest.mark.parametrize("channel, expected", [
+    (choose(None, [{"id": 5}]), (None, "without_only")),
+    (SearchChannel(None, "without_only", ({"id": 5},)), (5, "only")),
+    (choose(5, [{"id": 5}]), None),
+    (choose(None, [{"id": 5}, {"id": 6}]), None),
+    (choose(None, None), None),
+])
+def test_only_the_channel_verify_chose_itself_has_another_way_to_search(channel, expected):
+    other = channel.alternative()
+    assert (other if other is None else (other.channel_id, other.how)) == expected

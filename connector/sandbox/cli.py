@@ -61,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     api.add_argument("--search-needs-channel", action="store_true",
                      help="act as a user that is not an admin: POST /v1/products/elastic_search finds no "
                           "products unless its channel_id query parameter names one of the user's channels")
+    api.add_argument("--channel-narrows-search", action="store_true",
+                     help="act as an admin whose products are linked to no channel: POST "
+                          "/v1/products/elastic_search with a channel_id query parameter finds only the products "
+                          "linked to that channel (none: products queued here are linked to no channel); without "
+                          "one it finds them all")
 
     faults = parser.add_argument_group(
         "faults", "Trouble made on purpose, only on the two queue endpoints (products and images). "
@@ -105,7 +110,8 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
     users = load_users(args.users) if args.users else {"demo": "demo"}
     return SandboxConfig(rate=args.rate, unauth_rate=args.unauth_rate, users=users,
                          token_lifetime=args.token_lifetime, faults=faults, channels=args.channels,
-                         search_needs_channel=args.search_needs_channel)
+                         search_needs_channel=args.search_needs_channel,
+                         channel_narrows_search=args.channel_narrows_search)
 
 
 def load_users(path: Path) -> dict[str, str]:
@@ -151,6 +157,9 @@ def _serve(sandbox: Sandbox, args: argparse.Namespace, stop: threading.Event, ou
     print(f"Log in as: {users}", file=out)
     if config.search_needs_channel:
         print(f"Product searches find nothing without ?channel_id= (one of {', '.join(map(str, config.channel_ids))})",
+              file=out)
+    if config.channel_narrows_search:
+        print("Product searches with ?channel_id= find only products linked to that channel (none are linked)",
               file=out)
     print(f"State: {sandbox.url}/_sandbox/state   Stop: Ctrl-C", file=out, flush=True)
     try:

@@ -343,6 +343,8 @@ class Sandbox:
         chosen = self._store.products if codes is None else [c for c in self._store.products if c in codes]
         if not self._sees_products(request):
             chosen = []  # no hits, as the real API answers a user whose role needs a channel (api-docs)
+        elif self.config.channel_narrows_search and "channel_id" in request.query:
+            chosen = [code for code in chosen if self._linked(code, request.query["channel_id"])]
         docs = [self._store.product_view(code) for code in chosen]
         return self._search(request, docs, "system_products")
 
@@ -354,6 +356,11 @@ class Sandbox:
         if channel is None:
             return not self.config.search_needs_channel
         return channel in {str(c) for c in self.config.channel_ids}
+
+    def _linked(self, code: str, channel: str) -> bool:
+        """Whether the product is linked to the channel (SandboxConfig.channel_narrows_search)."""
+        return any(str(link.get("channel_id")) == channel for link in self._store.products[code].get("channels") or []
+                   if isinstance(link, dict))
 
     def _orders_search(self, request: _Request) -> Reply:
         return self._search(request, [dict(order) for order in self._store.orders], "system_orders")

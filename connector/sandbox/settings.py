@@ -78,6 +78,10 @@ class SandboxConfig:
     nothing without a `channel_id` query parameter naming one of their channels (api-docs:
     "depending on which user role is assigned, the query param channel_id would need to be
     specified to return results").
+    channel_narrows_search: a `channel_id` query parameter narrows POST /v1/products/elastic_search
+    to the products linked to that channel (a product's `channels`), and the queue links products
+    to none: an admin whose products are not linked to the account's channel sees them only
+    without one (with search_needs_channel too, no search finds anything).
     """
 
     rate: float = 3.0
@@ -87,6 +91,7 @@ class SandboxConfig:
     channel_id: int = 1
     channels: int = 1
     search_needs_channel: bool = False
+    channel_narrows_search: bool = False
     client_id: int = 1
     token_lifetime: float | None = None
     faults: Faults = field(default_factory=Faults)
