@@ -595,15 +595,19 @@ def test_cli_options_become_the_config(tmp_path):
     config = config_from(parser.parse_args([
         "--rate", "1", "--unauth-rate", "0.5", "--token-lifetime", "30", "--seed", "9", "--error-rate", "0.2",
         "--latency", "0.1", "--drop-rate", "0.05", "--burst-every", "10", "--burst-size", "3",
-        "--retry-after", "date", "--expire-after", "50", "--users", str(users)]))
+        "--retry-after", "date", "--expire-after", "50", "--users", str(users), "--channels", "2",
+        "--search-needs-channel", "--channel-narrows-search"]))
     assert (config.rate, config.unauth_rate, config.token_lifetime) == (1.0, 0.5, 30.0)
+    assert (config.channels, config.search_needs_channel, config.channel_narrows_search) == (2, True, True)
+    plain = config_from(parser.parse_args([]))
+    assert (plain.channels, plain.search_needs_channel, plain.channel_narrows_search) == (1, False, False)
     assert config.users == {"shop": "s3cret", "other": "1234"}
     assert config.faults == Faults(seed=9, error_rate=0.2, latency=0.1, drop_rate=0.05, burst_every=10,
                                    burst_size=3, retry_after="date", expire_after=50)
     help_text = parser.format_help()
     for option in ("--host", "--port", "--rate", "--unauth-rate", "--token-lifetime", "--seed", "--error-rate",
                    "--latency", "--drop-rate", "--burst-every", "--burst-size", "--retry-after", "--expire-after",
-                   "--users"):
+                   "--users", "--channels", "--search-needs-channel", "--channel-narrows-search"):
         assert option in help_text
 
 
