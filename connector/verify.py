@@ -452,6 +452,11 @@ def _tuple(channels: list[dict] | None) -> tuple[dict, ...] | None:
     return None if channels is None else tuple(channels)
 
 
+def some_products(ledger: Ledger, endpoint: str, limit: int) -> list[str]:
+    """Up to `limit` active products of `endpoint`'s catalogue (the ledger's), to check a sample."""
+    return _others(ledger, endpoint, set(), limit)
+
+
 def _others(ledger: Ledger, endpoint: str, besides: set[str], limit: int) -> list[str]:
     """Up to `limit` active products of `endpoint`'s catalogue not in `besides`."""
     codes: list[str] = []

@@ -559,3 +559,122 @@ def test_a_user_that_sees_nothing_either_way_through_its_only_channel_is_told_bo
 def test_only_the_channel_verify_chose_itself_has_another_way_to_search(channel, expected):
     other = channel.alternative()
     assert (other if other is None else (other.channel_id, other.how)) == expected
+
+
+# -- watch checks again, soon after it starts, what the last verify found not clean -----------
+
+def serve_until(settings, sb, tmp_path: Path, until: Callable[[dict, float], bool],
+                what: str) -> tuple[list[tuple[str, float, str]], float]:
+    """Run the service on a fake clock over real folders and the sandbox until `until(health,
+    service time)`; returns every logged (event, service time, message) and the service time it started."""
+    clock = FakeClock()
+    started = clock.monotonic()
+    stop = threading.Event()
+    events: list[tuple[str, float, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            events.append((getattr(record, "event", ""), clock.monotonic(), record.getMessage()))
+
+    log = logging.getLogger(f"test.verify.restart.{id(stop)}")
+    log.setLevel(logging.INFO)
+    keep = Keep()
+    log.addHandler(keep)
+    thread = threading.Thread(target=lambda: watch.serve(settings, lambda: pipeline_for(tmp_path, sb, settings),
+                                                         stop=stop, clock=clock, log=log), daemon=True)
+    thread.start()
+    try:
+        wait_real(lambda: until(read_health(settings.watch.health_file) or {}, clock.monotonic()), what=what)
+    finally:
+        stop.set()
+        thread.join(10)
+        log.removeHandler(keep)
+    assert not thread.is_alive()
+    return events, started
+
+
+def first(events: list[tuple[str, float, str]], event: str) -> float:
+    return next(t for e, t, _ in events if e == event)
+
+
+def test_a_channel_fixed_while_the_service_was_stopped_is_verified_soon_after_it_starts_again(
+        make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, search_needs_channel=True, channels=2)
+    settings = watched(tmp_path, sb)  # no verify.channel_id among two channels: W cannot be seen
+    watch_until(settings, sb, tmp_path, lambda h: "could not see" in str(h.get("verify")),
+                "health to show the verify that could not see")
+
+    settings.verify = VerifySettings(after_minutes=10, channel_id=2)  # the fix, then a restart
+    (settings.folders.inbox / "x.csv").write_text(HEADER + "X,X-1,Xylophone,X-1,9.00,1,,,,\n", encoding="utf-8")
+    events, started = serve_until(settings, sb, tmp_path, lambda h, now: str(h.get("verify", "")).startswith("clean"),
+                                  "the verify after the restart")
+    health = read_health(settings.watch.health_file) or {}
+    assert health["state"] == "ok" and "(1 products checked)" in health["verify"]  # W; X waits for its own
+    assert first(events, "file_finished") < first(events, "verify_recheck")  # the file the inbox held went first
+    assert first(events, "verify") - started < 10  # soon after the start, not verify.after_minutes after the file
+    said = next(m for e, _, m in events if e == "verify_recheck")
+    assert "the last verify was not clean (at " in said and "could not see the 1 products" in said
+    assert "checking a page of the catalogue again now that the service runs" in said
+    assert 'searching through channel 2 (verify.channel_id)' in next(m for e, _, m in events if e == "verify")
+    assert str(render_status(settings)).count("clean at") == 1
+
+
+def test_products_found_missing_before_a_restart_are_checked_again_and_repaired_after_it(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(queue_fail_rate=1.0))
+    settings = watched(tmp_path, sb)
+    watch_until(settings, sb, tmp_path, lambda h: "missing 1 products" in str(h.get("verify")),
+                "health to show W missing")
+    sb.set_faults(Faults())
+    settings.verify = VerifySettings(after_minutes=1, repair=True)
+    events, started = serve_until(settings, sb, tmp_path, lambda h, now: str(h.get("verify", "")).startswith("clean"),
+                                  "W repaired and found there")
+    assert "checking its 1 products again" in next(m for e, _, m in events if e == "verify_recheck")
+    assert [q["status"] for q in sb.state()["queue"]] == ["failed", "accepted"]  # sent again once, at the recheck
+    repaired, clean = [t for e, t, _ in events if e == "verify"][:2]
+    assert repaired - started < 10 and clean - repaired >= 60  # found at the start, checked after_minutes later
+    assert (read_health(settings.watch.health_file) or {})["state"] == "ok"
+
+
+def test_a_clean_last_verify_is_not_checked_again_at_start(make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    settings = watched(tmp_path, sb)
+    watch_until(settings, sb, tmp_path, lambda h: str(h.get("verify", "")).startswith("clean"), "a clean verify")
+    before = searches(sb)
+    events, started = serve_until(settings, sb, tmp_path, lambda h, now: now - FakeClock().monotonic() > 600,
+                                  "ten minutes of service time")
+    assert "verify_recheck" not in {e for e, _, _ in events} and searches(sb) == before
+    assert started == FakeClock().monotonic()  # the ten minutes were counted from the start
+
+
+def test_the_check_after_start_waits_for_a_quiet_moment_a_bounded_time_and_checks_a_bounded_number(
+        make_sandbox, tmp_path):
+    from connector.verify import VerifyResult, keep_latest
+    from connector.watch.verifying import RECHECK_PAGES, RECHECK_QUIET_MAX_S, VerifySchedule
+
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    settings = settings_for(tmp_path, sb)
+    settings.verify = VerifySettings(page_size=2)
+    codes = [f"M{n:02}" for n in range(2 * RECHECK_PAGES + 3)]
+    settings.folders.state.mkdir(parents=True, exist_ok=True)
+    keep_latest(settings.folders.state, VerifyResult(endpoint="e", started_at=0.0, findings=[
+        Finding("missing_product", code, expected=1) for code in codes]))
+    clock = FakeClock()
+    schedule = VerifySchedule(settings, clock, logging.getLogger("test.verify.recheck"))
+    pipeline = pipeline_for(tmp_path, sb, settings)
+    ran: list[str] = []
+
+    def call(check, busy):
+        ran.append(busy)
+        return check(pipeline)
+
+    try:
+        assert schedule.due_in() == RECHECK_QUIET_MAX_S  # due now; the loop wakes for it by then at the latest
+        schedule.run_if_due(call, quiet=False)  # a file ready or on its way: it goes first
+        assert ran == [] and schedule.due_in() == RECHECK_QUIET_MAX_S
+        clock.advance(RECHECK_QUIET_MAX_S)
+        schedule.run_if_due(call, quiet=False)  # waited long enough: between two files, then
+    finally:
+        pipeline.close()
+    assert ran == ["checking again the products of the last verify"]
+    assert schedule.unresolved == set(codes[2 * RECHECK_PAGES:])  # the rest wait for the next verify
+    assert schedule.due_in() is None and schedule.last and schedule.last["clean"]  # none of them acknowledged here

@@ -166,11 +166,12 @@ class Watcher:
             self.observer.ensure()
             if self.troubles:
                 self._run_processing(drain=False)  # only the files whose backoff is over
-            for candidate in self._discover():
+            ready = self._discover()
+            for candidate in ready:
                 if self.stop.is_set() or self._blocked():
                     break
                 self._take(candidate)
-            self._verify_if_due()
+            self._verify_if_due(quiet=not ready and not self.readiness.tracked())
             self._publish()
             self._tidy()
             self._sleep_until_next()
@@ -565,9 +566,10 @@ class Watcher:
             if not self.clock.wait(self.wake, SETTLE_S):
                 return
 
-    def _verify_if_due(self) -> None:
-        """Verify the products of the files pushed `verify.after_minutes` ago, on the pipeline's thread."""
-        self.verifier.run_if_due(lambda check, busy: self._call(check, self.pipeline, busy=busy))
+    def _verify_if_due(self, *, quiet: bool = True) -> None:
+        """Verify the products of the files pushed `verify.after_minutes` ago, on the pipeline's thread
+        (and, `quiet`: no file ready or on its way, those of a last verify that was not clean)."""
+        self.verifier.run_if_due(lambda check, busy: self._call(check, self.pipeline, busy=busy), quiet=quiet)
 
     def _tidy(self) -> None:
         """At start-up and every RETENTION_EVERY_S: remove archived and failed files (and their reports)
