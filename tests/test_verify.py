@@ -678,3 +678,23 @@ def test_the_check_after_start_waits_for_a_quiet_moment_a_bounded_time_and_check
     assert ran == ["checking again the products of the last verify"]
     assert schedule.unresolved == set(codes[2 * RECHECK_PAGES:])  # the rest wait for the next verify
     assert schedule.due_in() is None and schedule.last and schedule.last["clean"]  # none of them acknowledged here
+
+
+def test_a_check_after_start_with_nothing_to_check_keeps_the_last_result_and_is_not_tried_again(
+        make_sandbox, tmp_path):
+    from connector.verify import VerifyResult, keep_latest
+    from connector.watch.verifying import VerifySchedule
+
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    settings = settings_for(tmp_path, sb)
+    settings.folders.state.mkdir(parents=True, exist_ok=True)
+    keep_latest(settings.folders.state, VerifyResult(endpoint="e", started_at=0.0, products_checked=3,
+                                                     unseen={"products": 3, "reason": "no channel"}))
+    schedule = VerifySchedule(settings, FakeClock(), logging.getLogger("test.verify.recheck"))
+    pipeline = pipeline_for(tmp_path, sb, settings)  # its ledger holds no catalogue: no page to check
+    try:
+        schedule.run_if_due(lambda check, busy: check(pipeline))
+    finally:
+        pipeline.close()
+    assert schedule.due_in() is None and searches(sb) == 0
+    assert schedule.last and schedule.last["unseen"]["products"] == 3  # kept: nothing said it changed

@@ -98,10 +98,13 @@ class VerifySchedule:
         result, checked = self._verify(call, lambda pipeline: products_of_files(
             pipeline.ledger, pipeline.endpoint, files) | unresolved,
             f"verifying the products of {len(files)} file(s) pushed")
-        if result is None:
+        if checked is None:
             self.due = self.clock.monotonic() + RETRY_S
             return
         self.files.clear()
+        if result is None:  # nothing of them left to check
+            self.due = None
+            return
         # products the search could not see are checked again with the next verify, as wrong ones are
         self.unresolved = checked if result.unseen else {f.product for f in result.findings}
         # repaired items are checked again once the queue has had time for them
@@ -126,10 +129,13 @@ class VerifySchedule:
             return set([code for code in sample if code not in recent][:page])
 
         result, checked = self._verify(call, codes, "checking again the products of the last verify")
-        if result is None:
+        if checked is None:
             self._recheck_from(self.clock.monotonic() + RETRY_S)
             return
         self.recheck, self.recheck_at = set(), None
+        if result is None:  # nothing to check now: those pushed again are checked with their file's verify
+            self.unresolved |= wanted | rest
+            return
         self.unresolved |= rest | (checked if result.unseen else {f.product for f in result.findings})
         if result.repair and result.findings and self.due is None:
             self.due = self.clock.monotonic() + self.after
@@ -138,16 +144,17 @@ class VerifySchedule:
         self.recheck_at, self.recheck_by = moment, moment + RECHECK_QUIET_MAX_S
 
     def _verify(self, call: Callable[..., Any], codes: Callable[[Any], set[str]],
-                busy: str) -> tuple[VerifyResult | None, set[str]]:
-        """Run one verify of `codes(pipeline)` on the pipeline's thread, keep and log its result;
-        (None, ...) when it could not run (said in the log) or there was nothing to check."""
+                busy: str) -> tuple[VerifyResult | None, set[str] | None]:
+        """Run one verify of `codes(pipeline)` on the pipeline's thread, keep and log its result, and
+        return it with the products checked: (None, None) when it could not run (said in the
+        log), (None, empty) when there was nothing to check (the last result kept)."""
         repair, channel = self.repair, self.channel
         checked: set[str] = set()
 
         def check(pipeline: Any) -> Any:
             checked.update(codes(pipeline))
             if not checked:
-                return None  # nothing to check now: tried again later, the last result kept
+                return None
             return run_verify(pipeline, repair_too=repair, product_codes=checked, channel=channel)
 
         try:
@@ -158,7 +165,7 @@ class VerifySchedule:
             why = str(exc) if isinstance(exc, ConnectorError) else f"unexpected error: {type(exc).__name__}: {exc}"
             self.log.warning("verify could not run: %s; trying again in %.0f s", redact(why), RETRY_S,
                              extra={"event": "verify_error"})
-            return None, checked
+            return None, None
         if result is None:
             return None, checked
         self.channel = result.channel or self.channel
