@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from connector.batches import make_batches
 from connector.channels import SETTING as CHANNEL_SETTING
-from connector.channels import SearchChannel, list_channels, resolve
+from connector.channels import SETTING_NAME, SearchChannel, list_channels, resolve
 from connector.common import endpoint_parts, iso_utc, write_json_atomic
 from connector.model import Product
 from connector.report import Report
@@ -423,6 +423,9 @@ def unseen(client: ApiClient, channel: SearchChannel, missing: int, others: list
     if channel.how in ("configured", "only", "without_only"):
         advice = (f"if Stock2Shop does show them, that channel does not reach them; set {CHANNEL_SETTING} to "
                   f"the account's channel that holds them: {listing}")
+        if channel.how == "configured":  # unset, verify searches without a channel when its own choice sees none
+            advice += (f" (an admin whose products are not linked to a channel sees them only without one: "
+                       f"leave {SETTING_NAME} unset)")
     elif channel.how == "several":
         advice = (f"a user that is not an admin finds products only through a channel; set {CHANNEL_SETTING} "
                   f"to the one that holds them: {listing}")

@@ -532,6 +532,7 @@ def test_a_configured_channel_is_never_second_guessed(run, make_sandbox, tmp_pat
     assert result.returncode == EXIT_CODES["unseen"], result.stdout + result.stderr
     assert 'found searching through channel 1 "Sandbox channel" (verify.channel_id);' in result.stdout
     assert "nor searching" not in result.stdout
+    assert "sees them only without one: leave verify.channel_id unset)" in result.stdout
     assert report(tmp_path)["channel"] == {"channel_id": 1, "how": "configured"}
     assert searches(sb) == 1 and sent(sb) == before
 
