@@ -420,7 +420,7 @@ def unseen(client: ApiClient, channel: SearchChannel, missing: int, others: list
     if channel.channels is None and channel.how == "configured":  # for the message: which ones there are
         channel = SearchChannel(channel.channel_id, channel.how, _tuple(list_channels(client)))
     listing = channel.listing()
-    if channel.how in ("configured", "only", "without_only"):
+    if channel.how in ("configured", "only"):
         advice = (f"if Stock2Shop does show them, that channel does not reach them; set {CHANNEL_SETTING} to "
                   f"the account's channel that holds them: {listing}")
         if channel.how == "configured":  # unset, verify searches without a channel when its own choice sees none
