@@ -700,3 +700,24 @@ def test_a_check_after_start_with_nothing_to_check_keeps_the_last_result_and_is_
         pipeline.close()
     assert schedule.due_in() is None and searches(sb) == 0
     assert schedule.last and schedule.last["unseen"]["products"] == 3  # kept: nothing said it changed
+
+
+def test_a_kept_search_without_the_only_channel_goes_back_through_it_when_it_sees_nothing(make_sandbox, tmp_path):
+    """watch keeps the way its first verify searched; the account may change under it."""
+    from connector.verify import run_verify
+
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, search_needs_channel=True, channels=1)
+    settings = settings_for(tmp_path, sb)
+    (tmp_path / "n.csv").write_text(TWO, encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, sb, settings)
+    kept = SearchChannel(None, "without_only", ({"id": 1, "description": "Web"},))
+    try:
+        assert pipeline.run_file(tmp_path / "n.csv").status == "done"
+        result = run_verify(pipeline, channel=kept)
+        sb.reset()  # now neither way finds them
+        blind = run_verify(pipeline, channel=kept)
+    finally:
+        pipeline.close()
+    assert result.clean and (result.channel.channel_id, result.channel.how) == (1, "only")
+    assert blind.unseen and "found searching without a channel (the account's only channel, 1 \"Web\", saw none " \
+        "of the products), nor searching through channel 1; check that Stock2Shop shows them" in blind.unseen["reason"]
