@@ -926,8 +926,8 @@ def _family_values(
     A plain read's entry is found by its cell's text, so a text seen before is not converted again.
     """
     out = []
-    for name, read, memo in zip(entries.names, entries.reads, entries.memos, strict=True):
-        key: Any = texts[read.at].strip() if read.at >= 0 else None
+    for name, at, read, memo in entries.each:
+        key: Any = texts[at].strip() if at >= 0 else None
         entry = memo.get(key) if key is not None else None
         if entry is None:
             v = _read_all((read,), texts, errors)[0]
@@ -953,11 +953,14 @@ class _Entries(_Fields):
     100k-row file when each is its own dict. Each entry's memo (value -> entry) is bounded.
     """
 
-    __slots__ = ("memos", "unique")
+    __slots__ = ("each", "unique")
 
     def __init__(self, pairs: list[tuple[str, Read]]) -> None:
         super().__init__(pairs)
-        self.memos: list[dict[Any, dict[str, Any]]] = [{} for _ in pairs]
+        # (name, position, read, memo) per entry: what _family_values unpacks, for each row
+        self.each: list[tuple[str, int, Read, dict[Any, dict[str, Any]]]] = [
+            (name, read.at, read, {}) for name, read in pairs
+        ]
         self.unique = len(set(self.names)) == len(pairs)
 
 
