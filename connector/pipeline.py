@@ -488,13 +488,7 @@ class Pipeline:
         sent alone. Rows of products files that waited for these models go now, under their root model;
         products already sent under a root model in this file take its new fields.
         """
-        column = plan.mapping.models or ""
-        by_place = {(r.sheet, r.line): r for r in plan.table.rows}
-        for product in plan.products:
-            row = by_place.get(product.places()[0])
-            fields = {k: v for k, v in product.items[0]["product"].items() if k not in ("variants", "options")}
-            plan.models.append(ModelRecord(product.code, _cell(row, column), fields))
-        plan.products, plan.images = [], {}
+        _keep_models(plan)
         records = {**self.ledger.model_records(self.endpoint), **{m.code.casefold(): m for m in plan.models}}
 
         grouped: dict[str, Product] = {}
@@ -1025,6 +1019,7 @@ class Plan:
         c.rows_waiting = len(self.waiting) + self.join_waiting
         c.products_vanished, c.products_deleted = self.vanished, self.deleted
         c.rows_abandoned = self.rows_abandoned
+        c.product_models = len(self.models)
         report.problems.add(problems)
         report.header, report.rejected = list(t.header), list(self.rejected)
         report.header_row = self.mapping.source.header_row
@@ -1119,6 +1114,17 @@ def _check_join_rows(plan: Plan, add: Sequence[str]) -> None:
     plan.hold(problems, held)
 
 
+def _keep_models(plan: Plan) -> None:
+    """A models file's products are product models: kept (`plan.models`), never products of the file."""
+    column = plan.mapping.models or ""
+    by_place = {(r.sheet, r.line): r for r in plan.table.rows}
+    for product in plan.products:
+        row = by_place.get(product.places()[0])
+        fields = {k: v for k, v in product.items[0]["product"].items() if k not in ("variants", "options")}
+        plan.models.append(ModelRecord(product.code, _cell(row, column), fields))
+    plan.products, plan.images = [], {}
+
+
 def foresee_joins(plan: Plan) -> None:
     """What a push would do with a join file's rows, as far as `check` can tell without the ledger.
 
@@ -1126,8 +1132,13 @@ def foresee_joins(plan: Plan) -> None:
     product no file has brought yet (see Pipeline._join and _join_models). Check cannot know which
     products the catalogue has, so: the rows' own rules are checked as a push checks them, and every
     row left that needs another file's product is taken out of the products this file sends alone
-    and counted waiting, with a problem naming that product. Other mappings: nothing changes.
+    and counted waiting, with a problem naming that product. A models file's rows are product
+    models, kept and never sent alone: counted as such, not as products (see Pipeline._models).
+    Other mappings: nothing changes.
     """
+    if plan.mapping.models is not None:
+        _keep_models(plan)
+        return
     join = plan.mapping.join
     if join is None:
         return
