@@ -712,7 +712,9 @@ class Pipeline:
         """Products with only the items not acknowledged unchanged before, and how many were dropped.
 
         A product with items still waiting in the ledger is sent whole: what waits may differ
-        from what was last acknowledged, and the newest file must win.
+        from what was last acknowledged, and the newest file must win. What it returns is only
+        batched (codes and items): rows are named from the plan's own products, which keep their
+        lines and sheets (Plan.hold_back), so these need neither.
         """
         if self.full:
             return products, 0
