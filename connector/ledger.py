@@ -684,21 +684,28 @@ class Ledger:
                                 (now, job_id))
             endpoint, name, mapping = self._job_origin(job_id)
             self._remember_items([(endpoint, it, name, mapping, now) for it in items], hashes or {})
-            self._settle_released(job_id, {it["source"]["source_product_code"] for it in items}
-                                  - {it["source"]["source_product_code"] for it in remaining or ()})
+            self._settle_released(job_id, items, remaining or [])
             self._event("success", f"job {job_id} acknowledged")
 
-    def _settle_released(self, job_id: int, codes: set[str]) -> None:
+    def _settle_released(self, job_id: int, items: list[dict], remaining: list[dict]) -> None:
         """Rows that waited and went into products now acknowledged whole: they leave the ledger.
 
-        A product split over several batches (too big for one) is acknowledged when its last part is."""
+        A product is acknowledged whole when none of its items remains: not in this batch (a 413 sends
+        a batch in parts) nor in the file's next batch (a product too big for one batch goes on in the
+        next; batches keep the file's order, so only a batch's last product can)."""
         file_id = self.db.execute("SELECT file_id FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+        codes = {it["source"]["source_product_code"] for it in items}
         taken = self._released_into(file_id, codes)
         if not taken:  # the usual case: no row of an earlier file went into these products
             return
-        for (payload,) in self.db.execute("SELECT payload FROM jobs WHERE file_id = ? AND kind = 'products'"
-                                          " AND state = 'pending' AND id != ?", (file_id, job_id)).fetchall():
-            codes = codes - {it["source"]["source_product_code"] for it in json.loads(payload)}
+        codes -= {it["source"]["source_product_code"] for it in remaining}
+        if items and not remaining:
+            after = self.db.execute(
+                "SELECT json_extract(payload, '$[0].source.source_product_code') FROM jobs WHERE file_id = ?"
+                " AND kind = 'products' AND state = 'pending' AND id > ? ORDER BY id LIMIT 1",
+                (file_id, job_id)).fetchone()
+            if after is not None:
+                codes.discard(after[0])
         done = [(waiting_id, code) for waiting_id, code in taken if code in codes]
         self.db.executemany("DELETE FROM released WHERE file_id = ? AND product_code = ? AND waiting_id = ?",
                             [(file_id, code, waiting_id) for waiting_id, code in done])
