@@ -136,7 +136,7 @@ CREATE TABLE IF NOT EXISTS released (
     file_id INTEGER NOT NULL,          -- ... a product of this file's journaled work ...
     product_code TEXT NOT NULL,        -- ... this one: the row is deleted once it is acknowledged
     PRIMARY KEY (file_id, product_code, waiting_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS released_row ON released(waiting_id);
 CREATE TABLE IF NOT EXISTS joined (
     endpoint TEXT NOT NULL,
@@ -706,12 +706,14 @@ class Ledger:
                 (file_id, job_id)).fetchone()
             if after is not None:
                 codes.discard(after[0])
-        done = [(waiting_id, code) for waiting_id, code in taken if code in codes]
-        self.db.executemany("DELETE FROM released WHERE file_id = ? AND product_code = ? AND waiting_id = ?",
-                            [(file_id, code, waiting_id) for waiting_id, code in done])
-        self.db.executemany("DELETE FROM waiting WHERE id = ? AND NOT EXISTS"
-                            " (SELECT 1 FROM released WHERE released.waiting_id = waiting.id)",
-                            [(waiting_id,) for waiting_id in {w for w, _ in done}])
+        for chunk in _chunks(sorted(codes), 500):
+            marks = ",".join("?" * len(chunk))
+            self.db.execute(f"DELETE FROM released WHERE file_id = ? AND product_code IN ({marks})", (file_id, *chunk))
+        rows = sorted({waiting_id for waiting_id, code in taken if code in codes})
+        for part in _chunks(rows, 500):
+            marks = ",".join("?" * len(part))
+            self.db.execute(f"DELETE FROM waiting WHERE id IN ({marks}) AND NOT EXISTS"
+                            " (SELECT 1 FROM released WHERE released.waiting_id = waiting.id)", part)
 
     def _released_into(self, file_id: int, codes: Iterable[str]) -> list[tuple[int, str]]:
         """(waiting row id, product code) of rows that waited and went into these products of a file."""
