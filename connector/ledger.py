@@ -860,7 +860,7 @@ class Ledger:
     @property
     def _not_released(self) -> str:
         """The clause that leaves out rows gone into journaled work (a ledger of an earlier version has none)."""
-        if getattr(self, "_released_table", None) is None:
+        if self._released_table is None:
             self._released_table = self.db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'released'").fetchone() is not None
         if not self._released_table:

@@ -687,6 +687,12 @@ class Pipeline:
         plan.products, released = release(plan.products, ready, into=plan.merged)
         for p in released:
             self.log.info("%s: line %d of %s (waiting for its product) goes with it", plan.path.name, p.line, p.file)
+        gone = {p.id for p in released}
+        plan.problems.extend(Problem(  # rows waiting for a product this file brings but holds back: they wait on
+            kind="waiting", severity="warning", product=p.product_code, value=p.value, reason=(
+                f"line {p.line} of {p.file} (waiting for its product): product {p.product_code} held back; the row "
+                f"still waits, and goes with the next file that brings {p.product_code}"))
+            for p in ready if p.id not in gone and p.product_code in plan.held)
         if plan.mapping.mode == "full" and plan.mapping.join is None and plan.mapping.models is None:
             self._keep_unmapped(plan)
         going = {p.code for p in plan.products}  # no picture goes before (or without) its product

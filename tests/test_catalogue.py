@@ -785,3 +785,25 @@ def test_a_join_file_s_rows_in_a_product_the_api_refuses_are_named_with_their_fi
     assert named == [f"line {n} of combinations.csv (joined into P8): refused by the API with product P8; the row "
                      "is kept, and goes with the next file that brings P8 or combinations.csv" for n in (2, 3)]
     assert len(pipeline.ledger.joined_rows(pipeline.endpoint, ["P8"])["P8"]) == 2
+
+
+def test_a_row_waiting_for_a_product_held_back_by_its_own_file_is_said_to_wait_on(fast_sandbox, tmp_path):
+    """p.csv brings BIG1 with a price that is no number: BIG1 is held back before anything merges into it;
+    s.csv's row of BIG1 is untouched, and p.csv's report says it still waits."""
+    from tests.test_review_defects import FULL, UPDATE
+
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "big-stock.yaml").write_text(UPDATE, encoding="utf-8")
+    (tmp_path / "mappings" / "big-products.yaml").write_text(FULL.replace("price: price", "price: {column: price, "
+                                                                                       "type: decimal}"),
+                                                           encoding="utf-8")
+    (tmp_path / "s.csv").write_text("code,qty\nSMALL1,4\nBIG1,5\n", encoding="utf-8")
+    (tmp_path / "p.csv").write_text("code,title,body,price\nSMALL1,Small,,5\nBIG1,Big,,ten\n", encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "s.csv", mapping="big-stock").counts.rows_waiting == 2
+    outcome = pipeline.run_file(tmp_path / "p.csv", mapping="big-products")
+    assert outcome.status == "done" and outcome.counts.products_held_back == 1
+    notes = [p.reason for p in outcome.problems.stored if "s.csv" in p.reason]
+    assert notes == ["line 3 of s.csv (waiting for its product): product BIG1 held back; the row still waits, and "
+                     "goes with the next file that brings BIG1"]
+    assert waiting_lines(pipeline) == [("s.csv", 3)]
