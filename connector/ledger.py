@@ -19,6 +19,8 @@ Tables:
   catalogue_products  per endpoint: the product-level record of every product
   catalogue_images    per endpoint: the acknowledged images of every product, by content hash
   waiting  rows of update files whose variant is not in the catalogue yet ("waiting for its product")
+  released rows of `waiting` merged into a product journaled for sending: they leave `waiting` when that
+           product is acknowledged, and wait again when the API refuses it
   models   product models (Akeneo product_models.csv): the product fields of the products naming them
   joined   the last rows of join files (`join:` mappings, e.g. PrestaShop combinations), per product:
            joined with the product's own item whichever file comes first, and again when it changes
@@ -129,6 +131,13 @@ CREATE TABLE IF NOT EXISTS waiting (
     until REAL NOT NULL                -- after this it is reported abandoned (update.wait_days)
 );
 CREATE INDEX IF NOT EXISTS waiting_endpoint ON waiting(endpoint, product_code);
+CREATE TABLE IF NOT EXISTS released (
+    waiting_id INTEGER NOT NULL,       -- a row of `waiting`, merged into ...
+    file_id INTEGER NOT NULL,          -- ... a product of this file's journaled work ...
+    product_code TEXT NOT NULL,        -- ... this one: the row is deleted once it is acknowledged
+    PRIMARY KEY (file_id, product_code, waiting_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS released_row ON released(waiting_id);
 CREATE TABLE IF NOT EXISTS joined (
     endpoint TEXT NOT NULL,
     product_code TEXT NOT NULL,
@@ -194,6 +203,17 @@ class Journal:
         assert job_id is not None
         self.batch_ids.append(job_id)
         return len(self.batch_ids) - 1
+
+    def release(self, taken: Iterable[tuple[int, str]], settled: Iterable[int] = ()) -> None:
+        """Rows that waited and went into this file's products: (waiting row id, product code journaled).
+
+        They stay in the ledger, no longer waiting, until that product is acknowledged (then they are
+        deleted) or refused by the API (then they wait again): never lost between journaling and sending.
+        `settled`: rows merged into products that changed nothing acknowledged before: deleted now.
+        """
+        self.db.executemany("INSERT OR IGNORE INTO released (waiting_id, file_id, product_code) VALUES (?, ?, ?)",
+                            [(waiting_id, self.file_id, code) for waiting_id, code in taken])
+        self.db.executemany("DELETE FROM waiting WHERE id = ?", [(i,) for i in settled])
 
     def images(self, images: Iterable[tuple[int | None, dict]]) -> None:
         """Journal image jobs: (index of the batch holding the image's product, the ImageJob's fields)."""
@@ -287,6 +307,7 @@ class Ledger:
     FILE_NAME = "ledger.sqlite"
 
     MARKER_NAME = "ledger.marker"  # beside the ledger: it existed, so its absence is damage, not a fresh start
+    _released_table: bool | None = None  # has the `released` table (a read-only ledger may be older)
 
     def __init__(self, path: Path, *, clock=time.time):
         self.path = path
@@ -451,9 +472,9 @@ class Ledger:
 
         `batches` are lists of API items; `images` pairs the index of the batch holding the
         image's product with the image job's fields. `waiting` are this file's rows that wait
-        for their product; `released` the ids of rows that waited and are now in `batches`
-        (or were abandoned). `joined`: a join file's rows per product, replacing that product's earlier
-        ones. Returns the file id.
+        for their product; `released` the ids of rows that waited and leave the ledger now (abandoned;
+        rows that went into `batches` are kept until acknowledged: `Journal.release`). `joined`: a join
+        file's rows per product, replacing that product's earlier ones. Returns the file id.
         """
         with self.journaling(report, mtime_ns=mtime_ns, endpoint=endpoint, waiting=waiting, released=released,
                              joined=joined, models=models) as journal:
@@ -545,6 +566,9 @@ class Ledger:
             "SELECT report, rejected, started_at, finished_at FROM files WHERE id = ?", (file_id,)).fetchone()
         return Report.from_ledger(json.loads(report), json.loads(rejected), started_at=started, finished_at=finished)
 
+    def file_name(self, file_id: int) -> str:
+        return self.db.execute("SELECT name FROM files WHERE id = ?", (file_id,)).fetchone()[0]
+
     def file_job_states(self, file_id: int) -> dict[tuple[str, str], int]:
         """Counts of (kind, state) for one file's jobs."""
         rows = self.db.execute(
@@ -572,13 +596,19 @@ class Ledger:
             self.db.execute("INSERT INTO problems (file_id, problem) VALUES (?, ?)",
                             (file_id, encode_text(problem.as_dict())))
 
-    def refuse_items(self, job_id: int, file_id: int, problems: list[Problem], remaining: list[dict]) -> None:
+    def refuse_items(self, job_id: int, file_id: int, problems: list[Problem], remaining: list[dict],
+                     refused: Iterable[str] = ()) -> None:
         """Record the API's refusals and keep only the items still to send, in one transaction.
 
         With nothing remaining the job ends: done when part of it was acknowledged (the images
-        of those products may then go), failed when the API refused every item of it.
+        of those products may then go), failed when the API refused every item of it. Rows that
+        waited and went into the `refused` products wait again (see `Journal.release`).
         """
         with self._transaction():
+            for chunk in _chunks(sorted(set(refused)), 500):
+                marks = ",".join("?" * len(chunk))
+                self.db.execute("DELETE FROM released WHERE waiting_id IN (SELECT waiting_id FROM released"
+                                f" WHERE file_id = ? AND product_code IN ({marks}))", (file_id, *chunk))
             self.db.executemany("INSERT INTO problems (file_id, problem) VALUES (?, ?)",
                                 [(file_id, encode_text(p.as_dict())) for p in problems])
             if remaining:
@@ -654,7 +684,57 @@ class Ledger:
                                 (now, job_id))
             endpoint, name, mapping = self._job_origin(job_id)
             self._remember_items([(endpoint, it, name, mapping, now) for it in items], hashes or {})
+            self._settle_released(job_id, items, remaining or [])
             self._event("success", f"job {job_id} acknowledged")
+
+    def _settle_released(self, job_id: int, items: list[dict], remaining: list[dict]) -> None:
+        """Rows that waited and went into products now acknowledged whole: they leave the ledger.
+
+        A product is acknowledged whole when none of its items remains: not in this batch (a 413 sends
+        a batch in parts) nor in the file's next batch (a product too big for one batch goes on in the
+        next; batches keep the file's order, so only a batch's last product can)."""
+        file_id = self.db.execute("SELECT file_id FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+        codes = {it["source"]["source_product_code"] for it in items}
+        taken = self._released_into(file_id, codes)
+        if not taken:  # the usual case: no row of an earlier file went into these products
+            return
+        codes -= {it["source"]["source_product_code"] for it in remaining}
+        if items and not remaining:
+            after = self.db.execute(
+                "SELECT json_extract(payload, '$[0].source.source_product_code') FROM jobs WHERE file_id = ?"
+                " AND kind = 'products' AND state = 'pending' AND id > ? ORDER BY id LIMIT 1",
+                (file_id, job_id)).fetchone()
+            if after is not None:
+                codes.discard(after[0])
+        for chunk in _chunks(sorted(codes), 500):
+            marks = ",".join("?" * len(chunk))
+            self.db.execute(f"DELETE FROM released WHERE file_id = ? AND product_code IN ({marks})", (file_id, *chunk))
+        rows = sorted({waiting_id for waiting_id, code in taken if code in codes})
+        for part in _chunks(rows, 500):
+            marks = ",".join("?" * len(part))
+            self.db.execute(f"DELETE FROM waiting WHERE id IN ({marks}) AND NOT EXISTS"
+                            " (SELECT 1 FROM released WHERE released.waiting_id = waiting.id)", part)
+
+    def _released_into(self, file_id: int, codes: Iterable[str]) -> list[tuple[int, str]]:
+        """(waiting row id, product code) of rows that waited and went into these products of a file."""
+        out: list[tuple[int, str]] = []
+        for chunk in _chunks(sorted(set(codes)), 500):
+            marks = ",".join("?" * len(chunk))
+            out.extend(self.db.execute(f"SELECT waiting_id, product_code FROM released WHERE file_id = ?"
+                                       f" AND product_code IN ({marks}) ORDER BY waiting_id", (file_id, *chunk)))
+        return out
+
+    def released_rows(self, file_id: int, codes: Iterable[str]) -> list[tuple[str, WaitingRow]]:
+        """Rows that waited and went into these products of a file's work: (product code, the row)."""
+        taken = self._released_into(file_id, codes)
+        rows = {}
+        for chunk in _chunks(sorted({w for w, _ in taken}), 500):
+            marks = ",".join("?" * len(chunk))
+            for i, p, k, v, partial, f, m, line, since, until in self.db.execute(
+                    "SELECT id, product_code, key, value, partial, file, mapping, line, since, until FROM waiting"
+                    f" WHERE id IN ({marks})", chunk):
+                rows[i] = WaitingRow(p, k, v, json.loads(partial), f, m, line, until, since, i)
+        return [(code, rows[w]) for w, code in taken if w in rows]
 
     def images_acknowledged(self, acknowledged: list[tuple[int, ImageJob]]) -> None:
         """Image jobs one request queued (job id, the image): done, and in the catalogue, atomically."""
@@ -770,11 +850,22 @@ class Ledger:
         return out
 
     def waiting_rows(self, endpoint: str) -> list[WaitingRow]:
-        """Rows of update files waiting for their product at this endpoint, oldest first."""
+        """Rows of update files waiting for their product at this endpoint, oldest first (not those gone
+        into work journaled and not yet acknowledged: see `Journal.release`)."""
         return [WaitingRow(p, k, v, json.loads(partial), f, m, line, until, since, i)
                 for i, p, k, v, partial, f, m, line, since, until in self.db.execute(
                     "SELECT id, product_code, key, value, partial, file, mapping, line, since, until FROM waiting"
-                    " WHERE endpoint = ? ORDER BY id", (endpoint,))]
+                    " WHERE endpoint = ?" + self._not_released + " ORDER BY id", (endpoint,))]
+
+    @property
+    def _not_released(self) -> str:
+        """The clause that leaves out rows gone into journaled work (a ledger of an earlier version has none)."""
+        if self._released_table is None:
+            self._released_table = self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'released'").fetchone() is not None
+        if not self._released_table:
+            return ""
+        return " AND NOT EXISTS (SELECT 1 FROM released WHERE released.waiting_id = waiting.id)"
 
     # -- the catalogue, read ----------------------------------------------------------------
 

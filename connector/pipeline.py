@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from itertools import chain
@@ -227,6 +227,7 @@ class Pipeline:
                 journal.images(images)
                 if plan.refused:  # every product was held back while batching: nothing is kept
                     raise _NothingToSend
+                journal.release(*plan.taken(batch_of))
                 plan.timings["journal"] = self.clock() - tick
                 plan.fill(report)
                 report.counts.items_unchanged = unchanged
@@ -306,11 +307,12 @@ class Pipeline:
                         pieces.extendleft([chunk[half:], chunk[:half]])
                         continue
                 refused, problems = _refusals(chunk, exc)
+                problems += self._earlier_rows_refused(job.file_id, refused, chunk)
                 pieces.appendleft(chunk)  # what is left of the chunk and of later pieces: never half a product
                 pieces = deque(kept for p in pieces if (kept := [it for it in p if _code(it) not in refused]))
                 if budget <= 0 and pieces:  # no more narrowing down: the rest goes (or is refused) in one request
                     pieces = deque([_flat(pieces)])
-                self.ledger.refuse_items(job.id, job.file_id, problems, _flat(pieces))
+                self.ledger.refuse_items(job.id, job.file_id, problems, _flat(pieces), refused=refused)
                 self._refused_cache.pop(job.file_id, None)
                 continue
             except ApiUnavailable as exc:
@@ -319,6 +321,22 @@ class Pipeline:
                 return False
             self.ledger.products_acknowledged(job.id, chunk, remaining=_flat(pieces), hashes=job.hashes)
         return True
+
+    def _earlier_rows_refused(self, file_id: int, refused: set[str], chunk: list[dict]) -> list[Problem]:
+        """Rows of earlier files that went into products the API refused, named with their file: rows that
+        waited for their product (they wait again, see `Ledger.refuse_items`) and join files' rows (kept)."""
+        out = [Problem(kind="api", severity="warning", product=code, value=row.value, reason=(
+            f"line {row.line} of {row.file} (waiting for its product, merged into {code}): refused by the API "
+            f"with product {code}; the row waits again, and goes with the next file that brings {code}"))
+            for code, row in self.ledger.released_rows(file_id, refused)]
+        variants = {(_code(it), it["product"]["variants"].get("source_variant_code")) for it in chunk}
+        name = self.ledger.file_name(file_id)
+        for code, rows in self.ledger.joined_rows(self.endpoint, refused).items():
+            out.extend(Problem(kind="api", severity="warning", product=code, value=row.variant_code, reason=(
+                f"line {row.line} of {row.file} (joined into {code}): refused by the API with product {code}; "
+                f"the row is kept, and goes with the next file that brings {code} or {row.file}"))
+                for row in rows if row.file != name and (code, row.variant_code) in variants)
+        return out
 
     def _send_images(self) -> bool:
         """Queue the next image jobs in one request, in ledger order, up to `image_max_bytes` of JSON.
@@ -470,38 +488,12 @@ class Pipeline:
         sent alone. Rows of products files that waited for these models go now, under their root model;
         products already sent under a root model in this file take its new fields.
         """
-        column = plan.mapping.models or ""
-        by_place = {(r.sheet, r.line): r for r in plan.table.rows}
-        for product in plan.products:
-            row = by_place.get(product.places()[0])
-            fields = {k: v for k, v in product.items[0]["product"].items() if k not in ("variants", "options")}
-            plan.models.append(ModelRecord(product.code, _cell(row, column), fields))
-        plan.products, plan.images = [], {}
+        _keep_models(plan)
         records = {**self.ledger.model_records(self.endpoint), **{m.code.casefold(): m for m in plan.models}}
 
-        def key(row: WaitingRow) -> tuple[str, str]:
-            return row.value.casefold(), row.partial["item"]["product"]["variants"]["source_variant_code"]
-
-        latest = {key(waiting): waiting for waiting in waited}  # the newest row of a variant wins
         grouped: dict[str, Product] = {}
-        for waiting in waited:
-            root = _root_model(records, waiting.value)
-            if root is None:
-                continue
-            assert waiting.id is not None
-            plan.released.append(waiting.id)
-            if latest[key(waiting)] is not waiting:
-                continue
-            product = grouped.setdefault(root.code, Product(root.code, [], [], sheets=[]))
-            product.items.append(_under_model(waiting.partial["item"], root))
-            sheet, line = plan.elsewhere_place(waiting.file, waiting.line)
-            product.lines.append(line)
-            assert product.sheets is not None
-            product.sheets.append(sheet)
-            have = {j.image_id for j in plan.images.get(root.code, [])}
-            plan.images.setdefault(root.code, []).extend(
-                ImageJob(**{**job, "source_product_code": root.code}) for job in waiting.partial.get("images", ())
-                if job["image_id"] not in have)
+        for root, rows in _by_root(records, waited).values():
+            _take_waited(plan, grouped.setdefault(root.code, Product(root.code, [], [], sheets=[])), root, rows)
         roots = {r.code for m in plan.models if (r := _root_model(records, m.code)) is not None}
         known = self.ledger.known_items(self.endpoint, roots - set(grouped))
         for (code, _), item in known.items():
@@ -514,14 +506,17 @@ class Pipeline:
         plan.products = list(grouped.values())
         plan.hold(*check_products(plan.products)[1:])
 
-    def _join_models(self, plan: Plan) -> None:
+    def _join_models(self, plan: Plan, waited: list[WaitingRow]) -> None:
         """A products file naming product models (Akeneo `parent`): a row naming a model is a variant of its
         root model (codes matched ignoring case, two levels), with the root's product fields; rows of a model
-        no models file has brought yet wait. Rows naming no model are whole products."""
+        no models file has brought yet wait. Rows naming no model are whole products. Rows of earlier files
+        still waiting for a model this file sends (its product was held back) go with it, unless this file
+        has a newer row of their variant."""
         column = plan.mapping.join.model if plan.mapping.join else None
         records = self.ledger.model_records(self.endpoint)
         by_place = {(r.sheet, r.line): r for r in plan.table.rows}
         out: dict[str, Product] = {}
+        rooted: set[str] = set()  # products made of rows naming a model, by their root model's code
         for product in plan.products:
             model = _cell(by_place.get(product.places()[0]), column or "")
             if not model:
@@ -540,6 +535,7 @@ class Pipeline:
                 plan.images.pop(product.code, None)
                 continue
             joined = out.setdefault(root.code, Product(root.code, [], []))
+            rooted.add(root.code)
             joined.items.extend(_under_model(it, root) for it in product.items)
             joined.lines.extend(product.lines)
             if product.sheets:
@@ -549,6 +545,9 @@ class Pipeline:
                 have = {j.image_id for j in plan.images.get(root.code, [])}
                 plan.images.setdefault(root.code, []).extend(
                     replace(j, source_product_code=root.code) for j in images if j.image_id not in have)
+        for root, rows in _by_root(records, waited).values():
+            if root.code in rooted:
+                _take_waited(plan, out[root.code], root, rows)
         plan.products = list(out.values())
         plan.hold(*check_products(plan.products)[1:])
 
@@ -679,18 +678,21 @@ class Pipeline:
         if plan.mapping.models is not None:
             self._models(plan, [r for r in stored if r.until > now and r.key == "model"])
         elif plan.mapping.join is not None and plan.mapping.join.model is not None:
-            self._join_models(plan)
+            self._join_models(plan, [r for r in stored if r.until > now and r.key == "model"])
         elif plan.mapping.join is not None:
             self._join(plan)
         elif plan.mapping.mode == "full":
             self._rejoin(plan)
-        ready = [Partial.from_json(r.partial, product_code=r.product_code, key=r.key, value=r.value, line=r.line,
-                                   file=r.file, mapping=r.mapping, id=r.id)
-                 for r in stored if r.until > now and r.key != "model"]
+        ready = [_partial(r) for r in stored if r.until > now and r.key != "model"]
         plan.products, released = release(plan.products, ready, into=plan.merged)
-        plan.released.extend(p.id for p in released if p.id is not None)
         for p in released:
             self.log.info("%s: line %d of %s (waiting for its product) goes with it", plan.path.name, p.line, p.file)
+        gone = {p.id for p in released}
+        plan.problems.extend(Problem(  # rows waiting for a product this file brings but holds back: they wait on
+            kind="waiting", severity="warning", product=p.product_code, value=p.value, reason=(
+                f"line {p.line} of {p.file} (waiting for its product): product {p.product_code} held back; the row "
+                f"still waits, and goes with the next file that brings {p.product_code}"))
+            for p in ready if p.id not in gone and p.product_code in plan.held)
         if plan.mapping.mode == "full" and plan.mapping.join is None and plan.mapping.models is None:
             self._keep_unmapped(plan)
         going = {p.code for p in plan.products}  # no picture goes before (or without) its product
@@ -716,7 +718,9 @@ class Pipeline:
         """Products with only the items not acknowledged unchanged before, and how many were dropped.
 
         A product with items still waiting in the ledger is sent whole: what waits may differ
-        from what was last acknowledged, and the newest file must win.
+        from what was last acknowledged, and the newest file must win. What it returns is only
+        batched (codes and items): rows are named from the plan's own products, which keep their
+        lines and sheets (Plan.hold_back), so these need neither.
         """
         if self.full:
             return products, 0
@@ -857,7 +861,7 @@ class Plan:
     rows: RowAccount = field(default_factory=RowAccount)
     cleared: dict[Place, frozenset[str]] = field(default_factory=dict)  # update files: row -> columns cleared
     waiting: list[Partial] = field(default_factory=list)  # rows waiting for their product (kept in the ledger)
-    released: list[int] = field(default_factory=list)  # ids of rows that waited and go now (or were abandoned)
+    released: list[int] = field(default_factory=list)  # ids of rows that waited and were abandoned
     rows_abandoned: int = 0
     unchanged: int = 0  # update rows that change nothing: not merged, counted as unchanged items
     vanished: int = 0  # complete files: products of the catalogue the file lacks
@@ -869,12 +873,13 @@ class Plan:
     # rows of earlier files joined into this file's products (rows that waited, a join file's rows), by the
     # place they are given there (see `elsewhere_place`) -> (their file, their line)
     elsewhere: dict[Place, tuple[str, int]] = field(default_factory=dict)
-    merged: dict[str, list[Partial]] = field(default_factory=dict)  # rows that waited, by the product they went in
+    # rows that waited, by the product they went in; they leave the ledger only once it is sent (`taken`)
+    merged: dict[str, list[Partial]] = field(default_factory=dict)
 
     @property
     def refused(self) -> bool:
         """Nothing could be sent (or wait) and rows were refused: the file as a whole is refused."""
-        if self.products or self.waiting or self.join_waiting:
+        if self.products or self.waiting or self.join_waiting or self.models:  # (product models are kept)
             return False
         return any(p.severity == "error" for p in self.problems)
 
@@ -896,6 +901,9 @@ class Plan:
                 causes.setdefault(p.product, f"line {where[1]} of {where[0]}")
         problems = [self._named_elsewhere(p) for p in problems]
         self.problems.extend(problems)
+        for one in held:  # rows of earlier files that went into a product held back wait on
+            self.problems.extend(self._still_waiting(one, f"product {one} held back"
+                                                     + (f" because of {causes[one]}" if one in causes else "")))
         self.held.update(held)
         self.products = [p for p in self.products if p.code not in held]
         known = {(r.row.sheet, r.row.line) for r in self.rejected}
@@ -932,6 +940,38 @@ class Plan:
         self.rows.items -= moved
         self.rows.refused += moved
 
+    def taken(self, journaled: Container[str]) -> tuple[list[tuple[int, str]], list[int]]:
+        """What becomes of the rows that waited and went into this file's products (`merged`), by waiting id.
+
+        Returns (row, product) pairs of rows that went into a product `journaled` for sending (they leave
+        the ledger once it is acknowledged: `Journal.release`), and the rows whose products are all here
+        and all unchanged (nothing of them is left to send: they leave now). A row that went into a product
+        held back, or one not sent for any other reason, keeps waiting.
+        """
+        into: dict[int, set[str]] = {}
+        for code, partials in self.merged.items():
+            for one in partials:
+                if one.id is not None:
+                    into.setdefault(one.id, set()).add(code)
+        present = {p.code for p in self.products}
+        taken: list[tuple[int, str]] = []
+        settled: list[int] = []
+        for row, codes in into.items():
+            if codes & self.held:
+                continue
+            sent = sorted(code for code in codes if code in journaled)
+            if sent:
+                taken.extend((row, code) for code in sent)
+            elif codes <= present:
+                settled.append(row)
+        return taken, settled
+
+    def _still_waiting(self, code: str, why: str, kind: str = "waiting") -> list[Problem]:
+        """Rows of earlier files that went into product `code`, held back: they wait on, and the report says so."""
+        return [Problem(kind=kind, severity="warning", product=code, value=p.value, reason=(
+            f"line {p.line} of {p.file or 'an earlier file'} (waiting for its product, merged into {code}): {why}; "
+            f"the row still waits, and goes with the next file that brings {code}")) for p in self.merged.get(code, ())]
+
     def places_of(self, code: str) -> list[Place]:
         """Every (sheet, line) of a product built from this file, sent or not."""
         return places(self.lines.get(code, []), self.sheets.get(code, []))
@@ -955,9 +995,7 @@ class Plan:
         _in_file_order(self.rejected, self.table.rows)
         self._refused_after_mapping(new)
         # rows of earlier files that waited for this product and were merged into it: not this file's rows
-        self.problems.extend(Problem(
-            kind="size", product=code, reason=f"line {p.line} of {p.file or 'an earlier file'} (waiting for its "
-            f"product, merged into {code}): product {code} held back: {reason}") for p in self.merged.get(code, ()))
+        self.problems.extend(self._still_waiting(code, f"product {code} held back: {reason}", kind="size"))
 
     def account(self) -> RowAccount:
         """Reconcile the rows (see connector.accounting): every row read is in exactly one count."""
@@ -989,6 +1027,7 @@ class Plan:
         c.rows_waiting = len(self.waiting) + self.join_waiting
         c.products_vanished, c.products_deleted = self.vanished, self.deleted
         c.rows_abandoned = self.rows_abandoned
+        c.product_models = len(self.models)
         report.problems.add(problems)
         report.header, report.rejected = list(t.header), list(self.rejected)
         report.header_row = self.mapping.source.header_row
@@ -1083,6 +1122,17 @@ def _check_join_rows(plan: Plan, add: Sequence[str]) -> None:
     plan.hold(problems, held)
 
 
+def _keep_models(plan: Plan) -> None:
+    """A models file's products are product models: kept (`plan.models`), never products of the file."""
+    column = plan.mapping.models or ""
+    by_place = {(r.sheet, r.line): r for r in plan.table.rows}
+    for product in plan.products:
+        row = by_place.get(product.places()[0])
+        fields = {k: v for k, v in product.items[0]["product"].items() if k not in ("variants", "options")}
+        plan.models.append(ModelRecord(product.code, _cell(row, column), fields))
+    plan.products, plan.images = [], {}
+
+
 def foresee_joins(plan: Plan) -> None:
     """What a push would do with a join file's rows, as far as `check` can tell without the ledger.
 
@@ -1090,8 +1140,13 @@ def foresee_joins(plan: Plan) -> None:
     product no file has brought yet (see Pipeline._join and _join_models). Check cannot know which
     products the catalogue has, so: the rows' own rules are checked as a push checks them, and every
     row left that needs another file's product is taken out of the products this file sends alone
-    and counted waiting, with a problem naming that product. Other mappings: nothing changes.
+    and counted waiting, with a problem naming that product. A models file's rows are product
+    models, kept and never sent alone: counted as such, not as products (see Pipeline._models).
+    Other mappings: nothing changes.
     """
+    if plan.mapping.models is not None:
+        _keep_models(plan)
+        return
     join = plan.mapping.join
     if join is None:
         return
@@ -1206,6 +1261,48 @@ def _gap_problems(code: str, own: dict, rows: list[dict], lines: list[int], add:
                 reason=f"variant {variant} adds {difference} to its product's {name}, and product {code} has no "
                        f"{name}: fill in the product's {name} in its product file"))
     return out
+
+
+def _partial(row: WaitingRow) -> Partial:
+    """A row that waited in the ledger, as the partial record it was kept as."""
+    return Partial.from_json(row.partial, product_code=row.product_code, key=row.key, value=row.value, line=row.line,
+                             file=row.file, mapping=row.mapping, id=row.id)
+
+
+def _by_root(records: dict[str, ModelRecord], waited: list[WaitingRow]
+             ) -> dict[str, tuple[ModelRecord, list[WaitingRow]]]:
+    """Rows waiting for a product model, by the code of their root model (those whose root is known), in order."""
+    out: dict[str, tuple[ModelRecord, list[WaitingRow]]] = {}
+    for row in waited:
+        root = _root_model(records, row.value)
+        if root is not None:
+            out.setdefault(root.code, (root, []))[1].append(row)
+    return out
+
+
+def _take_waited(plan: Plan, product: Product, root: ModelRecord, rows: list[WaitingRow]) -> None:
+    """Rows that waited for a model under `root` go in `product`, the product of the root, as rows of their
+    own files: the newest row of each variant, unless `product` has that variant already (a newer row).
+    Every one of them leaves the ledger once the product is sent (`Plan.taken`)."""
+    def variant(row: WaitingRow) -> str:
+        return row.partial["item"]["product"]["variants"]["source_variant_code"]
+
+    have = {it["product"]["variants"]["source_variant_code"] for it in product.items}
+    latest = {variant(row): row for row in rows}  # the newest row of a variant wins
+    if product.sheets is None:
+        product.sheets = [None] * len(product.lines)
+    for row in rows:
+        plan.merged.setdefault(root.code, []).append(_partial(row))
+        if latest[variant(row)] is not row or variant(row) in have:
+            continue
+        product.items.append(_under_model(row.partial["item"], root))
+        sheet, line = plan.elsewhere_place(row.file, row.line)
+        product.lines.append(line)
+        product.sheets.append(sheet)
+        images = {j.image_id for j in plan.images.get(root.code, [])}
+        plan.images.setdefault(root.code, []).extend(
+            ImageJob(**{**job, "source_product_code": root.code}) for job in row.partial.get("images", ())
+            if job["image_id"] not in images)
 
 
 def _root_model(records: dict[str, ModelRecord], code: str) -> ModelRecord | None:

@@ -97,6 +97,7 @@ class Counts:
     rows_abandoned: int = 0  # rows that waited longer than update.wait_days, dropped
     products_vanished: int = 0  # complete files: products sent before that the file lacks
     products_deleted: int = 0  # ... queued for deletion (vanished: delete, within max_vanished)
+    product_models: int = 0  # models files: product models kept for the products naming them, never sent alone
 
 
 @dataclass
@@ -530,6 +531,9 @@ def _summary_lines(report: Report) -> list[str]:
     ]
     if c.rows_waiting:
         lines.append(_waiting_line(report))
+    if c.product_models:
+        lines.append(f"  product models: {c.product_models}, kept for the products that name them "
+                     "(sent as those products, never alone)")
     if report.rows:
         lines[2:2] = [f"  rows: {report.rows.line()}",
                       *(f"    skipped {n} by {rule}" for rule, n in report.rows.skipped.items())]

@@ -615,3 +615,195 @@ def test_a_waiting_row_merged_into_a_product_held_back_is_named_with_its_file(fa
     assert len(named) == 1 and named[0].startswith("line 3 of s.csv (waiting for its product, merged into BIG1): "
                                                    "product BIG1 held back: an item is ")
     assert stored(fast_sandbox)["SMALL1"]["variants"][0]["qty"] == 4 and "BIG1" not in stored(fast_sandbox)
+
+
+# -- rows that waited leave the ledger only once their product is sent ----------------------------
+
+def waiting_lines(pipeline) -> list[tuple[str, int]]:
+    return [(w.file, w.line) for w in pipeline.ledger.waiting_rows(pipeline.endpoint)]
+
+
+def test_a_row_waiting_for_a_product_held_back_while_batching_waits_on_and_goes_with_the_fixed_file(
+        fast_sandbox, tmp_path):
+    """s.csv's rows wait; p.csv brings BIG1 too big to send: s.csv's row of BIG1 stays in the ledger and
+    the report says so; p2.csv brings BIG1 fixed, and it goes with s.csv's quantity."""
+    from tests.test_review_defects import FULL, UPDATE
+
+    settings = stock_settings(tmp_path, fast_sandbox)
+    settings.batch.max_bytes = 64 * 1024
+    (tmp_path / "mappings" / "big-stock.yaml").write_text(UPDATE, encoding="utf-8")
+    (tmp_path / "mappings" / "big-products.yaml").write_text(FULL, encoding="utf-8")
+    (tmp_path / "s.csv").write_text("code,qty\nSMALL1,4\nBIG1,5\n", encoding="utf-8")
+    (tmp_path / "p.csv").write_text(f"code,title,body,price\nSMALL1,Small,,5\nBIG1,Big,{'x' * 66000},10\n",
+                                    encoding="utf-8")
+    (tmp_path / "p2.csv").write_text("code,title,body,price\nBIG1,Big,Shorter now,10\n", encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "s.csv", mapping="big-stock").counts.rows_waiting == 2
+
+    held = pipeline.run_file(tmp_path / "p.csv", mapping="big-products")
+    assert held.status == "done" and held.counts.products_held_back == 1
+    assert waiting_lines(pipeline) == [("s.csv", 3)]  # SMALL1's row went and left; BIG1's waits on
+    (note,) = [p.reason for p in held.problems.stored if "s.csv" in p.reason]
+    assert note.endswith("; the row still waits, and goes with the next file that brings BIG1")
+    assert stored(fast_sandbox)["SMALL1"]["variants"][0]["qty"] == 4 and "BIG1" not in stored(fast_sandbox)
+
+    fixed = pipeline.run_file(tmp_path / "p2.csv", mapping="big-products")
+    assert fixed.status == "done" and fixed.counts.items_sent == 1
+    assert stored(fast_sandbox)["BIG1"]["variants"][0]["qty"] == 5  # s.csv's row, never pushed again
+    assert waiting_lines(pipeline) == []
+
+
+def test_rows_waiting_for_a_model_whose_product_is_held_back_wait_on_and_go_with_the_next_file_sending_it(
+        fast_sandbox, tmp_path):
+    """products.csv's rows wait for M1; models.csv brings M1 and it is held back (S2 repeats S1's options):
+    the rows wait on and the report says so, and models.csv's models are kept. products2.csv sends M1 with S2
+    fixed: S1's row that waited goes with it, S2's is superseded, and both leave the ledger once it is sent."""
+    options = MODEL_PRODUCTS.replace("name: t-products", "name: t-sized") + "options:\n  - {name: Size, value: size}\n"
+    settings = stock_settings(tmp_path, fast_sandbox)
+    for name, text in (("t-models", MODELS), ("t-sized", options)):
+        (tmp_path / "mappings" / f"{name}.yaml").write_text(text, encoding="utf-8")
+    (tmp_path / "products.csv").write_text("sku,parent,name,price,size\nS1,M1,Mug small,10,S\nS2,M1,Mug large,12,S\n",
+                                           encoding="utf-8")
+    (tmp_path / "models.csv").write_text("code,parent,name\nM1,,Mug\nM2,,Jug\n", encoding="utf-8")
+    (tmp_path / "products2.csv").write_text("sku,parent,name,price,size\nS2,M1,Mug large,12,L\n", encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "products.csv", mapping="t-sized").counts.rows_waiting == 2
+
+    held = pipeline.run_file(tmp_path / "models.csv", mapping="t-models")
+    assert held.status == "done", held.message  # its own rows are fine: its models are kept
+    assert held.counts.products_held_back == 1 and stored(fast_sandbox) == {}
+    assert waiting_lines(pipeline) == [("products.csv", 2), ("products.csv", 3)]
+    notes = [p.reason for p in held.problems.stored if p.kind == "waiting"]
+    assert notes == [f"line {n} of products.csv (waiting for its product, merged into M1): product M1 held back "
+                     "because of line 3 of products.csv; the row still waits, and goes with the next file that "
+                     "brings M1" for n in (2, 3)]
+    assert set(pipeline.ledger.model_records(pipeline.endpoint)) == {"m1", "m2"}
+
+    fixed = pipeline.run_file(tmp_path / "products2.csv", mapping="t-sized")
+    assert fixed.status == "done" and fixed.counts.items_sent == 2, fixed.message
+    sizes = {v["sku"]: (v["option1"], v["price"]) for v in stored(fast_sandbox)["M1"]["variants"]}
+    assert sizes == {"S1": ("S", 10), "S2": ("L", 12)}  # S2 as products2.csv has it, not as it waited
+    assert stored(fast_sandbox)["M1"]["title"] == "Mug"
+    assert waiting_lines(pipeline) == []
+
+
+def test_a_product_the_api_refuses_keeps_the_rows_that_waited_for_it_and_names_them(fast_sandbox, tmp_path):
+    """The sandbox holds P1 with one option; s.csv's rows wait for P1's variants; p.csv brings P1 with two
+    options and the API refuses it: s.csv's rows are named with their file and wait again; p2.csv brings P1
+    as the API takes it, and they go with it."""
+    from tests.test_review_defects import UPDATE
+    from tests.test_send import store_one_option_product
+
+    store_one_option_product(fast_sandbox, "P1")
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "big-stock.yaml").write_text(UPDATE, encoding="utf-8")
+    two = ("name: opt-products\ngroup_by: code\nproduct: {title: title}\n"
+           "variant: {source_variant_code: sku, sku: sku, price: {column: price, type: decimal}}\n"
+           "options:\n  - {name: Colour, value: colour}\n  - {name: Size, value: size}\n")
+    (tmp_path / "mappings" / "opt-products.yaml").write_text(two, encoding="utf-8")
+    (tmp_path / "mappings" / "one-option.yaml").write_text(
+        two.replace("opt-products", "one-option").replace("  - {name: Size, value: size}\n", ""), encoding="utf-8")
+    (tmp_path / "s.csv").write_text("code,qty\nP1-R,4\nP1-B,6\nP2-R,1\n", encoding="utf-8")
+    (tmp_path / "p.csv").write_text("code,sku,title,price,colour,size\nP1,P1-R,Tee,5,Red,S\nP1,P1-B,Tee,5,Blue,S\n"
+                                    "P2,P2-R,Cap,3,Red,M\n", encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "s.csv", mapping="big-stock").counts.rows_waiting == 3
+
+    refused = pipeline.run_file(tmp_path / "p.csv", mapping="opt-products")
+    assert refused.status == "done" and refused.counts.products_refused_by_api == 1
+    assert waiting_lines(pipeline) == [("s.csv", 2), ("s.csv", 3)]  # P2's row went with P2 and left
+    named = sorted(p.reason for p in refused.problems.stored if "s.csv" in p.reason)
+    assert named == [f"line {n} of s.csv (waiting for its product, merged into P1): refused by the API with "
+                     "product P1; the row waits again, and goes with the next file that brings P1" for n in (2, 3)]
+    assert stored(fast_sandbox)["P2"]["variants"][0]["qty"] == 1
+
+    (tmp_path / "p2.csv").write_text("code,sku,title,price,colour\nP1,P1-R,Tee,5,Green\nP1,P1-B,Tee,5,Blue\n",
+                                     encoding="utf-8")
+    taken = pipeline.run_file(tmp_path / "p2.csv", mapping="one-option")
+    assert taken.status == "done" and taken.counts.products_refused_by_api == 0
+    qty = {v["sku"]: v["qty"] for v in stored(fast_sandbox)["P1"]["variants"]}
+    assert (qty["P1-R"], qty["P1-B"]) == (4, 6)
+    assert waiting_lines(pipeline) == []
+
+
+def test_rows_that_waited_survive_a_crash_between_journaling_and_sending_and_go_once(make_sandbox, tmp_path):
+    """The API is down when p.csv brings the product s.csv's rows waited for: the rows leave `waiting` but stay
+    in the ledger with the journaled work; a new process sends it, and only then are they gone."""
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    drop = copy_corpus(tmp_path, "products.csv", "mainWarehouseInventory.csv")
+    settings = stock_settings(tmp_path, sb)
+    first = pipeline_for(tmp_path, sb, settings)
+    assert first.run_file(drop / "mainWarehouseInventory.csv", mapping="warehouse-stock").counts.rows_waiting == 57
+    sb.set_faults(Faults(seed=1, error_rate=1.0))
+    down = first.run_file(drop / "products.csv", mapping="openboxes")
+    assert down.status == "waiting"
+    first.close()  # the process ends (as after a crash: everything it wrote is in the ledger)
+
+    db = sqlite3.connect(settings.folders.state / Ledger.FILE_NAME)
+    assert db.execute("SELECT COUNT(*) FROM waiting").fetchone()[0] == 57  # kept ...
+    assert db.execute("SELECT COUNT(*) FROM released").fetchone()[0] == 57  # ... with the work that holds them
+    db.close()
+    sb.set_faults(Faults())
+    second = pipeline_for(tmp_path, sb, settings)
+    assert second.ledger.waiting_rows(second.endpoint) == []  # not merged again meanwhile
+    assert second.drain()
+    assert len(Counter_of(sb)) == 57 and set(Counter_of(sb).values()) == {1}  # each whole item once
+    (variant,) = stored(sb)["QX039"]["variants"]
+    assert variant["qty"] == 100000 and variant["price"] == 0.25
+    db = sqlite3.connect(settings.folders.state / Ledger.FILE_NAME)
+    assert db.execute("SELECT COUNT(*) FROM waiting").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM released").fetchone()[0] == 0
+    db.close()
+    second.close()
+
+
+def test_a_join_file_s_rows_in_a_product_the_api_refuses_are_named_with_their_file(fast_sandbox, tmp_path):
+    """The sandbox holds P8 with a variant of option L; combinations.csv's rows wait for P8; products.csv
+    brings P8 and the API refuses it (its L repeats the stored one's): combinations.csv's rows are named
+    with their file and kept."""
+    import requests
+
+    from tests.test_review_defects import COMBINATIONS, PRODUCTS
+
+    old = {"source": {"source_id": 1, "product_active": "true", "source_product_code": "P8", "sync_token": "0",
+                      "fetch_token": "0"},
+           "product": {"title": "Old", "options": [{"name": "Size", "position": 1}],
+                       "variants": {"source_variant_code": "P8-OLD", "sku": "P8-OLD", "option1": "L"}}}
+    assert requests.post(f"{fast_sandbox.url}/v1/products/queue", params={"token": fast_sandbox.issue_token()},
+                         json={"system_products": [old]}, timeout=10).status_code == 200
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "shop-products.yaml").write_text(PRODUCTS, encoding="utf-8")
+    (tmp_path / "mappings" / "shop-combinations.yaml").write_text(COMBINATIONS, encoding="utf-8")
+    (tmp_path / "combinations.csv").write_text("id,ref,size,impact\nP8,P8-L,L,0\nP8,P8-S,S,-5\n", encoding="utf-8")
+    (tmp_path / "products.csv").write_text("id,name,ref,price\nP9,Gadget,P9-own,50\nP8,Widget,P8-own,100\n",
+                                           encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "combinations.csv", mapping="shop-combinations").counts.rows_waiting == 2
+    outcome = pipeline.run_file(tmp_path / "products.csv", mapping="shop-products")
+    assert outcome.status == "done" and outcome.counts.products_refused_by_api == 1, outcome.message
+    named = [p.reason for p in outcome.problems.stored if "combinations.csv" in p.reason]
+    assert named == [f"line {n} of combinations.csv (joined into P8): refused by the API with product P8; the row "
+                     "is kept, and goes with the next file that brings P8 or combinations.csv" for n in (2, 3)]
+    assert len(pipeline.ledger.joined_rows(pipeline.endpoint, ["P8"])["P8"]) == 2
+
+
+def test_a_row_waiting_for_a_product_held_back_by_its_own_file_is_said_to_wait_on(fast_sandbox, tmp_path):
+    """p.csv brings BIG1 with a price that is no number: BIG1 is held back before anything merges into it;
+    s.csv's row of BIG1 is untouched, and p.csv's report says it still waits."""
+    from tests.test_review_defects import FULL, UPDATE
+
+    settings = stock_settings(tmp_path, fast_sandbox)
+    (tmp_path / "mappings" / "big-stock.yaml").write_text(UPDATE, encoding="utf-8")
+    (tmp_path / "mappings" / "big-products.yaml").write_text(FULL.replace("price: price", "price: {column: price, "
+                                                                                       "type: decimal}"),
+                                                           encoding="utf-8")
+    (tmp_path / "s.csv").write_text("code,qty\nSMALL1,4\nBIG1,5\n", encoding="utf-8")
+    (tmp_path / "p.csv").write_text("code,title,body,price\nSMALL1,Small,,5\nBIG1,Big,,ten\n", encoding="utf-8")
+    pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
+    assert pipeline.run_file(tmp_path / "s.csv", mapping="big-stock").counts.rows_waiting == 2
+    outcome = pipeline.run_file(tmp_path / "p.csv", mapping="big-products")
+    assert outcome.status == "done" and outcome.counts.products_held_back == 1
+    notes = [p.reason for p in outcome.problems.stored if "s.csv" in p.reason]
+    assert notes == ["line 3 of s.csv (waiting for its product): product BIG1 held back; the row still waits, and "
+                     "goes with the next file that brings BIG1"]
+    assert waiting_lines(pipeline) == [("s.csv", 3)]

@@ -96,6 +96,30 @@ def test_check_of_a_join_file_says_what_a_push_does_with_its_rows(run, tmp_path,
     assert checked["rows"] == pushed["rows"] and checked["problems_by_kind"] == pushed["problems_by_kind"]
 
 
+def test_check_of_a_models_file_says_its_rows_are_product_models_as_a_first_push_does(run, tmp_path):
+    """A models file's rows are product models, kept for the products naming them: check built 81 products
+    of them where push sends none."""
+    export = ROOT.parent / "shared" / "corpus" / "akeneo" / "product_models.csv"
+    records = json.loads((ROOT.parent / "shared" / "corpus" / "facts.json").read_text())["files"][
+        "akeneo/product_models.csv"]["records"]
+    check = run(["check", str(export), "--mapping", "akeneo-models", "--out", "out"], tmp_path)
+    assert check.returncode == 0, check.stderr
+    checked = json.loads((tmp_path / "out" / "product_models.csv.report.json").read_text())
+    assert json.loads((tmp_path / "out" / "product_models.csv.items.json").read_text())["system_products"] == []
+    line = f"product models: {records}, kept for the products that name them (sent as those products, never alone)"
+    assert line in check.stdout and "built: 0 products, 0 variants" in check.stdout
+
+    push = run(["push", str(export), "--mapping", "akeneo-models", "--sandbox"], tmp_path)
+    assert push.returncode == 0, push.stderr
+    pushed = json.loads((tmp_path / "reports" / "product_models.csv.report.json").read_text())
+    assert line in push.stdout
+    for key in ("product_models", "products", "variants", "rows_waiting", "rows_refused", "products_held_back",
+                "images_found"):
+        assert checked["counts"][key] == pushed["counts"][key], key
+    assert pushed["counts"]["product_models"] == records and pushed["counts"]["items_sent"] == 0
+    assert checked["rows"] == pushed["rows"] and checked["problems_by_kind"] == pushed["problems_by_kind"]
+
+
 def test_push_without_credentials_says_what_to_set(run, workdir):
     result = run(["push", "examples/products.csv"], workdir)
     assert result.returncode == 2

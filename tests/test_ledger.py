@@ -152,3 +152,69 @@ def test_a_full_disk_while_journaling_says_disk_full_not_cannot_rollback(tmp_pat
     text = str(full.value)
     assert "disk is full" in text and "rollback" not in text and str(tmp_path / "state" / "ledger.sqlite") in text
     assert ledger.db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 0
+
+
+def _waiting_row(ledger: Ledger) -> int:
+    from connector.ledger import WaitingRow
+
+    row = WaitingRow("P-1", "source_variant_code", "P-1", {"item": {}, "cleared": []}, "s.csv", "stock", 2,
+                     until=1e12)
+    report = Report("s.csv", sha256="s" * 8, size=1, mapping_sha256="m", started_at=1.0)
+    ledger.journal(report, mtime_ns=1, endpoint=ENDPOINT, batches=[], images=[], waiting=[row])
+    (kept,) = ledger.waiting_rows(ENDPOINT)
+    assert kept.id is not None
+    return kept.id
+
+
+def _journal_taking(ledger: Ledger, name: str, row_id: int, batches) -> int:
+    report = Report(name, sha256=name * 8, size=1, mapping_sha256="m", started_at=1.0)
+    with ledger.journaling(report, mtime_ns=1, endpoint=ENDPOINT) as journal:
+        for batch in batches:
+            journal.batch(batch)
+        journal.release([(row_id, "P")])
+    return journal.file_id
+
+
+def rows_in(ledger: Ledger, table: str) -> int:
+    return ledger.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def test_a_row_that_waited_leaves_only_once_all_of_its_product_is_acknowledged(tmp_path):
+    """P went over two batches (too big for one): the row merged into it stays until the second is acknowledged,
+    and no other file takes it meanwhile (it is not waiting), even after the ledger is opened again."""
+    ledger = Ledger.open(tmp_path / "state")
+    _journal_taking(ledger, "p", _waiting_row(ledger), [[item("P", "P-1")], [item("P", "P-2")]])
+    ledger.close()
+    ledger = Ledger.open(tmp_path / "state")  # a new process, as after a crash
+    assert ledger.waiting_rows(ENDPOINT) == [] and rows_in(ledger, "waiting") == 1
+    first = ledger.next_job(ENDPOINT)
+    assert first is not None
+    ledger.products_acknowledged(first.id, first.payload)
+    assert rows_in(ledger, "waiting") == 1  # half of P is not P
+    second = ledger.next_job(ENDPOINT)
+    assert second is not None and second.id != first.id
+    ledger.products_acknowledged(second.id, second.payload)
+    assert rows_in(ledger, "waiting") == 0 and rows_in(ledger, "released") == 0
+
+
+def test_a_row_that_waited_waits_again_when_the_api_refuses_its_product(tmp_path):
+    ledger = Ledger.open(tmp_path / "state")
+    row_id = _waiting_row(ledger)
+    file_id = _journal_taking(ledger, "p", row_id, [[item("P", "P-1"), item("Q", "Q-1")]])
+    assert [(code, row.id) for code, row in ledger.released_rows(file_id, ["P", "Q"])] == [("P", row_id)]
+    job = ledger.next_job(ENDPOINT)
+    assert job is not None
+    ledger.refuse_items(job.id, file_id, [], [item("Q", "Q-1")], refused={"P"})
+    assert [row.id for row in ledger.waiting_rows(ENDPOINT)] == [row_id]
+    ledger.products_acknowledged(job.id, [item("Q", "Q-1")])
+    assert [row.id for row in ledger.waiting_rows(ENDPOINT)] == [row_id]  # Q's acknowledgement is not P's
+
+
+def test_a_ledger_of_an_earlier_version_shows_its_waiting_rows_read_only(tmp_path):
+    ledger = Ledger.open(tmp_path / "state")
+    _waiting_row(ledger)
+    ledger.db.execute("DROP TABLE released")  # as an earlier version wrote it
+    ledger.close()
+    old = Ledger.read_only(tmp_path / "state")
+    assert [row.file for row in old.waiting_rows(ENDPOINT)] == ["s.csv"]
+    old.close()

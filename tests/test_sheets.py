@@ -180,3 +180,41 @@ def test_a_rejected_workbook_of_a_sheet_chosen_by_position_or_name_reads_back(ma
     again = pipeline_for(tmp_path, sb, settings).run_file(tmp_path / "fixed.xlsx", mapping="stock")
     assert again.status == "done" and again.counts.items_sent == 1 and again.counts.rows_refused == 0
     assert {v["sku"]: v["price"] for p in sb.state()["products"] for v in p["variants"]} == {"S1": 10, "S2": 11}
+
+
+def test_a_merged_product_held_back_while_batching_refuses_its_row_on_its_own_sheet(make_sandbox, tmp_path):
+    """Pipeline._changed hands the batching products without their sheets; a product held back there is
+    taken from the plan's own products, which keep them: B's line 2 is refused on B, A's line 2 goes. The
+    update finds its rows by SKU, so the product's code (P2) is not a code the file was built with."""
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "full.yaml").write_text(textwrap.dedent("""
+        group_by: code
+        product: {title: title, vendor: brand}
+        variant: {source_variant_code: sku, sku: sku, price: price}
+    """), encoding="utf-8")
+    (tmp_path / "mappings" / "brands.yaml").write_text(textwrap.dedent("""
+        mode: update
+        update: {key: sku}
+        source: {sheet: "*"}
+        group_by: sku
+        product: {vendor: brand, product_type: kind, collection: range}
+        variant: {sku: sku}
+    """), encoding="utf-8")
+    settings = settings_for(tmp_path, sb)
+    settings.batch.max_bytes = 64 * 1024  # (a cell holds at most 32,767 characters: three make the item too big)
+    full = tmp_path / "full.csv"
+    full.write_text("code,sku,title,brand,price\nP1,S1,Mug,Acme,10\nP2,S2,Jug,Acme,4\n", encoding="utf-8")
+    assert pipeline_for(tmp_path, sb, settings).run_file(full, mapping="full").status == "done"
+    path = workbook(tmp_path / "brands.xlsx", {
+        "A": [["sku", "brand", "kind", "range"], ["S1", "Bolt", "", ""]],
+        "B": [["sku", "brand", "kind", "range"], ["S2", "x" * 30000, "y" * 30000, "z" * 30000]],
+    })
+    report = pipeline_for(tmp_path, sb, settings).run_file(path, mapping="brands")
+    assert report.status == "done", report.message
+    assert report.counts.products_held_back == 1 and report.counts.items_sent == 1
+    assert [(r.row.sheet, r.row.line, r.row.cells["sku"]) for r in report.rejected] == [("B", 2, "S2")]
+    assert report.rejected[0].reason.startswith("product P2 held back: an item is ")
+    assert report.rows is not None and (report.rows.items, report.rows.refused) == (1, 1) and report.rows.balanced
+    stored = {p["source_product_code"]: p for p in sb.state()["products"]}
+    assert stored["P1"]["vendor"] == "Bolt" and stored["P2"]["vendor"] == "Acme"
