@@ -111,3 +111,22 @@ def test_a_catalogue_the_queue_lost_whole_can_be_sent_again_from_what_verify_say
     said = repaired.stdout + repaired.stderr
     # either the repair sends them again, or what it says names the way to (push --full)
     assert len(sb.state()["queue"]) > queued or "--full" in said, said
+
+
+@pytest.mark.xfail(strict=True, reason="a header naming a column twice refuses the whole file even when the mapping "
+                   "never reads that column (an ERP report's two 'Notes' columns cost every product of the file)")
+def test_a_column_named_twice_that_the_mapping_does_not_read_does_not_refuse_the_file(tmp_path):
+    export = write(tmp_path / "stock.csv", """
+        Code,Title,Price,Notes,Notes
+        A1,Kettle,10.00,front,back
+        A2,Mug,4.50,,
+    """)
+    mapping = write(tmp_path / "m.yaml", """
+        group_by: Code
+        product: {title: Title}
+        variant: {source_variant_code: Code, sku: Code, price: Price}
+    """)
+    out = tmp_path / "out"
+    done = connector("check", str(export), "--mapping", str(mapping), "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [p["source"]["source_product_code"] for p in items_of(out, "stock.csv")] == ["A1", "A2"]
