@@ -207,3 +207,27 @@ def test_a_short_page_token_is_refused_with_the_command_to_make_one_intact(tmp_p
     assert done.returncode == 2, done.stdout + done.stderr
     assert "watch.http_token" in done.stderr and "at least 16 characters" in done.stderr, done.stderr
     assert 'python -c "import secrets; print(secrets.token_urlsafe(24))"' in done.stderr, done.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="a product whose variants fill two options of one name (Size S and Size M on "
+                   "one variant) is sent with no problem: the checks never compare option names")
+def test_two_options_of_one_name_hold_the_product_back(tmp_path):
+    export = write(tmp_path / "shirts.csv", """
+        Code,Variant,Title,Name 1,Value 1,Name 2,Value 2
+        P,P-1,Shirt,Size,S,Size,M
+        P,P-2,Shirt,Size,L,Size,XL
+        Q,Q-1,Cap,Size,S,Colour,Red
+    """)
+    mapping = write(tmp_path / "m.yaml", """
+        group_by: Code
+        product: {title: Title}
+        variant: {source_variant_code: Variant, sku: Variant}
+        options:
+          - {name: {column: Name 1}, value: Value 1}
+          - {name: {column: Name 2}, value: Value 2}
+    """)
+    out = tmp_path / "out"
+    connector("check", str(export), "--mapping", str(mapping), "--out", str(out), cwd=tmp_path)
+    assert [p["source"]["source_product_code"] for p in items_of(out, "shirts.csv")] == ["Q"]
+    problems = json.loads((out / "shirts.csv.report.json").read_text(encoding="utf-8"))["problems"]
+    assert any(p["product"] == "P" and p["kind"] == "options" and "Size" in p["reason"] for p in problems), problems
