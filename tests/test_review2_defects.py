@@ -231,3 +231,26 @@ def test_two_options_of_one_name_hold_the_product_back(tmp_path):
     assert [p["source"]["source_product_code"] for p in items_of(out, "shirts.csv")] == ["Q"]
     problems = json.loads((out / "shirts.csv.report.json").read_text(encoding="utf-8"))["problems"]
     assert any(p["product"] == "P" and p["kind"] == "options" and "Size" in p["reason"] for p in problems), problems
+
+
+@pytest.mark.xfail(strict=True, reason="a field with both fallback: and default: never uses its fallback: the default "
+                   "fills the blank first, so {column: name, fallback: erp_name, default: Untitled} sends Untitled "
+                   "over the ERP name, without a word from the mapping check")
+def test_a_field_with_a_fallback_and_a_default_tries_the_fallback_before_the_default(tmp_path):
+    export = write(tmp_path / "items.csv", """
+        Code,Name,ERP Name
+        F1,,Kettle from the ERP
+        F2,Mug,
+        F3,,
+    """)
+    mapping = write(tmp_path / "m.yaml", """
+        group_by: Code
+        product:
+          title: {column: Name, fallback: ERP Name, default: Untitled}
+        variant: {source_variant_code: Code, sku: Code}
+    """)
+    out = tmp_path / "out"
+    done = connector("check", str(export), "--mapping", str(mapping), "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    titles = [p["product"]["title"] for p in items_of(out, "items.csv")]
+    assert titles == ["Kettle from the ERP", "Mug", "Untitled"]
