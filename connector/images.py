@@ -27,8 +27,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from .errors import ImageError
 from .model import ImageJob, ImageRef, Problem, Product
 
@@ -241,6 +239,8 @@ def _format_of(data: bytes) -> str:
 
 def _decode(data: bytes, fmt: str) -> None:
     """Fully decode `data` as `fmt`, with bomb guards; ImageError on any failure."""
+    from PIL import Image  # loaded by the first image file: a check whose images are elsewhere never needs it
+
     # catch_warnings restores the filters afterwards, so the stricter rule does not leak.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
