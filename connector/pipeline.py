@@ -1001,13 +1001,16 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
     images: dict[str, list[ImageJob]] = {}
     folder = _image_folder(path, spec, settings)
     place = ImageFolder.of(folder)  # resolved once for the whole file
-    for product in products:
-        if not product.images:
-            continue  # nothing to look for (a stock file): no walk of the image folder per product
-        found, image_problems = locate_images(product, folder=place,
-                                              allow_urls=settings.allow_image_urls or spec.allow_urls)
-        images[product.code] = found
-        problems.extend(image_problems)
+    # A problem per image not found, 100,000 when a file's images are elsewhere: the collector's
+    # scans of them cost 0.08 s; locating images makes no reference cycles (test_images)
+    with _collector_paused():
+        for product in products:
+            if not product.images:
+                continue  # nothing to look for (a stock file): no walk of the image folder per product
+            found, image_problems = locate_images(product, folder=place,
+                                                  allow_urls=settings.allow_image_urls or spec.allow_urls)
+            images[product.code] = found
+            problems.extend(image_problems)
     timings["plan"] = clock() - tick
     rejected = _rejected_rows(table.rows, problems, held, table.refused_rows)
     plan = Plan(path, spec, table, products, problems, images, rejected, set(held), timings, folder,
