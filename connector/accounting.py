@@ -18,6 +18,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from .model import Place, Problem, Product, Rejected, Table, place_order
@@ -78,9 +79,11 @@ def account_rows(table: Table, products: list[Product], folded: dict[Place, str]
     key = _by_place if any(row.sheet is not None for row in table.rows[:1]) else _by_line
     refused_at = {key(r.row.sheet, r.row.line) for r in rejected}
     if key is _by_line:
-        item_at: Counter[Any] = Counter(line for p in products for line in p.lines)
+        item_at: Counter[Any] = Counter(chain.from_iterable(p.lines for p in products))
+        rows_at: list[Any] = [row.line for row in table.rows]
     else:
         item_at = Counter(key(*place) for p in products for place in p.places())
+        rows_at = [(row.sheet, row.line) for row in table.rows]
     folded_kept = {place: why for place, why in folded.items() if key(*place) not in refused_at}
     account = RowAccount(
         read=len(table.rows) + table.rows_refused,
@@ -88,15 +91,16 @@ def account_rows(table: Table, products: list[Product], folded: dict[Place, str]
         folded=dict(Counter(folded_kept.values())),
         skipped=dict(Counter(skipped.values())),
     )
-    row_at = Counter(key(row.sheet, row.line) for row in table.rows)
+    row_at = Counter(rows_at)
     refused_rows = sum(1 for place in refused_at if place in row_at)
     account.refused = refused_rows + table.rows_refused
     wrong: list[str] = []
-    if all(n == 1 for n in row_at.values()):  # rows are told apart: each row in exactly one place
+    if len(row_at) == len(rows_at):  # rows are told apart: each row in exactly one place
         folded_at = {key(*place) for place in folded_kept}
         skipped_at = {key(*place) for place in skipped}
-        for row in table.rows:
-            at = key(row.sheet, row.line)
+        for at in rows_at:
+            if item_at[at] + (at in folded_at) + (at in refused_at) + (at in skipped_at) == 1:
+                continue  # the row is in exactly one place: its places are listed only when not
             places = [name for name, there in (
                 ("item", item_at[at]), ("folded", at in folded_at),
                 ("refused", at in refused_at), ("skipped", at in skipped_at)) for _ in range(int(there))]

@@ -53,13 +53,17 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
         shown = None if value is None else str(value)
         problems.append(Problem(kind, reason, severity, line, column, shown, code, sheet))
 
-    first_title: tuple[str, str] | None = None
-    first_shared: dict[str, tuple[Any, str]] = {}
-    first_names: tuple[tuple[str, ...], str] | None = None
-    combos: dict[tuple, str] = {}
+    # What the first rows set, with their places ("line 7" is made only for a message)
+    first_title: tuple[str, Place] | None = None
+    shared = _NOTHING_SHARED
+    first_names: tuple[tuple[str, ...], Place] | None = None
+    combos: dict[tuple, Place] = {}
+    options: Any = _UNSEEN
+    names: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
     # build.py appends to items and lines together, so they are the same length
-    for item, (sheet, line) in zip(product.items, product.places(), strict=True):
-        at = _line(sheet, line)
+    for item, at in zip(product.items, product.places(), strict=True):
+        sheet, line = at
         source, body = item["source"], item["product"]
         variant = body.get("variants") or {}
         active = source.get("product_active") != "false"
@@ -73,20 +77,18 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
             if first_title is None:
                 first_title = (title, at)
             elif title != first_title[0]:
-                reason = f'title "{title}" differs from "{first_title[0]}" on {first_title[1]} (one title per product)'
+                shown = _line(*first_title[1])
+                reason = f'title "{title}" differs from "{first_title[0]}" on {shown} (one title per product)'
                 add("conflict", reason, line, "title", title)
-        for name in SHARED_FIELDS:
-            value = body.get(name)
-            if value is None:
-                continue
-            seen = first_shared.setdefault(name, (value, at))
-            if seen[0] != value:
-                reason = f"{name} differs from {seen[1]}; the last row sent wins"
-                add("conflict", reason, line, name, _short(value), "warning")
+        values = tuple(map(body.get, SHARED_FIELDS))
+        if values != shared[0]:  # a product's rows mostly agree: then no field by field comparison
+            shared = _check_shared(values, shared, at, add)
         if not active:
             continue  # a delete needs only its keys: its options and numbers are not stored
-        options = body.get("options") or []
-        names = tuple(o.get("name", "") for o in options)
+        if body.get("options") is not options:  # build.py shares one options list among a product's items
+            options = body.get("options")
+            names = tuple([o.get("name", "") for o in options or ()])
+            keys = tuple([f"option{i}" for i in range(1, len(names) + 1)])
         if len(names) > MAX_OPTIONS:
             reason = f"has {len(names)} options ({', '.join(names)}); Stock2Shop allows at most {MAX_OPTIONS}"
             add("options", reason, line, "options")
@@ -94,25 +96,49 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
             first_names = (names, at)
         elif names != first_names[0]:
             reason = (
-                f"fills options ({_names(names)}) but {first_names[1]} fills ({_names(first_names[0])}); "
+                f"fills options ({_names(names)}) but {_line(*first_names[1])} fills ({_names(first_names[0])}); "
                 "every variant of a product needs the same options"
             )
             add("options", reason, line, "options")
-        combo = (names, tuple(variant.get(f"option{i}") for i in range(1, len(names) + 1)))
+        combo = (names, tuple(map(variant.get, keys)))
         if combo in combos:
             if names:
                 shown = ", ".join(f"{n} {v}" for n, v in zip(*combo, strict=True))  # one value per name
-                reason = f"repeats the options of {combos[combo]} ({shown}); each variant needs its own combination"
+                first = _line(*combos[combo])
+                reason = f"repeats the options of {first} ({shown}); each variant needs its own combination"
                 add("options", reason, line, "options", shown)
             else:
                 reason = (
-                    f"is a second variant without options ({combos[combo]} is the first); "
+                    f"is a second variant without options ({_line(*combos[combo])} is the first); "
                     "give the variants options or their own product codes"
                 )
                 add("options", reason, line, "options")
         else:
             combos[combo] = at
         _check_numbers(variant, line, add)
+
+
+_UNSEEN = object()
+# The first value of each of SHARED_FIELDS a product's rows set (None: not yet), and its place
+_NOTHING_SHARED: tuple[tuple[Any, ...], tuple[Place | None, ...]] = ((None,) * len(SHARED_FIELDS),) * 2
+
+
+def _check_shared(values: tuple[Any, ...], shared: tuple[tuple[Any, ...], tuple[Any, ...]], at: Place,
+                  add: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Warn of each of SHARED_FIELDS whose value (in `values`) differs from the first row's that set it.
+
+    Returns `shared` (the first values and their places) with the fields this row sets first.
+    """
+    firsts, places = list(shared[0]), list(shared[1])
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        if firsts[i] is None:
+            firsts[i], places[i] = value, at
+        elif firsts[i] != value:
+            reason = f"{SHARED_FIELDS[i]} differs from {_line(*places[i])}; the last row sent wins"
+            add("conflict", reason, at[1], SHARED_FIELDS[i], _short(value), "warning")
+    return tuple(firsts), tuple(places)
 
 
 def _check_numbers(variant: dict[str, Any], line: int, add: Any) -> None:
@@ -136,6 +162,9 @@ def _check_numbers(variant: dict[str, Any], line: int, add: Any) -> None:
 
 def _check_duplicate_variants(products: list[Product], problems: list[Problem]) -> None:
     """A source_variant_code may appear once in a file; every product using it twice is held."""
+    codes = {(item["product"].get("variants") or {}).get("source_variant_code") for p in products for item in p.items}
+    if len(codes) == sum(len(p.items) for p in products):
+        return  # no two items share a code (the usual file): a set says so in a third of the time of the loop
     first: dict[str, tuple[str, Place]] = {}
     for product in products:
         for item, place in zip(product.items, product.places(), strict=True):  # appended together in build.py

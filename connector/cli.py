@@ -312,8 +312,9 @@ def _check(args, settings: Settings) -> int:
         report.fail("refused", "data", "no row of the file could be sent")
     args.out.mkdir(parents=True, exist_ok=True)
     # The body the API would get, one item per line: valid JSON, diffable, greppable, and
-    # written a product at a time (never the whole file's text in memory).
-    with open(args.out / f"{args.file.name}.items.json", "wb") as out:
+    # written a product at a time (never the whole file's text in memory), a MiB per system
+    # call (the default 8 KiB made 10,000 calls of 100k items: 0.1 s).
+    with open(args.out / f"{args.file.name}.items.json", "wb", buffering=1 << 20) as out:
         out.write(b'{"system_products": [')
         lead = b"\n"
         for product in plan.products:

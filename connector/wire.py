@@ -7,8 +7,9 @@ hashes, and a request sends them as they are.
 
 orjson makes the bytes: 6x faster than the standard library here (100,000 items: 0.4-0.6 s
 against 2.3 s on the 2-core machine, bench/bench_memory.py), byte for byte the same for the
-items the connector builds (text, integers, two-decimal prices). What orjson refuses (an
-integer beyond 64 bits, a key that is not text) goes through the standard library instead.
+items the connector builds (text, integers, two-decimal prices). A key that is not text takes
+orjson's slower option for it; what orjson refuses (an integer beyond 64 bits) goes through
+the standard library instead.
 
     >>> encode({"title": "Café", "qty": 2})
     b'{"title":"Caf\\xc3\\xa9","qty":2}'
@@ -22,15 +23,22 @@ from typing import Any
 
 import orjson
 
-_OPTIONS = orjson.OPT_NON_STR_KEYS
 _FALLBACK = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def encode(value: Any) -> bytes:
     """`value` as the compact UTF-8 JSON the API is sent."""
     try:
-        return orjson.dumps(value, option=_OPTIONS)
-    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, say
+        # Without options orjson takes text keys only, a third faster than with OPT_NON_STR_KEYS
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError: a key that is not text, an integer beyond 64 bits
+        return _encode_other(value)
+
+
+def _encode_other(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # an integer beyond 64 bits, say
         return _FALLBACK.encode(value).encode("utf-8")
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import os
 import random
 import struct
+import subprocess
 import sys
 import warnings
 import zlib
@@ -346,3 +348,34 @@ def test_names_a_pattern_made_that_are_not_files_are_not_images_but_a_named_file
     jobs, problems = locate_images(Product(code="P1", items=[], lines=[2], images=[*made, named]), folder=folder)
     assert [Path(j.path).name for j in jobs] == ["a-1.jpg"]
     assert [(p.reason, p.column) for p in problems] == [("no such file in the image folder", "image1")]
+
+
+def test_locating_images_leaves_no_reference_cycles(folder: Path):
+    """plan_file pauses the cyclic collector while images are located: good, bad and missing
+    images alike must be freed by reference counting alone (a fresh interpreter, so no other
+    test's threads make garbage meanwhile)."""
+    (folder / "cut.jpg").write_bytes(jpeg_bytes()[:400])
+    (folder / "gif.jpg").write_bytes(gif_bytes())
+    (folder / "text.jpg").write_bytes(b"not an image")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "link-out.jpg").symlink_to(folder.parent / "outside.jpg")
+    names = ["a.jpg", "b.png", "cut.jpg", "gif.jpg", "text.jpg", "empty.png", "link-out.jpg", "gone.jpg",
+             "../up.jpg", "https://example.com/c.jpg", "a\x00.jpg"]
+    script = (
+        "import gc, json, sys\n"
+        "from pathlib import Path\n"
+        "from connector.images import locate_images\n"
+        "from connector.model import ImageRef, Product\n"
+        "names, folder = json.loads(sys.argv[1]), Path(sys.argv[2])\n"
+        "product = Product('P1', [], [2], images=[ImageRef(n, 2, 'image1') for n in names])\n"
+        "locate_images(product, folder=folder)\n"  # modules loaded, caches filled
+        "gc.collect()\n"
+        "gc.disable()\n"
+        "for place in (folder, folder / 'no-such-folder'):\n"
+        "    jobs, problems = locate_images(product, folder=place)\n"
+        "del jobs, problems\n"
+        "print(len(names), gc.collect())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(names), str(folder)], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout.split() == [str(len(names)), "0"]
