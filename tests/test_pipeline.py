@@ -352,3 +352,25 @@ def test_work_journaled_for_another_api_is_never_sent_here(make_sandbox, tmp_pat
     assert pipeline.ledger.backlog()["batches"] == 1  # the production batch still waits, untouched
     titles = {p["title"] for p in other.state()["products"]}
     assert titles and "Classic Cotton Tee" not in titles
+
+
+def test_cycles_frozen_with_one_file_are_freed_when_the_next_file_is_planned():
+    """A watch plans file after file: what a file left in cycles must not stay frozen for months."""
+    script = """
+import gc, weakref
+from connector.pipeline import _collector_paused
+class Node:
+    pass
+gc.enable()
+with _collector_paused():
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle, as a long-lived object graph may hold
+    gone = weakref.ref(a)
+del a, b
+with _collector_paused():
+    pass
+print("freed" if gone() is None else "kept", gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1], check=True)
+    assert done.stdout.split() == ["freed", "True", "True"]
