@@ -1073,7 +1073,6 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         else:
             kept, check_problems, held = check_products(built.products)
     problems = [*table.problems, *built.problems, *check_problems]
-    _number_rows(problems, table, mentions=[*built.problems, *check_problems])
     _show_header(problems, table)
     # held back by a bad row (build) or a broken rule (checks): code -> every (sheet, line) of the
     # product, its parent row and folded rows too
@@ -1097,6 +1096,7 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
                                                   allow_urls=settings.allow_image_urls or spec.allow_urls)
             images[product.code] = found
             problems.extend(image_problems)
+    _number_rows(problems, table, mentions=[*built.problems, *check_problems])  # image problems too
     timings["plan"] = clock() - tick
     rejected = _rejected_rows(table.rows, problems, held, table.refused_rows)
     plan = Plan(path, spec, table, products, problems, images, rejected, set(held), timings, folder,

@@ -57,6 +57,17 @@ def test_a_refused_row_is_named_by_its_spreadsheet_row(tmp_path):
     assert (row["sku"], row["row"], row["line"]) == ("A5", "6", "22")
 
 
+def test_an_image_not_found_is_named_by_its_spreadsheet_row(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text(multiline_export().replace("sku,title,body,price", "sku,title,body,price,image")
+                    .replace(".00\n", ".00,missing.jpg\n"))
+    (tmp_path / "m.yaml").write_text(MAPPING + "images: {columns: [image]}\n")
+    (tmp_path / "images").mkdir()
+    plan = plan_file(path, settings(), mapping=str(tmp_path / "m.yaml"))
+    found = sorted((p.line, p.row_number) for p in plan.problems if p.kind == "image")
+    assert found == [(2, 2), (7, 3), (12, 4), (17, 5), (27, 7)]  # A5, with its bad price, is held back
+
+
 def test_records_refused_while_reading_keep_their_row(tmp_path):
     # a sep= line Excel hides, a blank line Excel shows, then a record with too many values
     text = 'sep=,\nsku,title,body,price\n\nA1,One,"two\nlines",1.00\nA2,Two,x,2.00,extra\nA3,Three,y,3.00\n'
