@@ -4,8 +4,8 @@
 
 Stock2Shop drops products that break its product/variant rules without saying so
 (reference/stock2shop.md §6), so every rule is checked here with a message per line:
-required fields, at most 3 options, every variant fills the same options under the same
-names, unique option combinations, one title per product, a source_variant_code used once
+required fields, at most 3 options of distinct names, every variant fills the same options
+under the same names, unique option combinations, one title per product, a source_variant_code used once
 in a file, numbers in range. A product with an error is held back whole.
 """
 
@@ -90,6 +90,8 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
         if len(names) > MAX_OPTIONS:
             reason = f"has {len(names)} options ({', '.join(names)}); Stock2Shop allows at most {MAX_OPTIONS}"
             add("options", reason, line, "options")
+        if len(names) > 1:
+            _check_repeated_names(names, line, add)
         if first_names is None:
             first_names = (names, at)
         elif names != first_names[0]:
@@ -113,6 +115,18 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
         else:
             combos[combo] = at
         _check_numbers(variant, line, add)
+
+
+def _check_repeated_names(names: tuple[str, ...], line: int, add: Any) -> None:
+    """Two options of one name (Size S and Size M) on a variant: a channel cannot show both."""
+    seen: set[str] = set()
+    for name in names:
+        key = str(name).strip().casefold()
+        if key in seen:
+            reason = f'fills option "{name}" twice ({", ".join(names)}); each option of a variant needs its own name'
+            add("options", reason, line, "options", name)
+            return
+        seen.add(key)
 
 
 def _check_numbers(variant: dict[str, Any], line: int, add: Any) -> None:
