@@ -273,7 +273,7 @@ class VerifySettings(_Section):
         description="Products asked for per search request (POST /v1/products/elastic_search).",
     )
     channel_id: int | None = Field(
-        default=None,
+        default=None, ge=1,
         description="The channel verify searches through (the channel_id query parameter of "
                     "POST /v1/products/elastic_search; or S2S_VERIFY_CHANNEL_ID): a user that is not an admin "
                     "finds nothing without one. Default: the account's channel when it has exactly one, else none "
