@@ -169,9 +169,6 @@ AKENEO_PRODUCTS = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason="a models file whose own rows are all good is refused when the products "
-                   "waiting for its models clash, and its models are forgotten: the fixed products file then waits "
-                   "for them again instead of being sent")
 def test_products_fixed_after_their_models_came_are_sent_under_those_models(run, make_sandbox, tmp_path):
     sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)
     env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1"}
