@@ -93,9 +93,6 @@ def run(monkeypatch, capsys):
     return lambda args, cwd, env=None: run_cli(monkeypatch, capsys, args, cwd, env)
 
 
-@pytest.mark.xfail(strict=True, reason="when the queue lost every product of a new source, verify through the "
-                   "account's only channel calls them unseen, --repair sends nothing and the advice is to set "
-                   "verify.channel_id to the channel it already searched: nothing says how to send them again")
 def test_a_catalogue_the_queue_lost_whole_can_be_sent_again_from_what_verify_says(run, make_sandbox, tmp_path):
     sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, faults=Faults(queue_fail_rate=1.0))  # one channel, an admin
     env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1"}
