@@ -5,8 +5,8 @@
 Stock2Shop drops products that break its product/variant rules without saying so
 (reference/stock2shop.md §6), so every rule is checked here with a message per line:
 required fields, at most 3 options of distinct names, every variant fills the same options
-under the same names, unique option combinations, one title per product, a source_variant_code used once
-in a file, numbers in range. A product with an error is held back whole.
+under the same names, unique option combinations, one title per product, a source_variant_code
+used once in a file, numbers in range. A product with an error is held back whole.
 """
 
 from __future__ import annotations
@@ -90,11 +90,13 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
         if len(names) > MAX_OPTIONS:
             reason = f"has {len(names)} options ({', '.join(names)}); Stock2Shop allows at most {MAX_OPTIONS}"
             add("options", reason, line, "options")
-        if len(names) > 1:
-            _check_repeated_names(names, line, add)
         if first_names is None:
             first_names = (names, at)
+            if len(names) > 1:  # the next variants with the same names are not checked again: one problem
+                _check_repeated_names(names, line, add)
         elif names != first_names[0]:
+            if len(names) > 1:
+                _check_repeated_names(names, line, add)
             reason = (
                 f"fills options ({_names(names)}) but {first_names[1]} fills ({_names(first_names[0])}); "
                 "every variant of a product needs the same options"
