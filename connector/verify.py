@@ -197,8 +197,8 @@ class VerifyResult:
         if self.products_waiting:
             head += f"; {self.products_waiting} products still waiting in the ledger (not checked)"
         if self.unseen is not None and self.unseen.get("resent"):
-            head += (f"\n  could not see the products (--resend-unseen: every one of them is sent again): "
-                     f"{self.unseen['reason']}")
+            head += (f"\n  the search saw none of the {self.unseen['products']} products "
+                     "(--resend-unseen: every one of them is sent again)")
         elif self.unseen is not None:
             lines = [head, f"  could not see the products: {self.unseen['reason']}",
                      "  nothing is reported missing" + ("; --repair sent nothing (it would have sent every product "
