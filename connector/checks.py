@@ -4,9 +4,9 @@
 
 Stock2Shop drops products that break its product/variant rules without saying so
 (reference/stock2shop.md §6), so every rule is checked here with a message per line:
-required fields, at most 3 options, every variant fills the same options under the same
-names, unique option combinations, one title per product, a source_variant_code used once
-in a file, numbers in range. A product with an error is held back whole.
+required fields, at most 3 options of distinct names, every variant fills the same options
+under the same names, unique option combinations, one title per product, a source_variant_code
+used once in a file, numbers in range. A product with an error is held back whole.
 """
 
 from __future__ import annotations
@@ -94,7 +94,11 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
             add("options", reason, line, "options")
         if first_names is None:
             first_names = (names, at)
+            if len(names) > 1:  # the next variants with the same names are not checked again: one problem
+                _check_repeated_names(names, line, add)
         elif names != first_names[0]:
+            if len(names) > 1:
+                _check_repeated_names(names, line, add)
             reason = (
                 f"fills options ({_names(names)}) but {_line(*first_names[1])} fills ({_names(first_names[0])}); "
                 "every variant of a product needs the same options"
@@ -139,6 +143,18 @@ def _check_shared(values: tuple[Any, ...], shared: tuple[tuple[Any, ...], tuple[
             reason = f"{SHARED_FIELDS[i]} differs from {_line(*places[i])}; the last row sent wins"
             add("conflict", reason, at[1], SHARED_FIELDS[i], _short(value), "warning")
     return tuple(firsts), tuple(places)
+
+
+def _check_repeated_names(names: tuple[str, ...], line: int, add: Any) -> None:
+    """Two options of one name (Size S and Size M) on a variant: a channel cannot show both."""
+    seen: set[str] = set()
+    for name in names:
+        key = str(name).strip().casefold()
+        if key in seen:
+            reason = f'fills option "{name}" twice ({", ".join(names)}); each option of a variant needs its own name'
+            add("options", reason, line, "options", name)
+            return
+        seen.add(key)
 
 
 def _check_numbers(variant: dict[str, Any], line: int, add: Any) -> None:

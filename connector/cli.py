@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repair", action="store_true",
                         help="journal the products found missing or differing again (whole, every variant as last "
                              "acknowledged) and the missing images after them, and send them")
+    verify.add_argument("--resend-unseen", action="store_true",
+                        help="--repair, and when the search saw none of the products (exit 2 without this), take "
+                             "them all as missing and send every one again; for when Stock2Shop shows that it "
+                             "lacks them (the queue lost them all), never for a search that cannot see them")
     verify.add_argument("--report-dir", type=Path, default=Path("reports"), metavar="DIR",
                         help="where verify.report.json goes (default: ./reports)")
 
@@ -378,12 +382,13 @@ def _verify(args, settings: Settings, clock: Clock) -> int:
 
     require_credentials(settings)
     with StateLock(settings.folders.state, "verify"):
-        pipeline = _make_pipeline(settings, clock, progress=_progress_bar() if args.repair else None)
+        repairing = args.repair or args.resend_unseen
+        pipeline = _make_pipeline(settings, clock, progress=_progress_bar() if repairing else None)
         try:
-            result = run_verify(pipeline, repair_too=args.repair)
+            result = run_verify(pipeline, repair_too=repairing, resend_unseen=args.resend_unseen)
         finally:
             pipeline.close()
-            if args.repair:
+            if repairing:
                 _end_progress()
     args.report_dir.mkdir(parents=True, exist_ok=True)
     report_path = args.report_dir / "verify.report.json"

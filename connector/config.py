@@ -26,7 +26,7 @@ import json
 import re
 import sys
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -273,7 +273,7 @@ class VerifySettings(_Section):
         description="Products asked for per search request (POST /v1/products/elastic_search).",
     )
     channel_id: int | None = Field(
-        default=None,
+        default=None, ge=1,
         description="The channel verify searches through (the channel_id query parameter of "
                     "POST /v1/products/elastic_search; or S2S_VERIFY_CHANNEL_ID): a user that is not an admin "
                     "finds nothing without one. Default: the account's channel when it has exactly one, else none "
@@ -434,7 +434,7 @@ def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
         try:
             loaded = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError([f"{path}: not valid YAML: {_redact(_yaml_problem(exc), text, env)}"]) from None
+            raise ConfigError([f"{path}: not valid YAML: {_yaml_problem(exc, text, env)}"]) from None
         if not isinstance(loaded, dict):
             raise ConfigError([f"{path}: the top level must be a mapping of sections"])
         raw = loaded
@@ -536,17 +536,26 @@ def _problem(err: Any, doc: dict[str, Any], from_env: dict[tuple[str, str], str]
         return f"{where}: {shown} must be {_bounds(info)}"
     if kind == "value_error":
         reason = str(err["ctx"]["error"])
-        # a secret's reason is shown (what is wrong, what is valid), never its value
-        return f"{where}: {_without(reason, value)} (the value is a secret: not shown)" if secret else \
-            f"{where}: {reason}"
+        # the connector's own validators name what is wrong and what is valid, never a secret's value
+        return f"{where}: {reason} (the value is a secret: not shown)" if secret else f"{where}: {reason}"
     given = f", not {_kind_of(value)}" if secret and kind.endswith("_type") else ""
-    return f"{where}: {shown} is not valid: {_MESSAGES.get(kind, err['msg'])}{given}"
+    said = _MESSAGES.get(kind) or (_without(err["msg"], value) if secret else err["msg"])  # pydantic's own words
+    return f"{where}: {shown} is not valid: {said}{given}"
 
 
-def _without(reason: str, value: Any) -> str:
-    """`reason` with the value it is about replaced, should a check ever quote it."""
-    text = value if isinstance(value, str) else None
-    return reason.replace(text, HIDDEN) if text else reason
+def _without(quoted: str, value: Any) -> str:
+    """Text a library wrote (which may quote its input) with the secret `value` replaced where it stands whole."""
+    return _hide(quoted, [value] if isinstance(value, str) else [])
+
+
+def _hide(quoted: str, secrets: Iterable[str]) -> str:
+    """`quoted` with each secret replaced by HIDDEN, never inside a word: a short secret that is also a word
+    ("secret", "line") must not garble the text around it, nor show where it stood by what it blanked out."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        before = r"(?<!\w)" if re.match(r"\w", secret[0]) else ""
+        after = r"(?!\w)" if re.match(r"\w", secret[-1]) else ""
+        quoted = re.sub(before + re.escape(secret) + after, lambda _: HIDDEN, quoted)
+    return quoted
 
 
 def _kind_of(value: Any) -> str:
@@ -610,13 +619,14 @@ def _check_rules(rules: Any, settings: Settings) -> list[str]:
     return problems
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """Where and what, without the quoted lines of the file that PyYAML's own message carries."""
+def _yaml_problem(exc: yaml.YAMLError, text: str, env: Mapping[str, str]) -> str:
+    """Where and what, without the quoted lines of the file that PyYAML's own message carries; PyYAML's
+    words (which may quote a token of the file) with the configured secrets hidden."""
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    problem = getattr(exc, "problem", None) or type(exc).__name__
+    problem = _redact(getattr(exc, "problem", None) or type(exc).__name__, text, env)
     context = getattr(exc, "context", None)
-    return f"{where}{problem}" + (f" ({context})" if context else "")
+    return f"{where}{problem}" + (f" ({_redact(context, text, env)})" if context else "")
 
 
 # `password: value` (or another secret's key) on a line of the file, for redacting a file that does not parse.
@@ -629,9 +639,7 @@ def _redact(message: str, text: str, env: Mapping[str, str]) -> str:
     written = [m.group(1) for m in _SECRET_LINE.finditer(text)]
     secrets = {*written, *(w.strip(" \t\"'*&!|>[]{},") for w in written)}
     secrets |= {env[name] for name, place in _ENV.items() if env.get(name) and _secret(_field_at(place)[1])}
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        message = message.replace(secret, HIDDEN)
-    return message
+    return _hide(message, secrets)
 
 
 def builtin_mappings() -> Path:

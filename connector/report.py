@@ -512,7 +512,8 @@ def summarise(report: Report) -> str:
     if report.already_pushed:
         earlier = _summary_lines(report)
         earlier[0] = f"  that push ({report.already_pushed}): {earlier[0].split(': ', 1)[1]}"
-        return "\n".join([f"{report.file}: already pushed on {report.already_pushed}: nothing to send",
+        return "\n".join([f"{report.file}: already pushed on {report.already_pushed}: nothing to send "
+                          "(push --full sends every item again)",
                           *earlier[:1], *("  " + line for line in earlier[1:])])
     return "\n".join(_summary_lines(report))
 

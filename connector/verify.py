@@ -16,7 +16,8 @@ requeue the image"). Verify reconciles:
 
 A search that finds none of a catalogue holding products is not "everything is missing": the
 result is `unseen` (the search could not see them: the wrong channel, or none), with the
-account's channels and what to set, and `--repair` sends nothing then (exit 2). Before that,
+account's channels and what to set, and `--repair` sends nothing then (exit 2) unless
+`--resend-unseen` says a person saw that Stock2Shop lacks them (the queue lost them all). Before that,
 a channel verify chose itself (the account's only one) is tried the other way once: an admin
 whose products are not linked to that channel sees them only without it (SearchChannel.alternative);
 the result's `channel` says which way was searched. verify.channel_id set is never second-guessed.
@@ -179,7 +180,7 @@ class VerifyResult:
         """The key of cli.EXIT_CODES: done (clean, or all repaired), mismatch (found and not repaired,
         or a repair that could not send something), waiting (repair work left in the ledger) or
         unseen (the search could not see the products: a setting to change, nothing repaired)."""
-        if self.unseen is not None:
+        if self.unseen is not None and not self.unseen.get("resent"):
             return "unseen"
         if self.repair is not None:
             if self.repair.get("waiting"):
@@ -195,7 +196,10 @@ class VerifyResult:
             head += f", searching {self.channel.describe()}"
         if self.products_waiting:
             head += f"; {self.products_waiting} products still waiting in the ledger (not checked)"
-        if self.unseen is not None:
+        if self.unseen is not None and self.unseen.get("resent"):
+            head += (f"\n  the search saw none of the {self.unseen['products']} products "
+                     "(--resend-unseen: every one of them is sent again)")
+        elif self.unseen is not None:
             lines = [head, f"  could not see the products: {self.unseen['reason']}",
                      "  nothing is reported missing" + ("; --repair sent nothing (it would have sent every product "
                                                         "again)" if self.repair_asked else "")]
@@ -420,7 +424,12 @@ def unseen(client: ApiClient, channel: SearchChannel, missing: int, others: list
     if channel.channels is None and channel.how == "configured":  # for the message: which ones there are
         channel = SearchChannel(channel.channel_id, channel.how, _tuple(list_channels(client)))
     listing = channel.listing()
-    if channel.how in ("configured", "only"):
+    resend = (f"`connector verify --repair --resend-unseen` sends the {missing} products again "
+              f"(`connector push --full FILE` sends a file's products again)")
+    if also is not None and channel.how in ("only", "without_only"):  # every way this account can search
+        advice = (f"check that Stock2Shop shows them: both ways this account can search (its only channel, "
+                  f"and without a channel) saw none, so unless it does, the queue lost them: {resend}")
+    elif channel.how in ("configured", "only"):
         advice = (f"if Stock2Shop does show them, that channel does not reach them; set {CHANNEL_SETTING} to "
                   f"the account's channel that holds them: {listing}")
         if channel.how == "configured":  # unset, verify searches without a channel when its own choice sees none
@@ -432,6 +441,8 @@ def unseen(client: ApiClient, channel: SearchChannel, missing: int, others: list
     else:
         advice = (f"check that Stock2Shop shows them, and whether this user's role needs a channel to search "
                   f"({CHANNEL_SETTING}; `connector sources` lists the channels: {listing})")
+    if also is None or channel.how not in ("only", "without_only"):
+        advice += f"; if Stock2Shop does not show them either, the queue lost them: {resend}"
     nor = "" if also is None else f", nor searching {_briefly(also)}"
     reason = (f"none of the {missing} products acknowledged was found searching {channel.describe()}{nor}; "
               f"{advice}")
@@ -511,10 +522,12 @@ def repair(pipeline: Pipeline, result: VerifyResult, expected: dict[str, dict[st
 
 
 def run_verify(pipeline: Pipeline, *, repair_too: bool = False, product_codes: Iterable[str] | None = None,
-               channel: SearchChannel | None = None) -> VerifyResult:
+               channel: SearchChannel | None = None, resend_unseen: bool = False) -> VerifyResult:
     """Verify through `pipeline`'s ledger and client (and repair with `repair_too`), keep the
     result in the state folder for `status`, and return it. `channel`: the one an earlier run
-    chose (`result.channel`), else chosen now from verify.channel_id and the account's channels."""
+    chose (`result.channel`), else chosen now from verify.channel_id and the account's channels.
+    `resend_unseen` (with `repair_too`, asked for by a person who saw that Stock2Shop lacks them): a
+    search that saw none of the products takes them as missing, and they are all sent again."""
     settings = pipeline.settings
     if repair_too:
         pipeline.drain()  # work still waiting (an earlier repair cut short) goes first, then is checked
@@ -526,6 +539,9 @@ def run_verify(pipeline: Pipeline, *, repair_too: bool = False, product_codes: I
                                       clock=pipeline.clock)
     result.requests = sum(pipeline.client.requests.values()) - baseline
     result.repair_asked = repair_too
+    if repair_too and resend_unseen and result.unseen is not None:
+        result.unseen["resent"] = True  # the search saw none (stored is empty): every product is missing
+        result.findings = compare(expected, images, {}, list(settings.verify.fields))
     if repair_too and result.findings:
         result.repair = repair(pipeline, result, expected, images)
     result.finished_at = pipeline.clock()
@@ -556,7 +572,7 @@ def one_line(data: dict | None) -> str:
         return "never run"
     c = data.get("counts") or {}
     when = data.get("finished_at", "?")
-    if data.get("unseen"):
+    if data.get("unseen") and not data["unseen"].get("resent"):
         return (f"at {when}: could not see the {data['unseen'].get('products', 0)} products in Stock2Shop, "
                 f"nothing reported missing: {data['unseen'].get('reason', '')}")
     if data.get("clean"):

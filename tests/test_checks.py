@@ -117,3 +117,20 @@ def test_other_products_go_on_when_one_fails():
     bad = product(item("B", "B1", title=None), code="B", first_line=6)
     kept, _, held = check_products([good, bad])
     assert [p.code for p in kept] == ["G"] and held == {"B": [(None, 6)]}
+
+
+def with_names(one: dict, *names: str) -> dict:
+    """`one` with its options renamed (two of one name are possible only so)."""
+    one["product"]["options"] = [{"name": n, "position": i} for i, n in enumerate(names, 1)]
+    return one
+
+
+def test_two_options_of_one_name_hold_the_product_back_with_one_problem():
+    shirts = product(with_names(item(sku="S1", options={"a": "Red", "b": "Blue"}), "Colour", "colour"),
+                     with_names(item(sku="S2", options={"a": "Red", "b": "Green"}), "Colour", "colour"))
+    caps = product(item(code="C1", sku="C-1", options={"Size": "S", "Colour": "Red"}), code="C1")
+    kept, problems, held = check_products([shirts, caps])
+    assert [p.code for p in kept] == ["C1"] and list(held) == ["P1"]
+    assert [(p.kind, p.line, p.column, p.value, p.product) for p in problems] == [
+        ("options", 2, "options", "colour", "P1")]
+    assert 'fills option "colour" twice (Colour, colour)' in problems[0].reason

@@ -139,3 +139,9 @@ def test_the_readme_lists_every_setting_with_its_default():
             default = getattr(model, key)
             shown = str(default) if isinstance(default, Path) else default
             assert value == shown, f"README: {section}.{key} is {value!r}, the default is {shown!r}"
+
+
+@pytest.mark.parametrize(("text", "env"), [("verify:\n  channel_id: 0\n", {}), ("", {"S2S_VERIFY_CHANNEL_ID": "-3"})])
+def test_a_verify_channel_below_one_is_refused(tmp_path, text, env):
+    found = problems_of(tmp_path, text, env)
+    assert len(found) == 1 and "verify.channel_id" in found[0] and "must be at least 1" in found[0], found

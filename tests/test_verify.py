@@ -550,6 +550,35 @@ def test_a_user_that_sees_nothing_either_way_through_its_only_channel_is_told_bo
     assert searches(sb) == 2 and sent(sb)["/v1/products/queue"] == 0
 
 
+def test_a_catalogue_the_queue_lost_whole_is_sent_again_only_when_asked_with_resend_unseen(
+        run, make_sandbox, tmp_path):
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0)  # an admin with one channel
+    env = {"S2S_API_URL": sb.url, "S2S_USERNAME": "demo", "S2S_PASSWORD": "demo", "S2S_SOURCE_ID": "1"}
+    (tmp_path / "n.csv").write_text(TWO, encoding="utf-8")
+    assert run(["push", "n.csv"], tmp_path, env).returncode == 0
+    sb.reset()  # acknowledged, then lost: neither way finds them
+    before = sent(sb)
+
+    told = run(["verify", "--repair"], tmp_path, env)
+    assert told.returncode == EXIT_CODES["unseen"], told.stdout + told.stderr
+    assert "both ways this account can search (its only channel, and without a channel) saw none" in told.stdout
+    assert "set verify.channel_id" not in told.stdout  # the one channel there is was searched already
+    assert "`connector verify --repair --resend-unseen` sends the 2 products again" in told.stdout
+    assert sent(sb) == before  # never sent again on a search alone
+
+    again = run(["push", "n.csv"], tmp_path, env)
+    assert "nothing to send (push --full sends every item again)" in again.stdout, again.stdout
+
+    resent = run(["verify", "--resend-unseen"], tmp_path, env)  # implies --repair
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert "--resend-unseen: every one of them is sent again" in resent.stdout
+    assert "repair: 2 products (2 items) and 0 images journaled again; sent 2 items" in resent.stdout
+    kept = report(tmp_path)
+    assert kept["outcome"] == "done" and kept["unseen"]["resent"] and kept["counts"]["missing_products"] == 2
+    assert sorted(p["source_product_code"] for p in sb.state()["products"]) == ["N1", "N2"]
+    assert run(["verify"], tmp_path, env).returncode == 0  # and now they are seen
+
+
 @pytest.mark.parametrize("channel, expected", [
     (choose(None, [{"id": 5}]), (None, "without_only")),
     (SearchChannel(None, "without_only", ({"id": 5},)), (5, "only")),
