@@ -1413,7 +1413,7 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
     for p in problems:
         if p.severity == "error" and p.line is not None:
             place = (p.sheet, p.line)
-            where = f"{p.column}: " if p.column and p.column not in p.reason else ""
+            where = f"{p.column}: " if p.column and not _names_column(p.reason, p.column) else ""
             reasons.setdefault(place, f"{where}{p.reason}")
             columns.setdefault(place, p.column)
             if p.row_number is not None:
@@ -1433,6 +1433,13 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
             row = Row(place[1], {}, place[0], numbers.get(place))
         out.append(Rejected(row, reason, columns.get(place)))
     return _in_file_order(out, rows)
+
+
+def _names_column(reason: str, column: str) -> bool:
+    """Whether a reason names the column itself: it starts with it (a field read from a column of its
+    name: `price "12,5O" is not a number`) or quotes it (`column "Unit"`). A name that is only part of
+    another word or value (column 4 in `qty "4.5"`) does not count."""
+    return reason.startswith(f"{column} ") or f'"{column}"' in reason
 
 
 def _in_file_order(rejected: list[Rejected], rows: list[Row]) -> list[Rejected]:
