@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from .cells import MAX_NUMBER_CHARS, CellError, parse_code, text_steps
+from .cells import MAX_WHOLE_DIGITS, CellError, parse_code, text_steps
 from .columns import Header as _Header  # column names are resolved in one place, with the reader's find_header
 from .mapping import (
     FAMILIES,
@@ -94,17 +94,18 @@ def _converter(spec: FieldSpec, kind: str, source: SourceOptions) -> Callable[[s
 
         def to_float(text: str) -> float:
             # digits, one decimal separator and digits after it, maybe a minus: float() reads it as it
-            # is (a regex match to see that costs twice the float() itself, on every price cell)
+            # is (a regex match to see that costs twice the float() itself, on every price cell); a
+            # text this short is never too large to send (MAX_WHOLE_DIGITS), a longer one is checked
             whole, point, fraction = text.removeprefix("-").partition(decimal)
-            if whole.isdecimal() and (fraction.isdecimal() or not point) and len(text) <= MAX_NUMBER_CHARS:
+            if whole.isdecimal() and (fraction.isdecimal() or not point) and len(text) <= MAX_WHOLE_DIGITS:
                 return float(text if point in ("", ".") else text.replace(point, "."))
-            return float(parse(text))
+            return convert(parse(text), kind, spec)
 
         return to_float
     if kind == "int":
 
         def to_int(text: str) -> int:
-            if text.isdigit() and text.isascii() and len(text) <= MAX_NUMBER_CHARS:
+            if text.isdigit() and text.isascii() and len(text) <= MAX_WHOLE_DIGITS:
                 return int(text)
             return convert(parse(text), kind, spec)
 
