@@ -196,13 +196,17 @@ def _short(text: str, most: int = 60) -> str:
 
 
 def _bind_fallback(spec: FieldSpec, kind: str, source: SourceOptions, header: _Header) -> Getter:
-    """The field, else (when it comes out blank) its fallback.
+    """The field, else (when it comes out blank) its fallback, else the `default`.
 
-    A column the chain names is reported missing only when no column of the chain is in the
-    file: `Weight (g)` falling back to `Weight (kg)` is a choice between two spellings.
+    The default ends the chain: given on the field, it is used only once every fallback came out
+    blank (a fallback's own default comes first). A column the chain names is reported missing
+    only when no column of the chain is in the file: `Weight (g)` falling back to `Weight (kg)` is
+    a choice between two spellings.
     """
-    first = bind_field(replace(spec, fallback=None), kind, source, header)
-    second = bind_field(spec.fallback, kind, source, header)  # type: ignore[arg-type]
+    assert spec.fallback is not None
+    first = bind_field(replace(spec, fallback=None, default=None), kind, source, header)
+    last = spec.fallback if spec.fallback.default else replace(spec.fallback, default=spec.default)
+    second = bind_field(last, kind, source, header)
     chain = chain_columns(spec)
     if any(header.has(c) for c in chain):
         for c in chain:  # only where this field named it: the same column named elsewhere stays missing

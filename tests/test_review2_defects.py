@@ -228,9 +228,6 @@ def test_two_options_of_one_name_hold_the_product_back(tmp_path):
     assert any(p["product"] == "P" and p["kind"] == "options" and "Size" in p["reason"] for p in problems), problems
 
 
-@pytest.mark.xfail(strict=True, reason="a field with both fallback: and default: never uses its fallback: the default "
-                   "fills the blank first, so {column: name, fallback: erp_name, default: Untitled} sends Untitled "
-                   "over the ERP name, without a word from the mapping check")
 def test_a_field_with_a_fallback_and_a_default_tries_the_fallback_before_the_default(tmp_path):
     export = write(tmp_path / "items.csv", """
         Code,Name,ERP Name
