@@ -153,10 +153,11 @@ def _read_workbook_isolated(path: Path, kind: str, rule: _HeaderRule, sheet, max
             child.join()
     if outcome == "refused":
         raise ReadError(payload)
-    header, fmt, sheet_names, problems, header_row, rows = payload
+    header, fmt, sheet_names, problems, header_row, headers, rows = payload
     table = Table(header=header, rows=[], format=fmt, sheet=sheet_names, problems=problems, header_row=header_row)
-    columns = Columns(header)  # every row has every column (_fill_missing_columns)
-    table.rows = [Row(line, Cells(columns, tuple(values)), row_sheet, line) for line, row_sheet, values in rows]
+    columns = {row_sheet: Columns(names) for row_sheet, names in headers.items()}  # each sheet its own
+    table.rows = [Row(line, Cells(columns[row_sheet], tuple(values)), row_sheet, line)
+                  for line, row_sheet, values in rows]
     return table
 
 
@@ -174,10 +175,16 @@ def _workbook_child(send, path: Path, kind: str, rule: _HeaderRule, sheet, max_r
     try:
         table = _read_workbook(path, kind, rule, sheet, preflight=False,  # the parent did it
                                max_rows=max_rows)
-        header = table.header
+        # Each sheet's rows have that sheet's columns (all sheets read: a column one sheet lacks is
+        # missing there, and the mapping matches names on each sheet's own header).
+        headers: dict[str | None, list[str]] = {}
+        for row in table.rows:
+            if row.sheet not in headers:
+                headers[row.sheet] = list(row.cells)
         # Equal texts stay one object through pickling, so the parent keeps the sharing.
-        rows = [(row.line, row.sheet, [row.cells.get(name, "") for name in header]) for row in table.rows]
-        send.send(("read", (header, table.format, table.sheet, table.problems, table.header_row, rows)))
+        rows = [(row.line, row.sheet, list(row.cells.values())) for row in table.rows]
+        send.send(("read", (table.header, table.format, table.sheet, table.problems, table.header_row,
+                            headers, rows)))
     except ReadError as exc:
         send.send(("refused", str(exc)))
     except MemoryError:
@@ -921,8 +928,6 @@ def _read_workbook(path: Path, kind: str, rule: _HeaderRule, sheet, *, preflight
                 raw = workbook.get_sheet_by_name(name)
                 _add_sheet(path.name, table, name, raw, rule, all_sheets=sheet == "*",
                            max_rows=max_rows)
-            if len(names) > 1:
-                _fill_missing_columns(table)  # sheets whose headers differ
         finally:
             workbook.close()
     except ReadError:
@@ -1014,16 +1019,6 @@ def _locate_sheet_header(rows, rule: _HeaderRule):
         elif number == rule.row:
             return values, number
     return first
-
-
-def _fill_missing_columns(table: Table) -> None:
-    """Give every row of every sheet all the table's columns, so rows look alike to the mapping."""
-    for row in table.rows:
-        cells = row.cells
-        if len(cells) < len(table.header):
-            assert isinstance(cells, dict)  # a sheet's rows are dicts until they leave the workbook reader
-            for column in table.header:
-                cells.setdefault(column, "")
 
 
 _MIDNIGHT = time(0, 0)
