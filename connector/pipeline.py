@@ -47,7 +47,7 @@ from connector.catalogue import (
     unmapped,
 )
 from connector.checks import check_products
-from connector.columns import Header
+from connector.columns import Header, column_key
 from connector.common import endpoint_parts, file_identity, iso_utc
 from connector.config import Settings, builtin_mappings
 from connector.errors import (
@@ -1054,6 +1054,8 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         tick = clock()
         stage("reading")
         table = read_table(path, **_read_options(spec, settings))
+        if table.twice:
+            _refuse_ambiguous(path.name, spec, table)
         timings["read"] = clock() - tick
         tick = clock()
         stage("mapping")
@@ -1333,6 +1335,22 @@ def _no_rows(name: str, spec: Mapping, table: Table) -> str:
     if columns and not any(header.find(c, "group_by") is not None for c in columns):
         why += f"; it lacks the group_by column {columns[0]!r}: not the export the mapping {spec.name} reads"
     return why
+
+
+def _refuse_ambiguous(name: str, spec: Mapping, table: Table) -> None:
+    """Refuse a file whose header names a column twice when the mapping reads that name: which of
+    the two it means is not clear. A name the mapping never reads only warns (read._name_header).
+
+    The mapping is bound once to an empty header: every column it names by name comes out missing.
+    """
+    probe = build_products([Row(1, {}, None, 1)], replace(spec, missing_columns="warn"), source_id=0)
+    wanted = {column_key(p.column) for p in probe.problems if p.kind == "column" and p.column}
+    for column, positions in table.twice.items():
+        if column_key(column) in wanted:
+            raise ReadError(
+                f"{name}: the header names the column {column!r} {len(positions)} times (columns "
+                f"{', '.join(map(str, positions))}) and the mapping reads {column!r}: which one it means is "
+                f"not clear; give the columns different names in the export")
 
 
 def _cleared(rows: list[Row], token: str) -> tuple[list[Row], dict[Place, frozenset[str]]]:

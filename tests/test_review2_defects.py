@@ -109,8 +109,6 @@ def test_a_catalogue_the_queue_lost_whole_can_be_sent_again_from_what_verify_say
     assert len(sb.state()["queue"]) > queued or "--full" in said, said
 
 
-@pytest.mark.xfail(strict=True, reason="a header naming a column twice refuses the whole file even when the mapping "
-                   "never reads that column (an ERP report's two 'Notes' columns cost every product of the file)")
 def test_a_column_named_twice_that_the_mapping_does_not_read_does_not_refuse_the_file(tmp_path):
     export = write(tmp_path / "stock.csv", """
         Code,Title,Price,Notes,Notes
