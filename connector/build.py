@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from .cells import MAX_NUMBER_CHARS, CellError, parse_code, text_steps
+from .cells import MAX_WHOLE_DIGITS, CellError, parse_code, text_steps
 from .columns import Header as _Header  # column names are resolved in one place, with the reader's find_header
 from .mapping import (
     FAMILIES,
@@ -94,17 +94,18 @@ def _converter(spec: FieldSpec, kind: str, source: SourceOptions) -> Callable[[s
 
         def to_float(text: str) -> float:
             # digits, one decimal separator and digits after it, maybe a minus: float() reads it as it
-            # is (a regex match to see that costs twice the float() itself, on every price cell)
+            # is (a regex match to see that costs twice the float() itself, on every price cell); a
+            # text this short is never too large to send (MAX_WHOLE_DIGITS), a longer one is checked
             whole, point, fraction = text.removeprefix("-").partition(decimal)
-            if whole.isdecimal() and (fraction.isdecimal() or not point) and len(text) <= MAX_NUMBER_CHARS:
+            if whole.isdecimal() and (fraction.isdecimal() or not point) and len(text) <= MAX_WHOLE_DIGITS:
                 return float(text if point in ("", ".") else text.replace(point, "."))
-            return float(parse(text))
+            return convert(parse(text), kind, spec)
 
         return to_float
     if kind == "int":
 
         def to_int(text: str) -> int:
-            if text.isdigit() and text.isascii() and len(text) <= MAX_NUMBER_CHARS:
+            if text.isdigit() and text.isascii() and len(text) <= MAX_WHOLE_DIGITS:
                 return int(text)
             return convert(parse(text), kind, spec)
 
@@ -195,13 +196,17 @@ def _short(text: str, most: int = 60) -> str:
 
 
 def _bind_fallback(spec: FieldSpec, kind: str, source: SourceOptions, header: _Header) -> Getter:
-    """The field, else (when it comes out blank) its fallback.
+    """The field, else (when it comes out blank) its fallback, else the `default`.
 
-    A column the chain names is reported missing only when no column of the chain is in the
-    file: `Weight (g)` falling back to `Weight (kg)` is a choice between two spellings.
+    The default ends the chain: given on the field, it is used only once every fallback came out
+    blank (a fallback's own default comes first). A column the chain names is reported missing
+    only when no column of the chain is in the file: `Weight (g)` falling back to `Weight (kg)` is
+    a choice between two spellings.
     """
-    first = bind_field(replace(spec, fallback=None), kind, source, header)
-    second = bind_field(spec.fallback, kind, source, header)  # type: ignore[arg-type]
+    assert spec.fallback is not None
+    first = bind_field(replace(spec, fallback=None, default=None), kind, source, header)
+    last = spec.fallback if spec.fallback.default else replace(spec.fallback, default=spec.default)
+    second = bind_field(last, kind, source, header)
     chain = chain_columns(spec)
     if any(header.has(c) for c in chain):
         for c in chain:  # only where this field named it: the same column named elsewhere stays missing

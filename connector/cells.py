@@ -31,6 +31,11 @@ _SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
 # A number cell longer than this is not a price or a quantity but a pasted-in mistake; longer
 # digit strings also make int() refuse (over 4,300 digits) and Decimal lose precision.
 MAX_NUMBER_CHARS = 40
+# A number sent as a number (a price, a quantity) has at most this many digits before its point:
+# Decimal's precision, beyond which `round:` cannot work either. A longer one is not a price but a
+# mistake (a barcode in the price column), and is refused; a text this short never has more.
+MAX_WHOLE_DIGITS = 28
+TOO_LARGE_TO_SEND = 10**MAX_WHOLE_DIGITS
 _SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2007": " "})
 # What the reader gives for a date cell (2016-06-24, or with a time), and ISO text dates.
 _ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?)?$")

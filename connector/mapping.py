@@ -1811,6 +1811,8 @@ def number_failure(exc: BaseException) -> str:
 def convert(value: Any, kind: str, spec: FieldSpec) -> Any:
     """A typed value as the API wants it: str, float (JSON number), int, or "true"/"false"."""
     value = scale(value, spec)
+    if kind in ("float", "int") and isinstance(value, (int, Decimal)) and abs(value) >= cells.TOO_LARGE_TO_SEND:
+        raise CellError(number_failure(OverflowError()))
     if kind == "float":
         number = float(value)
         if not math.isfinite(number):  # JSON has no Infinity

@@ -194,6 +194,9 @@ class Table:
     # The row the column names came from, as a spreadsheet numbers it (the first sheet's when
     # several are read); None when the file has no header row (source.header: none).
     header_row: int | None = None
+    # Names the header holds more than once -> their 1-based columns (the later ones are read as
+    # "Notes (2)", ...); a mapping that reads such a name is ambiguous and refused.
+    twice: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

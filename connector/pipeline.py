@@ -46,7 +46,7 @@ from connector.catalogue import (
     unmapped,
 )
 from connector.checks import check_products
-from connector.columns import Header
+from connector.columns import Header, column_key
 from connector.common import endpoint_parts, file_identity, iso_utc
 from connector.config import Settings, builtin_mappings
 from connector.errors import (
@@ -1056,6 +1056,8 @@ def plan_file(path: Path, settings: Settings, *, mapping: str | Mapping | None =
         tick = clock()
         stage("reading")
         table = read_table(path, **_read_options(spec, settings))
+        if table.twice:
+            _refuse_ambiguous(path.name, spec, table)
         timings["read"] = clock() - tick
         tick = clock()
         stage("mapping")
@@ -1343,6 +1345,22 @@ def _no_rows(name: str, spec: Mapping, table: Table) -> str:
     return why
 
 
+def _refuse_ambiguous(name: str, spec: Mapping, table: Table) -> None:
+    """Refuse a file whose header names a column twice when the mapping reads that name: which of
+    the two it means is not clear. A name the mapping never reads only warns (read._name_header).
+
+    The mapping is bound once to an empty header: every column it names by name comes out missing.
+    """
+    probe = build_products([Row(1, {}, None, 1)], replace(spec, missing_columns="warn"), source_id=0)
+    wanted = {column_key(p.column) for p in probe.problems if p.kind == "column" and p.column}
+    for column, positions in table.twice.items():
+        if column_key(column) in wanted:
+            raise ReadError(
+                f"{name}: the header names the column {column!r} {len(positions)} times (columns "
+                f"{', '.join(map(str, positions))}) and the mapping reads {column!r}: which one it means is "
+                f"not clear; give the columns different names in the export")
+
+
 def _cleared(rows: list[Row], token: str) -> tuple[list[Row], dict[Place, frozenset[str]]]:
     """Rows with cells holding the clear token made blank, and which columns each row (sheet, line) cleared."""
     out, cleared = [], {}
@@ -1421,7 +1439,7 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
     for p in problems:
         if p.severity == "error" and p.line is not None:
             place = (p.sheet, p.line)
-            where = f"{p.column}: " if p.column and p.column not in p.reason else ""
+            where = f"{p.column}: " if p.column and not _names_column(p.reason, p.column) else ""
             reasons.setdefault(place, f"{where}{p.reason}")
             columns.setdefault(place, p.column)
             if p.row_number is not None:
@@ -1441,6 +1459,13 @@ def _rejected_rows(rows: list[Row], problems: list[Problem], held: dict[str, lis
             row = Row(place[1], {}, place[0], numbers.get(place))
         out.append(Rejected(row, reason, columns.get(place)))
     return _in_file_order(out, rows)
+
+
+def _names_column(reason: str, column: str) -> bool:
+    """Whether a reason names the column itself: it starts with it (a field read from a column of its
+    name: `price "12,5O" is not a number`) or quotes it (`column "Unit"`). A name that is only part of
+    another word or value (column 4 in `qty "4.5"`) does not count."""
+    return reason.startswith(f"{column} ") or f'"{column}"' in reason
 
 
 def _in_file_order(rejected: list[Rejected], rows: list[Row]) -> list[Rejected]:

@@ -9,7 +9,7 @@ Every cell comes back as text: `00123`, `NA`, `1E5`, `TRUE` stay exactly as writ
 workbook cells are turned into text the way a person reads them (479.0 -> "479", dates -> ISO).
 Types are the mapping's job, never the reader's (DESIGN.md invariant 5).
 
-A problem with the whole file (unreadable, no header, duplicate header names, a hostile
+A problem with the whole file (unreadable, no header, duplicate names in source.columns, a hostile
 workbook, mostly NUL bytes, a quote left open over the rows after it, more rows than
 `max_rows`) raises ReadError with one line for a person; a problem with one record (bad bytes,
 extra values, a last record cut short) refuses that record only and is listed in
@@ -153,10 +153,12 @@ def _read_workbook_isolated(path: Path, kind: str, rule: _HeaderRule, sheet, max
             child.join()
     if outcome == "refused":
         raise ReadError(payload)
-    header, fmt, sheet_names, problems, header_row, rows = payload
-    table = Table(header=header, rows=[], format=fmt, sheet=sheet_names, problems=problems, header_row=header_row)
-    columns = Columns(header)  # every row has every column (_fill_missing_columns)
-    table.rows = [Row(line, Cells(columns, tuple(values)), row_sheet, line) for line, row_sheet, values in rows]
+    header, fmt, sheet_names, problems, header_row, twice, headers, rows = payload
+    table = Table(header=header, rows=[], format=fmt, sheet=sheet_names, problems=problems, header_row=header_row,
+                  twice=twice)
+    columns = {row_sheet: Columns(names) for row_sheet, names in headers.items()}  # each sheet its own
+    table.rows = [Row(line, Cells(columns[row_sheet], tuple(values)), row_sheet, line)
+                  for line, row_sheet, values in rows]
     return table
 
 
@@ -174,10 +176,16 @@ def _workbook_child(send, path: Path, kind: str, rule: _HeaderRule, sheet, max_r
     try:
         table = _read_workbook(path, kind, rule, sheet, preflight=False,  # the parent did it
                                max_rows=max_rows)
-        header = table.header
+        # Each sheet's rows have that sheet's columns (all sheets read: a column one sheet lacks is
+        # missing there, and the mapping matches names on each sheet's own header).
+        headers: dict[str | None, list[str]] = {}
+        for row in table.rows:
+            if row.sheet not in headers:
+                headers[row.sheet] = list(row.cells)
         # Equal texts stay one object through pickling, so the parent keeps the sharing.
-        rows = [(row.line, row.sheet, [row.cells.get(name, "") for name in header]) for row in table.rows]
-        send.send(("read", (header, table.format, table.sheet, table.problems, table.header_row, rows)))
+        rows = [(row.line, row.sheet, list(row.cells.values())) for row in table.rows]
+        send.send(("read", (table.header, table.format, table.sheet, table.problems, table.header_row,
+                            table.twice, headers, rows)))
     except ReadError as exc:
         send.send(("refused", str(exc)))
     except MemoryError:
@@ -214,6 +222,41 @@ def _name_columns(cells: list[str], where: str, first_col: int = 0) -> list[str]
     if dupes:
         listed = ", ".join(repr(n) for n in dupes)
         raise ReadError(f"{where}: duplicate column names in the header: {listed}")
+    return names
+
+
+def _name_header(table: Table, cells: list[str], line: int, row: int, sheet: str | None = None,
+                 first_col: int = 0) -> list[str]:
+    """Column names from a header row's cells; blanks become column_<N>.
+
+    A name the header holds twice (an ERP report's two `Notes` columns) keeps it for its first
+    column; the later ones are read as `Notes (2)`, `Notes (3)`, so no value is lost. Which one
+    a mapping naming `Notes` means is not clear: `table.twice` lists these names, and a mapping
+    that reads one refuses the file (pipeline); otherwise the header gets a warning.
+    """
+    names = [normalise_name(c) or f"column_{first_col + i + 1}" for i, c in enumerate(cells)]
+    counts = Counter(names)
+    if len(counts) == len(names):
+        return names
+    taken, seen = set(names), Counter[str]()
+    for i, name in enumerate(names):
+        seen[name] += 1
+        if seen[name] > 1:
+            k = seen[name]
+            while f"{name} ({k})" in taken:
+                k += 1
+            names[i] = f"{name} ({k})"
+            taken.add(names[i])
+    for name in (n for n in counts if counts[n] > 1):
+        positions = [first_col + i + 1 for i, c in enumerate(cells) if (normalise_name(c) or "") == name]
+        table.twice.setdefault(name, positions)
+        given = ", ".join(names[p - first_col - 1] for p in positions)
+        on = f"sheet {sheet!r}, " if sheet else ""
+        table.problems.append(Problem(
+            kind="header", severity="warning", line=line, row_number=row, sheet=sheet,
+            reason=f"{on}the header names the column {name!r} {len(positions)} times (columns "
+                   f"{', '.join(map(str, positions))}); they are read as {given}, and a mapping that reads "
+                   f"{name!r} is refused as ambiguous"))
     return names
 
 
@@ -621,7 +664,7 @@ def _fill_csv_table(csv_file, table, reader, rule: _HeaderRule, usual, damage, p
             if line >= header_start:
                 reason = listed[0][1] if listed else f"{count:,} bad bytes"
                 raise ReadError(f"{name}: line {line}: the header holds a bad byte: {reason}")
-        header = _name_columns(cells, f"{name}: line {header_end}")
+        header = _name_header(table, cells, header_start, number)
         if len(header) == 1 and usual > 1:
             raise ReadError(
                 f"{name}: line {header_end}: the header has one column but the rows have {usual} "
@@ -921,8 +964,6 @@ def _read_workbook(path: Path, kind: str, rule: _HeaderRule, sheet, *, preflight
                 raw = workbook.get_sheet_by_name(name)
                 _add_sheet(path.name, table, name, raw, rule, all_sheets=sheet == "*",
                            max_rows=max_rows)
-            if len(names) > 1:
-                _fill_missing_columns(table)  # sheets whose headers differ
         finally:
             workbook.close()
     except ReadError:
@@ -969,7 +1010,8 @@ def _add_sheet(file, table, name, raw, rule: _HeaderRule, all_sheets, max_rows=N
             what = f"the columns {', '.join(rule.find)}" if rule.find else f"row {rule.row}"
             raise ReadError(f"{where}: no header row ({what} not found){_first_row_shown(found)}")
         cells, header_line = found
-        header = _name_columns([_cell_text(v) for v in cells], f"{where}, row {header_line}", first_col)
+        header = _name_header(table, [_cell_text(v) for v in cells], header_line, header_line,
+                              name if all_sheets else None, first_col)
         _warn_if_data(table, header, header_line, header_line, name if all_sheets else None)
     else:  # no header row: columns named by `columns`, then by their Excel column number
         header_line = 0
@@ -1014,16 +1056,6 @@ def _locate_sheet_header(rows, rule: _HeaderRule):
         elif number == rule.row:
             return values, number
     return first
-
-
-def _fill_missing_columns(table: Table) -> None:
-    """Give every row of every sheet all the table's columns, so rows look alike to the mapping."""
-    for row in table.rows:
-        cells = row.cells
-        if len(cells) < len(table.header):
-            assert isinstance(cells, dict)  # a sheet's rows are dicts until they leave the workbook reader
-            for column in table.header:
-                cells.setdefault(column, "")
 
 
 _MIDNIGHT = time(0, 0)

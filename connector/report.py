@@ -393,8 +393,8 @@ def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected],
         while title.casefold() in titles:  # two names that differ only in characters Excel refuses
             title = f"{title[:27]} ({len(titles) + 1})"
         titles.add(title.casefold())
-        comments -= _fill_sheet(workbook.create_sheet(title), header, rows, header_row=header_row, file=file,
-                                comments=comments)
+        comments -= _fill_sheet(workbook.create_sheet(title), _sheet_header(header, rows) if name else header,
+                                rows, header_row=header_row, file=file, comments=comments)
     if len(rejected) > max_rows:  # a sheet of its own, last: a mapping reads the first sheet only
         note = workbook.create_sheet("more rows")
         note.append([f"{len(rejected):,} rows were refused; the first {max_rows:,} are on the "
@@ -413,6 +413,12 @@ def write_rejected_xlsx(path: Path, header: list[str], rejected: list[Rejected],
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def _sheet_header(header: list[str], rows: list[Rejected]) -> list[str]:
+    """The columns of one sheet of several read: those its rows have (each sheet has its own
+    header, so its fixed rows read back under it), in the order of the file's columns."""
+    return [c for c in header if any(c in r.row.cells for r in rows)] or header
 
 
 def _fill_sheet(ws: Any, header: list[str], rejected: list[Rejected], *, header_row: int, file: str,

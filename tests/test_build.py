@@ -446,7 +446,10 @@ def test_woocommerce_weight_in_kilograms_is_read_when_grams_are_absent():
         ({"price": {"column": "n", "type": "decimal", "round": 2}}, "1" * 30, "is not a number that can be sent"),
         ({"grams": {"column": "n", "type": "decimal", "multiply": 1000, "round": 0}}, "9" * 39, "is not a number that can be sent"),
         ({"qty": {"column": "n", "type": "decimal", "round": 0}}, "1" * 30, "is not a number that can be sent"),
-        ({"price": {"column": "n", "type": "decimal", "multiply": "1e300"}}, "9" * 39, "is too large a number to send"),
+        ({"price": {"column": "n", "type": "decimal", "multiply": "1e20"}}, "9" * 20, "is not a number that can be sent"),
+        ({"price": {"column": "n", "type": "decimal"}}, "1" * 30, "is not a number that can be sent"),
+        ({"qty": {"column": "n", "type": "int"}}, "-" + "9" * 29, "is not a number that can be sent"),
+        ({"price": {"column": "n", "type": "int"}}, "12" * 15, "is not a number that can be sent"),
         ({"qty_availability": {"columns": "^n$", "type": "int"}}, "7" * 4500, "is too long for a number"),
     ],
 )

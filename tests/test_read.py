@@ -193,19 +193,23 @@ def test_blank_rows_are_dropped_and_lines_kept(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "header, names",
+    "header, names, twice",
     [
-        ("sku,SKU ,sku", "'sku'"),
-        ("sku,\u00a0sku\u200b,title", "'sku'"),
-        ("a,b,a,b", "'a', 'b'"),
+        ("sku,SKU ,sku", ["sku", "SKU", "sku (2)"], {"sku": [1, 3]}),
+        ("sku,\u00a0sku\u200b,title", ["sku", "sku (2)", "title"], {"sku": [1, 2]}),
+        ("a,b,a,b,a (2)", ["a", "b", "a (3)", "b (2)", "a (2)"], {"a": [1, 3], "b": [2, 4]}),
     ],
 )
-def test_duplicate_headers_are_an_error_naming_them(tmp_path, header, names):
-    path = write(tmp_path, "p.csv", header + "\n" + ",".join("x" * len(header.split(","))) + "\n")
-    with pytest.raises(ReadError) as err:
-        read_table(path)
-    assert "duplicate column names" in str(err.value) and names in str(err.value)
-    assert "p.csv" in str(err.value) and "\n" not in str(err.value)
+def test_a_name_the_header_holds_twice_is_read_under_a_name_of_its_own_with_a_warning(tmp_path, header, names,
+                                                                                        twice):
+    width = len(header.split(","))
+    path = write(tmp_path, "p.csv", header + "\n" + ",".join(str(i) for i in range(width)) + "\n")
+    table = read_table(path)
+    assert table.header == names and table.twice == twice
+    assert list(table.rows[0].cells.values()) == [str(i) for i in range(width)]  # no value lost
+    warnings = [p for p in table.problems if p.kind == "header"]
+    assert len(warnings) == len(twice) and all(p.severity == "warning" and p.line == 1 for p in warnings)
+    assert f"names the column {next(iter(twice))!r} 2 times" in warnings[0].reason
 
 
 def test_empty_header_cells_are_named_by_position(tmp_path):
@@ -385,9 +389,10 @@ def test_unknown_sheet_names_the_choices(three_sheets, sheet, message):
 def test_all_sheets_with_find_header(three_sheets):
     table = read_table(three_sheets, sheet="*", find_header=["SKU"])
     assert table.header == ["sku", "qty", "bin"]  # union in first-seen order
+    # each sheet's rows have that sheet's columns: the mapping matches names on each sheet's own header
     assert [(r.sheet, r.line, r.cells) for r in table.rows] == [
-        ("North", 4, {"sku": "001", "qty": "1", "bin": ""}),
-        ("North", 5, {"sku": "002", "qty": "2", "bin": ""}),
+        ("North", 4, {"sku": "001", "qty": "1"}),
+        ("North", 5, {"sku": "002", "qty": "2"}),
         ("South", 2, {"sku": "003", "qty": "3", "bin": "B1"}),
     ]
     [warning] = table.problems
@@ -399,10 +404,12 @@ def test_find_header_in_one_sheet(three_sheets):
     assert lines(table) == [4, 5]
 
 
-def test_workbook_duplicate_header_names_sheet(tmp_path):
+def test_workbook_duplicate_header_names_are_read_apart(tmp_path):
     path = make_xlsx(tmp_path / "p.xlsx", {"S": [["sku", "SKU", "sku"], ["1", "2", "3"]]})
-    with pytest.raises(ReadError, match=r"p\.xlsx, sheet 'S', row 1: duplicate column names in the header: 'sku'"):
-        read_table(path)
+    table = read_table(path)
+    assert table.header == ["sku", "SKU", "sku (2)"] and table.twice == {"sku": [1, 3]}
+    assert dict(table.rows[0].cells) == {"sku": "1", "SKU": "2", "sku (2)": "3"}
+    assert [p.severity for p in table.problems] == ["warning"]
 
 
 @pytest.mark.parametrize(
@@ -799,3 +806,20 @@ def test_a_csv_rows_cells_read_as_a_dict_of_its_header(tmp_path):
     assert json.loads(json.dumps(dict(second.cells))) == {"sku": "B2", "price": "", "qty": "7"}
     with pytest.raises(KeyError):
         first.cells["missing"]
+
+
+def test_a_column_named_twice_refuses_the_file_only_when_the_mapping_reads_it(tmp_path):
+    from connector.config import Settings
+    from connector.mapping import parse_mapping
+    from connector.pipeline import plan_file
+
+    path = write(tmp_path, "stock.csv", "Code,Title,Note,Notes,Notes\nA1,Kettle,n,front,back\n")
+    base = {"group_by": "Code", "product": {"title": "Title"}, "variant": {"source_variant_code": "Code", "sku": "Code"}}
+    plan = plan_file(path, Settings(), mapping=parse_mapping(base))  # never reads Notes: mapped, with a warning
+    assert [p.code for p in plan.products] == ["A1"]
+    assert [(p.kind, p.severity) for p in plan.problems] == [("header", "warning")]
+    for reads in ({"column": "notes", "fallback": "Title"}, "NOTES"):  # a fallback, any case: it reads Notes
+        spec = parse_mapping({**base, "product": {"title": "Title", "body_html": reads}})
+        with pytest.raises(ReadError, match="the header names the column 'Notes' 2 times \\(columns 4, 5\\) and "
+                                            "the mapping reads 'Notes': which one it means is not clear"):
+            plan_file(path, Settings(), mapping=spec)

@@ -218,3 +218,37 @@ def test_a_merged_product_held_back_while_batching_refuses_its_row_on_its_own_sh
     assert report.rows is not None and (report.rows.items, report.rows.refused) == (1, 1) and report.rows.balanced
     stored = {p["source_product_code"]: p for p in sb.state()["products"]}
     assert stored["P1"]["vendor"] == "Bolt" and stored["P2"]["vendor"] == "Acme"
+
+
+def test_a_column_one_sheet_lacks_is_missing_on_that_sheet(tmp_path):
+    """Each sheet is mapped with its own header: a column another sheet has does not make it blank here."""
+    path = workbook(tmp_path / "stores.xlsx", {
+        "A": [HEADER, ["P1", "S1", "Mug", "10"]],
+        "B": [["code", "sku", "title"], ["P2", "S2", "Jug"]],
+    })
+    plan = plan_file(path, Settings(), mapping=parse_mapping(MAPPING))
+    missing = [(p.sheet, p.column, p.severity) for p in plan.problems if p.kind == "column"]
+    assert missing == [("B", "price", "warning")]
+    assert sorted(p.code for p in plan.products) == ["P1", "P2"]
+
+    refused = plan_file(path, Settings(), mapping=parse_mapping({**MAPPING, "missing_columns": "error"}))
+    assert [(p.sheet, p.column, p.severity) for p in refused.problems if p.kind == "column"] == [("B", "price", "error")]
+    assert refused.products == []
+
+
+def test_rejected_files_of_sheets_with_different_headers_hold_each_row_under_its_columns(tmp_path):
+    path = workbook(tmp_path / "mixed.xlsx", {
+        "A": [HEADER, ["P1", "S1", "Mug", "x1"], ["P2", "S2", "Jug", "4"]],
+        "B": [["CODE", "SKU", "Title", "Price", "Bin"], ["P3", "S3", "Cup", "y2", "B7"]],
+    })
+    plan = plan_file(path, Settings(), mapping=parse_mapping(MAPPING))
+    assert [(r.row.sheet, r.row.line, dict(r.row.cells)) for r in plan.rejected] == [
+        ("A", 2, {"code": "P1", "sku": "S1", "title": "Mug", "price": "x1"}),
+        ("B", 2, {"CODE": "P3", "SKU": "S3", "Title": "Cup", "Price": "y2", "Bin": "B7"})]
+    assert [p.code for p in plan.products] == ["P2"]
+    report = plan.fill(Report(file="mixed.xlsx"))
+    write_report_files(report, tmp_path / "mixed.xlsx")
+    wb = openpyxl.load_workbook(tmp_path / "mixed.xlsx.rejected.xlsx")
+    assert [[c.value for c in wb[name][1]] for name in ("A", "B")] == [  # each sheet under its own header
+        [*HEADER, "line", "reason"], ["CODE", "SKU", "Title", "Price", "Bin", "line", "reason"]]
+    assert [c.value for c in wb["B"][2]][:5] == ["P3", "S3", "Cup", "y2", "B7"]
