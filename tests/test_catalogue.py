@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.config import Rule
+from connector.config import Rule, Settings
 from connector.ledger import Ledger
 from connector.sandbox import Faults
 from connector.wire import item_hash
@@ -593,18 +593,25 @@ def test_a_join_row_refused_once_joined_is_named_with_its_file(fast_sandbox, tmp
     assert set(stored(fast_sandbox)) == {"P9"}
 
 
-def test_a_waiting_row_merged_into_a_product_held_back_is_named_with_its_file(fast_sandbox, tmp_path):
-    """s.csv's row for BIG1 waits; p.csv brings BIG1 too big to send: p.csv refuses its own row, and the
-    row of s.csv that went into it is named with its file, not taken for a row of p.csv."""
+def big_product_files(tmp_path: Path, sandbox) -> Settings:
+    """s.csv, a stock file whose rows wait for SMALL1 and BIG1; p.csv brings them, BIG1 too big to send
+    in the 64 KiB batches of the settings returned (mappings big-stock and big-products)."""
     from tests.test_review_defects import FULL, UPDATE
 
-    settings = stock_settings(tmp_path, fast_sandbox)
+    settings = stock_settings(tmp_path, sandbox)
     settings.batch.max_bytes = 64 * 1024
     (tmp_path / "mappings" / "big-stock.yaml").write_text(UPDATE, encoding="utf-8")
     (tmp_path / "mappings" / "big-products.yaml").write_text(FULL, encoding="utf-8")
     (tmp_path / "s.csv").write_text("code,qty\nSMALL1,4\nBIG1,5\n", encoding="utf-8")
     (tmp_path / "p.csv").write_text(f"code,title,body,price\nSMALL1,Small,,5\nBIG1,Big,{'x' * 66000},10\n",
                                     encoding="utf-8")
+    return settings
+
+
+def test_a_waiting_row_merged_into_a_product_held_back_is_named_with_its_file(fast_sandbox, tmp_path):
+    """s.csv's row for BIG1 waits; p.csv brings BIG1 too big to send: p.csv refuses its own row, and the
+    row of s.csv that went into it is named with its file, not taken for a row of p.csv."""
+    settings = big_product_files(tmp_path, fast_sandbox)
     pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
     assert pipeline.run_file(tmp_path / "s.csv", mapping="big-stock").counts.rows_waiting == 2
     outcome = pipeline.run_file(tmp_path / "p.csv", mapping="big-products")
@@ -627,15 +634,7 @@ def test_a_row_waiting_for_a_product_held_back_while_batching_waits_on_and_goes_
         fast_sandbox, tmp_path):
     """s.csv's rows wait; p.csv brings BIG1 too big to send: s.csv's row of BIG1 stays in the ledger and
     the report says so; p2.csv brings BIG1 fixed, and it goes with s.csv's quantity."""
-    from tests.test_review_defects import FULL, UPDATE
-
-    settings = stock_settings(tmp_path, fast_sandbox)
-    settings.batch.max_bytes = 64 * 1024
-    (tmp_path / "mappings" / "big-stock.yaml").write_text(UPDATE, encoding="utf-8")
-    (tmp_path / "mappings" / "big-products.yaml").write_text(FULL, encoding="utf-8")
-    (tmp_path / "s.csv").write_text("code,qty\nSMALL1,4\nBIG1,5\n", encoding="utf-8")
-    (tmp_path / "p.csv").write_text(f"code,title,body,price\nSMALL1,Small,,5\nBIG1,Big,{'x' * 66000},10\n",
-                                    encoding="utf-8")
+    settings = big_product_files(tmp_path, fast_sandbox)
     (tmp_path / "p2.csv").write_text("code,title,body,price\nBIG1,Big,Shorter now,10\n", encoding="utf-8")
     pipeline = pipeline_for(tmp_path, fast_sandbox, settings)
     assert pipeline.run_file(tmp_path / "s.csv", mapping="big-stock").counts.rows_waiting == 2
