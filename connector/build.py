@@ -787,7 +787,7 @@ class _Run:
 
     def set_options(self, product: dict, variant: dict, present: list[tuple[str, str]]) -> None:
         """The product's option list and the variant's option1..N, numbered in the order present."""
-        names = tuple(n for n, _ in present)
+        names = next(zip(*present, strict=True))  # the names, as one tuple (no generator frame per row)
         product["options"] = self.share(
             ("options", names), lambda: [{"name": n, "position": i} for i, n in enumerate(names, 1)]
         )
