@@ -333,10 +333,10 @@ def sent(sb) -> dict[str, int]:
                                                  for p in ("/v1/products/queue", "/v1/images/queue")}}
 
 
-def test_the_sandbox_finds_products_only_through_a_channel_of_a_user_that_is_not_an_admin(make_sandbox):
+def searcher_of_product_s(sb):
+    """Queue product S on the sandbox; return a search for it (query parameters: channel_id) giving the codes found."""
     import requests
 
-    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, search_needs_channel=True, channels=2)
     token = sb.issue_token()
     product = item("S", "S-1", sku="S-1")
     product["source"].update(source_id=1, sync_token="0", fetch_token="0")
@@ -351,8 +351,18 @@ def test_the_sandbox_finds_products_only_through_a_channel_of_a_user_that_is_not
         assert answer.json()["hits"]["total"] == len(answer.json()["system_products"])
         return [p["source_product_code"] for p in answer.json()["system_products"]]
 
+    return found
+
+
+def test_the_sandbox_finds_products_only_through_a_channel_of_a_user_that_is_not_an_admin(make_sandbox):
+    import requests
+
+    sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, search_needs_channel=True, channels=2)
+    found = searcher_of_product_s(sb)
+
     assert (found(), found(channel_id=1), found(channel_id=2), found(channel_id=3)) == ([], ["S"], ["S"], [])
-    listed = requests.get(f"{sb.url}/v1/channels", params={"token": token}, timeout=10).json()["system_channels"]
+    listed = requests.get(f"{sb.url}/v1/channels", params={"token": sb.issue_token()},
+                          timeout=10).json()["system_channels"]
     assert [(c["id"], c["description"]) for c in listed] == [(1, "Sandbox channel"), (2, "Sandbox channel 2")]
 
 
@@ -480,21 +490,9 @@ def test_watch_records_a_verify_that_could_not_see_the_products_as_a_problem_and
 # -- an admin whose products are not linked to the account's one channel ----------------------
 
 def test_the_sandbox_narrows_a_search_with_a_channel_to_the_products_linked_to_it(make_sandbox):
-    import requests
 
     sb = make_sandbox(rate=1000.0, unauth_rate=1000.0, channel_narrows_search=True)
-    token = sb.issue_token()
-    product = item("S", "S-1", sku="S-1")
-    product["source"].update(source_id=1, sync_token="0", fetch_token="0")
-    requests.post(f"{sb.url}/v1/products/queue", params={"token": token, "source_id": 1},
-                  json={"system_products": [product]}, timeout=10).raise_for_status()
-
-    def found(**params) -> list[str]:
-        answer = requests.post(f"{sb.url}/v1/products/elastic_search", params={"token": token, **params},
-                               json={"query": {"bool": {"filter": [{"terms": {"source_product_code": ["S"]}}]}}},
-                               timeout=10)
-        assert answer.status_code == 200 and answer.json()["hits"]["total"] == len(answer.json()["system_products"])
-        return [p["source_product_code"] for p in answer.json()["system_products"]]
+    found = searcher_of_product_s(sb)
 
     assert (found(), found(channel_id=1)) == (["S"], [])
     assert sb.state()["products"][0]["channels"] == []  # the queue links a product to no channel
