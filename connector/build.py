@@ -292,8 +292,8 @@ class _Bound:
     group_column: str | None
     status: Getter | None
     status_column: str | None
-    product: _Fields
-    variant: _Fields
+    product: Fields
+    variant: Fields
     options: list[tuple[Getter, Getter, str | None, str | None]]
     families: list[tuple[str, str, str, str, _Entries]]  # section, key, name key, value key, entries
     image_columns: list[str]
@@ -314,14 +314,8 @@ class _Bound:
         return tuple([cells.get(name, "") for name in self.names])
 
 
-class _Fields:
-    """The fields of one part of an item (product or variant) bound to a header, in the mapping's order."""
-
-    __slots__ = ("names", "pairs")
-
-    def __init__(self, pairs: list[tuple[str, Read]]) -> None:
-        self.pairs = pairs
-        self.names = [name for name, _ in pairs]
+# The fields of one part of an item (product or variant) bound to a header: (name, read), in the mapping's order.
+Fields = list[tuple[str, Read]]
 
 
 def _bind(mapping: Mapping, cells: Cellmap[str, str]) -> _Bound:
@@ -343,8 +337,8 @@ def _bind(mapping: Mapping, cells: Cellmap[str, str]) -> _Bound:
     if mapping.active is not None:
         status = field("product_active", mapping.active.field, "str").get
         status_column = columns_of["product_active"]
-    product = _Fields([(n, field(n, s, PRODUCT_FIELDS[n][1])) for n, s in mapping.product])
-    variant = _Fields([(n, field(n, s, VARIANT_FIELDS[n][1])) for n, s in mapping.variant])
+    product = [(n, field(n, s, PRODUCT_FIELDS[n][1])) for n, s in mapping.product]
+    variant = [(n, field(n, s, VARIANT_FIELDS[n][1])) for n, s in mapping.variant]
     options = []
     for opt in mapping.options:
         name_col = _raw_getter(opt.name, header)[1]
@@ -854,16 +848,11 @@ _REQUIRED_TO_DELETE = ("source_variant_code", "sku")  # a delete needs only its 
 _SLOTS = {i: f"option{i}" for i in range(1, 100)}
 
 
-def _fill(fields: _Fields, texts: Texts, errors: list[CellError]) -> dict[str, Any]:
-    """The non-blank values of these fields for one row; cell errors go to `errors`."""
-    return _read_fields(fields.pairs, texts, errors)
-
-
-# A converter's own failures; the field's getter words them with the cell (see _read_fields).
+# A converter's own failures; the field's getter words them with the cell (see _fill).
 _CONVERT_FAILURES = (CellError, *_NUMBER_FAILURES)
 
 
-def _read_fields(pairs: Sequence[tuple[str, Read]], texts: Texts, errors: list[CellError]) -> dict[str, Any]:
+def _fill(fields: Sequence[tuple[str, Read]], texts: Texts, errors: list[CellError]) -> dict[str, Any]:
     """{name: value} of the fields that are not blank in one row; cell errors go to `errors`.
 
     The loop every row of a file runs for every field: a plain read is done here inline,
@@ -871,7 +860,7 @@ def _read_fields(pairs: Sequence[tuple[str, Read]], texts: Texts, errors: list[C
     dict; the rest, and a plain read whose text does not convert, go through the field's getter.
     """
     out: dict[str, Any] = {}
-    for name, (at, conv, default, get) in pairs:
+    for name, (at, conv, default, get) in fields:
         if at >= 0:
             text = texts[at].strip()
             if not text:
@@ -937,7 +926,7 @@ def _family_values(
         key: Any = texts[at].strip() if at >= 0 else None
         entry = memo.get(key) if key is not None else None
         if entry is None:
-            v = _read_fields(((name, read),), texts, errors).get(name)
+            v = _fill(((name, read),), texts, errors).get(name)
             if v is None:
                 continue
             if key is None:  # keyed by value: 1, 1.0 and True are one key but not one JSON value, nor 0.0 and -0.0
@@ -953,7 +942,7 @@ def _family_values(
     return out
 
 
-class _Entries(_Fields):
+class _Entries:
     """A family's entries bound to one header (name and read), each with the entries it made so far.
 
     A stock level or a price repeats over a file's variants: ~4 entries a row are ~90 MB of a
@@ -962,13 +951,12 @@ class _Entries(_Fields):
 
     __slots__ = ("each", "unique")
 
-    def __init__(self, pairs: list[tuple[str, Read]]) -> None:
-        super().__init__(pairs)
+    def __init__(self, fields: Fields) -> None:
         # (name, position, read, memo) per entry: what _family_values unpacks, for each row
         self.each: list[tuple[str, int, Read, dict[Any, dict[str, Any]]]] = [
-            (name, read.at, read, {}) for name, read in pairs
+            (name, read.at, read, {}) for name, read in fields
         ]
-        self.unique = len(set(self.names)) == len(pairs)
+        self.unique = len({name for name, _ in fields}) == len(fields)
 
 
 _MEMO_MOST = 50_000  # entries a memo keeps at most: a few MB
