@@ -12,7 +12,9 @@ Every sandbox started here is stopped when the test ends.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +42,20 @@ def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
 def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
     """A started sandbox with the default config (user demo/demo, source 1, 3 req/s)."""
     return make_sandbox()
+
+
+@pytest.fixture
+def fast_sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    """A sandbox that doesn't rate-limit: the client's clock is fake, the sandbox's is real."""
+    return make_sandbox(rate=1000.0, unauth_rate=1000.0)
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """The example export and its photos, copied where a test may change them."""
+    folder = tmp_path / "drop"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "examples", folder, ignore=shutil.ignore_patterns("*.py"))
+    return folder
 
 
 # Every plan a test makes checks that each row read is in exactly one count (connector.accounting):

@@ -22,19 +22,6 @@ from connector.wire import item_hash
 from tests.support import pipeline_for, settings_for
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
-
-
-@pytest.fixture
-def fast_sandbox(make_sandbox):
-    return make_sandbox(rate=1000.0, unauth_rate=1000.0)
-
-
-@pytest.fixture
-def example(tmp_path: Path) -> Path:
-    folder = tmp_path / "drop"
-    shutil.copytree(EXAMPLES, folder, ignore=shutil.ignore_patterns("*.py"))
-    return folder
 
 
 def product_items(sb) -> list[dict]:

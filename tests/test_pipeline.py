@@ -22,21 +22,6 @@ from connector.sandbox import Faults
 from tests.support import pipeline_for, settings_for
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
-
-
-@pytest.fixture
-def fast_sandbox(make_sandbox):
-    """A sandbox that doesn't rate-limit: the client's clock is fake, the sandbox's is real."""
-    return make_sandbox(rate=1000.0, unauth_rate=1000.0)
-
-
-@pytest.fixture
-def example(tmp_path: Path) -> Path:
-    """The example export and its photos, copied where a test may change them."""
-    folder = tmp_path / "drop"
-    shutil.copytree(EXAMPLES, folder, ignore=shutil.ignore_patterns("*.py"))
-    return folder
 
 
 def variant_codes(state: dict) -> dict[str, list[str]]:

@@ -17,11 +17,6 @@ from tests.support import pipeline_for
 from tests.test_catalogue import copy_corpus, stock_settings, stored
 
 
-@pytest.fixture
-def fast_sandbox(make_sandbox):
-    return make_sandbox(rate=1000.0, unauth_rate=1000.0)
-
-
 def test_a_changed_product_file_after_the_warehouse_files_keeps_their_stock(fast_sandbox, tmp_path):
     drop = copy_corpus(tmp_path, "products.csv", "mainWarehouseInventory.csv")
     settings = stock_settings(tmp_path, fast_sandbox)
