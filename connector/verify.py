@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from connector.batches import make_batches
 from connector.channels import SETTING as CHANNEL_SETTING
-from connector.channels import SETTING_NAME, SearchChannel, list_channels, resolve
+from connector.channels import SETTING_NAME, SearchChannel, choose, list_channels, resolve
 from connector.common import endpoint_parts, iso_utc, write_json_atomic
 from connector.model import Product
 from connector.report import Report
@@ -399,7 +399,7 @@ def verify(ledger: Ledger, client: ApiClient, endpoint: str, *, source_id: int |
                 result.channel, stored, seen, tried = tried, found, True, None
         if not seen:
             result.unseen = unseen(client, result.channel, len(expected), others, page_size=page_size,
-                                   source_id=source_id, looked=True, also=tried)
+                                   source_id=source_id, also=tried)
     if result.unseen is None:
         result.findings = compare(expected, images, stored, list(fields))
     result.finished_at = clock()
@@ -407,22 +407,20 @@ def verify(ledger: Ledger, client: ApiClient, endpoint: str, *, source_id: int |
 
 
 def unseen(client: ApiClient, channel: SearchChannel, missing: int, others: list[str], *,
-           page_size: int, source_id: int | None, looked: bool = False,
+           page_size: int, source_id: int | None,
            also: SearchChannel | None = None) -> dict[str, Any] | None:
     """Why the search could not see the products when it found none of the `missing` ones, or None
     when that means they are missing indeed.
 
-    `others` (products of the catalogue beyond those checked, up to a page) are looked for first
-    (unless `looked`: already, in vain): finding one shows the search sees this source. One
-    product looked for and not found is missing (unless the search went without a channel among
-    several): sending one again is cheap, and it is just what a queue that lost one item looks
-    like. `also`: the other way searched (SearchChannel.alternative), which saw none either."""
-    if others and not looked and _sees(client, channel, others, page_size=page_size, source_id=source_id):
-        return None
+    `others` (products of the catalogue beyond those checked, up to a page) were looked for already,
+    in vain (the caller's `_sees`): they count with the missing ones. One product looked for and
+    not found is missing (unless the search went without a channel among several): sending one
+    again is cheap, and it is just what a queue that lost one item looks like. `also`: the other
+    way searched (SearchChannel.alternative), which saw none either."""
     if missing + len(others) < 2 and channel.how not in ("several", "unlisted"):
         return None
     if channel.channels is None and channel.how == "configured":  # for the message: which ones there are
-        channel = SearchChannel(channel.channel_id, channel.how, _tuple(list_channels(client)))
+        channel = choose(channel.channel_id, list_channels(client))
     listing = channel.listing()
     resend = (f"`connector verify --repair --resend-unseen` sends the {missing} products again "
               f"(`connector push --full FILE` sends a file's products again)")
@@ -460,10 +458,6 @@ def _sees(client: ApiClient, channel: SearchChannel, codes: list[str], *, page_s
 def _briefly(channel: SearchChannel) -> str:
     """'without a channel' or 'through channel 5': how a search went, in a few words."""
     return "without a channel" if channel.channel_id is None else f"through channel {channel.channel_id}"
-
-
-def _tuple(channels: list[dict] | None) -> tuple[dict, ...] | None:
-    return None if channels is None else tuple(channels)
 
 
 def some_products(ledger: Ledger, endpoint: str, limit: int) -> list[str]:
