@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
-from .model import Place, Problem, Product, Rejected, Table, place_order
+from .model import Place, Problem, Product, Rejected, Table, describe_line, place_order
 
 STRICT_ENV = "CONNECTOR_STRICT_ROWS"
 log = logging.getLogger("connector.accounting")
@@ -127,7 +127,7 @@ def _by_place(sheet: str | None, line: int) -> int | Place:
 
 def _shown(at: int | Place) -> str:
     sheet, line = at if isinstance(at, tuple) else (None, at)
-    return f"sheet {sheet!r}, line {line}" if sheet else f"line {line}"
+    return describe_line(sheet, line)
 
 
 def settle(account: RowAccount, wrong: list[str], file: str, problems: list[Problem]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import Place, Problem, Product, Severity, place_order
+from .model import Place, Problem, Product, Severity, describe_line, place_order
 
 MAX_OPTIONS = 3
 # Product fields other than the title that should agree across a product's rows; the
@@ -77,7 +77,7 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
             if first_title is None:
                 first_title = (title, at)
             elif title != first_title[0]:
-                shown = _line(*first_title[1])
+                shown = describe_line(*first_title[1])
                 reason = f'title "{title}" differs from "{first_title[0]}" on {shown} (one title per product)'
                 add("conflict", reason, line, "title", title)
         values = tuple(map(body.get, SHARED_FIELDS))
@@ -100,20 +100,20 @@ def _check_product(product: Product, problems: list[Problem]) -> None:
             if len(names) > 1:
                 _check_repeated_names(names, line, add)
             reason = (
-                f"fills options ({_names(names)}) but {_line(*first_names[1])} fills ({_names(first_names[0])}); "
-                "every variant of a product needs the same options"
+                f"fills options ({_names(names)}) but {describe_line(*first_names[1])} fills "
+                f"({_names(first_names[0])}); every variant of a product needs the same options"
             )
             add("options", reason, line, "options")
         combo = (names, tuple(map(variant.get, keys)))
         if combo in combos:
             if names:
                 shown = ", ".join(f"{n} {v}" for n, v in zip(*combo, strict=True))  # one value per name
-                first = _line(*combos[combo])
+                first = describe_line(*combos[combo])
                 reason = f"repeats the options of {first} ({shown}); each variant needs its own combination"
                 add("options", reason, line, "options", shown)
             else:
                 reason = (
-                    f"is a second variant without options ({_line(*combos[combo])} is the first); "
+                    f"is a second variant without options ({describe_line(*combos[combo])} is the first); "
                     "give the variants options or their own product codes"
                 )
                 add("options", reason, line, "options")
@@ -140,7 +140,7 @@ def _check_shared(values: tuple[Any, ...], shared: tuple[tuple[Any, ...], tuple[
         if firsts[i] is None:
             firsts[i], places[i] = value, at
         elif firsts[i] != value:
-            reason = f"{SHARED_FIELDS[i]} differs from {_line(*places[i])}; the last row sent wins"
+            reason = f"{SHARED_FIELDS[i]} differs from {describe_line(*places[i])}; the last row sent wins"
             add("conflict", reason, at[1], SHARED_FIELDS[i], _short(value), "warning")
     return tuple(firsts), tuple(places)
 
@@ -191,19 +191,17 @@ def _check_duplicate_variants(products: list[Product], problems: list[Problem]) 
             if seen is None:
                 first[svc] = (product.code, place)
                 continue
-            where = _line(*seen[1]) + (f" (product {seen[0]})" if seen[0] != product.code else "")
+            where = describe_line(*seen[1]) + (f" (product {seen[0]})" if seen[0] != product.code else "")
             reason = f'source_variant_code "{svc}" is also on {where}; each variant code may appear once in a file'
             problems.append(Problem("duplicate", reason, "error", place[1], "source_variant_code", svc, product.code,
                                     place[0]))
             if seen[0] != product.code:
-                reason = f'source_variant_code "{svc}" is also used by product {product.code} on {_line(*place)}'
+                reason = (f'source_variant_code "{svc}" is also used by product {product.code} on '
+                          f"{describe_line(*place)}")
                 problems.append(Problem("duplicate", reason, "error", seen[1][1], "source_variant_code", svc, seen[0],
                                         seen[1][0]))
 
 
-def _line(sheet: str | None, line: int) -> str:
-    """"line 7", or "sheet 'B', line 7" when several sheets are read (each has a line 7)."""
-    return f"sheet {sheet!r}, line {line}" if sheet else f"line {line}"
 
 
 def _names(names: tuple[str, ...]) -> str:

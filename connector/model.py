@@ -115,6 +115,11 @@ class Cells(Mapping[str, str]):
         return repr(self.as_dict())
 
 
+def describe_line(sheet: str | None, line: int) -> str:
+    """"line 7", or "sheet 'B', line 7" when several sheets are read (each has a line 7)."""
+    return f"sheet {sheet!r}, line {line}" if sheet else f"line {line}"
+
+
 def describe_place(line: int | None, row_number: int | None, sheet: str | None = None) -> str:
     """"row 1107 (line 21133)" for a CSV record whose lines differ from its row, else "row N";
     a sheet's name first when given. "" when nothing is known."""
