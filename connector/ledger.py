@@ -930,14 +930,14 @@ class Ledger:
             text = encode_text(it)
             digest = (hashes or {}).get((code, variant)) or hashlib.sha256(text.encode("utf-8")).hexdigest()
             variants.append((endpoint, code, variant, text, digest, name, mapping, at))
-            record = {"source": it["source"], "product": {k: v for k, v in it["product"].items() if k != "variants"}}
-            products[(endpoint, code)] = (encode_text(record), name, mapping, at)
+            products[(endpoint, code)] = (it, name, mapping, at)  # the last item of a product gives its record
         self.db.executemany(
             "INSERT OR REPLACE INTO catalogue_variants (endpoint, product_code, variant_code, item, hash, file,"
             " mapping, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", variants)
         self.db.executemany(
             "INSERT OR REPLACE INTO catalogue_products (endpoint, product_code, record, file, mapping, at)"
-            " VALUES (?, ?, ?, ?, ?, ?)", [(*key, *value) for key, value in products.items()])
+            " VALUES (?, ?, ?, ?, ?, ?)", [(*key, _product_record(it), name, mapping, at)
+                                           for key, (it, name, mapping, at) in products.items()])
 
     def compact(self, before: float) -> int:
         """Drop the bodies of jobs that ended before `before` (epoch seconds), for files that finished.
@@ -1099,3 +1099,9 @@ def _mapping_name(report: str | None) -> str:
 
 def _cause(exc: OSError) -> str:
     return f"{exc.strerror or exc} (errno {exc.errno})" if exc.errno else str(exc)
+
+
+def _product_record(item: dict) -> str:
+    """The catalogue's record of a product: an item's source and product fields, without its variant."""
+    return encode_text({"source": item["source"],
+                        "product": {k: v for k, v in item["product"].items() if k != "variants"}})
