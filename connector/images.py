@@ -156,9 +156,7 @@ def _resolve(name: str, place: ImageFolder, allow_urls: bool) -> Path:
     parts, why = _name_parts(name, allow_urls)
     if why is not None:
         raise ImageError(why)
-    if not place.exists:
-        raise ImageError(MISSING)
-    base = place.base
+    base = place.base  # an existing folder: locate_images says every image of a missing one is missing
     try:
         path = base.joinpath(*parts).resolve(strict=True)
     except FileNotFoundError:
