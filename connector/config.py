@@ -358,20 +358,13 @@ class Settings(_Section):
         Refused rows fixed and dropped back (`bostonWarehouseInventory.csv.rejected.xlsx`) take
         the names of the file they came from, as they take its mapping (`mapping_for`).
         """
-        names = [file_name]
-        if file_name.lower().endswith(REJECTED_WORKBOOK):
-            names.append(file_name[: -len(REJECTED_WORKBOOK)])
-        original = names[-1]
+        rule, original = self._rule_for(file_name)
         stem = Path(original).stem
         out = {"warehouse": stem, "tier": stem}
-        for name in names:
-            for rule in self.rules:
-                if fnmatch.fnmatch(name.lower(), rule.pattern.lower()):
-                    for key in ("warehouse", "tier"):
-                        template = getattr(rule, key)
-                        if template:
-                            out[key] = template.replace("{stem}", stem).replace("{name}", original)
-                    return out
+        for key in ("warehouse", "tier"):
+            template = getattr(rule, key, None)
+            if template:
+                out[key] = template.replace("{stem}", stem).replace("{name}", original)
         return out
 
     def mapping_for(self, file_name: str) -> str:
@@ -380,14 +373,20 @@ class Settings(_Section):
         Refused rows fixed and dropped back (`stock.csv.rejected.xlsx`) take the mapping of
         the file they came from (`stock.csv`) when no rule names them.
         """
-        names = [file_name.lower()]
-        if names[0].endswith(REJECTED_WORKBOOK):
-            names.append(names[0][: -len(REJECTED_WORKBOOK)])
+        rule, _ = self._rule_for(file_name)
+        return rule.mapping if rule is not None else self.default_mapping
+
+    def _rule_for(self, file_name: str) -> tuple[Rule | None, str]:
+        """The first rule matching `file_name`, else the first matching the file refused rows came from
+        (`x.csv` for `x.csv.rejected.xlsx`); and that original file's name."""
+        names = [file_name]
+        if file_name.lower().endswith(REJECTED_WORKBOOK):
+            names.append(file_name[: -len(REJECTED_WORKBOOK)])
         for name in names:
             for rule in self.rules:
-                if fnmatch.fnmatch(name, rule.pattern.lower()):
-                    return rule.mapping
-        return self.default_mapping
+                if fnmatch.fnmatch(name.lower(), rule.pattern.lower()):
+                    return rule, names[-1]
+        return None, names[-1]
 
 
 REJECTED_WORKBOOK = ".rejected.xlsx"  # the refused rows of a file, as report.write_rejected_xlsx names them
