@@ -220,3 +220,17 @@ def run_cli(monkeypatch: Any, capsys: Any, args: list[str], cwd: Path, env: dict
     code = main(args, clock=FakeClock())
     out, err = capsys.readouterr()
     return CliResult(code, out, err)
+
+
+def workbook(path: Path, sheets: dict[str, list[list]]) -> Path:
+    """A real XLSX at `path` with these sheets (name -> rows, the header row first), in this order."""
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.remove(wb.active)
+    for name, rows in sheets.items():
+        ws = wb.create_sheet(name)
+        for row in rows:
+            ws.append(row)
+    wb.save(path)
+    return path

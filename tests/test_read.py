@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from connector.read import ReadError, _cell_text, detect_delimiter, normalise_name, read_table
+from tests.support import workbook
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -309,21 +310,8 @@ def test_cell_text(value, text):
     assert _cell_text(value) == text
 
 
-def make_xlsx(path: Path, sheets: dict[str, list[list]]) -> Path:
-    from openpyxl import Workbook
-
-    wb = Workbook()
-    wb.remove(wb.active)
-    for name, rows in sheets.items():
-        ws = wb.create_sheet(name)
-        for row in rows:
-            ws.append(row)
-    wb.save(path)
-    return path
-
-
 def test_xlsx_typed_cells_become_text(tmp_path):
-    path = make_xlsx(tmp_path / "p.xlsx", {"Products": [
+    path = workbook(tmp_path / "p.xlsx", {"Products": [
         ["sku", "qty", "rate", "barcode", "date", "when", "active", "lot"],
         ["00123", 479, 0.87, "6001234567893", date(2016, 6, 24), datetime(2016, 6, 24, 10, 30), True, 20101225.0],
         [],
@@ -360,7 +348,7 @@ def test_xls_via_xlwt(tmp_path):
 
 @pytest.fixture
 def three_sheets(tmp_path) -> Path:
-    return make_xlsx(tmp_path / "book.xlsx", {
+    return workbook(tmp_path / "book.xlsx", {
         "Notes": [["nothing to see here"]],
         "North": [["Report north"], [], ["sku", "qty"], ["001", 1], ["002", 2]],
         "South": [["sku", "qty", "bin"], ["003", 3, "B1"]],
@@ -405,7 +393,7 @@ def test_find_header_in_one_sheet(three_sheets):
 
 
 def test_workbook_duplicate_header_names_are_read_apart(tmp_path):
-    path = make_xlsx(tmp_path / "p.xlsx", {"S": [["sku", "SKU", "sku"], ["1", "2", "3"]]})
+    path = workbook(tmp_path / "p.xlsx", {"S": [["sku", "SKU", "sku"], ["1", "2", "3"]]})
     table = read_table(path)
     assert table.header == ["sku", "SKU", "sku (2)"] and table.twice == {"sku": [1, 3]}
     assert dict(table.rows[0].cells) == {"sku": "1", "SKU": "2", "sku (2)": "3"}
@@ -449,7 +437,7 @@ def test_zip_bomb_ratio_is_refused(tmp_path):
 
 def _bomb(path: Path, declared: bool) -> Path:
     """A tiny workbook with cells A1 and XFD1048576 (reliability.md E3), with or without <dimension>."""
-    make_xlsx(path, {"S": [["sku"]]})
+    workbook(path, {"S": [["sku"]]})
     data = {}
     with zipfile.ZipFile(path) as z:
         for info in z.infolist():
@@ -777,7 +765,7 @@ def test_row_ceiling_refuses_a_csv_naming_the_setting(tmp_path):
 
 
 def test_row_ceiling_refuses_a_workbook_before_its_rows_are_made(tmp_path):
-    path = make_xlsx(tmp_path / "p.xlsx", {"S": [["sku", "qty"]] + [[f"A{i}", i] for i in range(30)]})
+    path = workbook(tmp_path / "p.xlsx", {"S": [["sku", "qty"]] + [[f"A{i}", i] for i in range(30)]})
     assert len(read_table(path, max_rows=30).rows) == 30
     with pytest.raises(ReadError, match=r"p\.xlsx, sheet 'S': the file is too large for this machine: 30 rows, "
                                         r"limit 20; raise `limits.max_rows`"):

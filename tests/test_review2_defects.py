@@ -11,28 +11,16 @@ import sys
 import textwrap
 from pathlib import Path
 
-import openpyxl
 import pytest
 
 from connector.sandbox import Faults
-from tests.support import run_cli
+from tests.support import run_cli, workbook
 
 
 def connector(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """`connector ARGS` in its own process, as a person runs it."""
     return subprocess.run([sys.executable, "-m", "connector", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
-
-
-def workbook(path: Path, sheets: dict[str, list[list]]) -> Path:
-    wb = openpyxl.Workbook()
-    wb.remove(wb.active)
-    for name, rows in sheets.items():
-        ws = wb.create_sheet(name)
-        for row in rows:
-            ws.append(row)
-    wb.save(path)
-    return path
 
 
 def write(path: Path, text: str) -> Path:

@@ -14,21 +14,10 @@ from connector.config import Settings
 from connector.mapping import parse_mapping
 from connector.pipeline import plan_file
 from connector.report import Report, write_report_files
-from tests.support import assert_every_row_once, pipeline_for, settings_for
+from tests.support import assert_every_row_once, pipeline_for, settings_for, workbook
 
 MAPPING = {"source": {"sheet": "*"}, "group_by": "code", "product": {"title": "title"},
            "variant": {"source_variant_code": "sku", "sku": "sku", "price": "price"}}
-
-
-def workbook(path: Path, sheets: dict[str, list[list[str]]]) -> Path:
-    wb = openpyxl.Workbook()
-    wb.remove(wb.active)
-    for name, rows in sheets.items():
-        ws = wb.create_sheet(name)
-        for row in rows:
-            ws.append(row)
-    wb.save(path)
-    return path
 
 
 HEADER = ["code", "sku", "title", "price"]
